@@ -1,0 +1,41 @@
+"""GTA: reliable tasks and transactional messages for applications on a relational database.
+
+Public API::
+
+    from gta_core import hookimpl, task, submit
+
+    @task(max_attempts=5)
+    def send_email(ctx, to: str) -> None: ...
+
+    with db.atomic() as tx:
+        submit(tx, "send_email", {"to": "a@example.com"})   # exists iff tx commits
+"""
+from __future__ import annotations
+
+from .config import Settings, load_settings
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    Fail,
+    GTAError,
+    InvalidArguments,
+    PluginError,
+    Retry,
+    SchemaError,
+    SubmitError,
+    TaskNotFound,
+    UnknownTask,
+    WorkerDied,
+)
+from .hookspecs import hookimpl
+from .runtime import configure, get_runtime
+from .submit import TaskRequest, submit, submit_many, transaction
+from .tasks import TaskContext, TaskDefinition, TaskRecord, task
+
+__all__ = [
+    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments",
+    "PluginError", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
+    "TaskNotFound", "TaskRecord", "TaskRequest", "UnknownTask", "WorkerDied", "configure", "get_runtime",
+    "hookimpl", "load_settings", "submit", "submit_many", "task", "transaction",
+]

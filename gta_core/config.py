@@ -1,0 +1,249 @@
+"""Settings: one declarative `Setting` per option drives the CLI flags, the environment and the docs.
+
+Precedence is CLI flag > environment variable > default. Every value is validated when the
+settings are built, so a bad value fails at start with one line naming the setting and the
+rule it broke, instead of surfacing minutes later inside a worker.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive_int(text: str | int) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def _non_negative_int(text: str | int) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value
+
+
+def _positive_duration(text: str | float) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("must be a duration > 0")
+    return value
+
+
+def _non_negative_duration(text: str | float) -> float:
+    value = parse_duration(text)
+    if value < 0:
+        raise ValueError("must be a duration >= 0")
+    return value
+
+
+def _name_list(text: str | Sequence[str]) -> tuple[str, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(item.strip() for item in items if item.strip())
+    return names
+
+
+def _queue_list(text: str | Sequence[str]) -> tuple[str, ...]:
+    names = _name_list(text)
+    if not names:
+        raise ValueError("must name at least one queue")
+    return names
+
+
+def _database_url(text: str) -> str:
+    scheme = str(text).split("://", 1)[0] if "://" in str(text) else ""
+    if scheme not in {"sqlite", "postgres", "postgresql", "mysql", "mariadb"}:
+        raise ValueError("must be sqlite:///PATH, postgresql://..., mysql://... or mariadb://...")
+    return str(text)
+
+
+def _table_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,50}", str(text)):
+        raise ValueError("must be a plain SQL identifier of at most 51 characters")
+    return str(text)
+
+
+def _bind_address(text: str) -> str:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+    return str(text)
+
+
+def _log_level(text: str) -> str:
+    level = str(text).upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One option: its name, CLI flag, environment variable, parser/validator, default and help."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "GTA_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL"),
+    Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
+    Setting("workers", _positive_int, 2, "worker processes", "N"),
+    Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
+    Setting("batch", _positive_int, 10, "most tasks leased by one statement", "N"),
+    Setting("queues", _queue_list, ("default",), "comma-separated queues to serve", "A,B"),
+    Setting("lease_timeout", _positive_duration, 30.0,
+            "a lease not renewed for this long is rescued (heartbeat every third of it)", "DURATION"),
+    Setting("scan_interval", _positive_duration, 5.0, "poll period of an idle worker", "DURATION"),
+    Setting("instant_scan_interval", _positive_duration, 0.1,
+            "first poll delay after work ran out; doubles up to scan_interval", "DURATION"),
+    Setting("shutdown_timeout", _non_negative_duration, 30.0,
+            "how long a stopping worker waits for its running tasks", "DURATION"),
+    Setting("storage_timeout", _positive_duration, 7 * 86400.0,
+            "finished tasks older than this are deleted by cleanup", "DURATION"),
+    Setting("initialized_timeout", _positive_duration, 300.0,
+            "a task pending longer than this is abnormal", "DURATION"),
+    Setting("running_timeout", _positive_duration, 1800.0,
+            "a task running longer than this is abnormal", "DURATION"),
+    Setting("retry_base", _positive_duration, 1.0,
+            "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
+    Setting("retry_cap", _positive_duration, 3600.0, "longest retry delay of the built-in policy", "DURATION"),
+    Setting("max_tasks_per_worker", _non_negative_int, 0,
+            "recycle a worker after this many tasks (0: never)", "N"),
+    Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
+    Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
+    Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
+    Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with `load_settings`; every field has a `Setting`."""
+
+    database_url: str = "sqlite:///gta.db"
+    table: str = "gta_tasks"
+    workers: int = 2
+    threads: int = 1
+    batch: int = 10
+    queues: tuple[str, ...] = ("default",)
+    lease_timeout: float = 30.0
+    scan_interval: float = 5.0
+    instant_scan_interval: float = 0.1
+    shutdown_timeout: float = 30.0
+    storage_timeout: float = 7 * 86400.0
+    initialized_timeout: float = 300.0
+    running_timeout: float = 1800.0
+    retry_base: float = 1.0
+    retry_cap: float = 3600.0
+    max_tasks_per_worker: int = 0
+    metrics_bind: str = "127.0.0.1:9464"
+    plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease_timeout / 3
+
+    @property
+    def rescue_interval(self) -> float:
+        """How often each supervisor looks for expired leases."""
+        return max(0.5, min(self.scan_interval, self.lease_timeout / 3))
+
+    def replace(self, **changes: Any) -> Settings:
+        return load_settings(overrides={**dataclasses.asdict(self), **changes}, environ={})
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from explicit overrides (e.g. CLI flags), then ``GTA_*`` variables, then defaults.
+
+    Raises `ConfigError` naming the first invalid setting.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(overrides) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "no such setting")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            raw, source = overrides[setting.name], setting.flag
+        elif setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        else:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{setting.name} ({source}={raw!r})", _rule(exc)) from None
+    settings = Settings(**values)
+    if settings.instant_scan_interval > settings.scan_interval:
+        raise ConfigError("instant_scan_interval", "must not exceed scan_interval")
+    return settings
+
+
+def _rule(exc: Exception) -> str:
+    text = str(exc)
+    if text.startswith("invalid literal for int()"):
+        return "must be an integer"
+    return text
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Add the CLI flags of the named settings; values stay raw strings until `load_settings`."""
+    for name in names:
+        setting = SETTINGS_BY_NAME[name]
+        parser.add_argument(
+            setting.flag,
+            dest=name,
+            default=None,
+            metavar=setting.metavar,
+            help=f"{setting.help} (env {setting.env}; default {_show_default(setting.default)})",
+        )
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    overrides = {name: getattr(args, name) for name in SETTINGS_BY_NAME if hasattr(args, name)}
+    return load_settings(overrides, environ)
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return str(value)

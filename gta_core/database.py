@@ -1,0 +1,191 @@
+"""Opening the task database and telling transient failures from real ones.
+
+Each process (and each thread, through peewee's thread-local connections) opens its own
+connection; nothing opened here ever crosses a fork. Connections carry timeouts so that a
+dead server or a half-open socket turns into an error instead of a hang.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import peewee
+
+from .errors import ConfigError, DatabaseUnavailable
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: MySQL/MariaDB errors worth retrying at once: deadlock and lock wait timeout.
+MYSQL_RETRYABLE = {1213, 1205}
+#: MySQL/MariaDB client errors that mean the connection is gone.
+MYSQL_DISCONNECTED = {2003, 2006, 2013, 2055, 1927, 1053, 4031}
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """SQLite's timestamp format: naive UTC, microseconds, sorts as text."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_now() -> str:
+    return utc_text(dt.datetime.now(dt.timezone.utc))
+
+
+def _sqlite_now_plus(seconds: float) -> str:
+    return utc_text(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds))
+
+
+def dialect_of(db: peewee.Database) -> str:
+    """``sqlite``, ``postgres`` or ``mysql`` for any peewee Database (subclasses included)."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return "sqlite"
+    if isinstance(db, peewee.PostgresqlDatabase):
+        return "postgres"
+    if isinstance(db, peewee.MySQLDatabase):
+        return "mysql"
+    raise ConfigError("database", f"{type(db).__name__} is not SQLite, PostgreSQL or MySQL/MariaDB")
+
+
+def install_sqlite_functions(db: peewee.Database) -> None:
+    """Give a SQLite database the clock functions GTA's SQL uses (idempotent)."""
+    if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in db._functions:
+        db.register_function(_sqlite_now, "gta_now", 0)
+        db.register_function(_sqlite_now_plus, "gta_now_plus", 1)
+
+
+def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
+    """A peewee Database for a GTA URL; no connection is opened yet."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme
+    if scheme == "sqlite":
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigError("database_url", "sqlite URL needs a file, e.g. sqlite:///gta.db")
+        db = peewee.SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                     "synchronous": "normal", "foreign_keys": 0},
+            lock_type="IMMEDIATE",  # every write takes the lock up front: no deadlocked upgrades
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
+        install_sqlite_functions(db)
+        return db
+    name = parsed.path.lstrip("/")
+    if not name:
+        raise ConfigError("database_url", f"{scheme} URL needs a database name, e.g. {scheme}://host/test")
+    common: dict[str, Any] = {"host": parsed.hostname or "127.0.0.1", "user": unquote(parsed.username or "")}
+    if parsed.password:
+        common["password"] = unquote(parsed.password)
+    if scheme in {"postgres", "postgresql"}:
+        common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
+                      keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                      options=f"-c statement_timeout={int(statement_timeout * 1000)} "
+                              f"-c idle_in_transaction_session_timeout={int(statement_timeout * 1000)}")
+        if not common["user"]:
+            common["user"] = "postgres"
+        return peewee.PostgresqlDatabase(name, **common)
+    if scheme in {"mysql", "mariadb"}:
+        common.update(port=parsed.port or 3306, connect_timeout=CONNECT_TIMEOUT,
+                      read_timeout=int(statement_timeout), write_timeout=int(statement_timeout),
+                      charset="utf8mb4", autocommit=True,
+                      # no gap locks: enqueue and claim must not deadlock each other
+                      init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        if not common["user"]:
+            common["user"] = "root"
+        return peewee.MySQLDatabase(name, **common)
+    raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    # peewee wraps driver errors as WrappedError(original, *original.args)
+    if exc.args and isinstance(exc.args[0], BaseException):
+        return exc.args[0]
+    return exc
+
+
+def mysql_code(exc: BaseException) -> int | None:
+    original = _driver_error(exc)
+    if original.args and isinstance(original.args[0], int):
+        return original.args[0]
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A conflict that a fresh attempt of the same transaction will most likely get past."""
+    if mysql_code(exc) in MYSQL_RETRYABLE:
+        return True
+    text = str(_driver_error(exc)).lower()
+    return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection is gone (server restart, killed session, network): reopen it."""
+    if isinstance(exc, peewee.InterfaceError):
+        return True
+    if mysql_code(exc) in MYSQL_DISCONNECTED:
+        return True
+    text = str(_driver_error(exc)).lower()
+    return any(marker in text for marker in (
+        "server closed the connection", "connection already closed", "terminating connection",
+        "could not connect", "connection refused", "connection timed out", "ssl connection has been closed",
+        "no connection to the server", "server has gone away", "lost connection", "can't connect",
+        "broken pipe", "connection reset", "the database system is", "canceling statement due to statement timeout",
+        "unable to open database file",
+    ))
+
+
+def drop_connection(db: peewee.Database) -> None:
+    """Forget this thread's connection without trusting it; the next query opens a new one."""
+    conn = db._state.conn
+    db._state.reset()
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def in_transaction(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8) -> T:
+    """Run ``fn`` in a transaction on ``db``, retrying deadlocks and lock waits with jitter.
+
+    A lost connection is dropped (so the next call reconnects) and reported as
+    `DatabaseUnavailable`; the caller decides how long to back off.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.atomic():
+                return fn()
+        except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
+            if is_disconnect(exc):
+                drop_connection(db)
+                raise DatabaseUnavailable(f"database connection lost: {_driver_error(exc)}") from exc
+            if is_retryable(exc) and attempt < attempts:
+                time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 6))
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def check_connection(db: peewee.Database, url: str) -> None:
+    """Open a connection now, turning failure into one clear `DatabaseUnavailable` line."""
+    try:
+        db.connect(reuse_if_open=True)
+        db.execute_sql("SELECT 1")
+    except (peewee.OperationalError, peewee.InterfaceError, peewee.DatabaseError) as exc:
+        drop_connection(db)
+        reason = str(_driver_error(exc)).strip().splitlines()[0] if str(_driver_error(exc)).strip() else repr(exc)
+        raise DatabaseUnavailable(f"cannot reach database {describe_url(url)}: {reason}") from exc

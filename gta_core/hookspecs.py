@@ -1,0 +1,78 @@
+"""The whole plugin contract: every hook GTA calls, with the arguments it passes.
+
+Plugins implement these with ``@gta_core.hookimpl``. A plugin is a module or object
+registered through the ``gta_handlers`` entry point group, ``--plugin module.path`` or
+``GTA_PLUGINS``. Hook errors are logged and counted by the engine; one faulty plugin does
+not stop a worker.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "gta"
+ENTRY_POINT_GROUP = "gta_handlers"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def gta_handlers() -> list[Any]:  # type: ignore[empty-body]
+    """Return this plugin's task definitions (objects made by ``@gta_core.task``).
+
+    Two definitions with one key, across all plugins, fail at start.
+    """
+
+
+@hookspec(firstresult=True)
+def gta_retry_delay(task: Any, error: BaseException) -> float | None:  # type: ignore[empty-body]
+    """Seconds until the next attempt of ``task`` after ``error``, or None to give up.
+
+    ``task`` is the `TaskRecord` whose attempt just failed (``task.attempts`` counts it).
+    The first non-None answer wins; the built-in ``retry`` plugin answers with capped
+    exponential backoff with jitter and None once ``max_attempts`` is reached. If every
+    plugin answers None, the task fails.
+    """
+
+
+@hookspec
+def gta_periodic() -> list[Any]:  # type: ignore[empty-body]
+    """Return periodic task definitions (interval or cron-like schedules).
+
+    Each slot is enqueued once cluster-wide, with dedupe key ``periodic:<name>:<slot>``.
+    """
+
+
+@hookspec
+def gta_abnormal_tasks(kind: str, tasks: list[Any]) -> None:
+    """Called by the monitor with tasks of one ``kind``.
+
+    Kinds: ``running_timeout`` (running too long), ``initialized_timeout`` (pending too long),
+    ``rescued`` (lease expired and was taken back) and ``failed`` (newly failed).
+    """
+
+
+@hookspec
+def gta_task_event(event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
+    """Observe a task's lifecycle; metrics and tracing plug in here.
+
+    ``event`` is one of ``started``, ``succeeded``, ``retried``, ``failed``, ``rescued``,
+    ``released`` or ``lost`` (a write rejected by the lease fence). ``error`` is the
+    exception for retried/failed, ``duration`` the handler's run time in seconds for
+    succeeded/retried/failed. Called in the process where the event happened.
+    """
+
+
+@hookspec
+def gta_capture_context() -> dict[str, Any] | None:  # type: ignore[empty-body]
+    """At submit, return JSON-serializable context to carry to the handler (trace ids, tenant).
+
+    The dicts of all plugins are merged and stored in the task's ``context`` column.
+    """
+
+
+@hookspec
+def gta_restore_context(context: dict[str, Any]) -> None:
+    """In the worker, before the handler runs, restore what `gta_capture_context` captured."""

@@ -1,0 +1,130 @@
+"""Building the plugin manager and the task registry, in a function, never at import time."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownTask
+from .tasks import TaskDefinition
+
+log = logging.getLogger("gta.plugins")
+
+
+@dataclasses.dataclass
+class Registry:
+    """Every task definition by key, and the plugin that provided it."""
+
+    tasks: dict[str, TaskDefinition]
+    owners: dict[str, str]
+
+    def get(self, key: str) -> TaskDefinition:
+        try:
+            return self.tasks[key]
+        except KeyError:
+            raise UnknownTask(f"unknown task {key!r}: no handler is registered under this key "
+                              f"(known: {', '.join(sorted(self.tasks)) or 'none'})") from None
+
+
+@dataclasses.dataclass
+class Plugins:
+    """The plugin manager and the task registry built from it."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+    hook_errors: int = 0
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+
+def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Plugins:
+    """Specs, then entry-point plugins (the built-ins among them), then named modules.
+
+    Raises `PluginError` for a module that cannot be imported, a hookimpl that matches no
+    spec, or two tasks with one key.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in disabled:
+        manager.set_blocked(name)
+    try:
+        manager.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    except Exception as exc:  # an installed plugin that fails to import
+        raise PluginError(f"could not load a {hookspecs.ENTRY_POINT_GROUP} entry point: {exc}") from exc
+    for module_name in extra_modules:
+        if manager.is_blocked(module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise PluginError(f"could not import plugin module {module_name!r}: {exc}") from exc
+        if not manager.is_registered(module):
+            manager.register(module, name=module_name)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin hook matches no hook specification: {exc}") from exc
+    return Plugins(manager, _build_registry(manager))
+
+
+def _build_registry(manager: pluggy.PluginManager) -> Registry:
+    tasks: dict[str, TaskDefinition] = {}
+    owners: dict[str, str] = {}
+    for impl in manager.hook.gta_handlers.get_hookimpls():
+        plugin_name = impl.plugin_name
+        try:
+            definitions = impl.function() or []
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin_name!r}: gta_handlers() raised {exc!r}") from exc
+        for definition in definitions:
+            if not isinstance(definition, TaskDefinition):
+                raise PluginError(f"plugin {plugin_name!r}: gta_handlers() returned {definition!r}, "
+                                  "which is not a @gta_core.task definition")
+            if definition.key in tasks and tasks[definition.key] is not definition:
+                raise PluginError(f"two tasks with key {definition.key!r}: from plugins "
+                                  f"{owners[definition.key]!r} and {plugin_name!r}")
+            tasks[definition.key] = definition
+            owners[definition.key] = plugin_name
+    return Registry(tasks, owners)
+
+
+def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
+    """Call a broadcast hook, logging (never raising) what a faulty plugin throws.
+
+    Each implementation is called on its own, so one plugin's error does not hide the others.
+    """
+    results = []
+    caller = getattr(plugins.manager.hook, name)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            args = [kwargs[arg] for arg in impl.argnames]
+            result = impl.function(*args)
+        except Exception:
+            log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
+            plugins.hook_errors += 1
+            continue
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
+    """Call a firstresult hook guarded like `call_hook_safely`: the first non-None answer wins."""
+    caller = getattr(plugins.manager.hook, name)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        except Exception:
+            log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
+            plugins.hook_errors += 1
+            continue
+        if result is not None:
+            return result
+    return None

@@ -1,0 +1,76 @@
+"""A process's GTA: its settings, plugins, database and store, built on first use.
+
+Nothing is built at import time. Applications call `configure` once (or rely on ``GTA_*``
+environment variables); the supervisor and each worker build their own `Runtime`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from typing import Any
+
+import peewee
+
+from .config import Settings, load_settings
+from .database import open_database
+from .plugins import Plugins, build_plugins
+from .store import TaskStore
+from .wake import wake_key
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+
+    @functools.cached_property
+    def plugins(self) -> Plugins:
+        return build_plugins(self.settings.plugins, self.settings.disable_plugins)
+
+    @functools.cached_property
+    def db(self) -> peewee.Database:
+        return open_database(self.settings.database_url)
+
+    @functools.cached_property
+    def store(self) -> TaskStore:
+        return TaskStore(self.db, self.settings.table)
+
+    def store_for(self, db: peewee.Database) -> TaskStore:
+        """The store on a caller's own Database object (same table)."""
+        if db is self.db:
+            return self.store
+        return TaskStore(db, self.settings.table)
+
+    def wake_key(self, db: peewee.Database) -> str:
+        return wake_key(db, self.settings.table)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> Runtime:
+    """Set this process's GTA settings (explicit values over ``GTA_*`` variables)."""
+    global _current
+    runtime = Runtime(settings if settings is not None else load_settings(overrides))
+    with _lock:
+        _current = runtime
+    return runtime
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Runtime(load_settings())
+        return _current
+
+
+def reset() -> None:
+    """Forget the runtime (tests), closing its connection."""
+    global _current
+    with _lock:
+        runtime, _current = _current, None
+    if runtime is not None and "db" in runtime.__dict__ and not runtime.db.is_closed():
+        runtime.db.close()

@@ -1,0 +1,212 @@
+"""Submitting tasks inside the caller's transaction (the transactional message).
+
+The row is written with the caller's own connection, so it exists if and only if the
+caller's transaction commits. Everything that can be checked is checked before the first
+byte is written: arguments are JSON-encodable, the key is known, the arguments bind to the
+handler's signature.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import peewee
+
+from .database import in_transaction, utc_text
+from .errors import InvalidArguments, SubmitError
+from .plugins import call_hook_safely
+from .runtime import Runtime, get_runtime
+from .store import TaskStore
+from .tasks import dump_args
+from .wake import notify_local
+
+Delay = float | int | dt.timedelta
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRequest:
+    """One task to submit; see `submit` for the meaning of each field."""
+
+    key: str
+    args: Mapping[str, Any] | None = None
+    delay: Delay | None = None
+    run_at: dt.datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    dedupe_key: str | None = None
+    order_key: str | None = None
+    max_attempts: int | None = None
+    context: Mapping[str, Any] | None = None
+    parent_id: int | None = None
+
+
+def submit(
+    db_tx: Any,
+    key: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    delay: Delay | None = None,
+    run_at: dt.datetime | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    dedupe_key: str | None = None,
+    order_key: str | None = None,
+    max_attempts: int | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> int:
+    """Insert one task in the transaction of ``db_tx`` and return its id.
+
+    ``db_tx`` is a peewee Database (its current transaction is used, or one of its own when
+    none is open), what ``db.atomic()``/``db.transaction()`` returned, or None for the
+    configured database in a transaction of its own.
+    """
+    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
+    return submit_many(db_tx, [request])[0]
+
+
+def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
+    """Insert many tasks in one statement (per 500 rows); ids in the order given."""
+    runtime = get_runtime()
+    db = _database_of(db_tx, runtime)
+    requests = [item if isinstance(item, TaskRequest) else TaskRequest(*item) for item in items]
+    if not requests:
+        return []
+    captured = _captured_context(runtime)
+    rows = [_row(runtime, request, captured) for request in requests]
+    store = runtime.store_for(db)
+    if db.in_transaction():
+        ids = _insert(store, rows)
+        _wake_after_commit(runtime, db, store)
+        return ids
+    ids = in_transaction(db, lambda: _insert(store, rows))
+    _wake(runtime, db, store)
+    return ids
+
+
+@contextlib.contextmanager
+def transaction(db: peewee.Database | None = None) -> Iterator[Any]:
+    """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook)."""
+    runtime = get_runtime()
+    db = runtime.db if db is None else db
+    with db.atomic() as tx:
+        yield tx
+        _wake_after_commit(runtime, db, runtime.store_for(db))
+
+
+def _database_of(db_tx: Any, runtime: Runtime) -> peewee.Database:
+    if db_tx is None:
+        return runtime.db
+    if isinstance(db_tx, peewee.Database):
+        return db_tx
+    db = getattr(db_tx, "db", None)
+    if isinstance(db, peewee.Database):
+        return db
+    raise SubmitError(f"db_tx must be a peewee Database, what db.atomic() returned, or None; "
+                      f"got {type(db_tx).__name__}")
+
+
+def _captured_context(runtime: Runtime) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for part in call_hook_safely(runtime.plugins, "gta_capture_context"):
+        if isinstance(part, Mapping):
+            merged.update(part)
+    return merged
+
+
+def _row(runtime: Runtime, request: TaskRequest, captured: dict[str, Any]) -> tuple[Any, ...]:
+    key = request.key
+    if not isinstance(key, str):
+        raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
+    definition = runtime.plugins.registry.get(key)
+    args_text = dump_args(key, request.args)
+    definition.check_args(json.loads(args_text))
+    context = {**captured, **(request.context or {})}
+    try:
+        context_text = json.dumps(context, allow_nan=False, separators=(",", ":")) if context else None
+    except (TypeError, ValueError) as exc:
+        raise InvalidArguments(f"context for task {key!r} is not JSON-serializable: {exc}") from None
+    priority = definition.priority if request.priority is None else request.priority
+    max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
+    queue = definition.queue if request.queue is None else request.queue
+    _check(isinstance(priority, int) and not isinstance(priority, bool), key, "priority must be an integer")
+    _check(isinstance(max_attempts, int) and max_attempts >= 1, key, "max_attempts must be an integer >= 1")
+    _check(isinstance(queue, str) and 0 < len(queue) <= 191, key, "queue must be a non-empty string")
+    for name in ("dedupe_key", "order_key"):
+        value = getattr(request, name)
+        _check(value is None or (isinstance(value, str) and 0 < len(value) <= 191), key,
+               f"{name} must be a non-empty string of at most 191 characters")
+    if request.run_at is not None and request.delay is not None:
+        raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
+    when: Any
+    if request.run_at is not None:
+        if not isinstance(request.run_at, dt.datetime) or request.run_at.tzinfo is None:
+            raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime")
+        when = request.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        at = True
+    else:
+        delay = request.delay or 0
+        delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+        _check(isinstance(delay, (int, float)) and delay >= 0, key, "delay must be >= 0 seconds")
+        when, at = float(delay), False
+    return (at, key, queue, priority, args_text, context_text, when, max_attempts,
+            request.dedupe_key, request.order_key, request.parent_id)
+
+
+def _check(ok: bool, key: str, rule: str) -> None:
+    if not ok:
+        raise InvalidArguments(f"task {key!r}: {rule}")
+
+
+def _insert(store: TaskStore, rows: list[tuple[Any, ...]]) -> list[int]:
+    sql, dialect = store.sql, store.sql.dialect
+    ids: list[int] = []
+    for start in range(0, len(rows), 500):
+        chunk = rows[start:start + 500]
+        values, params = [], []
+        for at, key, queue, priority, args_text, context_text, when, max_attempts, dedupe, order, parent in chunk:
+            if at:
+                values.append(sql.insert_row_at)
+                when = utc_text(when) if store.dialect == "sqlite" else when
+            else:
+                values.append(sql.insert_row_delay)
+                when = dialect.seconds_param(when)
+            params += [key, queue, priority, args_text, context_text, when, max_attempts, dedupe, order, parent]
+        statement = sql.insert_prefix + ", ".join(values)
+        if dialect.insert_returns_ids or _is_mariadb(store.db):
+            cursor = store.db.execute_sql(dialect.fix(statement + " RETURNING id"), params)
+            ids += sorted(row[0] for row in cursor.fetchall())
+        else:
+            cursor = store.db.execute_sql(dialect.fix(statement), params)
+            ids += list(range(cursor.lastrowid, cursor.lastrowid + len(chunk)))
+    if store.dialect == "postgres":
+        for queue in sorted({row[2] for row in rows}):
+            store.db.execute_sql(sql.notify, (f"gta_{store.table}", queue))
+    return ids
+
+
+def _is_mariadb(db: peewee.Database) -> bool:
+    conn = db.connection()
+    return "mariadb" in str(getattr(conn, "get_server_info", lambda: "")()).lower()
+
+
+def _wake(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
+    if store.dialect != "postgres":
+        notify_local(runtime.wake_key(db))
+
+
+def _wake_after_commit(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
+    """Register one local wake-up for when the caller's outermost transaction commits."""
+    if store.dialect == "postgres":
+        return
+    top = db._state.transactions[0] if db._state.transactions else None
+    if top is None or getattr(top, "_gta_wake", False):
+        return
+    try:
+        db.after_commit(lambda: _wake(runtime, db, store))
+    except ValueError:  # manual commit mode has no commit hook; polling will find the task
+        return
+    top._gta_wake = True

@@ -1,0 +1,368 @@
+"""The supervisor: keeps N worker processes alive and the cluster's leases honest.
+
+Signal handlers only queue the signal; the main loop dispatches it (as in gunicorn's arbiter).
+The main loop never waits on the database: it select()s on the signal pipe, the wake-up
+sources and the workers' sentinels. Database work happens on two threads of its own:
+- the janitor releases a dead worker's leases at once and rescues expired leases
+  cluster-wide every rescue_interval (conditional and batched, see `TaskStore.rescue_expired`);
+- on PostgreSQL, the listener LISTENs for submit's NOTIFY and wakes the workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import secrets
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import multiprocess
+import peewee
+
+from .database import check_connection, drop_connection, open_database
+from .errors import DatabaseUnavailable, GTAError, WorkerDied
+from .plugins import call_hook_safely, first_hook_result
+from .runtime import Runtime
+from .worker import EXIT_BOOT_FAILED, WorkerChannel, describe_error, worker_main
+
+log = logging.getLogger("gta.supervisor")
+
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 30.0  # a worker that lived this long resets its slot's restart backoff
+
+
+@dataclasses.dataclass
+class WorkerSlot:
+    """One of the N places a worker process fills; survives the processes that fill it."""
+
+    index: int
+    process: Any = None
+    channel: WorkerChannel | None = None
+    spawned_at: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+
+
+@dataclasses.dataclass
+class DeadWorker:
+    """A reaped worker whose leases must be given back."""
+
+    owner: str
+    running_ids: list[int]
+    reason: str
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.until = until
+        self.mp = multiprocess.get_context("spawn")
+        self.slots = [WorkerSlot(index) for index in range(self.settings.workers)]
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.dead: queue.SimpleQueue[DeadWorker | None] = queue.SimpleQueue()
+        self.stopping = False
+        self.exit_code = 0
+        self.done = threading.Event()
+        self.rescued_total = 0
+        self.restarts_total = 0
+        self._sigint_count = 0
+
+    # -- start ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """Fail fast (GTAError) on broken plugins, an unreachable database or a missing table."""
+        self.runtime.plugins  # noqa: B018 - builds and validates every plugin
+        check_connection(self.runtime.db, self.settings.database_url)
+        self.runtime.store.require_schema()
+
+    def run(self) -> int:
+        self.check()
+        self._signal_r, self._signal_w = socket.socketpair()
+        self._signal_r.setblocking(False)
+        self._signal_w.setblocking(False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._queue_signal)
+        wake = self._open_wake_socket()
+        threads = [threading.Thread(target=self._janitor_loop, name="gta-janitor", daemon=True)]
+        if self.runtime.store.dialect == "postgres":
+            threads.append(threading.Thread(target=self._listen_loop, name="gta-listener", daemon=True))
+        for thread in threads:
+            thread.start()
+        log.info("supervisor %d: %d worker(s) x %d thread(s) on %s, queues %s", os.getpid(),
+                 self.settings.workers, self.settings.threads, self.runtime.store.dialect,
+                 ",".join(self.settings.queues))
+        try:
+            self._main_loop(wake)
+        finally:
+            self._kill_all()
+            self.done.set()
+            self.dead.put(None)
+            for thread in threads:
+                thread.join(timeout=self.settings.lease_timeout)
+            self._release_everything()
+            if wake is not None:
+                wake.close()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+        log.info("supervisor %d stopped", os.getpid())
+        return self.exit_code
+
+    def _open_wake_socket(self) -> Any:
+        if self.runtime.store.dialect == "postgres":
+            return None
+        from .wake import WakeSocket
+        return WakeSocket(self.runtime.wake_key(self.runtime.db))
+
+    def _queue_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.put(signum)
+        try:
+            self._signal_w.send(b"s")
+        except OSError:
+            pass
+
+    # -- main loop -------------------------------------------------------------------------
+    def _main_loop(self, wake: Any) -> None:
+        stop_deadline = None
+        next_until_check = 0.0
+        while True:
+            self._handle_signals()
+            if self.stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + self.settings.shutdown_timeout + 5.0
+                for slot in self.slots:
+                    self._stop_slot(slot)
+            self._reap()
+            if self.stopping:
+                if not any(slot.process is not None for slot in self.slots):
+                    return
+                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                    log.warning("workers did not stop within the shutdown timeout; killing them")
+                    return
+            else:
+                self._spawn_due()
+                if self.until is not None and time.monotonic() >= next_until_check:
+                    next_until_check = time.monotonic() + 0.2
+                    if self.until():
+                        self.stopping = True
+                        continue
+            waitables: list[Any] = [self._signal_r]
+            if wake is not None:
+                waitables.append(wake)
+            waitables += [slot.process.sentinel for slot in self.slots if slot.process is not None]
+            try:
+                ready, _, _ = select.select(waitables, [], [], 0.25)
+            except InterruptedError:
+                continue
+            if self._signal_r in ready:
+                try:
+                    while self._signal_r.recv(64):
+                        pass
+                except BlockingIOError:
+                    pass
+            if wake is not None and wake in ready and wake.drain():
+                self.wake_workers()
+
+    def _handle_signals(self) -> None:
+        while True:
+            try:
+                signum = self.signals.get_nowait()
+            except queue.Empty:
+                return
+            if signum == signal.SIGINT:
+                self._sigint_count += 1
+                if self._sigint_count >= 2:
+                    log.warning("second SIGINT: releasing leases and exiting now")
+                    self._kill_all()
+                    self.stopping = True
+                    continue
+            if not self.stopping:
+                log.info("%s: stopping (waiting up to %.0fs for running tasks)",
+                         signal.Signals(signum).name, self.settings.shutdown_timeout)
+            self.stopping = True
+
+    def wake_workers(self) -> None:
+        for slot in self.slots:
+            if slot.channel is not None:
+                slot.channel.wake.set()
+
+    # -- worker processes ------------------------------------------------------------------
+    def _spawn_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None and now >= slot.restart_at:
+                self._spawn(slot)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        threads = self.settings.threads
+        channel = WorkerChannel(
+            owner=f"{socket.gethostname()}:{os.getpid()}.{slot.index}:{secrets.token_hex(8)}",
+            wake=self.mp.Event(), stop=self.mp.Event(),
+            running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
+        )
+        process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),
+                                  name=f"gta-worker-{slot.index}", daemon=False)
+        process.start()
+        slot.process, slot.channel, slot.spawned_at = process, channel, time.monotonic()
+        log.info("worker %d started (pid %d, lease owner %s)", slot.index, process.pid, channel.owner)
+
+    def _stop_slot(self, slot: WorkerSlot) -> None:
+        if slot.channel is not None:
+            slot.channel.stop.set()
+            slot.channel.wake.set()
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            assert slot.channel is not None
+            code = process.exitcode
+            lived = time.monotonic() - slot.spawned_at
+            reason = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+            running = [task_id for task_id in slot.channel.running if task_id]
+            slot.process = None
+            if code == 0:
+                log.info("worker %d (pid %d) exited", slot.index, process.pid)
+            else:
+                log.warning("worker %d (pid %d) died: %s; running tasks %s", slot.index, process.pid,
+                            reason, running or "none")
+            self.dead.put(DeadWorker(slot.channel.owner, running if code != 0 else [], reason))
+            if code == EXIT_BOOT_FAILED:
+                log.error("worker %d failed to boot; stopping the supervisor", slot.index)
+                self.exit_code = 1
+                self.stopping = True
+                continue
+            if self.stopping:
+                continue
+            self.restarts_total += 1
+            if code == 0:
+                slot.failures, slot.restart_at = 0, 0.0  # recycled after max_tasks_per_worker
+                continue
+            slot.failures = 0 if lived >= STABLE_AFTER else slot.failures + 1
+            delay = min(MAX_RESTART_DELAY, 0.1 * 2 ** slot.failures) if slot.failures else 0.0
+            slot.restart_at = time.monotonic() + delay
+            if delay:
+                log.info("restarting worker %d in %.1fs", slot.index, delay)
+
+    def _kill_all(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.kill()
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(5)
+                if slot.channel is not None:
+                    self.dead.put(DeadWorker(slot.channel.owner, [], "stopped by the supervisor"))
+                slot.process = None
+
+    # -- janitor thread --------------------------------------------------------------------
+    def _janitor_loop(self) -> None:
+        store = self.runtime.store
+        next_rescue = time.monotonic()
+        while True:
+            timeout = max(0.0, next_rescue - time.monotonic())
+            try:
+                job = self.dead.get(timeout=timeout)
+            except queue.Empty:
+                job = None
+                if self.done.is_set():
+                    return
+                next_rescue = time.monotonic() + self.settings.rescue_interval
+                self._rescue(store)
+                continue
+            if job is None:
+                return
+            self._release_dead(job)
+
+    def _rescue(self, store: Any) -> None:
+        try:
+            while True:
+                rescued = store.rescue_expired(limit=500)
+                for task in rescued:
+                    log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
+                    call_hook_safely(self.runtime.plugins, "gta_task_event", event="rescued", task=task,
+                                     error=None, duration=None)
+                self.rescued_total += len(rescued)
+                if len(rescued) < 500:
+                    return
+        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+            log.warning("lease rescue failed: %s", exc)
+
+    def _release_dead(self, job: DeadWorker) -> None:
+        """Give a dead worker's leases back at once; tasks it was running count an attempt."""
+        store = self.runtime.store
+        for attempt in range(1, 1000):
+            try:
+                if job.running_ids:
+                    for task in store.owned(job.owner):
+                        if task.id not in job.running_ids:
+                            continue
+                        error = WorkerDied(f"worker {job.owner} died ({job.reason}) while running this task")
+                        delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
+                        if delay is None:
+                            store.fail(job.owner, task.id, describe_error(error))
+                            event = "failed"
+                        else:
+                            store.retry(job.owner, task.id, float(delay), describe_error(error))
+                            event = "retried"
+                        call_hook_safely(self.runtime.plugins, "gta_task_event", event=event, task=task,
+                                         error=error, duration=None)
+                released = store.release(job.owner)
+                if released:
+                    log.info("released %d task(s) leased by %s", released, job.owner)
+                return
+            except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                if self.done.is_set() and attempt >= 3:
+                    log.error("could not release leases of %s (%s); they will expire and be rescued",
+                              job.owner, exc)
+                    return
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+
+    def _release_everything(self) -> None:
+        """At exit: drain the janitor's queue in this thread (its thread has stopped)."""
+        while True:
+            try:
+                job = self.dead.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._release_dead(job)
+
+    # -- PostgreSQL listener thread ----------------------------------------------------------
+    def _listen_loop(self) -> None:
+        channel = f"gta_{self.settings.table}"
+        failures = 0
+        while not self.done.is_set():
+            db = open_database(self.settings.database_url, statement_timeout=0)
+            try:
+                conn = db.connection()
+                with conn.cursor() as cursor:
+                    cursor.execute(f'LISTEN "{channel}"')
+                failures = 0
+                self.wake_workers()  # anything committed while we were not listening
+                while not self.done.is_set():
+                    if select.select([conn], [], [], 1.0)[0]:
+                        conn.poll()
+                        if conn.notifies:
+                            conn.notifies.clear()
+                            self.wake_workers()
+            except Exception as exc:
+                failures += 1
+                log.warning("LISTEN connection failed (%s); reconnecting", exc)
+                self.done.wait(min(10.0, 0.2 * 2 ** failures))
+            finally:
+                drop_connection(db)
+
+
+def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None) -> int:
+    """Run a supervisor in this process until SIGTERM/SIGINT (or ``until()``); its exit code."""
+    return Supervisor(runtime, until).run()
+
+
+__all__ = ["Supervisor", "run_supervisor", "DatabaseUnavailable"]

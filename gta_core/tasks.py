@@ -1,0 +1,134 @@
+"""Task definitions (`@task`), the leased-task record and the context a handler receives."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import InvalidArguments
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 5
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,190}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskDefinition:
+    """A handler and its options. Calling it calls the handler directly."""
+
+    key: str
+    fn: Callable[..., Any]
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def check_args(self, args: Mapping[str, Any]) -> None:
+        """Raise `InvalidArguments` unless ``fn(ctx, **args)`` would bind."""
+        try:
+            self.signature.bind(None, **args)
+        except TypeError as exc:
+            raise InvalidArguments(f"arguments for task {self.key!r} do not match "
+                                   f"{self.key}{self.signature}: {exc}") from None
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    *,
+    key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+) -> Any:
+    """Declare a task handler ``fn(ctx, **args)``; its key defaults to the function name.
+
+    Usable bare (``@task``) or with options (``@task(max_attempts=3, queue="mail")``).
+    """
+
+    def wrap(func: Callable[..., Any]) -> TaskDefinition:
+        name = key or func.__name__
+        if not _KEY.match(name):
+            raise ValueError(f"task key {name!r} must match {_KEY.pattern}")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"task {name!r}: max_attempts must be an integer >= 1")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"task {name!r}: timeout must be > 0 seconds")
+        params = list(inspect.signature(func).parameters.values())
+        if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+            raise ValueError(f"task {name!r}: the handler's first parameter must be the context")
+        return TaskDefinition(name, func, max_attempts, timeout, queue, priority)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def dump_args(key: str, args: Mapping[str, Any] | None) -> str:
+    """Encode task arguments as JSON text, refusing anything JSON cannot carry faithfully."""
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        raise InvalidArguments(f"arguments for task {key!r} must be a dict of keyword arguments, "
+                               f"not {type(args).__name__}")
+    try:
+        return json.dumps(args, allow_nan=False, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArguments(f"arguments for task {key!r} are not JSON-serializable: {exc}") from None
+
+
+@dataclasses.dataclass
+class TaskRecord:
+    """A task row as a worker or an admin sees it."""
+
+    id: int
+    key: str
+    queue: str
+    args: str
+    context: str | None
+    attempts: int
+    max_attempts: int
+    priority: int = 0
+    run_at: dt.datetime | None = None
+    status: str = "running"
+    lease_owner: str | None = None
+    last_error: str | None = None
+
+    def decoded_args(self) -> dict[str, Any]:
+        value = json.loads(self.args)
+        if not isinstance(value, dict):
+            raise InvalidArguments(f"task {self.id} arguments are not a JSON object")
+        return value
+
+    def decoded_context(self) -> dict[str, Any]:
+        if not self.context:
+            return {}
+        value = json.loads(self.context)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclasses.dataclass
+class TaskContext:
+    """What a handler gets as its first argument."""
+
+    task_id: int
+    key: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    context: dict[str, Any]
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts

@@ -1,0 +1,323 @@
+"""A worker process: lease due tasks, run their handlers on threads, record each outcome.
+
+Three kinds of thread share one process:
+- the main thread leases tasks whenever a handler thread is free (adaptive polling: again at
+  once after a lease that found work, then from instant_scan_interval doubling up to
+  scan_interval; a wake-up from the supervisor cuts any wait short);
+- ``threads`` handler threads run tasks and record outcomes with fenced writes;
+- a heartbeat thread renews every in-flight lease in one statement each third of the lease
+  timeout, and stops the worker when its supervisor is gone. Python switches threads every
+  few milliseconds, so a busy pure-Python handler cannot starve it.
+
+Each handler thread publishes the id of the task it is running in shared memory, so the
+supervisor knows, if this process dies, which tasks were really executing (their attempt
+counts) and which were only leased (released without counting).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import os
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import peewee
+
+from . import runtime as runtime_module
+from .config import Settings
+from .errors import DatabaseUnavailable, Fail, GTAError, InvalidArguments, Retry, UnknownTask
+from .plugins import call_hook_safely, first_hook_result
+from .runtime import Runtime
+from .tasks import TaskContext, TaskRecord
+
+log = logging.getLogger("gta.worker")
+
+EXIT_BOOT_FAILED = 3
+EXIT_RECYCLED = 0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass
+class WorkerChannel:
+    """What a supervisor and one worker process share (all picklable multiprocess objects)."""
+
+    owner: str
+    wake: Any  # Event: work may be due
+    stop: Any  # Event: stop leasing, finish in-flight work, release the rest, exit
+    running: Any  # Array('q', threads): task id each handler thread is running, 0 when idle
+    started: Any  # Array('d', threads): time.time() each of those tasks started
+
+
+def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> None:
+    """Entry point of a worker process (spawned by the supervisor)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    signal.signal(signal.SIGTERM, lambda *_: (channel.stop.set(), channel.wake.set()))
+    _die_with_parent()
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
+    try:
+        runtime = runtime_module.configure(settings)
+        runtime.plugins  # noqa: B018 - load plugins now, so a broken one fails the boot
+    except Exception:
+        log.exception("worker failed to boot")
+        os._exit(EXIT_BOOT_FAILED)
+    code = Worker(runtime, channel, parent_pid).run()
+    logging.shutdown()
+    os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (the heartbeat thread also checks)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, channel: WorkerChannel, parent_pid: int) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.store = runtime.store
+        self.plugins = runtime.plugins
+        self.channel = channel
+        self.owner = channel.owner
+        self.parent_pid = parent_pid
+        self.inflight: dict[int, TaskRecord] = {}
+        self.lock = threading.Lock()
+        self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
+        self.finished = 0
+        self.leases_lost = 0
+        self.stopping = threading.Event()
+
+    # -- main thread: leasing --------------------------------------------------------------
+    def run(self) -> int:
+        threads = [threading.Thread(target=self._handler_loop, args=(slot,), name=f"gta-handler-{slot}",
+                                    daemon=True) for slot in range(self.settings.threads)]
+        threads.append(threading.Thread(target=self._heartbeat_loop, name="gta-heartbeat", daemon=True))
+        for thread in threads:
+            thread.start()
+        log.info("worker %s serving queues %s", self.owner, ",".join(self.settings.queues))
+        self._lease_loop()
+        return self._drain_and_release()
+
+    def _lease_loop(self) -> None:
+        settings, channel = self.settings, self.channel
+        idle_delay = settings.instant_scan_interval
+        failures = 0
+        orphans_possible = False
+        while not self._should_stop():
+            channel.wake.clear()
+            free = settings.threads - len(self.inflight)
+            wait = settings.scan_interval
+            if free > 0:
+                want = min(settings.batch, free)
+                try:
+                    tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
+                    failures = 0
+                except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                    failures += 1
+                    backoff = min(settings.scan_interval, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1)
+                    log.warning("lease failed (%s); retrying in %.1fs", exc, backoff)
+                    orphans_possible = True
+                    channel.stop.wait(backoff)
+                    continue
+                if orphans_possible:
+                    orphans_possible = not self._release_orphans()
+                with self.lock:
+                    for task in tasks:
+                        self.inflight[task.id] = task
+                for task in tasks:
+                    self.todo.put(task)
+                if tasks:
+                    idle_delay = settings.instant_scan_interval
+                    if len(tasks) == want and len(self.inflight) < settings.threads:
+                        continue  # more may be due: lease again at once
+                    wait = settings.scan_interval if len(tasks) == want else idle_delay
+                else:
+                    wait = idle_delay
+                    idle_delay = min(idle_delay * 2, settings.scan_interval)
+            channel.wake.wait(wait)
+
+    def _release_orphans(self) -> bool:
+        """After a failed lease, give back rows it may have leased before the connection broke.
+
+        Heartbeats renew only tasks this worker knows, so such orphans would otherwise wait for
+        rescue and lose an attempt. Returns False if the database is still unreachable.
+        """
+        try:
+            with self.lock:
+                known = set(self.inflight)
+            orphans = [task.id for task in self.store.owned(self.owner) if task.id not in known]
+            if orphans:
+                log.warning("releasing %d task(s) leased by a statement whose reply was lost", len(orphans))
+                self.store.release(self.owner, orphans)
+            return True
+        except (GTAError, peewee.DatabaseError, peewee.InterfaceError):
+            return False
+
+    def _should_stop(self) -> bool:
+        if self.channel.stop.is_set():
+            return True
+        limit = self.settings.max_tasks_per_worker
+        return bool(limit and self.finished >= limit)
+
+    def _drain_and_release(self) -> int:
+        """Stop: wait up to shutdown_timeout for running handlers, then release the rest."""
+        self.stopping.set()
+        for _ in range(self.settings.threads):
+            self.todo.put(None)
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                running = [task_id for task_id in self.channel.running if task_id]
+            if not running:
+                break
+            time.sleep(0.05)
+        with self.lock:
+            leftover = list(self.inflight)
+            self.inflight.clear()
+        if leftover:
+            try:
+                released = self.store.release(self.owner, leftover)
+                log.info("released %d unfinished task(s) back to pending: %s", released, leftover)
+            except Exception as exc:  # the supervisor releases them after we exit
+                log.warning("could not release %s (%s); the supervisor will", leftover, exc)
+        return EXIT_RECYCLED
+
+    # -- handler threads -------------------------------------------------------------------
+    def _handler_loop(self, slot: int) -> None:
+        while True:
+            task = self.todo.get()
+            if task is None or self.stopping.is_set():
+                return
+            self.channel.started[slot] = time.time()
+            self.channel.running[slot] = task.id
+            try:
+                self._run(task)
+            finally:
+                self.channel.running[slot] = 0
+                with self.lock:
+                    self.inflight.pop(task.id, None)
+                self.finished += 1
+                self.channel.wake.set()
+
+    def _run(self, task: TaskRecord) -> None:
+        logger = logging.LoggerAdapter(logging.getLogger(f"gta.task.{task.key}"),
+                                       {"task_id": task.id, "attempt": task.attempts})
+        self._event("started", task)
+        start = time.perf_counter()
+        try:
+            definition = self.plugins.registry.get(task.key)
+            try:
+                args = task.decoded_args()
+            except ValueError as exc:
+                raise InvalidArguments(f"task {task.id} arguments are not valid JSON: {exc}") from None
+            definition.check_args(args)
+            context = task.decoded_context()
+            call_hook_safely(self.plugins, "gta_restore_context", context=context)
+            ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger)
+            definition.fn(ctx, **args)
+        except (UnknownTask, InvalidArguments) as exc:  # retrying cannot help
+            self._finish_failed(task, exc, time.perf_counter() - start)
+        except Fail as exc:
+            self._finish_failed(task, exc, time.perf_counter() - start)
+        except Retry as exc:
+            self._finish_retry(task, exc, exc.delay if task.attempts < task.max_attempts else None,
+                               time.perf_counter() - start)
+        except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not kill the thread silently
+            delay = first_hook_result(self.plugins, "gta_retry_delay", task=task, error=exc)
+            self._finish_retry(task, exc, delay, time.perf_counter() - start)
+        else:
+            duration = time.perf_counter() - start
+            if self._record(task, lambda: self.store.complete(self.owner, task.id)):
+                self._event("succeeded", task, duration=duration)
+
+    def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
+        if delay is None:
+            self._finish_failed(task, exc, duration)
+            return
+        error = describe_error(exc)
+        if self._record(task, lambda: self.store.retry(self.owner, task.id, float(delay), error)):
+            logger = logging.getLogger(f"gta.task.{task.key}")
+            logger.info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id, task.attempts,
+                        task.max_attempts, _one_line(exc), delay)
+            self._event("retried", task, exc, duration)
+
+    def _finish_failed(self, task: TaskRecord, exc: BaseException, duration: float) -> None:
+        error = describe_error(exc)
+        if self._record(task, lambda: self.store.fail(self.owner, task.id, error)):
+            logging.getLogger(f"gta.task.{task.key}").warning(
+                "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, _one_line(exc))
+            self._event("failed", task, exc, duration)
+
+    def _record(self, task: TaskRecord, write: Any) -> bool:
+        """Run a fenced outcome write, riding out a database outage for up to one lease period.
+
+        Returns True when the write landed; False when the lease was lost (logged, counted).
+        """
+        deadline = time.monotonic() + self.settings.lease_timeout
+        pause = 0.1
+        while True:
+            try:
+                accepted = write()
+                break
+            except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                if time.monotonic() + pause > deadline:
+                    log.error("could not record the outcome of task %d (%s); it will be rescued and re-run",
+                              task.id, exc)
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        if not accepted:
+            self.leases_lost += 1
+            log.warning("lease on task %d was lost before its outcome was recorded; the write was rejected",
+                        task.id)
+            self._event("lost", task)
+        return accepted
+
+    def _event(self, event: str, task: TaskRecord, error: BaseException | None = None,
+               duration: float | None = None) -> None:
+        call_hook_safely(self.plugins, "gta_task_event", event=event, task=task, error=error, duration=duration)
+
+    # -- heartbeat thread -------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        while True:
+            if os.getppid() != self.parent_pid:
+                log.warning("supervisor %d is gone; stopping", self.parent_pid)
+                self.channel.stop.set()
+                self.channel.wake.set()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + interval
+                with self.lock:
+                    ids = list(self.inflight)
+                if ids:
+                    try:
+                        renewed = self.store.heartbeat(self.owner, ids, self.settings.lease_timeout)
+                        if renewed < len(ids):
+                            log.warning("heartbeat renewed %d of %d leases; the others were taken over",
+                                        renewed, len(ids))
+                    except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                        log.warning("heartbeat failed: %s", exc)
+            time.sleep(min(0.5, interval))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` then the traceback, as stored in ``last_error``."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{_one_line(exc)}\n\n{text}"
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
