@@ -93,7 +93,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     if scheme in {"mysql", "mariadb"}:
         common.update(port=parsed.port or 3306, connect_timeout=CONNECT_TIMEOUT,
                       read_timeout=int(statement_timeout), write_timeout=int(statement_timeout),
-                      charset="utf8mb4", autocommit=True,
+                      charset="utf8mb4",
                       # no gap locks: enqueue and claim must not deadlock each other
                       init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         if not common["user"]:

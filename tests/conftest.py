@@ -1,0 +1,85 @@
+"""Shared fixtures: one behavioural suite, run against every configured database.
+
+SQLite always runs. PostgreSQL and MariaDB/MySQL run when ``GTA_TEST_POSTGRES_URL`` /
+``GTA_TEST_MYSQL_URL`` are set (``.ci/run`` sets both, and there an unreachable server
+fails the run instead of skipping). Each test gets its own task table, dropped afterwards,
+so tests never see each other's rows.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gta_core
+from gta_core import runtime as runtime_module
+from gta_core.runtime import Runtime
+
+from .helpers import Env
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = {
+    "sqlite": None,
+    "postgres": os.environ.get("GTA_TEST_POSTGRES_URL"),
+    "mariadb": os.environ.get("GTA_TEST_MYSQL_URL"),
+}
+ENABLED = [name for name, url in BACKENDS.items() if name == "sqlite" or url]
+
+
+@pytest.fixture(params=ENABLED)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasks.db'}"
+    url = BACKENDS[backend]
+    assert url
+    return url
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """A migrated task table of its own, this process configured for it, and a ledger file.
+
+    ``env.runtime`` is this process's runtime; ``env.supervisor(...)`` starts a real
+    ``gta-supervisor`` process against the same table.
+    """
+    table = f"gta_t_{secrets.token_hex(4)}"
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.touch()
+    variables = {
+        "GTA_DATABASE_URL": db_url,
+        "GTA_TABLE": table,
+        "GTA_PLUGINS": "tests.tasks",
+        "GTA_TEST_LEDGER": str(ledger),
+        "GTA_RETRY_BASE": "0.2",
+        "GTA_RETRY_CAP": "1",
+        "GTA_SCAN_INTERVAL": "1",
+        "GTA_LEASE_TIMEOUT": "10",
+        "GTA_SHUTDOWN_TIMEOUT": "10",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    runtime = runtime_module.configure()
+    runtime.store.migrate()
+    environment = Env(runtime=runtime, table=table, db_url=db_url, ledger=ledger, tmp_path=tmp_path)
+    try:
+        yield environment
+    finally:
+        environment.stop_all()
+        runtime_module.reset()
+        cleanup = Runtime(gta_core.load_settings({"database_url": db_url, "table": table}))
+        cleanup.store.drop()
+        cleanup.db.close()
+
+
+def pytest_report_header() -> str:
+    return f"gta backends: {', '.join(ENABLED)} (python {sys.version.split()[0]})"
