@@ -1,0 +1,29 @@
+"""Handlers for the benchmarks (loaded by workers as the plugin ``benchmarks.bench_tasks``)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from gta_core import TaskContext, hookimpl, task
+
+
+@task
+def bench_noop(ctx: TaskContext) -> None:
+    """Does nothing: measures the framework, not the handler."""
+
+
+@task
+def bench_stamp(ctx: TaskContext) -> None:
+    """Appends ``task_id start_time pid`` to $GTA_BENCH_LEDGER (one atomic O_APPEND write)."""
+    line = f"{ctx.task_id} {time.time():.6f} {os.getpid()}\n".encode()
+    fd = os.open(os.environ["GTA_BENCH_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@hookimpl
+def gta_handlers() -> list[Any]:
+    return [bench_noop, bench_stamp]

@@ -1,0 +1,73 @@
+"""Shared plumbing for the benchmark scripts: a fresh table, a supervisor process, output lines."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gta_core
+from gta_core import runtime as runtime_module
+from gta_core.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the scripts run as files; workers import benchmarks.bench_tasks
+    sys.path.insert(0, str(ROOT))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--database", default="sqlite:///bench.db", help="database URL (default sqlite:///bench.db)")
+    return p
+
+
+def emit(name: str, value: float, unit: str) -> None:
+    """One figure, as ``name value unit``."""
+    print(f"{name} {value:.6g} {unit}", flush=True)
+
+
+@contextlib.contextmanager
+def fresh_table(database: str, **settings: object) -> Iterator[Runtime]:
+    """Configure this process for a new, migrated table; drop it afterwards."""
+    table = f"gta_bench_{secrets.token_hex(3)}"
+    os.environ.update(GTA_DATABASE_URL=database, GTA_TABLE=table, GTA_PLUGINS="benchmarks.bench_tasks",
+                      PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    runtime = runtime_module.configure(**settings)
+    runtime.store.migrate()
+    try:
+        yield runtime
+    finally:
+        runtime_module.reset()
+        cleanup = Runtime(gta_core.load_settings({"database_url": database, "table": table}))
+        cleanup.store.drop()
+
+
+@contextlib.contextmanager
+def supervisor(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``gta-supervisor`` process on the configured table; SIGTERM and wait on exit."""
+    process = subprocess.Popen([sys.executable, "-m", "gta_core.cli_supervisor", "--log-level", "WARNING", *args],
+                               env=os.environ.copy())
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_until(condition: object, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False

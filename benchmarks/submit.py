@@ -1,0 +1,35 @@
+"""Enqueue throughput: one task per transaction, and submit_many in batches of 1,000.
+
+    python benchmarks/submit.py --database postgresql://postgres@127.0.0.1/test
+"""
+from __future__ import annotations
+
+import time
+
+from common import emit, fresh_table, parser
+
+from gta_core import TaskRequest, submit, submit_many
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--single", type=int, default=2000, help="tasks submitted one per transaction")
+    p.add_argument("--batched", type=int, default=50000, help="tasks submitted with submit_many")
+    args = p.parse_args()
+    with fresh_table(args.database) as runtime:
+        db = runtime.db
+        start = time.perf_counter()
+        for _ in range(args.single):
+            with db.atomic() as tx:
+                submit(tx, "bench_noop")
+        emit("submit_single", args.single / (time.perf_counter() - start), "tasks/s")
+        requests = [TaskRequest("bench_noop")] * 1000
+        start = time.perf_counter()
+        for _ in range(args.batched // 1000):
+            with db.atomic() as tx:
+                submit_many(tx, requests)
+        emit("submit_many_1000", (args.batched // 1000) * 1000 / (time.perf_counter() - start), "tasks/s")
+
+
+if __name__ == "__main__":
+    main()
