@@ -11,6 +11,7 @@ import logging
 import sys
 
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 
 import peewee
@@ -26,8 +27,15 @@ SUPERVISOR_SETTINGS = [setting.name for setting in SETTINGS]
 ADMIN_SETTINGS = ["database_url", "table", "plugins", "disable_plugins", "log_level"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description)
+    return _Parser(prog=prog, description=description)
 
 
 def _fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="load a plugin module (repeatable)")
     parser.add_argument("--disable-plugin", dest="disabled_list", action="append", default=[], metavar="NAME",
                         help="disable a plugin by name (repeatable)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     commands.add_parser("migrate", help="create or upgrade the task table")
     submit = commands.add_parser("submit", help="submit a task")
     submit.add_argument("key")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pluggy
@@ -57,7 +57,7 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
     try:
         manager.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
     except Exception as exc:  # an installed plugin that fails to import
-        raise PluginError(f"could not load a {hookspecs.ENTRY_POINT_GROUP} entry point: {exc}") from exc
+        raise PluginError(f"could not load a {hookspecs.ENTRY_POINT_GROUP} entry point: {_one_line(exc)}") from exc
     for module_name in extra_modules:
         if manager.is_blocked(module_name):
             continue
@@ -66,12 +66,30 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         except Exception as exc:
             raise PluginError(f"could not import plugin module {module_name!r}: {exc}") from exc
         if not manager.is_registered(module):
-            manager.register(module, name=module_name)
+            _register(manager, module, module_name)
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin hook matches no hook specification: {exc}") from exc
+        raise PluginError(f"plugin hook matches no hook specification: {_one_line(exc)}") from exc
     return Plugins(manager, _build_registry(manager))
+
+
+def _register(manager: pluggy.PluginManager, module: Any, name: str) -> None:
+    """Register a named module, reporting a hookimpl whose arguments its spec lacks as `PluginError`.
+
+    pluggy validates a hookimpl against an existing spec at registration time (not in
+    ``check_pending``), so without this a misspelled argument escaped as a raw
+    ``PluginValidationError``, which the CLIs print as a traceback instead of one line.
+    """
+    try:
+        manager.register(module, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name!r} does not match the hook specification: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's validation messages span several lines; GTA's errors are one line."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _build_registry(manager: pluggy.PluginManager) -> Registry:
@@ -83,6 +101,10 @@ def _build_registry(manager: pluggy.PluginManager) -> Registry:
             definitions = impl.function() or []
         except Exception as exc:
             raise PluginError(f"plugin {plugin_name!r}: gta_handlers() raised {exc!r}") from exc
+        # a bare `return my_task` would otherwise escape as "not iterable" TypeError, a traceback
+        if not isinstance(definitions, Iterable) or isinstance(definitions, (str, bytes, Mapping)):
+            raise PluginError(f"plugin {plugin_name!r}: gta_handlers() returned {definitions!r}, "
+                              "not a list of @gta_core.task definitions")
         for definition in definitions:
             if not isinstance(definition, TaskDefinition):
                 raise PluginError(f"plugin {plugin_name!r}: gta_handlers() returned {definition!r}, "

@@ -82,9 +82,36 @@ def dump_args(key: str, args: Mapping[str, Any] | None) -> str:
         raise InvalidArguments(f"arguments for task {key!r} must be a dict of keyword arguments, "
                                f"not {type(args).__name__}")
     try:
-        return json.dumps(args, allow_nan=False, separators=(",", ":"), sort_keys=True)
+        text = json.dumps(args, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise InvalidArguments(f"arguments for task {key!r} are not JSON-serializable: {exc}") from None
+    problem = _changed_by_json(args, "args")
+    if problem:
+        raise InvalidArguments(f"arguments for task {key!r} would not survive JSON unchanged: {problem}")
+    return text
+
+
+def _changed_by_json(value: Any, path: str) -> str | None:
+    """Where a value that `json.dumps` accepted would come back different, or None.
+
+    ``json.dumps`` quietly turns tuples into lists and non-string keys into strings, so the
+    handler would receive other arguments than were submitted; refuse those instead.
+    """
+    if isinstance(value, tuple):
+        return f"{path} is a tuple, which would come back as a list"
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, list):
+        items = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                return f"{path} has the key {name!r}, which would come back as the string {json.dumps(name)!r}"
+            items.append((f"{path}[{name!r}]", item))
+    for item_path, item in items:
+        problem = _changed_by_json(item, item_path)
+        if problem:
+            return problem
+    return None
 
 
 @dataclasses.dataclass

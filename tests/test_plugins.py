@@ -1,0 +1,193 @@
+"""The plugin manager: discovery (named modules and the ``gta_handlers`` entry point group),
+validation at start, disabling by name, and hooks that fail without taking GTA down."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+
+import pytest
+
+import gta_core
+from gta_core import runtime as runtime_module
+from gta_core.plugins import build_plugins, call_hook_safely, first_hook_result
+from gta_core.tasks import TaskRecord
+
+from .helpers import Env
+
+TEST_TASKS = {"record", "sleepy", "flaky", "always_fails", "fails_for_good", "retry_later", "crash", "greet"}
+DEMO_TASKS = {"demo_hello", "demo_flaky", "demo_broken"}
+NOT_INSTALLED = "the example plugin is not installed: run `pip install -e tests/example_pkg`"
+
+
+def _record(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:
+    return TaskRecord(id=1, key="record", queue="default", args="{}", context=None,
+                      attempts=attempts, max_attempts=max_attempts)
+
+
+def test_registry_holds_named_modules_and_builtins() -> None:
+    plugins = build_plugins(["tests.tasks"])
+    registry = plugins.registry
+    assert TEST_TASKS | DEMO_TASKS <= set(registry.tasks)
+    assert registry.owners["record"] == "tests.tasks"
+    assert registry.owners["demo_hello"] == "demo"
+    assert registry.get("record").max_attempts == 3
+    # the built-in retry policy is an ordinary plugin registered under its entry point name
+    retry = plugins.manager.get_plugin("retry")
+    assert retry is not None
+    assert retry in [impl.plugin for impl in plugins.hook.gta_retry_delay.get_hookimpls()]
+
+
+def test_unknown_key_names_the_key() -> None:
+    registry = build_plugins(["tests.tasks"]).registry
+    with pytest.raises(gta_core.UnknownTask, match="'no_such_task'"):
+        registry.get("no_such_task")
+
+
+def test_building_twice_gives_independent_managers() -> None:
+    # nothing global: a second build neither sees the first one's modules nor conflicts with them
+    with_tests = build_plugins(["tests.tasks"])
+    without = build_plugins()
+    assert "record" in with_tests.registry.tasks
+    assert "record" not in without.registry.tasks
+    assert with_tests.manager is not without.manager
+
+
+@pytest.mark.parametrize("modules", [
+    ["tests.plugins_bad.clash_a", "tests.plugins_bad.clash_b"],
+    ["tests.tasks", "tests.plugins_bad.redefines_record"],
+], ids=["two-new-modules", "clash-with-tests.tasks"])
+def test_two_tasks_with_one_key_fail_at_start(modules: list[str]) -> None:
+    key = "clash_key" if "clash" in modules[0] else "record"
+    with pytest.raises(gta_core.PluginError) as info:
+        build_plugins(modules)
+    message = str(info.value)
+    assert f"'{key}'" in message
+    for module in modules:  # both owners are named, so the user knows which two to reconcile
+        assert module in message
+
+
+def test_hookimpl_matching_no_spec_fails_at_start() -> None:
+    with pytest.raises(gta_core.PluginError, match="gta_nonexistent_hook"):
+        build_plugins(["tests.tasks", "tests.plugins_bad.unknown_hook"])
+
+
+def test_hookimpl_with_arguments_the_spec_lacks_fails_as_plugin_error() -> None:
+    with pytest.raises(gta_core.PluginError) as info:
+        build_plugins(["tests.plugins_bad.bad_hook_args"])
+    message = str(info.value)
+    assert "gta_retry_delay" in message and "bogus" in message
+    assert "\n" not in message  # the CLIs print it as their one error line
+
+
+@pytest.mark.parametrize("module", ["tests.plugins_bad.does_not_exist", "tests.plugins_bad.raises_on_import",
+                                    "no_such_top_level_package_xyz"])
+def test_unimportable_module_fails_with_plugin_error(module: str) -> None:
+    with pytest.raises(gta_core.PluginError) as info:
+        build_plugins([module])
+    assert repr(module) in str(info.value)
+
+
+@pytest.mark.parametrize("module, fragment", [
+    ("tests.plugins_bad.not_a_task", "plain_function"),  # a list holding a plain function
+    ("tests.plugins_bad.single_task", "not a list"),  # `return my_task` instead of `return [my_task]`
+    ("tests.plugins_bad.handlers_raise", "cannot list my tasks"),
+])
+def test_handlers_hook_returning_garbage_fails(module: str, fragment: str) -> None:
+    with pytest.raises(gta_core.PluginError) as info:
+        build_plugins([module])
+    assert module in str(info.value) and fragment in str(info.value)
+
+
+def test_disabling_entry_point_plugin_by_name() -> None:
+    plugins = build_plugins(["tests.tasks"], disabled=["demo"])
+    assert not DEMO_TASKS & set(plugins.registry.tasks)
+    assert TEST_TASKS <= set(plugins.registry.tasks)
+    assert plugins.manager.get_plugin("retry") is not None
+    with pytest.raises(gta_core.UnknownTask):
+        plugins.registry.get("demo_hello")
+
+
+def test_disabling_named_module_and_builtin_retry() -> None:
+    plugins = build_plugins(["tests.tasks"], disabled=["tests.tasks", "retry"])
+    assert not TEST_TASKS & set(plugins.registry.tasks)
+    assert DEMO_TASKS <= set(plugins.registry.tasks)
+    assert plugins.hook.gta_retry_delay.get_hookimpls() == []
+
+
+def test_disabling_a_broken_module_skips_it() -> None:
+    plugins = build_plugins(["tests.tasks", "tests.plugins_bad.raises_on_import"],
+                            disabled=["tests.plugins_bad.raises_on_import"])
+    assert "record" in plugins.registry.tasks
+
+
+def test_call_hook_safely_logs_and_counts_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
+    plugins = build_plugins(["tests.plugins_bad.faulty", "tests.plugins_bad.tenant_context"])
+    with caplog.at_level(logging.ERROR, logger="gta.plugins"):
+        results = call_hook_safely(plugins, "gta_capture_context")
+    assert results == [{"tenant": "acme"}]  # the good plugin still answered
+    assert plugins.hook_errors == 1
+    failures = [r for r in caplog.records if r.name == "gta.plugins" and r.levelno == logging.ERROR]
+    assert len(failures) == 1
+    assert "tests.plugins_bad.faulty" in failures[0].getMessage()
+    assert "gta_capture_context" in failures[0].getMessage()
+    assert failures[0].exc_info is not None and "capture_context exploded" in str(failures[0].exc_info[1])
+    call_hook_safely(plugins, "gta_capture_context")
+    assert plugins.hook_errors == 2
+
+
+def test_first_hook_result_skips_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
+    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    with caplog.at_level(logging.ERROR, logger="gta.plugins"):
+        delay = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=1), error=RuntimeError("x"))
+        exhausted = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=3), error=RuntimeError("x"))
+    assert isinstance(delay, float) and delay > 0  # the built-in retry policy answered
+    assert exhausted is None  # out of attempts: the built-in policy gives up
+    assert plugins.hook_errors == 2
+    assert sum("tests.plugins_bad.faulty" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_submit_survives_a_faulty_context_plugin(env: Env, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("GTA_PLUGINS", "tests.tasks,tests.plugins_bad.faulty,tests.plugins_bad.tenant_context")
+    runtime = runtime_module.configure()
+    with caplog.at_level(logging.ERROR, logger="gta.plugins"):
+        task_id = gta_core.submit(runtime.db, "record", {"n": 7}, context={"request": "r-1"})
+    row = env.store.get(task_id)
+    assert row is not None
+    assert json.loads(row["context"]) == {"tenant": "acme", "request": "r-1"}
+    assert runtime.plugins.hook_errors == 1
+    assert any("capture_context exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+# -- entry point discovery (tests/example_pkg, installed with `pip install -e tests/example_pkg`) --
+def test_entry_point_plugin_is_discovered_without_naming_it() -> None:
+    plugins = build_plugins()
+    assert "example_double" in plugins.registry.tasks, NOT_INSTALLED
+    assert plugins.registry.owners["example_double"] == "example"
+    definition = plugins.registry.get("example_double")
+    assert definition.max_attempts == 2
+    definition.check_args({"x": 3})
+    with pytest.raises(gta_core.InvalidArguments):
+        definition.check_args({"y": 3})
+
+
+def test_entry_point_plugin_can_be_disabled_by_name() -> None:
+    plugins = build_plugins(["tests.tasks"], disabled=["example"])
+    assert "example_double" not in plugins.registry.tasks
+    assert "record" in plugins.registry.tasks
+
+
+def test_supervisor_runs_entry_point_task(env: Env) -> None:
+    # env sets GTA_PLUGINS=tests.tasks only: example_double must come from the entry point
+    assert "example_double" in env.runtime.plugins.registry.tasks, NOT_INSTALLED
+    with env.runtime.db.atomic() as tx:
+        task_id = gta_core.submit(tx, "example_double", {"x": 21})
+    supervisor = env.supervisor(1)
+    assert env.wait_final([task_id]) == {task_id: "succeeded"}
+    entries = [entry for entry in env.ledger_entries() if entry["id"] == task_id]
+    assert len(entries) == 1, entries
+    assert entries[0]["key"] == "example_double" and entries[0]["result"] == 42
+    assert entries[0]["pid"] in supervisor.worker_pids()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait() == 0
