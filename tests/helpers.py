@@ -161,3 +161,17 @@ class Env:
             statuses = self.statuses(ids)
             return statuses if len(statuses) == len(ids) and set(statuses.values()) <= final else None
         return wait_for(settled, timeout, f"{len(ids)} tasks to reach a final state")
+
+
+def wait_log(process: SupervisorProcess, text: str, count: int = 1, timeout: float = WATCHDOG) -> str:
+    """Wait until ``text`` appears ``count`` times in a supervisor's log (workers log there too)."""
+    def seen() -> str | None:
+        log = process.log()
+        return log if log.count(text) >= count else None
+    return wait_for(seen, timeout, f"{count} x {text!r} in the log of supervisor {process.pid}", interval=0.1)
+
+
+def wait_gone(pids: Sequence[int], timeout: float = WATCHDOG) -> None:
+    """Wait until none of ``pids`` is a live (non-zombie) process."""
+    wait_for(lambda: not [pid for pid in pids if is_alive(pid)], timeout,
+             f"processes {list(pids)} to exit", interval=0.1)
