@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["gta_core", "gta_plugins"],
+    packages=["gta_core", "gta_core.metrics", "gta_plugins"],
     package_data={"gta_core": ["py.typed"], "gta_plugins": ["py.typed"]},
     install_requires=[
         "peewee>=3.17",
@@ -18,7 +18,7 @@ setup(
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],
         "mysql": ["pymysql>=1.1"],
-        "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1"],
+        "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6"],
         "lint": ["ruff>=0.5", "mypy>=1.10"],
     },
     entry_points={
@@ -29,6 +29,7 @@ setup(
         "gta_handlers": [
             "retry = gta_plugins.retry",
             "demo = gta_plugins.demo",
+            "metrics = gta_plugins.metrics",
         ],
     },
 )

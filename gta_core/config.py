@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,8 +21,14 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds from ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``."""
+    """Seconds from ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``.
+
+    A number passed from Python must be finite: NaN slips past every ``<= 0`` check and
+    infinity cannot be turned into an SQL interval.
+    """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ValueError(f"{text!r} is not a finite duration")
         return float(text)
     match = _DURATION.match(str(text))
     if not match:
@@ -29,15 +36,22 @@ def parse_duration(text: str | float | int) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def _integer(text: str | float) -> int:
+    """``int()`` that refuses to truncate: ``1.5`` workers is an error, not one worker."""
+    if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+        raise ValueError("must be an integer")
+    return int(text)
+
+
 def _positive_int(text: str | int) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise ValueError("must be an integer >= 1")
     return value
 
 
 def _non_negative_int(text: str | int) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise ValueError("must be an integer >= 0")
     return value
@@ -88,6 +102,18 @@ def _bind_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
     return str(text)
+
+
+def _switch(text: str | bool) -> bool:
+    """On/off from ``1``/``0``, ``true``/``false``, ``yes``/``no`` or ``on``/``off``."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be on or off (1/0, true/false, yes/no)")
 
 
 def _log_level(text: str) -> str:
@@ -141,6 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_cap", _positive_duration, 3600.0, "longest retry delay of the built-in policy", "DURATION"),
     Setting("max_tasks_per_worker", _non_negative_int, 0,
             "recycle a worker after this many tasks (0: never)", "N"),
+    Setting("metrics", _switch, True, "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
@@ -169,6 +196,7 @@ class Settings:
     retry_base: float = 1.0
     retry_cap: float = 3600.0
     max_tasks_per_worker: int = 0
+    metrics: bool = True
     metrics_bind: str = "127.0.0.1:9464"
     plugins: tuple[str, ...] = ()
     disable_plugins: tuple[str, ...] = ()
@@ -236,6 +264,9 @@ def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
             metavar=setting.metavar,
             help=f"{setting.help} (env {setting.env}; default {_show_default(setting.default)})",
         )
+        if setting.parse is _switch:  # an off switch reads better than `--metrics off`
+            parser.add_argument("--no-" + setting.flag[2:], dest=name, action="store_const", const="off",
+                                help=f"same as {setting.flag} off")
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -47,7 +47,8 @@ def run_demo(runtime: Runtime, timeout: float) -> int:
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("gta.supervisor").setLevel(logging.WARNING)
-    run_supervisor(runtime.__class__(settings.replace(workers=min(settings.workers, 2), shutdown_timeout=5)),
+    quiet = settings.replace(workers=min(settings.workers, 2), shutdown_timeout=5, metrics=False)
+    run_supervisor(runtime.__class__(quiet),
                    until=settled)
     print("\nwhat became of each task:")
     for task_id, label in submitted:

@@ -22,6 +22,8 @@ from .wake import wake_key
 @dataclasses.dataclass
 class Runtime:
     settings: Settings
+    #: set by `gta_core.testing.eager`: submits run inline after commit instead of being stored
+    eager: Any = None
 
     @functools.cached_property
     def plugins(self) -> Plugins:

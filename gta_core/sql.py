@@ -12,9 +12,9 @@ import functools
 SCHEMA_VERSION = 1
 
 TASK_COLUMNS = ("id", "key", "queue", "args", "context", "attempts", "max_attempts", "priority",
-                "run_at", "status", "lease_owner", "last_error")
+                "run_at", "status", "lease_owner", "last_error", "created_at")
 ALL_COLUMNS = TASK_COLUMNS + ("lease_expires_at", "dedupe_key", "order_key", "parent_id",
-                              "created_at", "updated_at", "started_at", "finished_at")
+                              "updated_at", "started_at", "finished_at")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
@@ -171,11 +171,21 @@ class Statements:
         self.insert_row_at = f"(?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, {d.now}, {d.now})"
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
         self.notify = fx("SELECT pg_notify(?, ?)")
+        # dedupe: insert unless a row with this dedupe_key is kept, then read the kept row's id
+        self.insert_or_skip = ("ON DUPLICATE KEY UPDATE id = id" if d.name == "mysql"
+                               else "ON CONFLICT (dedupe_key) DO NOTHING")
+        self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
 
         lease_set = (f"status = 'running', lease_owner = ?, attempts = attempts + 1, "
                      f"lease_expires_at = {d.now_plus()}, started_at = {d.now}, updated_at = {d.now}")
         self.lease_set = lease_set
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}) AND run_at <= {d.now}")
+        # FIFO per order_key: only the oldest unfinished task of a key is ever due, so tasks
+        # sharing a key run one at a time in submission (id) order; a task that ended for
+        # good (succeeded, failed, cancelled) no longer holds the rest back.
+        self.due = (f"status = 'pending' AND queue IN ({{queues}}) AND run_at <= {d.now} "
+                    f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
+                    f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
+                    "AND prior.status IN ('pending', 'running')))")
         self.lease_order = "ORDER BY priority DESC, run_at, id"
 
         self.heartbeat = (f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} "
@@ -183,6 +193,7 @@ class Statements:
         fence = "id = ? AND lease_owner = ? AND status = 'running'"
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}")
+        self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
         self.retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                         f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}")
         self.fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "
@@ -193,6 +204,13 @@ class Statements:
                             "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
         self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
+        self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
+                               "last_error = ? WHERE status = 'pending' AND id IN ({ids})")
+        # a running task keeps its lease_owner so its worker can tell it was cancelled
+        self.cancel_running = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
+                               "lease_expires_at = NULL, last_error = ? WHERE status = 'running' AND id IN ({ids})")
+        self.cancelled_of_owner = ("SELECT id, last_error FROM " + t + " WHERE lease_owner = ? "
+                                   "AND status = 'cancelled' AND id IN ({ids})")
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
         self.rescue_set = (
@@ -203,8 +221,18 @@ class Statements:
         )
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
+        # Metrics gauges: each reads only pending or only running rows, through the partial
+        # indexes (status-leading ones on MySQL), so finished rows never add to their cost.
+        # The parameter is minus the abnormal threshold in seconds.
+        self.pending_summary = fx(
+            f"SELECT queue, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
+            f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), {d.now} "
+            f"FROM {t} WHERE status = 'pending' GROUP BY queue")
+        self.running_summary = fx(
+            f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
+            f"FROM {t} WHERE status = 'running' GROUP BY queue")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def statements(dialect_name: str, table: str) -> Statements:
     return Statements(DIALECTS[dialect_name], table)

@@ -7,6 +7,7 @@ deadlock and lock-wait errors by `database.in_transaction`.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 import peewee
 
-from .database import dialect_of, in_transaction, install_sqlite_functions
+from .database import dialect_of, in_transaction, install_sqlite_functions, utc_text
 from .errors import SchemaError
 from .sql import ALL_COLUMNS, SCHEMA_VERSION, TASK_COLUMNS, statements
 from .tasks import TaskRecord
@@ -41,7 +42,28 @@ def _record(row: Sequence[Any]) -> TaskRecord:
     """A row of `TASK_COLUMNS` (the same order as TaskRecord's fields)."""
     record = TaskRecord(*row)
     record.run_at = parse_timestamp(record.run_at)
+    record.created_at = parse_timestamp(record.created_at)
     return record
+
+
+FORCE_CANCEL = "cancelled (force)"
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTask:
+    """A validated row to insert (see `gta_core.submit`). ``run_at`` wins over ``delay``."""
+
+    key: str
+    queue: str
+    priority: int
+    args: str
+    context: str | None
+    max_attempts: int
+    delay: float = 0.0
+    run_at: dt.datetime | None = None  # aware UTC
+    dedupe_key: str | None = None
+    order_key: str | None = None
+    parent_id: int | None = None
 
 
 class TaskStore:
@@ -108,6 +130,62 @@ class TaskStore:
         self._execute(f"DROP TABLE IF EXISTS {self.table}")
         self._execute(f"DROP TABLE IF EXISTS {self.table}_schema")
 
+    # -- submitting ----------------------------------------------------------------------
+    def insert(self, tasks: Sequence[NewTask]) -> list[int]:
+        """Insert tasks with this store's connection and current transaction; their ids, in order.
+
+        Rows without a dedupe key go in multi-row statements. A row with one is inserted
+        unless a row with that key is kept, in which case the kept row's id is returned and
+        nothing is written (the unique index decides, so racing submitters agree). On
+        PostgreSQL a ``NOTIFY`` per queue rides in the same transaction.
+        """
+        ids: list[int | None] = [None] * len(tasks)
+        plain = [index for index, task in enumerate(tasks) if task.dedupe_key is None]
+        for start in range(0, len(plain), 500):
+            chunk = plain[start:start + 500]
+            for index, task_id in zip(chunk, self._insert_rows([tasks[i] for i in chunk]), strict=True):
+                ids[index] = task_id
+        for index, task in enumerate(tasks):
+            if task.dedupe_key is not None:
+                ids[index] = self._insert_deduplicated(task)
+        if self.dialect == "postgres":
+            for queue in sorted({task.queue for task in tasks}):
+                self._execute(self.sql.notify, (f"gta_{self.table}", queue))
+        return [task_id for task_id in ids if task_id is not None]
+
+    def _values(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
+        values, params = [], []
+        for task in tasks:
+            if task.run_at is not None:
+                values.append(self.sql.insert_row_at)
+                moment = task.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                when: Any = utc_text(moment) if self.dialect == "sqlite" else moment
+            else:
+                values.append(self.sql.insert_row_delay)
+                when = self._secs(task.delay)
+            params += [task.key, task.queue, task.priority, task.args, task.context, when, task.max_attempts,
+                       task.dedupe_key, task.order_key, task.parent_id]
+        return self.sql.insert_prefix + ", ".join(values), params
+
+    def _insert_rows(self, tasks: Sequence[NewTask]) -> list[int]:
+        statement, params = self._values(tasks)
+        if self._d.insert_returns_ids or self._is_mariadb():
+            cursor = self._execute(self._d.fix(statement + " RETURNING id"), params)
+            return sorted(row[0] for row in cursor.fetchall())
+        cursor = self._execute(self._d.fix(statement), params)
+        return list(range(cursor.lastrowid, cursor.lastrowid + len(tasks)))  # consecutive in one statement
+
+    def _insert_deduplicated(self, task: NewTask) -> int:
+        statement, params = self._values([task])
+        self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}"), params)
+        row = self._execute(self.sql.id_by_dedupe_key, (task.dedupe_key,)).fetchone()
+        return int(row[0])
+
+    def _is_mariadb(self) -> bool:
+        """MariaDB (10.5+) has ``INSERT … RETURNING``; MySQL 8 does not."""
+        conn = self.db.connection()
+        return "mariadb" in str(getattr(conn, "get_server_info", lambda: "")()).lower()
+
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set."""
@@ -146,9 +224,22 @@ class TaskStore:
         statement = self._d.fix(self.sql.heartbeat.format(ids=_placeholders(len(ids))))
         return self._write(statement, (self._secs(lease_timeout), owner, *ids))
 
-    def complete(self, owner: str, task_id: int) -> bool:
-        """Mark succeeded; False when the lease was lost."""
-        return self._write(self.sql.complete, (task_id, owner)) == 1
+    def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False) -> bool:
+        """Mark succeeded (or delete the row), and insert its children, in one transaction.
+
+        False when the lease was lost; then nothing is written, children included.
+        """
+        statement = self.sql.complete_and_delete if delete else self.sql.complete
+
+        def write() -> bool:
+            if self._execute(statement, (task_id, owner)).rowcount != 1:
+                return False
+            if children:
+                self.insert([dataclasses.replace(child, parent_id=task_id) for child in children])
+            return True
+        if not children:
+            return self._write(statement, (task_id, owner)) == 1
+        return in_transaction(self.db, write)
 
     def retry(self, owner: str, task_id: int, delay: float, error: str) -> bool:
         """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
@@ -167,6 +258,34 @@ class TaskStore:
             return 0
         statement = self._d.fix(self.sql.release_ids.format(ids=_placeholders(len(ids))))
         return self._write(statement, (owner, *ids))
+
+    def cancel(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+        """Cancel tasks: pending ones never run; running ones end ``cancelled`` at once, and
+        their worker finds out on its next check (and, with ``force``, kills the handler).
+
+        Returns the status each id had: ``pending``/``running`` (now cancelled), or its
+        unchanged final status; ids that do not exist are left out.
+        """
+        ids = list(ids)
+        if not ids:
+            return {}
+        marks = self._d.fix
+        reason = FORCE_CANCEL if force else "cancelled"
+
+        def write() -> dict[int, str]:
+            before = self.statuses(ids)
+            placeholders = _placeholders(len(ids))
+            self._execute(marks(self.sql.cancel_pending.format(ids=placeholders)), (reason, *ids))
+            self._execute(marks(self.sql.cancel_running.format(ids=placeholders)), (reason, *ids))
+            return before
+        return in_transaction(self.db, write)
+
+    def cancelled_of(self, owner: str, ids: Sequence[int]) -> dict[int, bool]:
+        """Which of ``owner``'s tasks were cancelled while leased: id → cancelled with force."""
+        if not ids:
+            return {}
+        statement = self._d.fix(self.sql.cancelled_of_owner.format(ids=_placeholders(len(ids))))
+        return {task_id: error == FORCE_CANCEL for task_id, error in self._execute(statement, (owner, *ids))}
 
     def owned(self, owner: str) -> list[TaskRecord]:
         """The tasks ``owner`` holds leases on."""
@@ -205,7 +324,7 @@ class TaskStore:
         row = self._execute(self.sql.get, (task_id,)).fetchone()
         if row is None:
             return None
-        task = dict(zip(ALL_COLUMNS, row))
+        task = dict(zip(ALL_COLUMNS, row, strict=True))
         for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
             task[column] = parse_timestamp(task[column])
         return task
@@ -213,6 +332,20 @@ class TaskStore:
     def counts(self) -> dict[tuple[str, str], int]:
         """Rows by (queue, status)."""
         return {(queue, status): count for queue, status, count in self._execute(self.sql.count_by_status)}
+
+    def pending_summary(self, overdue_after: float) -> list[tuple[str, int, dt.datetime | None, int,
+                                                                  dt.datetime | None]]:
+        """Per queue with pending rows: (queue, pending, oldest due run_at, due for longer than
+        ``overdue_after`` seconds, the database's now). Reads pending rows only."""
+        rows = self._execute(self.sql.pending_summary, (self._secs(-overdue_after),)).fetchall()
+        return [(queue, int(count), parse_timestamp(oldest), int(overdue or 0), parse_timestamp(now))
+                for queue, count, oldest, overdue, now in rows]
+
+    def running_summary(self, stuck_after: float) -> list[tuple[str, int, int]]:
+        """Per queue with running rows: (queue, running, started more than ``stuck_after`` seconds
+        ago). Reads running rows only."""
+        rows = self._execute(self.sql.running_summary, (self._secs(-stuck_after),)).fetchall()
+        return [(queue, int(count), int(stuck or 0)) for queue, count, stuck in rows]
 
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:

@@ -11,16 +11,17 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import peewee
 
-from .database import in_transaction, utc_text
+from .database import in_transaction
 from .errors import InvalidArguments, SubmitError
 from .plugins import call_hook_safely
 from .runtime import Runtime, get_runtime
-from .store import TaskStore
+from .store import NewTask, TaskStore
 from .tasks import dump_args
 from .wake import notify_local
 
@@ -76,15 +77,28 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     if not requests:
         return []
     captured = _captured_context(runtime)
-    rows = [_row(runtime, request, captured) for request in requests]
+    rows = [prepare(runtime, request, captured) for request in requests]
+    if runtime.eager is not None:
+        return _run_eagerly(runtime, db, rows)
     store = runtime.store_for(db)
     if db.in_transaction():
-        ids = _insert(store, rows)
+        ids = store.insert(rows)
         _wake_after_commit(runtime, db, store)
         return ids
-    ids = in_transaction(db, lambda: _insert(store, rows))
+    ids = in_transaction(db, lambda: store.insert(rows))
     _wake(runtime, db, store)
     return ids
+
+
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: peewee.Database | None = None) -> dict[int, str]:
+    """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
+    handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
+
+    Returns each id's status before the call (ids that do not exist are left out).
+    """
+    runtime = get_runtime()
+    ids = [task_ids] if isinstance(task_ids, int) else list(task_ids)
+    return runtime.store_for(runtime.db if db is None else db).cancel(ids, force)
 
 
 @contextlib.contextmanager
@@ -117,14 +131,15 @@ def _captured_context(runtime: Runtime) -> dict[str, Any]:
     return merged
 
 
-def _row(runtime: Runtime, request: TaskRequest, captured: dict[str, Any]) -> tuple[Any, ...]:
+def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] | None = None) -> NewTask:
+    """Check a request completely and turn it into the row to insert; raises `SubmitError`."""
     key = request.key
     if not isinstance(key, str):
         raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
     definition = runtime.plugins.registry.get(key)
     args_text = dump_args(key, request.args)
     definition.check_args(json.loads(args_text))
-    context = {**captured, **(request.context or {})}
+    context = {**(captured or {}), **(request.context or {})}
     try:
         context_text = json.dumps(context, allow_nan=False, separators=(",", ":")) if context else None
     except (TypeError, ValueError) as exc:
@@ -133,7 +148,8 @@ def _row(runtime: Runtime, request: TaskRequest, captured: dict[str, Any]) -> tu
     max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
     queue = definition.queue if request.queue is None else request.queue
     _check(isinstance(priority, int) and not isinstance(priority, bool), key, "priority must be an integer")
-    _check(isinstance(max_attempts, int) and max_attempts >= 1, key, "max_attempts must be an integer >= 1")
+    _check(isinstance(max_attempts, int) and not isinstance(max_attempts, bool) and max_attempts >= 1, key,
+           "max_attempts must be an integer >= 1")
     _check(isinstance(queue, str) and 0 < len(queue) <= 191, key, "queue must be a non-empty string")
     for name in ("dedupe_key", "order_key"):
         value = getattr(request, name)
@@ -141,19 +157,19 @@ def _row(runtime: Runtime, request: TaskRequest, captured: dict[str, Any]) -> tu
                f"{name} must be a non-empty string of at most 191 characters")
     if request.run_at is not None and request.delay is not None:
         raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
-    when: Any
     if request.run_at is not None:
         if not isinstance(request.run_at, dt.datetime) or request.run_at.tzinfo is None:
-            raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime")
-        when = request.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        at = True
-    else:
-        delay = request.delay or 0
-        delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-        _check(isinstance(delay, (int, float)) and delay >= 0, key, "delay must be >= 0 seconds")
-        when, at = float(delay), False
-    return (at, key, queue, priority, args_text, context_text, when, max_attempts,
-            request.dedupe_key, request.order_key, request.parent_id)
+            raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime "
+                                   "(a naive one is ambiguous)")
+        return NewTask(key, queue, priority, args_text, context_text, max_attempts,
+                       run_at=request.run_at.astimezone(dt.timezone.utc), dedupe_key=request.dedupe_key,
+                       order_key=request.order_key, parent_id=request.parent_id)
+    delay = request.delay or 0
+    delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+    _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and math.isfinite(delay) and delay >= 0,
+           key, "delay must be a finite number of seconds >= 0")
+    return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
+                   dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
 
 
 def _check(ok: bool, key: str, rule: str) -> None:
@@ -161,36 +177,19 @@ def _check(ok: bool, key: str, rule: str) -> None:
         raise InvalidArguments(f"task {key!r}: {rule}")
 
 
-def _insert(store: TaskStore, rows: list[tuple[Any, ...]]) -> list[int]:
-    sql, dialect = store.sql, store.sql.dialect
-    ids: list[int] = []
-    for start in range(0, len(rows), 500):
-        chunk = rows[start:start + 500]
-        values, params = [], []
-        for at, key, queue, priority, args_text, context_text, when, max_attempts, dedupe, order, parent in chunk:
-            if at:
-                values.append(sql.insert_row_at)
-                when = utc_text(when) if store.dialect == "sqlite" else when
-            else:
-                values.append(sql.insert_row_delay)
-                when = dialect.seconds_param(when)
-            params += [key, queue, priority, args_text, context_text, when, max_attempts, dedupe, order, parent]
-        statement = sql.insert_prefix + ", ".join(values)
-        if dialect.insert_returns_ids or _is_mariadb(store.db):
-            cursor = store.db.execute_sql(dialect.fix(statement + " RETURNING id"), params)
-            ids += sorted(row[0] for row in cursor.fetchall())
-        else:
-            cursor = store.db.execute_sql(dialect.fix(statement), params)
-            ids += list(range(cursor.lastrowid, cursor.lastrowid + len(chunk)))
-    if store.dialect == "postgres":
-        for queue in sorted({row[2] for row in rows}):
-            store.db.execute_sql(sql.notify, (f"gta_{store.table}", queue))
+def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> list[int]:
+    """Eager mode (`gta_core.testing`): no row is written; handlers run once the caller commits."""
+    run = runtime.eager
+    ids = [run.next_id() for _ in rows]
+
+    def execute() -> None:
+        for task_id, row in zip(ids, rows, strict=True):
+            run.execute(runtime, task_id, row.key, row.args, row.context, row.queue, row.max_attempts)
+    if db.in_transaction():
+        db.after_commit(execute)
+    else:
+        execute()
     return ids
-
-
-def _is_mariadb(db: peewee.Database) -> bool:
-    conn = db.connection()
-    return "mariadb" in str(getattr(conn, "get_server_info", lambda: "")()).lower()
 
 
 def _wake(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:

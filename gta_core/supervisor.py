@@ -27,9 +27,10 @@ import peewee
 
 from .database import check_connection, drop_connection, open_database
 from .errors import DatabaseUnavailable, GTAError, WorkerDied
+from .metrics.host import MetricsHost
 from .plugins import call_hook_safely, first_hook_result
 from .runtime import Runtime
-from .worker import EXIT_BOOT_FAILED, WorkerChannel, describe_error, worker_main
+from .worker import EXIT_BOOT_FAILED, Doorbell, StopFlag, WorkerChannel, describe_error, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -73,6 +74,7 @@ class Supervisor:
         self.rescued_total = 0
         self.restarts_total = 0
         self._sigint_count = 0
+        self.metrics = MetricsHost(self.settings)
 
     # -- start ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -82,7 +84,12 @@ class Supervisor:
         self.runtime.store.require_schema()
 
     def run(self) -> int:
-        self.check()
+        self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
+        try:
+            self.check()
+        except BaseException:
+            self.metrics.close()
+            raise
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)
         self._signal_w.setblocking(False)
@@ -106,6 +113,7 @@ class Supervisor:
             for thread in threads:
                 thread.join(timeout=self.settings.lease_timeout)
             self._release_everything()
+            self.metrics.close()
             if wake is not None:
                 wake.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +145,7 @@ class Supervisor:
                 for slot in self.slots:
                     self._stop_slot(slot)
             self._reap()
+            self.metrics.tick(self.slots, self.stopping)
             if self.stopping:
                 if not any(slot.process is not None for slot in self.slots):
                     return
@@ -186,9 +195,10 @@ class Supervisor:
             self.stopping = True
 
     def wake_workers(self) -> None:
+        """Ring every live worker's doorbell (never blocks, whatever state the workers are in)."""
         for slot in self.slots:
-            if slot.channel is not None:
-                slot.channel.wake.set()
+            if slot.channel is not None and slot.process is not None:
+                slot.channel.wake.ring()
 
     # -- worker processes ------------------------------------------------------------------
     def _spawn_due(self) -> None:
@@ -201,7 +211,7 @@ class Supervisor:
         threads = self.settings.threads
         channel = WorkerChannel(
             owner=f"{socket.gethostname()}:{os.getpid()}.{slot.index}:{secrets.token_hex(8)}",
-            wake=self.mp.Event(), stop=self.mp.Event(),
+            wake=Doorbell(self.mp), stop=StopFlag(self.mp),
             running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
         )
         process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),
@@ -212,8 +222,7 @@ class Supervisor:
 
     def _stop_slot(self, slot: WorkerSlot) -> None:
         if slot.channel is not None:
-            slot.channel.stop.set()
-            slot.channel.wake.set()
+            slot.channel.request_stop()
 
     def _reap(self) -> None:
         for slot in self.slots:
@@ -221,6 +230,7 @@ class Supervisor:
             if process is None or process.is_alive():
                 continue
             process.join()
+            self.metrics.worker_exited(process.pid)
             assert slot.channel is not None
             code = process.exitcode
             lived = time.monotonic() - slot.spawned_at
@@ -241,6 +251,7 @@ class Supervisor:
             if self.stopping:
                 continue
             self.restarts_total += 1
+            self.metrics.worker_restarted(code)
             if code == 0:
                 slot.failures, slot.restart_at = 0, 0.0  # recycled after max_tasks_per_worker
                 continue
@@ -306,13 +317,14 @@ class Supervisor:
                         error = WorkerDied(f"worker {job.owner} died ({job.reason}) while running this task")
                         delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
                         if delay is None:
-                            store.fail(job.owner, task.id, describe_error(error))
+                            landed = store.fail(job.owner, task.id, describe_error(error))
                             event = "failed"
                         else:
-                            store.retry(job.owner, task.id, float(delay), describe_error(error))
+                            landed = store.retry(job.owner, task.id, float(delay), describe_error(error))
                             event = "retried"
-                        call_hook_safely(self.runtime.plugins, "gta_task_event", event=event, task=task,
-                                         error=error, duration=None)
+                        if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
+                            call_hook_safely(self.runtime.plugins, "gta_task_event", event=event, task=task,
+                                             error=error, duration=None)
                 released = store.release(job.owner)
                 if released:
                     log.info("released %d task(s) leased by %s", released, job.owner)

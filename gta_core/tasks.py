@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,10 @@ class TaskDefinition:
     timeout: float | None = None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    #: delete the row when the task succeeds (GTA's clean_succeeded) instead of keeping history
+    clean_succeeded: bool = False
+    #: a task still pending after initialized_timeout is not run; it ends failed (GTA's option)
+    init_timeout_sensitive: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -52,6 +57,8 @@ def task(
     timeout: float | None = None,
     queue: str = DEFAULT_QUEUE,
     priority: int = 0,
+    clean_succeeded: bool = False,
+    init_timeout_sensitive: bool = False,
 ) -> Any:
     """Declare a task handler ``fn(ctx, **args)``; its key defaults to the function name.
 
@@ -69,7 +76,8 @@ def task(
         params = list(inspect.signature(func).parameters.values())
         if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
             raise ValueError(f"task {name!r}: the handler's first parameter must be the context")
-        return TaskDefinition(name, func, max_attempts, timeout, queue, priority)
+        return TaskDefinition(name, func, max_attempts, timeout, queue, priority,
+                              clean_succeeded, init_timeout_sensitive)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -130,6 +138,7 @@ class TaskRecord:
     status: str = "running"
     lease_owner: str | None = None
     last_error: str | None = None
+    created_at: dt.datetime | None = None
 
     def decoded_args(self) -> dict[str, Any]:
         value = json.loads(self.args)
@@ -155,7 +164,29 @@ class TaskContext:
     queue: str
     context: dict[str, Any]
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    #: set when the task is cancelled while it runs; long handlers should check it and return
+    cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: child tasks buffered by `submit`, inserted with the parent's success (see there)
+    children: list[Any] = dataclasses.field(default_factory=list)
+    #: validates a child request and returns the row to insert (set by the worker)
+    prepare_child: Callable[..., Any] | None = None
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone cancelled this task (cooperative cancellation)."""
+        return self.cancel_event.is_set()
+
+    def submit(self, key: str, args: Mapping[str, Any] | None = None, **options: Any) -> None:
+        """Buffer a child task; it is inserted, with ``parent_id``, in the transaction that
+        records this task's success. A retried parent never duplicates its children, a parent
+        that fails for good leaves none, and children start only after the parent finished.
+
+        Arguments are checked now, exactly as `gta_core.submit` checks them.
+        """
+        if self.prepare_child is None:
+            raise RuntimeError("ctx.submit is only available inside a running task")
+        self.children.append(self.prepare_child(key, args, **options))

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -44,21 +45,67 @@ EXIT_RECYCLED = 0
 _PR_SET_PDEATHSIG = 1
 
 
+class Doorbell:
+    """A cross-process wake-up that neither a dead waiter nor a signal handler can deadlock.
+
+    multiprocessing's Event is a Condition whose ``set()`` blocks until every sleeper has
+    acknowledged the wake-up. A worker killed while it waits (SIGKILL, a handler's
+    ``os._exit``, the OOM killer) stays counted as a sleeper forever, so the supervisor's next
+    ``set()`` hangs for good; and a SIGTERM handler calling ``set()`` while its own main thread
+    sleeps in ``wait()`` waits for itself. A bounded semaphore keeps no such bookkeeping:
+    `ring` is one ``sem_post`` that never blocks and is safe inside a signal handler.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self._sem = ctx.BoundedSemaphore(1)
+
+    def ring(self) -> None:
+        try:
+            self._sem.release()
+        except ValueError:  # already rung and not yet heard
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a ring and consume it; True if it rang."""
+        return bool(self._sem.acquire(True, max(0.0, timeout)))
+
+    def clear(self) -> None:
+        self._sem.acquire(False)
+
+
+class StopFlag:
+    """A one-way flag in shared memory: setting it is a plain store, safe in a signal handler."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+
 @dataclasses.dataclass
 class WorkerChannel:
     """What a supervisor and one worker process share (all picklable multiprocess objects)."""
 
     owner: str
-    wake: Any  # Event: work may be due
-    stop: Any  # Event: stop leasing, finish in-flight work, release the rest, exit
+    wake: Doorbell  # work may be due, or the worker should look at `stop`
+    stop: StopFlag  # stop leasing, finish in-flight work, release the rest, exit
     running: Any  # Array('q', threads): task id each handler thread is running, 0 when idle
     started: Any  # Array('d', threads): time.time() each of those tasks started
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop (from the supervisor, or a signal handler in the worker)."""
+        self.stop.set()
+        self.wake.ring()
 
 
 def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
-    signal.signal(signal.SIGTERM, lambda *_: (channel.stop.set(), channel.wake.set()))
+    signal.signal(signal.SIGTERM, lambda *_: channel.request_stop())
     _die_with_parent()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
@@ -92,6 +139,7 @@ class Worker:
         self.owner = channel.owner
         self.parent_pid = parent_pid
         self.inflight: dict[int, TaskRecord] = {}
+        self.recording: set[int] = set()  # in-flight tasks whose outcome write has begun
         self.lock = threading.Lock()
         self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self.finished = 0
@@ -128,7 +176,9 @@ class Worker:
                     backoff = min(settings.scan_interval, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1)
                     log.warning("lease failed (%s); retrying in %.1fs", exc, backoff)
                     orphans_possible = True
-                    channel.stop.wait(backoff)
+                    resume = time.monotonic() + backoff
+                    while not channel.stop.is_set() and time.monotonic() < resume:
+                        channel.wake.wait(resume - time.monotonic())
                     continue
                 if orphans_possible:
                     orphans_possible = not self._release_orphans()
@@ -145,7 +195,8 @@ class Worker:
                 else:
                     wait = idle_delay
                     idle_delay = min(idle_delay * 2, settings.scan_interval)
-            channel.wake.wait(wait)
+            if not channel.stop.is_set():  # a stop may have rung just before wake.clear() took the ring
+                channel.wake.wait(wait)
 
     def _release_orphans(self) -> bool:
         """After a failed lease, give back rows it may have leased before the connection broke.
@@ -207,8 +258,9 @@ class Worker:
                 self.channel.running[slot] = 0
                 with self.lock:
                     self.inflight.pop(task.id, None)
+                    self.recording.discard(task.id)
                 self.finished += 1
-                self.channel.wake.set()
+                self.channel.wake.ring()
 
     def _run(self, task: TaskRecord) -> None:
         logger = logging.LoggerAdapter(logging.getLogger(f"gta.task.{task.key}"),
@@ -233,7 +285,7 @@ class Worker:
         except Retry as exc:
             self._finish_retry(task, exc, exc.delay if task.attempts < task.max_attempts else None,
                                time.perf_counter() - start)
-        except BaseException as exc:  # noqa: BLE001 - a handler's SystemExit must not kill the thread silently
+        except BaseException as exc:  # a handler's SystemExit must not kill the thread silently
             delay = first_hook_result(self.plugins, "gta_retry_delay", task=task, error=exc)
             self._finish_retry(task, exc, delay, time.perf_counter() - start)
         else:
@@ -259,13 +311,15 @@ class Worker:
                 "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, _one_line(exc))
             self._event("failed", task, exc, duration)
 
-    def _record(self, task: TaskRecord, write: Any) -> bool:
+    def _record(self, task: TaskRecord, write: Callable[[], bool]) -> bool:
         """Run a fenced outcome write, riding out a database outage for up to one lease period.
 
         Returns True when the write landed; False when the lease was lost (logged, counted).
         """
         deadline = time.monotonic() + self.settings.lease_timeout
         pause = 0.1
+        with self.lock:
+            self.recording.add(task.id)  # from now on a heartbeat may miss it without a loss
         while True:
             try:
                 accepted = write()
@@ -292,11 +346,12 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic() + interval
+        orphaned = False
         while True:
-            if os.getppid() != self.parent_pid:
+            if not orphaned and os.getppid() != self.parent_pid:
+                orphaned = True
                 log.warning("supervisor %d is gone; stopping", self.parent_pid)
-                self.channel.stop.set()
-                self.channel.wake.set()
+                self.channel.request_stop()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + interval
                 with self.lock:
@@ -305,11 +360,24 @@ class Worker:
                     try:
                         renewed = self.store.heartbeat(self.owner, ids, self.settings.lease_timeout)
                         if renewed < len(ids):
-                            log.warning("heartbeat renewed %d of %d leases; the others were taken over",
-                                        renewed, len(ids))
+                            self._check_renewals(ids, renewed)
                     except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                         log.warning("heartbeat failed: %s", exc)
             time.sleep(min(0.5, interval))
+
+
+    def _check_renewals(self, ids: list[int], renewed: int) -> None:
+        """Warn about leases taken over, not about tasks that merely finished meanwhile.
+
+        A handler that records its outcome between our snapshot and the heartbeat leaves a
+        row the heartbeat rightly skips. Only tasks whose outcome write had not begun even
+        now were certainly still running when the heartbeat ran; fewer renewals than those
+        means some lease was lost (the fenced outcome write will also say so).
+        """
+        with self.lock:
+            unsettled = [task_id for task_id in ids if task_id in self.inflight and task_id not in self.recording]
+        if renewed < len(unsettled):
+            log.warning("heartbeat renewed %d of %d leases; the others were taken over", renewed, len(unsettled))
 
 
 def describe_error(exc: BaseException) -> str:

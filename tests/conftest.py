@@ -64,6 +64,7 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         "GTA_SCAN_INTERVAL": "1",
         "GTA_LEASE_TIMEOUT": "10",
         "GTA_SHUTDOWN_TIMEOUT": "10",
+        "GTA_METRICS": "off",  # tests of the sidecar turn it on, each on a port of its own
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     for name, value in variables.items():

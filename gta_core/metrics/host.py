@@ -1,0 +1,182 @@
+"""The supervisor's half of the metrics.
+
+`MetricsHost.open` must run before anything in the supervisor imports prometheus_client
+(plugins are loaded by ``Supervisor.check``), so that this process and every worker it spawns
+write multiprocess files. Then, from the supervisor's main loop, `tick` records how many
+workers are busy, idle or down (it alone can read their shared ``running`` arrays), writes the
+status file ``/healthz`` reads, retires dead workers' files and keeps the sidecar running.
+
+The sidecar is a plain ``python -m gta_core.metrics.sidecar`` child rather than a
+``multiprocess`` one: it needs no shared memory, and its command line tells it apart from
+the workers in ``ps`` and in anything that counts ``spawn_main`` children as workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..config import Settings
+from .health import SupervisorStatus
+from .multiproc import ENV, MultiprocDir
+
+log = logging.getLogger("gta.metrics")
+
+SETTINGS_ENV = "GTA_METRICS_SIDECAR_SETTINGS"
+OBSERVE_EVERY = 0.25  # seconds between worker-state updates, however busy the main loop is
+STATUS_EVERY = 1.0
+SIDECAR_STABLE_AFTER = 60.0
+SIDECAR_MAX_DELAY = 60.0
+
+
+class WorkerSlotView(Protocol):
+    """What `tick` reads of a supervisor's worker slot."""
+
+    process: Any
+    channel: Any
+
+
+def restart_reason(exitcode: int | None) -> str:
+    """``recycled`` (exited 0 after --max-tasks-per-worker), ``killed`` (a signal) or ``crashed``."""
+    if exitcode == 0:
+        return "recycled"
+    return "killed" if exitcode is not None and exitcode < 0 else "crashed"
+
+
+class MetricsHost:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.directory: MultiprocDir | None = None
+        self._previous_env: str | None = None
+        self._unretired: list[int] = []
+        self._sidecar: subprocess.Popen[bytes] | None = None
+        self._sidecar_started = 0.0
+        self._sidecar_failures = 0
+        self._sidecar_due = 0.0
+        self._next_observe = 0.0
+        self._next_status = 0.0
+        self._down_since: float | None = None
+        self._status_written: tuple[int, int, float | None, bool] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the multiprocess directory and export it, before prometheus_client is imported."""
+        if not self.settings.metrics:
+            return
+        client = sys.modules.get("prometheus_client.values")
+        if client is not None and not getattr(client.ValueClass, "_multiprocess", False):
+            log.warning("prometheus_client was imported before the supervisor started: metrics "
+                        "recorded in this process will not reach the sidecar")
+        self.directory = MultiprocDir.create()
+        self._previous_env = os.environ.get(ENV)
+        os.environ[ENV] = str(self.directory.path)
+
+    def close(self) -> None:
+        """Stop the sidecar, restore the environment, remove the directory."""
+        if self.directory is None:
+            return
+        self._stop_sidecar()
+        if self._previous_env is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = self._previous_env
+        self.directory.remove()
+        self.directory = None
+
+    # -- called by the supervisor -------------------------------------------------------------
+    def worker_exited(self, pid: int) -> None:
+        """A reaped worker: fold its files now (or on a later tick if a scrape is reading)."""
+        if self.directory is not None and not self.directory.retire(pid):
+            self._unretired.append(pid)
+
+    def worker_restarted(self, exitcode: int | None) -> None:
+        if self.directory is not None:
+            self._metrics.restarts.labels(reason=restart_reason(exitcode)).inc()
+
+    def tick(self, slots: Sequence[WorkerSlotView], stopping: bool) -> None:
+        """From every pass of the main loop; does its work at most every `OBSERVE_EVERY` seconds."""
+        now = time.monotonic()
+        if self.directory is None or now < self._next_observe:
+            return
+        self._next_observe = now + OBSERVE_EVERY
+        self._unretired = [pid for pid in self._unretired if not self.directory.retire(pid)]
+        live = [slot for slot in slots if slot.process is not None]
+        busy = sum(1 for slot in live if slot.channel is not None and any(slot.channel.running))
+        for state, count in (("busy", busy), ("idle", len(live) - busy), ("down", len(slots) - len(live))):
+            self._metrics.workers.labels(state=state).set(count)
+        if len(live) >= len(slots):
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = time.time()
+        status = (len(slots), len(live), self._down_since, stopping)
+        if now >= self._next_status or status != self._status_written:
+            self._next_status, self._status_written = now + STATUS_EVERY, status
+            SupervisorStatus(os.getpid(), time.time(), *status).write(self.directory.path)
+        if not stopping:
+            self._keep_sidecar(now)
+
+    # -- the supervisor's own metrics ------------------------------------------------------------
+    @functools.cached_property
+    def _metrics(self) -> _SupervisorMetrics:
+        return _SupervisorMetrics.create()
+
+    # -- the sidecar process --------------------------------------------------------------------
+    def _keep_sidecar(self, now: float) -> None:
+        if self._sidecar is not None:
+            code = self._sidecar.poll()
+            if code is None:
+                return
+            self._sidecar = None
+            if now - self._sidecar_started >= SIDECAR_STABLE_AFTER:
+                self._sidecar_failures = 0
+            self._sidecar_failures += 1
+            delay = min(SIDECAR_MAX_DELAY, 2.0 ** (self._sidecar_failures - 1))
+            self._sidecar_due = now + delay
+            log.warning("metrics sidecar exited with code %s; starting it again in %.0fs", code, delay)
+        if now < self._sidecar_due:
+            return
+        settings = json.dumps(dataclasses.asdict(self.settings))
+        self._sidecar = subprocess.Popen(  # the URL may hold a password: environment, not argv
+            [sys.executable, "-m", "gta_core.metrics.sidecar", str(os.getpid())],
+            env={**os.environ, SETTINGS_ENV: settings}, stdin=subprocess.DEVNULL,
+        )
+        self._sidecar_started = now
+        log.info("metrics sidecar started (pid %d) on http://%s/metrics", self._sidecar.pid,
+                 self.settings.metrics_bind)
+
+    def _stop_sidecar(self) -> None:
+        sidecar, self._sidecar = self._sidecar, None
+        if sidecar is None or sidecar.poll() is not None:
+            return
+        sidecar.terminate()
+        try:
+            sidecar.wait(5)
+        except subprocess.TimeoutExpired:
+            sidecar.kill()
+            sidecar.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class _SupervisorMetrics:
+    workers: Any
+    restarts: Any
+
+    @classmethod
+    def create(cls) -> _SupervisorMetrics:
+        from prometheus_client import Counter, Gauge
+
+        # Only the supervisor writes these. "livesum": a dead supervisor's numbers vanish
+        # instead of lingering, and a sum stays right if workers ever report themselves.
+        workers = Gauge("gta_workers", "Worker processes by state: busy (running a task), idle, down "
+                        "(waiting to be restarted).", ["state"], multiprocess_mode="livesum", registry=None)
+        restarts = Counter("gta_worker_restarts_total", "Worker processes replaced, by reason: crashed "
+                           "(non-zero exit), killed (a signal), recycled (--max-tasks-per-worker).",
+                           ["reason"], registry=None)
+        return cls(workers, restarts)

@@ -1,0 +1,141 @@
+"""The database-derived gauges: queue depth, age of the oldest due task, abnormal tasks.
+
+They are read by one thread with one connection, on demand and at most once per
+``min_interval`` however often Prometheus (or a probe) asks; the queries touch only pending
+and running rows (`TaskStore.pending_summary`, `TaskStore.running_summary`). A request waits
+at most ``timeout`` for an answer, so a hung database turns into "unhealthy", never into a
+hung probe. The values are the whole table's, so several supervisors on one database all
+report the same numbers: aggregate them with ``max``, not ``sum``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..config import Settings
+from ..database import drop_connection, open_database
+from ..store import TaskStore
+from .health import DatabaseCheck
+
+log = logging.getLogger("gta.metrics")
+
+STATUSES = ("pending", "running")
+KINDS = ("initialized_timeout", "running_timeout")
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """One reading of the task table (``error`` set and nothing else when it failed)."""
+
+    taken_at: float  # time.monotonic() when the reading started
+    depth: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, status)
+    oldest_age: dict[str, float] = dataclasses.field(default_factory=dict)
+    abnormal: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, kind)
+    error: str | None = None
+
+    @property
+    def check(self) -> DatabaseCheck:
+        return DatabaseCheck(self.error is None, self.error)
+
+
+def read_stats(store: TaskStore, settings: Settings) -> QueueStats:
+    stats = QueueStats(time.monotonic())
+    for queue, count, oldest, overdue, now in store.pending_summary(settings.initialized_timeout):
+        stats.depth[queue, "pending"] = count
+        stats.abnormal[queue, "initialized_timeout"] = overdue
+        if oldest is not None and now is not None:
+            stats.oldest_age[queue] = max(0.0, (now - oldest).total_seconds())
+    for queue, count, stuck in store.running_summary(settings.running_timeout):
+        stats.depth[queue, "running"] = count
+        stats.abnormal[queue, "running_timeout"] = stuck
+    return stats
+
+
+class QueueProbe:
+    """Answers `stats` from a cache at most ``min_interval`` old, refreshed on its own thread."""
+
+    def __init__(self, settings: Settings, min_interval: float = 1.0, statement_timeout: float = 2.0) -> None:
+        self.settings = settings
+        self.min_interval = min_interval
+        self.statement_timeout = statement_timeout
+        self._cond = threading.Condition()
+        self._latest: QueueStats | None = None
+        self._readings = 0
+        self._wanted = False
+        self._thread: threading.Thread | None = None
+
+    def stats(self, timeout: float) -> QueueStats:
+        with self._cond:
+            if self._latest is not None and time.monotonic() - self._latest.taken_at < self.min_interval:
+                return self._latest
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gta-metrics-db", daemon=True)
+                self._thread.start()
+            readings = self._readings
+            self._wanted = True
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._readings != readings, timeout) or self._latest is None:
+                return QueueStats(time.monotonic(), error=f"the database did not answer within {timeout:g}s")
+            return self._latest
+
+    def _run(self) -> None:
+        db = open_database(self.settings.database_url, statement_timeout=self.statement_timeout)
+        store = TaskStore(db, self.settings.table)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted)
+                self._wanted = False
+                if self._latest is not None and time.monotonic() - self._latest.taken_at < self.min_interval:
+                    self._readings += 1  # asked for while the last reading ran: that one answers
+                    self._cond.notify_all()
+                    continue
+            try:
+                stats = read_stats(store, self.settings)
+            except Exception as exc:  # any failure is the answer "database unhealthy", never a dead thread
+                drop_connection(db)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("metrics: reading the task table failed: %s", reason)
+                stats = QueueStats(time.monotonic(), error=reason)
+            with self._cond:
+                self._latest = stats
+                self._readings += 1
+                self._cond.notify_all()
+
+
+class QueueCollector:
+    """A prometheus_client collector exporting one `QueueStats` reading per scrape."""
+
+    def __init__(self, probe: QueueProbe, queues: tuple[str, ...], timeout: float) -> None:
+        self.probe = probe
+        self.queues = queues  # always exported, with zeros, so an empty queue is a 0 and not a gap
+        self.timeout = timeout
+
+    def describe(self) -> list[Any]:
+        return []  # nothing to check at registration; avoids a reading at that moment
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        stats = self.probe.stats(self.timeout)
+        if stats.error is not None:
+            return  # no numbers rather than stale ones; /healthz says why
+        queues = sorted(set(self.queues) | {queue for queue, _ in stats.depth})
+        depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending or running, by queue and status.",
+                                  labels=["queue", "status"])
+        oldest = GaugeMetricFamily("gta_oldest_pending_age_seconds",
+                                   "Seconds the oldest due pending task of a queue has waited since it became due.",
+                                   labels=["queue"])
+        abnormal = GaugeMetricFamily("gta_abnormal_tasks",
+                                     "Tasks pending past initialized_timeout or running past running_timeout.",
+                                     labels=["queue", "kind"])
+        for queue in queues:
+            for status in STATUSES:
+                depth.add_metric([queue, status], stats.depth.get((queue, status), 0))
+            oldest.add_metric([queue], stats.oldest_age.get(queue, 0.0))
+            for kind in KINDS:
+                abnormal.add_metric([queue, kind], stats.abnormal.get((queue, kind), 0))
+        yield from (depth, oldest, abnormal)

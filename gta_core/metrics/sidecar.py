@@ -1,0 +1,158 @@
+"""The metrics sidecar: ``/metrics`` and ``/healthz`` for one supervisor and its workers.
+
+Started by the supervisor (`host.MetricsHost`) as ``python -m gta_core.metrics.sidecar PID``
+with the supervisor's settings in the environment. It keeps no state worth saving: SIGTERM
+simply ends it, and it ends itself when its supervisor is gone (PDEATHSIG, plus a check of
+its parent for the moment before that was armed). Each scrape builds a fresh registry: a
+`MultiProcessCollector` over every process's files, and the queue gauges.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import Settings, load_settings
+from .health import SupervisorStatus, evaluate
+from .host import SETTINGS_ENV
+from .multiproc import ENV, MultiprocDir
+from .queues import QueueCollector, QueueProbe
+
+log = logging.getLogger("gta.metrics")
+
+EXIT_CANNOT_LISTEN = 2
+DATABASE_WAIT = 3.0  # longest a request waits for the database before answering without it
+_PR_SET_PDEATHSIG = 1
+
+
+class Sidecar:
+    """What the HTTP handler serves."""
+
+    def __init__(self, settings: Settings, directory: MultiprocDir, supervisor_pid: int) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.supervisor_pid = supervisor_pid
+        self.probe = QueueProbe(settings)
+
+    def metrics(self) -> bytes:
+        """A fresh registry per scrape: every process's files, then the queue gauges."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(ProcessFilesCollector(self.directory))
+        registry.register(QueueCollector(self.probe, self.settings.queues, DATABASE_WAIT))
+        return bytes(generate_latest(registry))
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        status = SupervisorStatus.read(self.directory.path)
+        database = self.probe.stats(DATABASE_WAIT).check
+        return evaluate(status, os.getppid() == self.supervisor_pid, database, time.time())
+
+
+class ProcessFilesCollector:
+    """prometheus_client's multiprocess merge of every process's files, read under the shared lock."""
+
+    def __init__(self, directory: MultiprocDir) -> None:
+        self.directory = directory
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        with self.directory.reading() as files:
+            return list(MultiProcessCollector.merge(files, accumulate=True))
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+
+    def do_GET(self) -> None:
+        try:
+            self._route(urlsplit(self.path).path)
+        except Exception as exc:  # one bad scrape must not look like a dead sidecar
+            log.warning("%s failed: %s: %s", self.path, type(exc).__name__, exc)
+            self._reply(500, "text/plain; charset=utf-8", f"{type(exc).__name__}: {exc}\n".encode())
+
+    def _route(self, path: str) -> None:
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+            self._reply(200, CONTENT_TYPE_LATEST, self.server.sidecar.metrics())
+        elif path == "/healthz":
+            healthy, body = self.server.sidecar.health()
+            self._reply(200 if healthy else 503, "application/json", json.dumps(body).encode() + b"\n")
+        else:
+            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+
+    def _reply(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sidecar: Sidecar) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, Handler)
+        self.sidecar = sidecar
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not http.server's traceback on stderr (a scraper hanging up is routine)."""
+        log.debug("metrics request from %s failed: %s", client_address, sys.exc_info()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    supervisor_pid = int(argv[0])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    _die_with_parent(supervisor_pid)
+    settings = load_settings(json.loads(os.environ[SETTINGS_ENV]), environ={})
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [metrics {os.getpid()}] %(name)s: %(message)s")
+    host, _, port = settings.metrics_bind.rpartition(":")
+    sidecar = Sidecar(settings, MultiprocDir(Path(os.environ[ENV])), supervisor_pid)
+    try:
+        server = Server((host.strip("[]"), int(port)), sidecar)
+    except OSError as exc:
+        log.error("metrics sidecar cannot listen on %s: %s (choose another with --metrics-bind, "
+                  "or turn it off with --no-metrics)", settings.metrics_bind, exc.strerror or exc)
+        return EXIT_CANNOT_LISTEN
+    threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="gta-metrics-parent", daemon=True).start()
+    log.info("serving http://%s/metrics and /healthz", settings.metrics_bind)
+    server.serve_forever()
+    return 0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGTERM (the default action: exit) when the supervisor dies; exit now if it already has."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
