@@ -30,6 +30,7 @@ setup(
             "retry = gta_plugins.retry",
             "demo = gta_plugins.demo",
             "metrics = gta_plugins.metrics",
+            "request_id = gta_plugins.request_id",
         ],
     },
 )

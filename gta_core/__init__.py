@@ -25,17 +25,20 @@ from .errors import (
     SchemaError,
     SubmitError,
     TaskNotFound,
+    TaskTimeout,
     UnknownTask,
     WorkerDied,
 )
 from .hookspecs import hookimpl
 from .runtime import configure, get_runtime
-from .submit import TaskRequest, submit, submit_many, transaction
+from .schedules import Periodic, periodic
+from .submit import TaskRequest, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 
 __all__ = [
-    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments",
+    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments", "Periodic",
     "PluginError", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
-    "TaskNotFound", "TaskRecord", "TaskRequest", "UnknownTask", "WorkerDied", "configure", "get_runtime",
-    "hookimpl", "load_settings", "submit", "submit_many", "task", "transaction",
+    "TaskNotFound", "TaskRecord", "TaskRequest", "TaskTimeout", "UnknownTask", "WorkerDied", "cancel",
+    "configure", "get_runtime", "hookimpl", "load_settings", "periodic", "submit", "submit_many", "task",
+    "transaction",
 ]

@@ -9,10 +9,8 @@ import argparse
 import json
 import logging
 import sys
-
 from collections.abc import Callable, Sequence
 from typing import NoReturn
-
 
 import peewee
 

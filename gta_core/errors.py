@@ -80,5 +80,9 @@ class WorkerDied(GTAError):
     """The worker process running this task died."""
 
 
+class TaskTimeout(GTAError):
+    """The task ran past its timeout and its worker process was killed."""
+
+
 class LeaseExpired(GTAError):
     """The task's lease expired before its worker finished it."""

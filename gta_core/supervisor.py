@@ -10,6 +10,7 @@ sources and the workers' sentinels. Database work happens on two threads of its 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import queue
@@ -25,12 +26,14 @@ from typing import Any
 import multiprocess
 import peewee
 
-from .database import check_connection, drop_connection, open_database
-from .errors import DatabaseUnavailable, GTAError, WorkerDied
+from .database import check_connection, drop_connection, in_transaction, open_database
+from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
 from .plugins import call_hook_safely, first_hook_result
 from .runtime import Runtime
-from .worker import EXIT_BOOT_FAILED, Doorbell, StopFlag, WorkerChannel, describe_error, worker_main
+from .schedules import Periodic
+from .submit import TaskRequest, prepare
+from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, describe_error, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -48,15 +51,20 @@ class WorkerSlot:
     spawned_at: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
+    #: task ids whose hard timeout made the supervisor kill this slot's process
+    timed_out: list[int] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class DeadWorker:
-    """A reaped worker whose leases must be given back."""
+    """A reaped worker whose leases must be given back.
+
+    Tasks in ``counted`` were executing and take the normal retry path with that error
+    (the attempt counts); every other lease of the worker is released without counting.
+    """
 
     owner: str
-    running_ids: list[int]
-    reason: str
+    counted: dict[int, BaseException]
 
 
 class Supervisor:
@@ -82,6 +90,7 @@ class Supervisor:
         self.runtime.plugins  # noqa: B018 - builds and validates every plugin
         check_connection(self.runtime.db, self.settings.database_url)
         self.runtime.store.require_schema()
+        self.periodics = collect_periodics(self.runtime)
 
     def run(self) -> int:
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
@@ -97,6 +106,8 @@ class Supervisor:
             signal.signal(signum, self._queue_signal)
         wake = self._open_wake_socket()
         threads = [threading.Thread(target=self._janitor_loop, name="gta-janitor", daemon=True)]
+        if self.periodics:
+            threads.append(threading.Thread(target=self._periodic_loop, name="gta-periodic", daemon=True))
         if self.runtime.store.dialect == "postgres":
             threads.append(threading.Thread(target=self._listen_loop, name="gta-listener", daemon=True))
         for thread in threads:
@@ -144,6 +155,7 @@ class Supervisor:
                 stop_deadline = time.monotonic() + self.settings.shutdown_timeout + 5.0
                 for slot in self.slots:
                     self._stop_slot(slot)
+            self._enforce_timeouts()
             self._reap()
             self.metrics.tick(self.slots, self.stopping)
             if self.stopping:
@@ -213,6 +225,7 @@ class Supervisor:
             owner=f"{socket.gethostname()}:{os.getpid()}.{slot.index}:{secrets.token_hex(8)}",
             wake=Doorbell(self.mp), stop=StopFlag(self.mp),
             running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
+            deadlines=self.mp.Array("d", threads, lock=False), booted=StopFlag(self.mp),
         )
         process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),
                                   name=f"gta-worker-{slot.index}", daemon=False)
@@ -236,14 +249,22 @@ class Supervisor:
             lived = time.monotonic() - slot.spawned_at
             reason = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
             running = [task_id for task_id in slot.channel.running if task_id]
-            slot.process = None
-            if code == 0:
-                log.info("worker %d (pid %d) exited", slot.index, process.pid)
+            owner, timed_out = slot.channel.owner, slot.timed_out
+            slot.process, slot.timed_out = None, []
+            counted: dict[int, BaseException] = {}
+            if timed_out:  # only the overdue tasks pay an attempt; the others were innocent
+                counted = {task_id: TaskTimeout(f"task ran past its timeout; worker {owner} was killed")
+                           for task_id in timed_out}
+                log.warning("worker %d (pid %d) killed for overrunning tasks %s", slot.index, process.pid, timed_out)
+            elif code in (0, EXIT_CANCEL_FORCED):
+                log.info("worker %d (pid %d) exited (%s)", slot.index, process.pid, reason)
             else:
+                counted = {task_id: WorkerDied(f"worker {owner} died ({reason}) while running this task")
+                           for task_id in running}
                 log.warning("worker %d (pid %d) died: %s; running tasks %s", slot.index, process.pid,
                             reason, running or "none")
-            self.dead.put(DeadWorker(slot.channel.owner, running if code != 0 else [], reason))
-            if code == EXIT_BOOT_FAILED:
+            self.dead.put(DeadWorker(owner, counted))
+            if code == EXIT_BOOT_FAILED and not slot.channel.booted.is_set():
                 log.error("worker %d failed to boot; stopping the supervisor", slot.index)
                 self.exit_code = 1
                 self.stopping = True
@@ -252,14 +273,31 @@ class Supervisor:
                 continue
             self.restarts_total += 1
             self.metrics.worker_restarted(code)
-            if code == 0:
-                slot.failures, slot.restart_at = 0, 0.0  # recycled after max_tasks_per_worker
+            if code in (0, EXIT_CANCEL_FORCED) or timed_out:
+                slot.failures, slot.restart_at = 0, 0.0  # recycled, or killed on purpose: not a crash
                 continue
             slot.failures = 0 if lived >= STABLE_AFTER else slot.failures + 1
             delay = min(MAX_RESTART_DELAY, 0.1 * 2 ** slot.failures) if slot.failures else 0.0
             slot.restart_at = time.monotonic() + delay
             if delay:
                 log.info("restarting worker %d in %.1fs", slot.index, delay)
+
+    def _enforce_timeouts(self) -> None:
+        """Hard-kill a worker whose task overran its ``@task(timeout=...)``.
+
+        A thread cannot be stopped from outside, so the whole process goes; `_reap` then gives
+        the overdue task the normal retry path (a timeout error, attempt counted) and releases
+        the worker's other tasks without counting an attempt.
+        """
+        now = time.time()
+        for slot in self.slots:
+            if slot.process is None or slot.channel is None or slot.timed_out:
+                continue
+            overdue = [task_id for task_id, deadline in zip(slot.channel.running, slot.channel.deadlines, strict=True)
+                       if task_id and 0 < deadline < now]
+            if overdue:
+                slot.timed_out = overdue
+                slot.process.kill()
 
     def _kill_all(self) -> None:
         for slot in self.slots:
@@ -269,7 +307,7 @@ class Supervisor:
             if slot.process is not None:
                 slot.process.join(5)
                 if slot.channel is not None:
-                    self.dead.put(DeadWorker(slot.channel.owner, [], "stopped by the supervisor"))
+                    self.dead.put(DeadWorker(slot.channel.owner, {}))
                 slot.process = None
 
     # -- janitor thread --------------------------------------------------------------------
@@ -310,11 +348,11 @@ class Supervisor:
         store = self.runtime.store
         for attempt in range(1, 1000):
             try:
-                if job.running_ids:
+                if job.counted:
                     for task in store.owned(job.owner):
-                        if task.id not in job.running_ids:
+                        if task.id not in job.counted:
                             continue
-                        error = WorkerDied(f"worker {job.owner} died ({job.reason}) while running this task")
+                        error = job.counted[task.id]
                         delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
                         if delay is None:
                             landed = store.fail(job.owner, task.id, describe_error(error))
@@ -346,6 +384,36 @@ class Supervisor:
             if job is not None:
                 self._release_dead(job)
 
+    # -- periodic thread -------------------------------------------------------------------
+    def _periodic_loop(self) -> None:
+        """Enqueue each periodic task's latest slot once; the dedupe key makes it once cluster-wide.
+
+        A slot older than storage_timeout is not enqueued: its row (the dedupe memory) may
+        already be cleaned up, and running it again would be a duplicate, not a catch-up.
+        """
+        last: dict[str, str] = {}
+        tick = max(0.2, min(1.0, *(p.every / 4 for p in self.periodics if p.every)))
+        while not self.done.wait(0 if not last else tick):
+            now = dt.datetime.now(dt.timezone.utc)
+            for job in self.periodics:
+                slot = job.latest_slot(now)
+                if slot is None or last.get(job.name) == slot[0]:
+                    continue
+                label, moment = slot
+                if (now - moment).total_seconds() > self.settings.storage_timeout:
+                    last[job.name] = label
+                    continue
+                request = TaskRequest(job.key, job.args, run_at=moment, queue=job.queue, priority=job.priority,
+                                      dedupe_key=job.dedupe_key(label))
+                try:
+                    task = prepare(self.runtime, request)
+                    in_transaction(self.runtime.db, lambda task=task: self.runtime.store.insert([task]))
+                except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                    log.warning("could not enqueue periodic task %s slot %s: %s", job.name, label, exc)
+                    continue
+                last[job.name] = label
+                self.wake_workers()
+
     # -- PostgreSQL listener thread ----------------------------------------------------------
     def _listen_loop(self) -> None:
         channel = f"gta_{self.settings.table}"
@@ -370,6 +438,28 @@ class Supervisor:
                 self.done.wait(min(10.0, 0.2 * 2 ** failures))
             finally:
                 drop_connection(db)
+
+
+def collect_periodics(runtime: Runtime) -> list[Periodic]:
+    """Every plugin's periodic tasks, checked now: a bad one stops the start (PluginError)."""
+    jobs: list[Periodic] = []
+    for impl in runtime.plugins.manager.hook.gta_periodic.get_hookimpls():
+        try:
+            found = list(impl.function() or [])
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
+        for job in found:
+            if not isinstance(job, Periodic):
+                raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() returned {job!r}, "
+                                  "not a gta_core.periodic(...) definition")
+            if any(other.name == job.name for other in jobs):
+                raise PluginError(f"two periodic tasks named {job.name!r}")
+            try:
+                prepare(runtime, TaskRequest(job.key, job.args, queue=job.queue, priority=job.priority))
+            except GTAError as exc:
+                raise PluginError(f"periodic task {job.name!r}: {exc}") from exc
+            jobs.append(job)
+    return jobs
 
 
 def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import datetime as dt
 import logging
 import os
 import queue
@@ -36,12 +37,15 @@ from .config import Settings
 from .errors import DatabaseUnavailable, Fail, GTAError, InvalidArguments, Retry, UnknownTask
 from .plugins import call_hook_safely, first_hook_result
 from .runtime import Runtime
-from .tasks import TaskContext, TaskRecord
+from .submit import TaskRequest, prepare
+from .tasks import TaskContext, TaskDefinition, TaskRecord
 
 log = logging.getLogger("gta.worker")
 
 EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
+EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled with force=True
+CANCEL_CHECK_INTERVAL = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -95,6 +99,8 @@ class WorkerChannel:
     stop: StopFlag  # stop leasing, finish in-flight work, release the rest, exit
     running: Any  # Array('q', threads): task id each handler thread is running, 0 when idle
     started: Any  # Array('d', threads): time.time() each of those tasks started
+    deadlines: Any  # Array('d', threads): time.time() by which that task must end (0: no timeout)
+    booted: StopFlag  # set once the worker loaded its plugins: a later exit is never a boot failure
 
     def request_stop(self) -> None:
         """Ask the worker to stop (from the supervisor, or a signal handler in the worker)."""
@@ -115,6 +121,7 @@ def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> 
     except Exception:
         log.exception("worker failed to boot")
         os._exit(EXIT_BOOT_FAILED)
+    channel.booted.set()
     code = Worker(runtime, channel, parent_pid).run()
     logging.shutdown()
     os._exit(code)
@@ -140,6 +147,8 @@ class Worker:
         self.parent_pid = parent_pid
         self.inflight: dict[int, TaskRecord] = {}
         self.recording: set[int] = set()  # in-flight tasks whose outcome write has begun
+        self.contexts: dict[int, TaskContext] = {}  # running tasks, for cancellation
+        self.cancelled: set[int] = set()
         self.lock = threading.Lock()
         self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self.finished = 0
@@ -250,12 +259,19 @@ class Worker:
             task = self.todo.get()
             if task is None or self.stopping.is_set():
                 return
-            self.channel.started[slot] = time.time()
+            started = time.time()
+            definition = self.plugins.registry.tasks.get(task.key)
+            timeout = definition.timeout if definition is not None else None
+            # deadline before id, and id cleared before deadline: the supervisor never pairs
+            # a task with another task's deadline
+            self.channel.deadlines[slot] = started + timeout if timeout else 0.0
+            self.channel.started[slot] = started
             self.channel.running[slot] = task.id
             try:
                 self._run(task)
             finally:
                 self.channel.running[slot] = 0
+                self.channel.deadlines[slot] = 0.0
                 with self.lock:
                     self.inflight.pop(task.id, None)
                     self.recording.discard(task.id)
@@ -274,10 +290,18 @@ class Worker:
             except ValueError as exc:
                 raise InvalidArguments(f"task {task.id} arguments are not valid JSON: {exc}") from None
             definition.check_args(args)
+            self._check_init_timeout(task, definition)
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
-            ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger)
-            definition.fn(ctx, **args)
+            ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
+                              prepare_child=self._prepare_child)
+            with self.lock:
+                self.contexts[task.id] = ctx
+            try:
+                definition.fn(ctx, **args)
+            finally:
+                with self.lock:
+                    self.contexts.pop(task.id, None)
         except (UnknownTask, InvalidArguments) as exc:  # retrying cannot help
             self._finish_failed(task, exc, time.perf_counter() - start)
         except Fail as exc:
@@ -290,8 +314,22 @@ class Worker:
             self._finish_retry(task, exc, delay, time.perf_counter() - start)
         else:
             duration = time.perf_counter() - start
-            if self._record(task, lambda: self.store.complete(self.owner, task.id)):
+            children, delete = ctx.children, definition.clean_succeeded
+            if self._record(task, lambda: self.store.complete(self.owner, task.id, children, delete)):
                 self._event("succeeded", task, duration=duration)
+
+    def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
+        """Validate a child task now (as submit would); the row is inserted with the parent's success."""
+        return prepare(self.runtime, TaskRequest(key, args, **options))
+
+    def _check_init_timeout(self, task: TaskRecord, definition: TaskDefinition) -> None:
+        """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all."""
+        if not definition.init_timeout_sensitive or task.created_at is None:
+            return
+        waited = (dt.datetime.now(dt.timezone.utc) - task.created_at).total_seconds()
+        if waited > self.settings.initialized_timeout:
+            raise Fail(f"not run: pending for {waited:.0f}s, longer than initialized_timeout "
+                       f"({self.settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
         if delay is None:
@@ -331,7 +369,9 @@ class Worker:
                     return False
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
-        if not accepted:
+        if not accepted and task.id in self.cancelled:
+            log.info("task %d was cancelled while it ran; its outcome was not recorded", task.id)
+        elif not accepted:
             self.leases_lost += 1
             log.warning("lease on task %d was lost before its outcome was recorded; the write was rejected",
                         task.id)
@@ -346,8 +386,12 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic() + interval
+        next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL
         orphaned = False
         while True:
+            if time.monotonic() >= next_cancel_check:
+                next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL
+                self._check_cancelled()
             if not orphaned and os.getppid() != self.parent_pid:
                 orphaned = True
                 log.warning("supervisor %d is gone; stopping", self.parent_pid)
@@ -365,6 +409,41 @@ class Worker:
                         log.warning("heartbeat failed: %s", exc)
             time.sleep(min(0.5, interval))
 
+
+    def _check_cancelled(self) -> None:
+        """Tell running handlers they were cancelled; for a forced cancel, stop the process.
+
+        Only asks the database while tasks run, so an idle worker sends nothing.
+        """
+        with self.lock:
+            running = [task_id for task_id in self.contexts if task_id not in self.cancelled]
+        if not running:
+            return
+        try:
+            found = self.store.cancelled_of(self.owner, running)
+        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+            log.warning("cancel check failed: %s", exc)
+            return
+        forced = False
+        with self.lock:
+            for task_id, force in found.items():
+                self.cancelled.add(task_id)
+                ctx = self.contexts.get(task_id)
+                if ctx is not None:
+                    ctx.cancel_event.set()
+                forced = forced or force
+            others = [task_id for task_id in self.inflight if task_id not in found]
+        if found:
+            log.info("task(s) %s cancelled while running", sorted(found))
+        if forced:
+            # a thread cannot be killed: give the innocent tasks back, then end the process
+            log.warning("forced cancel of %s: releasing %s and exiting", sorted(found), others)
+            try:
+                self.store.release(self.owner, others)
+            except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                log.warning("could not release %s (%s); the supervisor will", others, exc)
+            logging.shutdown()
+            os._exit(EXIT_CANCEL_FORCED)
 
     def _check_renewals(self, ids: list[int], renewed: int) -> None:
         """Warn about leases taken over, not about tasks that merely finished meanwhile.
