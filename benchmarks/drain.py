@@ -28,7 +28,7 @@ def main() -> None:
             extra = ["--batch", str(args.batch)] if args.batch else []
             start = time.perf_counter()
             with supervisor("--workers", str(workers), "--threads", str(args.threads), *extra):
-                done = wait_until(lambda: store.counts().get(("default", "succeeded"), 0) >= args.tasks,
+                done = wait_until(lambda store=store: store.counts().get(("default", "succeeded"), 0) >= args.tasks,
                                   timeout=600, interval=0.01)
                 elapsed = time.perf_counter() - start
             counts = store.counts()

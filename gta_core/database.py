@@ -53,7 +53,7 @@ def dialect_of(db: peewee.Database) -> str:
 
 def install_sqlite_functions(db: peewee.Database) -> None:
     """Give a SQLite database the clock functions GTA's SQL uses (idempotent)."""
-    if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in db._functions:
+    if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in getattr(db, "_functions", {}):
         db.register_function(_sqlite_now, "gta_now", 0)
         db.register_function(_sqlite_now_plus, "gta_now_plus", 1)
 
@@ -150,8 +150,9 @@ def is_disconnect(exc: BaseException) -> bool:
 
 def drop_connection(db: peewee.Database) -> None:
     """Forget this thread's connection without trusting it; the next query opens a new one."""
-    conn = db._state.conn
-    db._state.reset()
+    state = db._state  # type: ignore[attr-defined]  # peewee keeps the thread's connection here
+    conn = state.conn
+    state.reset()
     if conn is not None:
         try:
             conn.close()

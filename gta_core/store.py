@@ -31,11 +31,8 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
     """Database timestamps as timezone-aware UTC datetimes."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value
+    moment: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
@@ -82,7 +79,7 @@ class TaskStore:
         return self.db.execute_sql(sql, tuple(params))
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return in_transaction(self.db, lambda: self._execute(sql, params).rowcount)
+        return int(in_transaction(self.db, lambda: self._execute(sql, params).rowcount))
 
     def _secs(self, seconds: float) -> float | int:
         return self._d.seconds_param(seconds)

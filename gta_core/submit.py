@@ -201,7 +201,8 @@ def _wake_after_commit(runtime: Runtime, db: peewee.Database, store: TaskStore) 
     """Register one local wake-up for when the caller's outermost transaction commits."""
     if store.dialect == "postgres":
         return
-    top = db._state.transactions[0] if db._state.transactions else None
+    transactions = db._state.transactions  # type: ignore[attr-defined]  # peewee's transaction stack
+    top = transactions[0] if transactions else None
     if top is None or getattr(top, "_gta_wake", False):
         return
     try:

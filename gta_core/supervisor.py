@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -20,8 +21,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import multiprocess
 import peewee
@@ -406,8 +407,8 @@ class Supervisor:
                 request = TaskRequest(job.key, job.args, run_at=moment, queue=job.queue, priority=job.priority,
                                       dedupe_key=job.dedupe_key(label))
                 try:
-                    task = prepare(self.runtime, request)
-                    in_transaction(self.runtime.db, lambda task=task: self.runtime.store.insert([task]))
+                    rows = [prepare(self.runtime, request)]
+                    in_transaction(self.runtime.db, functools.partial(self.runtime.store.insert, rows))
                 except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                     log.warning("could not enqueue periodic task %s slot %s: %s", job.name, label, exc)
                     continue
@@ -445,7 +446,7 @@ def collect_periodics(runtime: Runtime) -> list[Periodic]:
     jobs: list[Periodic] = []
     for impl in runtime.plugins.manager.hook.gta_periodic.get_hookimpls():
         try:
-            found = list(impl.function() or [])
+            found: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
         except Exception as exc:
             raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
         for job in found:

@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from .errors import InvalidArguments
 
@@ -47,6 +47,23 @@ class TaskDefinition:
         except TypeError as exc:
             raise InvalidArguments(f"arguments for task {self.key!r} do not match "
                                    f"{self.key}{self.signature}: {exc}") from None
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> TaskDefinition: ...
+
+
+@overload
+def task(
+    *,
+    key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    clean_succeeded: bool = False,
+    init_timeout_sensitive: bool = False,
+) -> Callable[[Callable[..., Any]], TaskDefinition]: ...
 
 
 def task(
