@@ -20,6 +20,9 @@ setup(
         "mysql": ["pymysql>=1.1"],
         "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6"],
         "lint": ["ruff>=0.5", "mypy>=1.10"],
+        # peers for benchmarks/compare.py (procrastinate, pgqueuer on PostgreSQL; huey; Celery on Redis)
+        "bench": ["procrastinate", "psycopg[binary]", "pgqueuer", "asyncpg", "huey", "celery[redis]", "redis",
+                  "psycopg2-binary>=2.9"],
     },
     entry_points={
         "console_scripts": [
@@ -31,6 +34,8 @@ setup(
             "demo = gta_plugins.demo",
             "metrics = gta_plugins.metrics",
             "request_id = gta_plugins.request_id",
+            "monitor = gta_plugins.monitor",
+            "cleanup = gta_plugins.cleanup",
         ],
     },
 )

@@ -162,6 +162,11 @@ SETTINGS: tuple[Setting, ...] = (
             "a task pending longer than this is abnormal", "DURATION"),
     Setting("running_timeout", _positive_duration, 1800.0,
             "a task running longer than this is abnormal", "DURATION"),
+    Setting("monitor_interval", _positive_duration, 60.0,
+            "period of the built-in monitor task (abnormal tasks report)", "DURATION"),
+    Setting("cleanup_interval", _positive_duration, 300.0,
+            "period of the built-in cleanup task (deletes finished tasks past storage_timeout)", "DURATION"),
+    Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
     Setting("retry_base", _positive_duration, 1.0,
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
     Setting("retry_cap", _positive_duration, 3600.0, "longest retry delay of the built-in policy", "DURATION"),
@@ -193,6 +198,9 @@ class Settings:
     storage_timeout: float = 7 * 86400.0
     initialized_timeout: float = 300.0
     running_timeout: float = 1800.0
+    monitor_interval: float = 60.0
+    cleanup_interval: float = 300.0
+    cleanup_batch: int = 1000
     retry_base: float = 1.0
     retry_cap: float = 3600.0
     max_tasks_per_worker: int = 0

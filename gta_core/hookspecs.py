@@ -51,6 +51,9 @@ def gta_abnormal_tasks(kind: str, tasks: list[Any]) -> None:
 
     Kinds: ``running_timeout`` (running too long), ``initialized_timeout`` (pending too long),
     ``rescued`` (lease expired and was taken back) and ``failed`` (newly failed).
+    Each task is a dict of the row's columns (``id``, ``key``, ``queue``, ``status``,
+    ``attempts``, ``last_error``, timestamps as aware UTC datetimes, ...). Called in the worker
+    running the built-in ``monitor`` task, at most once per kind and run.
     """
 
 

@@ -76,7 +76,7 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     requests = [item if isinstance(item, TaskRequest) else TaskRequest(*item) for item in items]
     if not requests:
         return []
-    captured = _captured_context(runtime)
+    captured = capture_context(runtime)
     rows = [prepare(runtime, request, captured) for request in requests]
     if runtime.eager is not None:
         return _run_eagerly(runtime, db, rows)
@@ -123,7 +123,9 @@ def _database_of(db_tx: Any, runtime: Runtime) -> peewee.Database:
                       f"got {type(db_tx).__name__}")
 
 
-def _captured_context(runtime: Runtime) -> dict[str, Any]:
+def capture_context(runtime: Runtime) -> dict[str, Any]:
+    """What every plugin's ``gta_capture_context`` returns, merged: the context a task submitted
+    now (by `submit`, or by ``ctx.submit`` inside a handler) carries to its handler."""
     merged: dict[str, Any] = {}
     for part in call_hook_safely(runtime.plugins, "gta_capture_context"):
         if isinstance(part, Mapping):
@@ -185,8 +187,21 @@ def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> 
     def execute() -> None:
         for task_id, row in zip(ids, rows, strict=True):
             run.execute(runtime, task_id, row.key, row.args, row.context, row.queue, row.max_attempts)
+
+    def after_commit() -> None:
+        """Run after COMMIT; if a handler raises, peewee answers by rolling back a transaction
+        that is already over, which SQLite refuses with an error that hides the handler's.
+        An empty transaction opened first gives that rollback something to end."""
+        try:
+            execute()
+        except BaseException:
+            try:
+                db.execute_sql("BEGIN")
+            except Exception:  # then the rollback's own error wins, the handler's stays its context
+                pass
+            raise
     if db.in_transaction():
-        db.after_commit(execute)
+        db.after_commit(after_commit)
     else:
         execute()
     return ids

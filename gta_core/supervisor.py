@@ -393,7 +393,9 @@ class Supervisor:
         already be cleaned up, and running it again would be a duplicate, not a catch-up.
         """
         last: dict[str, str] = {}
-        tick = max(0.2, min(1.0, *(p.every / 4 for p in self.periodics if p.every)))
+        # a list, not min(1.0, *intervals): with cron schedules only that is min(1.0), a TypeError
+        # that killed this thread, so cron-only periodic tasks were never enqueued
+        tick = max(0.2, min([1.0, *(p.every / 4 for p in self.periodics if p.every)]))
         while not self.done.wait(0 if not last else tick):
             now = dt.datetime.now(dt.timezone.utc)
             for job in self.periodics:
@@ -459,6 +461,13 @@ def collect_periodics(runtime: Runtime) -> list[Periodic]:
                 prepare(runtime, TaskRequest(job.key, job.args, queue=job.queue, priority=job.priority))
             except GTAError as exc:
                 raise PluginError(f"periodic task {job.name!r}: {exc}") from exc
+            # A slot's row is the dedupe memory that keeps every other supervisor (and this one
+            # after a restart) from enqueuing the slot again; deleting it on success made each
+            # supervisor run the slot once more.
+            if runtime.plugins.registry.get(job.key).clean_succeeded:
+                raise PluginError(f"periodic task {job.name!r}: task {job.key!r} is clean_succeeded, but a "
+                                  "periodic slot's row must be kept so that the slot runs once; drop "
+                                  "clean_succeeded (cleanup removes old rows)")
             jobs.append(job)
     return jobs
 

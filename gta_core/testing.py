@@ -11,7 +11,9 @@
 Submits are checked exactly as in production (JSON args, known key, signature), but nothing
 is written to the task table: the handler runs when the caller's transaction commits, and
 never when it rolls back. `Retry` re-runs the handler at once (no waiting) until
-``max_attempts``; other exceptions propagate by default so a test sees them.
+``max_attempts``; other exceptions propagate by default so a test sees them. Children a
+handler submits with ``ctx.submit`` run right after their parent succeeded (never after it
+failed), each once, with ``parent_id`` set; delays are not waited for.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from typing import Any
 
 from .errors import Fail, Retry
 from .runtime import Runtime, get_runtime
+from .store import NewTask
+from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext
 
 log = logging.getLogger("gta.testing")
@@ -39,6 +43,7 @@ class EagerResult:
     attempts: int
     value: Any = None
     error: BaseException | None = None
+    parent_id: int | None = None
 
 
 @dataclasses.dataclass
@@ -56,30 +61,41 @@ class EagerRun:
         return next(self._ids)
 
     def execute(self, runtime: Runtime, task_id: int, key: str, args_text: str, context_text: str | None,
-                queue: str, max_attempts: int) -> None:
-        """Run one submitted task to a final outcome, as a worker would (minus the database)."""
+                queue: str, max_attempts: int, parent_id: int | None = None) -> None:
+        """Run one submitted task to a final outcome, as a worker would (minus the database),
+        then the children its successful attempt submitted."""
         definition = runtime.plugins.registry.get(key)
         args = json.loads(args_text)
         context = json.loads(context_text) if context_text else {}
+
+        def prepare_child(child_key: str, child_args: Any = None, **options: Any) -> NewTask:
+            return prepare(runtime, TaskRequest(child_key, child_args, **options), capture_context(runtime))
+
+        def result(outcome: str, attempt: int, **extra: Any) -> None:
+            self.results.append(EagerResult(task_id, key, args, outcome, attempt, parent_id=parent_id, **extra))
+
         for attempt in range(1, max_attempts + 1):
             ctx = TaskContext(task_id, key, attempt, max_attempts, queue, context,
-                              logging.LoggerAdapter(logging.getLogger(f"gta.task.{key}"), {"task_id": task_id}))
+                              logging.LoggerAdapter(logging.getLogger(f"gta.task.{key}"), {"task_id": task_id}),
+                              prepare_child=prepare_child)
             try:
                 value = definition.fn(ctx, **args)
             except Retry:
                 continue
             except Fail as exc:
-                self.results.append(EagerResult(task_id, key, args, "failed", attempt, error=exc))
+                result("failed", attempt, error=exc)
                 return
             except Exception as exc:
-                self.results.append(EagerResult(task_id, key, args, "failed", attempt, error=exc))
+                result("failed", attempt, error=exc)
                 if self.propagate:
                     raise
                 return
-            self.results.append(EagerResult(task_id, key, args, "succeeded", attempt, value=value))
+            result("succeeded", attempt, value=value)
+            for child in ctx.children:
+                self.execute(runtime, self.next_id(), child.key, child.args, child.context, child.queue,
+                             child.max_attempts, parent_id=task_id)
             return
-        self.results.append(EagerResult(task_id, key, args, "failed", max_attempts,
-                                        error=Fail("retried until max_attempts")))
+        result("failed", max_attempts, error=Fail("retried until max_attempts"))
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from .config import Settings
 from .errors import DatabaseUnavailable, Fail, GTAError, InvalidArguments, Retry, UnknownTask
 from .plugins import call_hook_safely, first_hook_result
 from .runtime import Runtime
-from .submit import TaskRequest, prepare
+from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskDefinition, TaskRecord
 
 log = logging.getLogger("gta.worker")
@@ -275,6 +275,7 @@ class Worker:
                 with self.lock:
                     self.inflight.pop(task.id, None)
                     self.recording.discard(task.id)
+                    self.cancelled.discard(task.id)
                 self.finished += 1
                 self.channel.wake.ring()
 
@@ -319,16 +320,25 @@ class Worker:
                 self._event("succeeded", task, duration=duration)
 
     def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
-        """Validate a child task now (as submit would); the row is inserted with the parent's success."""
-        return prepare(self.runtime, TaskRequest(key, args, **options))
+        """Validate a child task now (as submit would); the row is inserted with the parent's success.
+
+        Runs on the handler's thread, where the parent's context was restored, so the child
+        captures it as any submit would (a request or trace id follows the work it caused).
+        """
+        return prepare(self.runtime, TaskRequest(key, args, **options), capture_context(self.runtime))
 
     def _check_init_timeout(self, task: TaskRecord, definition: TaskDefinition) -> None:
-        """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all."""
-        if not definition.init_timeout_sensitive or task.created_at is None:
+        """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.
+
+        The wait counts from the task's due time (``run_at``), so a delayed task is judged by
+        how late it starts, not by how far ahead it was scheduled.
+        """
+        due = task.run_at or task.created_at
+        if not definition.init_timeout_sensitive or due is None:
             return
-        waited = (dt.datetime.now(dt.timezone.utc) - task.created_at).total_seconds()
+        waited = (dt.datetime.now(dt.timezone.utc) - due).total_seconds()
         if waited > self.settings.initialized_timeout:
-            raise Fail(f"not run: pending for {waited:.0f}s, longer than initialized_timeout "
+            raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
                        f"({self.settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
@@ -449,12 +459,16 @@ class Worker:
         """Warn about leases taken over, not about tasks that merely finished meanwhile.
 
         A handler that records its outcome between our snapshot and the heartbeat leaves a
-        row the heartbeat rightly skips. Only tasks whose outcome write had not begun even
-        now were certainly still running when the heartbeat ran; fewer renewals than those
-        means some lease was lost (the fenced outcome write will also say so).
+        row the heartbeat rightly skips, and so does a task cancelled while it runs (its row
+        is ``cancelled`` now, while its handler winds down). Only the other tasks whose outcome
+        write had not begun even now were certainly still running when the heartbeat ran;
+        fewer renewals than those means some lease was lost (the fenced outcome write will
+        also say so).
         """
+        self._check_cancelled()  # a cancel since the last check explains a skipped row too
         with self.lock:
-            unsettled = [task_id for task_id in ids if task_id in self.inflight and task_id not in self.recording]
+            unsettled = [task_id for task_id in ids if task_id in self.inflight and task_id not in self.recording
+                         and task_id not in self.cancelled]
         if renewed < len(unsettled):
             log.warning("heartbeat renewed %d of %d leases; the others were taken over", renewed, len(unsettled))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 from typing import Any
 
@@ -34,9 +35,21 @@ class TaskMetrics:
     lost: Any
 
 
-@functools.cache
+_create_lock = threading.Lock()
+
+
 def task_metrics() -> TaskMetrics:
-    """This process's metric objects, created on first use."""
+    """This process's metric objects, created on first use.
+
+    Handler threads of one worker may report their first events at the same moment; the lock
+    keeps them from registering the metrics twice (prometheus_client refuses a duplicate).
+    """
+    with _create_lock:
+        return _create_metrics()
+
+
+@functools.cache
+def _create_metrics() -> TaskMetrics:
     from prometheus_client import Counter, Histogram
 
     labels = ["task", "queue"]

@@ -65,6 +65,8 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         "GTA_LEASE_TIMEOUT": "10",
         "GTA_SHUTDOWN_TIMEOUT": "10",
         "GTA_METRICS": "off",  # tests of the sidecar turn it on, each on a port of its own
+        # the periodic built-ins add rows of their own; their tests turn them back on
+        "GTA_DISABLE_PLUGINS": "monitor,cleanup",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     for name, value in variables.items():

@@ -1,0 +1,266 @@
+"""What the admin commands do (``gta list``, ``show``, ``retry``, ``cancel``, ``purge``, ``stats``,
+``handlers``); `cli.py` parses the command line and calls these.
+
+Every function takes the configured `Runtime` and returns the exit code. Problems are raised as
+`GTAError` (one line, exit 2 in the CLI); nothing is written when a command refuses.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO, cast
+
+from .config import parse_duration
+from .database import check_connection, describe_url
+from .errors import GTAError, PluginError, TaskNotFound
+from .runtime import Runtime
+from .schedules import Periodic
+from .sql import FINAL_STATUSES
+from .wake import notify_local
+
+STATUSES = ("pending", "running", *FINAL_STATUSES)
+RETRYABLE = ("failed", "cancelled")
+THROUGHPUT_WINDOW = 60.0
+BATCH = 1000
+
+
+def duration(option: str, text: str) -> float:
+    """A duration option's value in seconds, or a `GTAError` naming the option."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise GTAError(f"{option}: {exc}") from None
+
+
+def ready(runtime: Runtime) -> None:
+    """Connect (one clear line if the database is unreachable) and check the table's schema."""
+    check_connection(runtime.db, runtime.settings.database_url)
+    runtime.store.require_schema()
+
+
+def _require(runtime: Runtime, ids: Sequence[int]) -> dict[int, str]:
+    statuses = runtime.store.statuses(list(ids))
+    missing = [task_id for task_id in ids if task_id not in statuses]
+    if missing:
+        raise TaskNotFound(f"no task with id {', '.join(map(str, missing))}")
+    return statuses
+
+
+def _wake(runtime: Runtime) -> None:
+    """Wake this host's idle workers (PostgreSQL workers were notified by the write itself)."""
+    if runtime.store.dialect != "postgres":
+        notify_local(runtime.wake_key(runtime.db))
+
+
+# -- formatting ---------------------------------------------------------------------------------
+def _when(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def _first_line(text: str | None, width: int = 60) -> str:
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """Rows in aligned columns; columns whose index is in ``right`` are right-aligned."""
+    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [cell.rjust(width) if column in right else cell.ljust(width)
+                 for column, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, indent=2)
+
+
+# -- commands -----------------------------------------------------------------------------------
+def list_tasks(runtime: Runtime, status: str | None, queue: str | None, key: str | None, limit: int,
+               as_json: bool) -> int:
+    ready(runtime)
+    tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit)
+    if as_json:
+        print(_json(tasks))
+        return 0
+    if not tasks:
+        print("no matching tasks")
+        return 0
+    print(table(("ID", "STATUS", "QUEUE", "KEY", "ATTEMPTS", "RUN AT (UTC)", "UPDATED (UTC)", "LAST ERROR"),
+                [(task["id"], task["status"], task["queue"], task["key"], f"{task['attempts']}/{task['max_attempts']}",
+                  _when(task["run_at"]), _when(task["updated_at"]), _first_line(task["last_error"]))
+                 for task in tasks], right=(0,)))
+    return 0
+
+
+def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
+    ready(runtime)
+    task = runtime.store.get(task_id)
+    if task is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    if as_json:
+        print(_json(task))
+        return 0
+    for column, value in task.items():
+        if column == "last_error":
+            continue
+        if column == "attempts":
+            value = f"{value} of {task['max_attempts']}"
+        print(f"{column:>17}: {'' if value is None else value}")
+    if task["last_error"]:
+        print("\nlast error:\n" + task["last_error"])
+    return 0
+
+
+def retry(runtime: Runtime, ids: Sequence[int], status: str | None) -> int:
+    """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, attempts reset, due now."""
+    ready(runtime)
+    store = runtime.store
+    if status is not None:
+        total, after = 0, 0
+        while True:
+            batch = store.ids_with_status(status, after, BATCH)
+            if not batch:
+                break
+            before = store.rerun(batch)
+            total += sum(1 for was in before.values() if was == status)
+            after = batch[-1]
+        if total:
+            _wake(runtime)
+        print(f"retried {total} {status} task(s)")
+        return 0
+    statuses = _require(runtime, ids)
+    for task_id in ids:
+        if statuses[task_id] not in RETRYABLE:
+            raise GTAError(f"task {task_id} is {statuses[task_id]}: only failed or cancelled tasks can be retried "
+                           "(nothing was changed)")
+    before = store.rerun(ids)
+    _wake(runtime)
+    for task_id in ids:
+        print(f"retried task {task_id} (was {before.get(task_id, statuses[task_id])})")
+    return 0
+
+
+def cancel(runtime: Runtime, ids: Sequence[int], force: bool) -> int:
+    from .submit import cancel as cancel_tasks
+
+    ready(runtime)
+    _require(runtime, ids)
+    before = cancel_tasks(list(ids), force=force)
+    for task_id in ids:
+        was = before.get(task_id)
+        if was in ("pending", "running"):
+            print(f"cancelled task {task_id} (was {was})")
+        else:
+            print(f"task {task_id} was already {was or 'gone'}: not cancelled")
+    return 0
+
+
+def purge(runtime: Runtime, older_than: str, status: str | None) -> int:
+    age = duration("--older-than", older_than)
+    ready(runtime)
+    statuses = (status,) if status else FINAL_STATUSES
+    batch = runtime.settings.cleanup_batch
+    total = 0
+    while True:
+        deleted = runtime.store.delete_finished(age, batch, statuses)
+        total += deleted
+        if deleted < batch:
+            break
+    print(f"deleted {total} {'/'.join(statuses)} task(s) finished more than {older_than.strip()} ago")
+    return 0
+
+
+def stats_text(runtime: Runtime) -> str:
+    """Counts by queue and status, the oldest due pending task's age, and last minute's successes."""
+    store = runtime.store
+    counts = store.counts()
+    done = store.succeeded_per_queue(THROUGHPUT_WINDOW)
+    oldest: dict[str, float] = {}
+    for queue, _, due, _, now in store.pending_summary(runtime.settings.initialized_timeout):
+        if due is not None and now is not None:
+            oldest[queue] = (now - due).total_seconds()
+    queues = sorted({queue for queue, _ in counts} | set(done))
+    header = ("QUEUE", *(status.upper() for status in STATUSES), "OLDEST DUE", "SUCCEEDED/MIN")
+    rows: list[list[Any]] = []
+    for queue in queues:
+        rows.append([queue, *(counts.get((queue, status), 0) for status in STATUSES),
+                     _age(oldest.get(queue)), done.get(queue, 0)])
+    if len(queues) != 1:
+        rows.append(["(all)", *(sum(count for (_, s), count in counts.items() if s == status) for status in STATUSES),
+                     _age(max(oldest.values(), default=None)), sum(done.values())])
+    title = (f"{runtime.settings.table} on {describe_url(runtime.settings.database_url)}, "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+    return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}"
+
+
+def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout) -> int:
+    pause = duration("--interval", interval)
+    if pause <= 0:
+        raise GTAError("--interval: must be a duration > 0")
+    ready(runtime)
+    if not watch:
+        print(stats_text(runtime), file=out)
+        return 0
+    try:
+        while True:
+            frame = stats_text(runtime)
+            # home, clear, frame: redrawn in place
+            out.write(f"\x1b[H\x1b[2J{frame}\n\n(every {interval}; Ctrl-C to stop)\n")
+            out.flush()
+            time.sleep(pause)
+    except KeyboardInterrupt:
+        out.write("\n")
+        out.flush()
+        return 0
+
+
+def handlers(runtime: Runtime) -> int:
+    registry = runtime.plugins.registry
+    schedules = _periodics(runtime)
+    for key in sorted(registry.tasks):
+        definition = registry.tasks[key]
+        options = [f"plugin {registry.owners[key]}", f"queue {definition.queue}",
+                   f"max_attempts {definition.max_attempts}",
+                   f"timeout {definition.timeout:g}" if definition.timeout else "timeout none"]
+        if definition.priority:
+            options.append(f"priority {definition.priority}")
+        if definition.clean_succeeded:
+            options.append("clean_succeeded")
+        if definition.init_timeout_sensitive:
+            options.append("init_timeout_sensitive")
+        options += [_schedule(job) for job in schedules if job.key == key]
+        print(f"{key}{definition.signature}  [{'; '.join(options)}]")
+    return 0
+
+
+def _periodics(runtime: Runtime) -> list[Periodic]:
+    found: list[Periodic] = []
+    for impl in runtime.plugins.manager.hook.gta_periodic.get_hookimpls():
+        try:
+            jobs: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
+        found += [job for job in jobs if isinstance(job, Periodic)]
+    return found
+
+
+def _schedule(job: Periodic) -> str:
+    when = f"every {job.every:g}s" if job.every is not None else f"cron {job.cron.expression if job.cron else '?'}"
+    return f"periodic {job.name} {when}"

@@ -1,0 +1,366 @@
+"""The admin command line, run as the installed ``gta`` entry point in a subprocess, on every
+configured database: each command's output and effect, and its error paths (one line on
+stderr, a non-zero exit, never a traceback, nothing written)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gta_core
+from gta_core.runtime import Runtime
+from gta_core.sql import RERUN_ERROR_PREFIX, SCHEMA_VERSION
+
+from .helpers import Env, wait_for
+from .rows import OWNER, age, count, make
+
+COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers", "demo")
+UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"]
+DAY = 86400.0
+
+
+def gta_bin() -> str:
+    """The console script pip installed for ``gta = gta_core.cli:main``."""
+    beside = Path(sys.executable).with_name("gta")
+    found = str(beside) if beside.exists() else shutil.which("gta")
+    assert found, "the gta entry point is not installed: pip install -e ."
+    return found
+
+
+def environ(**variables: str) -> dict[str, str]:
+    """This process's environment (the `env` fixture's GTA_* settings) with the built-ins enabled."""
+    return {**os.environ, "GTA_DISABLE_PLUGINS": "", **variables}
+
+
+def gta(*args: str, env_vars: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([gta_bin(), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env_vars if env_vars is not None else environ())
+
+
+def ok(*args: str, **options: Any) -> str:
+    result = gta(*args, **options)
+    assert result.returncode == 0, (args, result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
+    """One line on stderr containing every fragment, exit ``code``, nothing on stdout."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip("\n").splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.returncode == code, (result.returncode, result.stderr)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def row(env: Env, task_id: int) -> dict[str, Any]:
+    found = env.store.get(task_id)
+    assert found is not None, f"task {task_id} vanished"
+    return found
+
+
+def listed_ids(output: str) -> list[int]:
+    return [int(line.split()[0]) for line in output.splitlines()[1:] if line.strip()]
+
+
+def db_now(env: Env) -> dt.datetime:
+    store = env.store
+    value = store.db.execute_sql(f"SELECT {store.sql.dialect.now}").fetchone()[0]
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=dt.timezone.utc)
+
+
+# -- help and usage -------------------------------------------------------------------------------
+def test_every_command_has_help() -> None:
+    top = ok("--help", env_vars={**os.environ})
+    for command in COMMANDS:
+        assert command in top
+        text = ok(command, "--help", env_vars={**os.environ})
+        assert text.startswith(f"usage: gta {command}"), text
+
+
+@pytest.mark.parametrize("args, fragments", [
+    ([], ["COMMAND"]),
+    (["frobnicate"], ["frobnicate"]),
+    (["show"], ["id"]),
+    (["show", "seven"], ["seven"]),
+    (["list", "--limit", "0"], ["--limit"]),
+    (["cancel"], ["ID"]),
+    (["retry"], ["ids or --status"]),
+    (["retry", "1", "--status", "failed"], ["ids or --status"]),
+    (["purge"], ["--older-than"]),
+], ids=["no-command", "unknown-command", "show-no-id", "show-bad-id", "limit-zero", "cancel-no-id",
+        "retry-nothing", "retry-both", "purge-no-age"])
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    fails(gta(*args, env_vars={**os.environ, "GTA_DATABASE_URL": url}), *fragments)
+    assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("url", UNREACHABLE, ids=["postgres", "mysql"])
+def test_unreachable_database_is_one_line(tmp_path: Path, url: str) -> None:
+    variables = {**os.environ, "GTA_DATABASE_URL": url}
+    for command in (["list"], ["show", "1"], ["retry", "1"], ["retry", "--status", "failed"], ["cancel", "1"],
+                    ["purge", "--older-than", "7d"], ["stats"]):
+        fails(gta(*command, env_vars=variables), "cannot reach database")
+
+
+# -- migrate, submit, handlers ----------------------------------------------------------------------
+def test_migrate_and_submit(env: Env) -> None:
+    table = f"gta_cli_{secrets.token_hex(4)}"
+    variables = environ(GTA_TABLE=table)
+    try:
+        assert f"created {table}" in ok("migrate", env_vars=variables)
+        again = ok("migrate", env_vars=variables)
+        assert "created" not in again and f"schema version {SCHEMA_VERSION}" in again
+    finally:
+        cleanup = Runtime(gta_core.load_settings({"database_url": env.db_url, "table": table}, environ={}))
+        cleanup.store.drop()
+        cleanup.db.close()
+
+    plain = int(ok("submit", "record", "--args", '{"n": 7}'))
+    later = int(ok("submit", "greet", "--args", '{"name": "Ada"}', "--delay", "5m", "--queue", "mail",
+                   "--priority", "3"))
+    first, second = row(env, plain), row(env, later)
+    assert (first["key"], first["status"], json.loads(first["args"]), first["queue"]) == (
+        "record", "pending", {"n": 7}, "default")
+    assert (second["queue"], second["priority"], json.loads(second["args"])) == ("mail", 3, {"name": "Ada"})
+    assert second["run_at"] - second["created_at"] >= dt.timedelta(seconds=299)
+
+    fails(gta("submit", "record", "--args", "{oops"), "--args is not valid JSON")
+    fails(gta("submit", "record", "--args", "[1]"), "dict")
+    fails(gta("submit", "nosuchtask"), "'nosuchtask'")
+    fails(gta("submit", "record", "--delay", "soon"), "--delay", "'soon'")
+    fails(gta("submit", "greet", "--args", '{"name": 1, "shout": true}'), "shout")
+    assert count(env) == 2
+
+
+def test_handlers_lists_tasks_with_plugin_options_signature_and_schedule(env: Env) -> None:
+    lines = {line.split("(", 1)[0]: line for line in ok("handlers").splitlines() if line.strip()}
+    assert {"gta_monitor", "gta_cleanup", "record", "greet", "demo_hello", "example_double"} <= set(lines)
+    assert lines["greet"].startswith("greet(ctx: 'TaskContext', name: 'str', punctuation: 'str' = '!') -> 'str'")
+    assert "plugin tests.tasks" in lines["greet"] and "max_attempts 5" in lines["greet"]
+    monitor, cleanup = lines["gta_monitor"], lines["gta_cleanup"]
+    assert "plugin monitor" in monitor and "periodic monitor every 60s" in monitor and "max_attempts 2" in monitor
+    assert "timeout 120" in monitor and "priority 1000" in monitor
+    assert "plugin cleanup" in cleanup and "periodic cleanup every 300s" in cleanup
+    shorter = ok("handlers", env_vars=environ(GTA_MONITOR_INTERVAL="5s", GTA_CLEANUP_INTERVAL="1h"))
+    assert "periodic monitor every 5s" in shorter and "timeout 10" in shorter
+    assert "periodic cleanup every 3600s" in shorter
+    without = ok("--disable-plugin", "monitor", "--disable-plugin", "cleanup", "handlers")
+    assert "gta_monitor(" not in without and "gta_cleanup(" not in without and "record(" in without
+    fails(gta("handlers", env_vars=environ(GTA_MONITOR_INTERVAL="often")), "monitor_interval")
+
+
+# -- list and show ---------------------------------------------------------------------------------
+def test_list_filters_limits_and_json(env: Env) -> None:
+    done = make(env, "succeeded")
+    failed = make(env, "failed", key="always_fails")
+    mail = make(env, "pending", queue="mail")
+    greet = make(env, "pending", key="greet", args={"name": "Ada"})
+
+    table = ok("list")
+    assert table.splitlines()[0].split()[:4] == ["ID", "STATUS", "QUEUE", "KEY"]
+    assert listed_ids(table) == [greet, mail, failed, done]  # newest first
+    failed_line = next(line for line in table.splitlines() if line.split()[0] == str(failed))
+    assert "always_fails" in failed_line and "1/3" in failed_line and "ValueError: boom" in failed_line
+    assert listed_ids(ok("list", "--status", "failed")) == [failed]
+    assert listed_ids(ok("list", "--queue", "mail")) == [mail]
+    assert listed_ids(ok("list", "--key", "greet")) == [greet]
+    assert listed_ids(ok("list", "--key", "record", "--status", "pending")) == [mail]
+    assert listed_ids(ok("list", "--limit", "2")) == [greet, mail]
+    assert ok("list", "--status", "cancelled").strip() == "no matching tasks"
+
+    shown = json.loads(ok("list", "--json", "--queue", "default"))
+    assert [(task["id"], task["status"], task["key"]) for task in shown] == [
+        (greet, "pending", "greet"), (failed, "failed", "always_fails"), (done, "succeeded", "record")]
+    assert json.loads(shown[0]["args"]) == {"name": "Ada"}
+    assert dt.datetime.fromisoformat(shown[2]["finished_at"]) == row(env, done)["finished_at"]
+    assert json.loads(ok("list", "--json", "--key", "nothing")) == []
+
+    fails(gta("list", "--status", "lost"), "invalid choice", "'lost'")
+    fails(gta("list", "--limit", "many"), "--limit")
+
+
+def test_show_prints_args_attempts_timestamps_and_traceback(env: Env) -> None:
+    failed = make(env, "failed", key="always_fails", error="the disk is full")
+    stored = row(env, failed)
+    text = ok("show", str(failed))
+    fields = dict(line.split(": ", 1) for line in text.split("\n\nlast error:\n")[0].strip().splitlines()
+                  if ": " in line)
+    fields = {name.strip(): value for name, value in fields.items()}
+    assert (fields["id"], fields["key"], fields["status"], fields["attempts"]) == (
+        str(failed), "always_fails", "failed", "1 of 3")
+    assert fields["args"] == "{}"
+    for column in ("created_at", "started_at", "finished_at", "updated_at", "run_at"):
+        assert dt.datetime.fromisoformat(fields[column]) == stored[column], column
+    error = text.split("\n\nlast error:\n", 1)[1]
+    assert error.startswith("ValueError: the disk is full")
+    assert "Traceback (most recent call last)" in error and "raise ValueError(error)" in error
+
+    shown = json.loads(ok("show", str(failed), "--json"))
+    assert (shown["status"], shown["attempts"], shown["max_attempts"]) == ("failed", 1, 3)
+    assert "Traceback" in shown["last_error"] and shown["lease_owner"] == OWNER
+    assert dt.datetime.fromisoformat(shown["finished_at"]) == stored["finished_at"]
+
+    fails(gta("show", "987654321"), "no task with id 987654321")
+    fails(gta("show", "987654321", "--json"), "no task with id 987654321")
+
+
+# -- retry and cancel --------------------------------------------------------------------------------
+def test_retry_by_id_resets_failed_and_cancelled_tasks(env: Env) -> None:
+    failed = make(env, "failed", key="always_fails")
+    cancelled = make(env, "cancelled")
+    done = make(env, "succeeded")
+    pending = make(env, "pending", queue="elsewhere")
+    before = {task_id: row(env, task_id) for task_id in (failed, cancelled, done, pending)}
+
+    for args, fragment in ((["retry", str(failed), str(done)], f"task {done} is succeeded"),
+                           (["retry", str(failed), str(pending)], f"task {pending} is pending"),
+                           (["retry", str(failed), "987654321"], "no task with id 987654321")):
+        fails(gta(*args), fragment)
+        assert {task_id: row(env, task_id) for task_id in before} == before, "a refused retry changed a row"
+
+    started = db_now(env)
+    out = ok("retry", str(failed), str(cancelled))
+    assert out.splitlines() == [f"retried task {failed} (was failed)", f"retried task {cancelled} (was cancelled)"]
+    for task_id in (failed, cancelled):
+        again = row(env, task_id)
+        assert (again["status"], again["attempts"], again["lease_owner"], again["finished_at"]) == (
+            "pending", 0, None, None)
+        assert again["run_at"] >= started - dt.timedelta(seconds=1)
+        assert again["last_error"].startswith(RERUN_ERROR_PREFIX)
+    assert "ValueError: boom" in row(env, failed)["last_error"]
+    assert row(env, done) == before[done]
+    # due now, and leased like any other task: this attempt is the first again
+    leased = {task.id: task.attempts for task in env.store.lease("after-retry", ("default",), 10, 30.0)}
+    assert leased == {failed: 1, cancelled: 1}
+
+
+def test_retry_by_status(env: Env) -> None:
+    failed = [make(env, "failed", key="always_fails") for _ in range(3)]
+    cancelled = make(env, "cancelled")
+    assert ok("retry", "--status", "failed").strip() == "retried 3 failed task(s)"
+    assert env.statuses([*failed, cancelled]) == {**{task_id: "pending" for task_id in failed},
+                                                  cancelled: "cancelled"}
+    assert all(row(env, task_id)["attempts"] == 0 for task_id in failed)
+    assert ok("retry", "--status", "failed").strip() == "retried 0 failed task(s)"
+    assert ok("retry", "--status", "cancelled").strip() == "retried 1 cancelled task(s)"
+    assert row(env, cancelled)["status"] == "pending"
+    fails(gta("retry", "--status", "succeeded"), "invalid choice", "'succeeded'")
+    fails(gta("retry", "--status", "running"), "invalid choice")
+
+
+def test_cancel(env: Env) -> None:
+    done = make(env, "succeeded")
+    running = make(env, "running")
+    pending = make(env, "pending")
+    fails(gta("cancel", str(pending), "987654321"), "no task with id 987654321")
+    assert env.statuses([pending, running]) == {pending: "pending", running: "running"}
+
+    out = ok("cancel", str(pending), str(running), str(done))
+    assert out.splitlines() == [f"cancelled task {pending} (was pending)", f"cancelled task {running} (was running)",
+                                f"task {done} was already succeeded: not cancelled"]
+    assert env.statuses([pending, running, done]) == {pending: "cancelled", running: "cancelled", done: "succeeded"}
+    assert row(env, pending)["finished_at"] is not None
+    assert not env.store.complete(OWNER, running), "the cancelled task's worker could still record success"
+    assert env.store.lease("after-cancel", ("default",), 10, 30.0) == []
+    forced = make(env, "running")
+    assert ok("cancel", "--force", str(forced)).strip() == f"cancelled task {forced} (was running)"
+    assert env.store.cancelled_of(OWNER, [forced]) == {forced: True}
+
+
+# -- purge --------------------------------------------------------------------------------------------
+def test_purge_deletes_old_finished_tasks_only(env: Env) -> None:
+    old = {status: [make(env, status, key="always_fails" if status == "failed" else "record") for _ in range(2)]
+           for status in ("succeeded", "failed", "cancelled")}
+    young = make(env, "succeeded")
+    running = make(env, "running")
+    pending = make(env, "pending")
+    everything = [task_id for ids in old.values() for task_id in ids]
+    age(env, everything, "finished_at", 10 * DAY)
+    age(env, [running, pending], "finished_at", 10 * DAY)  # never the case, but status alone decides
+    total = count(env)
+
+    fails(gta("purge", "--older-than", "a week"), "--older-than", "'a week'")
+    fails(gta("purge", "--older-than", "-7d"), "--older-than")
+    fails(gta("purge", "--older-than", "7d", "--status", "pending"), "invalid choice", "'pending'")
+    assert count(env) == total
+
+    small_batches = environ(GTA_CLEANUP_BATCH="1")
+    assert ok("purge", "--older-than", "7d", "--status", "failed", env_vars=small_batches).startswith(
+        "deleted 2 failed task(s) finished more than 7d ago")
+    assert env.statuses(old["failed"]) == {}
+    assert ok("purge", "--older-than", "11d").startswith("deleted 0 ")
+    assert ok("purge", "--older-than", "9d", env_vars=small_batches).startswith(
+        "deleted 4 succeeded/failed/cancelled task(s)")
+    assert set(env.statuses([*everything, young, running, pending])) == {young, running, pending}
+    assert ok("purge", "--older-than", "0s").startswith("deleted 1 ")  # the young one, finished by now
+    assert env.statuses([young, running, pending]) == {running: "running", pending: "pending"}
+
+
+# -- stats --------------------------------------------------------------------------------------------
+def stats_rows(output: str) -> dict[str, list[str]]:
+    lines = output.strip().splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("QUEUE"))
+    assert lines[header].split() == ["QUEUE", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED",
+                                     "OLDEST", "DUE", "SUCCEEDED/MIN"]
+    return {line.split()[0]: line.split()[1:] for line in lines[header + 1:] if line.strip()}
+
+
+def test_stats_counts_ages_and_throughput(env: Env) -> None:
+    recent = [make(env, "succeeded") for _ in range(3)]
+    earlier = make(env, "succeeded")
+    age(env, [earlier], "finished_at", 120)  # out of the last minute
+    make(env, "failed", key="always_fails")
+    make(env, "running", queue="mail")
+    make(env, "cancelled", queue="mail")
+    waiting = make(env, "pending", queue="mail")
+    age(env, [waiting], "run_at", 3 * 3600)
+    gta_core.submit(None, "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
+
+    rows = stats_rows(ok("stats"))
+    assert rows["default"] == ["0", "0", "4", "1", "0", "-", "3"]
+    assert rows["mail"][:5] == ["2", "1", "0", "0", "1"] and rows["mail"][6] == "0"
+    assert re.fullmatch(r"3\.0h", rows["mail"][5]), rows["mail"]
+    assert rows["(all)"] == ["2", "1", "4", "1", "1", rows["mail"][5], "3"]
+    assert len(recent) == 3
+
+    fails(gta("stats", "--interval", "now"), "--interval")
+    fails(gta("stats", "--watch", "--interval", "0s"), "--interval")
+
+
+def test_stats_watch_redraws_until_ctrl_c(env: Env) -> None:
+    make(env, "succeeded")
+    screen = env.tmp_path / "screen.txt"
+    with open(screen, "wb") as out, open(env.tmp_path / "watch.err", "wb") as err:
+        process = subprocess.Popen([gta_bin(), "stats", "--watch", "--interval", "0.2s"], stdout=out, stderr=err,
+                                   env=environ())
+    try:
+        wait_for(lambda: screen.read_bytes().count(b"\x1b[H\x1b[2J") >= 2, 20, "two redraws")
+        make(env, "failed", key="always_fails")  # shows up in a later frame
+        wait_for(lambda: stats_rows(screen.read_text().rsplit("\x1b[H\x1b[2J", 1)[1])["default"][3] == "1", 20,
+                 "the failed task in a redraw")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    frames = screen.read_text().split("\x1b[H\x1b[2J")[1:]
+    assert len(frames) >= 3
+    assert stats_rows(frames[0])["default"][2] == "1"
+    assert (env.tmp_path / "watch.err").read_text() == ""
