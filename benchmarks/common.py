@@ -27,6 +27,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+class Failed(Exception):
+    """A benchmark that could not produce a trustworthy figure (lost, duplicated or missing tasks)."""
+
+
 def emit(name: str, value: float, unit: str) -> None:
     """One figure, as ``name value unit``."""
     print(f"{name} {value:.6g} {unit}", flush=True)

@@ -11,24 +11,32 @@ from common import emit, fresh_table, parser
 from gta_core import TaskRequest, submit, submit_many
 
 
+def submit_rates(database: str, single: int, batched: int) -> dict[str, float]:
+    """Tasks/s for ``submit_single`` (one per transaction) and ``submit_many_1000`` (batches of 1,000)."""
+    rates: dict[str, float] = {}
+    with fresh_table(database) as runtime:
+        db = runtime.db
+        start = time.perf_counter()
+        for _ in range(single):
+            with db.atomic() as tx:
+                submit(tx, "bench_noop")
+        rates["submit_single"] = single / (time.perf_counter() - start)
+        requests = [TaskRequest("bench_noop")] * 1000
+        start = time.perf_counter()
+        for _ in range(batched // 1000):
+            with db.atomic() as tx:
+                submit_many(tx, requests)
+        rates["submit_many_1000"] = (batched // 1000) * 1000 / (time.perf_counter() - start)
+    return rates
+
+
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--single", type=int, default=2000, help="tasks submitted one per transaction")
     p.add_argument("--batched", type=int, default=50000, help="tasks submitted with submit_many")
     args = p.parse_args()
-    with fresh_table(args.database) as runtime:
-        db = runtime.db
-        start = time.perf_counter()
-        for _ in range(args.single):
-            with db.atomic() as tx:
-                submit(tx, "bench_noop")
-        emit("submit_single", args.single / (time.perf_counter() - start), "tasks/s")
-        requests = [TaskRequest("bench_noop")] * 1000
-        start = time.perf_counter()
-        for _ in range(args.batched // 1000):
-            with db.atomic() as tx:
-                submit_many(tx, requests)
-        emit("submit_many_1000", (args.batched // 1000) * 1000 / (time.perf_counter() - start), "tasks/s")
+    for name, rate in submit_rates(args.database, args.single, args.batched).items():
+        emit(name, rate, "tasks/s")
 
 
 if __name__ == "__main__":

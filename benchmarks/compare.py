@@ -1,0 +1,144 @@
+"""Compare: GTA's drain, submit and latency figures beside its peers', with our ratio, in one run.
+
+GTA runs the code of drain.py, submit.py and latency.py on PostgreSQL (``gta_*``) and on a SQLite file
+(``gta_sqlite_*``); procrastinate and pgqueuer run on the same PostgreSQL database (a schema or table
+prefix of their own, dropped afterwards), huey on a SQLite file, Celery on Redis (``--redis``, whose db
+number is flushed before and after). Peers come from the ``bench`` extra: pip install -e '.[bench]'.
+A ratio above 1 means GTA is better (more tasks/s, or fewer ms).
+
+    python benchmarks/compare.py                                  # defaults: about 7 minutes
+    python benchmarks/compare.py --tasks 2000 --latency-tasks 100 --peers pgqueuer huey
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from common import Failed, emit
+from drain import drain
+from latency import latency
+from submit import submit_rates
+
+from benchmarks.peers import workloads
+from benchmarks.peers.base import Peer, Settings
+
+PEERS = {"procrastinate": "procrastinate_peer", "pgqueuer": "pgqueuer_peer", "huey": "huey_peer",
+         "celery": "celery_peer"}
+Figures = dict[str, float]
+Workload = tuple[str, Callable[[], Figures]]
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def run(system: str, work: list[Workload], counts: dict[str, int]) -> Figures:
+    """Run each workload, print its figures as ``<system>_<figure>``; failures print and the run goes on."""
+    figures: Figures = {}
+    for label, workload in work:
+        if not counts[label]:
+            continue
+        try:
+            result = workload()
+        except (Failed, workloads.Failed) as failure:
+            print(f"{system} {label} FAILED {failure}", flush=True)
+            continue
+        except Exception as error:
+            print(f"{system} FAILED: {label}: {one_line(error)}", flush=True)
+            continue
+        for figure, value in result.items():
+            emit(f"{system}_{figure}", value, "ms" if figure.startswith("latency") else "tasks/s")
+        figures.update(result)
+    return figures
+
+
+def gta(database: str, args: argparse.Namespace) -> list[Workload]:
+    return [("drain", lambda: {f"drain_w{args.workers}": drain(database, args.tasks, args.workers)}),
+            ("submit", lambda: submit_rates(database, args.single, args.batched)),
+            ("latency", lambda: latency(database, args.latency_tasks, args.gap, args.workers))]
+
+
+def peer_workloads(peer: Peer, args: argparse.Namespace) -> list[Workload]:
+    return [("drain", lambda: {f"drain_w{args.workers}": workloads.drain(peer, args.tasks, args.timeout)}),
+            ("submit", lambda: workloads.submit(peer, args.single, args.batched)),
+            ("latency", lambda: workloads.latency(peer, args.latency_tasks, args.gap))]
+
+
+def load(name: str, settings: Settings) -> Peer | None:
+    """The peer, or None after printing ``<name> FAILED: <reason>`` (not installed, Redis unreachable)."""
+    try:
+        peer: Peer = importlib.import_module(f"benchmarks.peers.{PEERS[name]}").PEER(settings)
+        if peer.backend == "redis":
+            url = urlsplit(settings.redis)
+            socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=2).close()
+    except Exception as error:
+        print(f"{name} FAILED: {one_line(error)}", flush=True)
+        return None
+    return peer
+
+
+def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
+    """``ratio_<figure>_vs_best_peer`` and ``ratio_<figure>_vs_<peer>`` (huey: against gta_sqlite)."""
+    ours = results.get("gta", {})
+    for figure, value in ours.items():
+        theirs = {name: results[name][figure] for name in backends if figure in results[name]}
+        if not theirs:
+            continue
+        lower = figure.startswith("latency")
+
+        def better(gta_value: float, peer_value: float, lower: bool = lower) -> float:
+            return peer_value / gta_value if lower else gta_value / peer_value
+
+        emit(f"ratio_{figure}_vs_best_peer", better(value, (min if lower else max)(theirs.values())), "x")
+        for name, theirs_value in theirs.items():
+            same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else {}
+            if figure in same:
+                emit(f"ratio_sqlite_{figure}_vs_{name}", better(same[figure], theirs_value), "x")
+            else:
+                emit(f"ratio_{figure}_vs_{name}", better(value, theirs_value), "x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--database", default="postgresql://postgres@127.0.0.1/test", help="PostgreSQL URL")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="Redis URL; its db is flushed")
+    p.add_argument("--peers", nargs="*", choices=list(PEERS), default=list(PEERS))
+    p.add_argument("--gta", action=argparse.BooleanOptionalAction, default=True, help="run GTA on PostgreSQL")
+    p.add_argument("--gta-sqlite", action=argparse.BooleanOptionalAction, default=True, help="and on SQLite")
+    p.add_argument("--workers", type=int, default=2, help="worker processes per system")
+    p.add_argument("--tasks", type=int, default=20000, help="tasks drained")
+    p.add_argument("--single", type=int, default=2000, help="tasks submitted one per call")
+    p.add_argument("--batched", type=int, default=50000, help="tasks submitted in batches of 1,000")
+    p.add_argument("--latency-tasks", type=int, default=500)
+    p.add_argument("--gap", type=float, default=0.02, help="seconds between latency tasks")
+    p.add_argument("--timeout", type=float, default=300, help="seconds a peer's drain may take")
+    p.add_argument("--procrastinate-concurrency", type=int, default=1, help="jobs at once per worker (its default)")
+    p.add_argument("--pgqueuer-batch", type=int, default=10, help="jobs per dequeue (its default)")
+    args = p.parse_args()
+    counts = {"drain": args.tasks, "submit": args.single, "latency": args.latency_tasks}  # 0 skips a workload
+    results: dict[str, Figures] = {}
+    backends: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="gta-compare-") as scratch:
+        if args.gta:
+            results["gta"] = run("gta", gta(args.database, args), counts)
+        if args.gta_sqlite:
+            results["gta_sqlite"] = run("gta_sqlite", gta(f"sqlite:///{scratch}/gta.db", args), counts)
+        tuning = {"BENCH_PROCRASTINATE_CONCURRENCY": str(args.procrastinate_concurrency),
+                  "BENCH_PGQUEUER_BATCH": str(args.pgqueuer_batch)}
+        settings = Settings(args.database, args.redis, args.workers, Path(scratch), tuning)
+        for name in args.peers:
+            peer = load(name, settings)
+            if peer is not None:
+                results[name] = run(name, peer_workloads(peer, args), counts)
+                backends[name] = peer.backend
+    ratios(results, backends)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Other task queues run through the compare workloads (see benchmarks/compare.py)."""
