@@ -148,6 +148,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
     Setting("batch", _positive_int, 10, "most tasks leased by one statement", "N"),
+    Setting("prefetch", _non_negative_int, 0,
+            "tasks a worker leases beyond its free threads (faster drains, less fair to other workers)", "N"),
     Setting("queues", _queue_list, ("default",), "comma-separated queues to serve", "A,B"),
     Setting("lease_timeout", _positive_duration, 30.0,
             "a lease not renewed for this long is rescued (heartbeat every third of it)", "DURATION"),
@@ -190,6 +192,7 @@ class Settings:
     workers: int = 2
     threads: int = 1
     batch: int = 10
+    prefetch: int = 0
     queues: tuple[str, ...] = ("default",)
     lease_timeout: float = 30.0
     scan_interval: float = 5.0

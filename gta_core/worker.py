@@ -173,10 +173,11 @@ class Worker:
         orphans_possible = False
         while not self._should_stop():
             channel.wake.clear()
-            free = settings.threads - len(self.inflight)
+            held = len(self.inflight)
             wait = settings.scan_interval
-            if free > 0:
-                want = min(settings.batch, free)
+            if held < settings.threads:  # a handler thread is (about to be) idle
+                # prefetch: also lease up to `prefetch` tasks to start as soon as a thread frees
+                want = min(settings.batch, settings.threads + settings.prefetch - held)
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
                     failures = 0

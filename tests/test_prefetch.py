@@ -1,0 +1,49 @@
+"""Prefetch (`--prefetch N`): leases beyond free threads drain faster and lose nothing.
+
+A prefetched task is leased but not started; if its worker dies it must go back to pending
+without paying an attempt (the shared `running` array tells started from merely leased).
+"""
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import gta_core
+
+from .helpers import Env, wait_for
+from .test_supervisor import entries, row, start, stop, wait_entries
+
+
+def test_prefetch_drains_every_task_exactly_once(env: Env) -> None:
+    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(300)])
+    process = start(env, 2, "--prefetch", "20", "--batch", "20")
+    assert env.wait_final(ids, 60) == {task_id: "succeeded" for task_id in ids}
+    assert env.runs_by_task() == {task_id: 1 for task_id in ids}
+    assert stop(process) == 0
+
+
+def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env: Env) -> None:
+    process = start(env, 1, "--threads", "1", "--prefetch", "3", "--batch", "4", "--lease-timeout", "30")
+    ids = gta_core.submit_many(None, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
+    first = wait_entries(env, "start", 1)[0]
+
+    def all_leased() -> bool:
+        return all(row(env, task_id)["status"] == "running" for task_id in ids)
+    wait_for(all_leased, 20, "the worker to hold one running and three prefetched leases")
+    os.kill(first["pid"], signal.SIGKILL)
+
+    def settled() -> dict[int, Any] | None:
+        rows = {task_id: row(env, task_id) for task_id in ids}
+        others = [rows[task_id] for task_id in ids if task_id != first["id"]]
+        return rows if rows[first["id"]]["status"] != "running" and others and all(
+            other["status"] in ("pending", "running") and other["lease_owner"] != first_owner for other in others
+        ) else None
+    first_owner = row(env, first["id"])["lease_owner"]
+    rows = wait_for(settled, 20, "the dead worker's leases to be given back")
+    assert rows[first["id"]]["attempts"] == 1 and "WorkerDied" in (rows[first["id"]]["last_error"] or "")
+    never_started = [task_id for task_id in ids if task_id != first["id"] and not entries(env, "start", task_id)]
+    assert len(never_started) == 3
+    for task_id in never_started:  # released, not charged: they never ran on the dead worker
+        assert rows[task_id]["attempts"] <= 1 and (rows[task_id]["status"] == "running" or rows[task_id]["attempts"] == 0)
+    process.kill_tree()
