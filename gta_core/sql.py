@@ -198,6 +198,10 @@ class Statements:
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}")
         self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
+        many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids})"
+        self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
+                              f"lease_expires_at = NULL WHERE {many_fence}")
+        self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
         self.retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                         f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}")
         self.fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "

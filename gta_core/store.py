@@ -247,6 +247,28 @@ class TaskStore:
             return self._write(statement, (task_id, owner)) == 1
         return in_transaction(self.db, write)
 
+    def complete_many(self, owner: str, ids: Sequence[int]) -> set[int]:
+        """Mark many of ``owner``'s tasks succeeded in one fenced statement; the ids accepted.
+
+        An id missing from the answer had lost its lease: nothing was written for it.
+        """
+        if not ids:
+            return set()
+        marks = _placeholders(len(ids))
+        update = self._d.fix(self.sql.complete_many.format(ids=marks))
+        if self.dialect == "mysql":  # no UPDATE … RETURNING: lock the fenced rows, then update them
+            select = self._d.fix(self.sql.lock_owned_ids.format(ids=marks))
+
+            def write_mysql() -> set[int]:
+                held = {row[0] for row in self._execute(select, (owner, *ids)).fetchall()}
+                if held:
+                    self._execute(self._d.fix(self.sql.complete_many.format(ids=_placeholders(len(held)))),
+                                  (owner, *held))
+                return held
+            return in_transaction(self.db, write_mysql)
+        return in_transaction(self.db, lambda: {row[0] for row in self._execute(
+            f"{update} RETURNING id", (owner, *ids)).fetchall()})
+
     def retry(self, owner: str, task_id: int, delay: float, error: str) -> bool:
         """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
         return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner)) == 1

@@ -145,11 +145,16 @@ class Worker:
         self.channel = channel
         self.owner = channel.owner
         self.parent_pid = parent_pid
+        self.lock = threading.Lock()
         self.inflight: dict[int, TaskRecord] = {}
         self.recording: set[int] = set()  # in-flight tasks whose outcome write has begun
         self.contexts: dict[int, TaskContext] = {}  # running tasks, for cancellation
+        # plain successes waiting for the completer thread; they keep their leases (and
+        # heartbeats) until their one batched, fenced write lands
+        self.completed: list[tuple[TaskRecord, float]] = []
+        self.completed_ready = threading.Condition(self.lock)
+        self.flush_lock = threading.Lock()
         self.cancelled: set[int] = set()
-        self.lock = threading.Lock()
         self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self.finished = 0
         self.leases_lost = 0
@@ -160,6 +165,7 @@ class Worker:
         threads = [threading.Thread(target=self._handler_loop, args=(slot,), name=f"gta-handler-{slot}",
                                     daemon=True) for slot in range(self.settings.threads)]
         threads.append(threading.Thread(target=self._heartbeat_loop, name="gta-heartbeat", daemon=True))
+        threads.append(threading.Thread(target=self._completer_loop, name="gta-completer", daemon=True))
         for thread in threads:
             thread.start()
         log.info("worker %s serving queues %s", self.owner, ",".join(self.settings.queues))
@@ -173,7 +179,7 @@ class Worker:
         orphans_possible = False
         while not self._should_stop():
             channel.wake.clear()
-            held = len(self.inflight)
+            held = len(self.inflight) - len(self.recording)  # leased and not yet finished
             wait = settings.scan_interval
             if held < settings.threads:  # a handler thread is (about to be) idle
                 # prefetch: also lease up to `prefetch` tasks to start as soon as a thread frees
@@ -243,6 +249,7 @@ class Worker:
             if not running:
                 break
             time.sleep(0.05)
+        self._flush_completed()  # successes must land before the rest is released
         with self.lock:
             leftover = list(self.inflight)
             self.inflight.clear()
@@ -268,19 +275,28 @@ class Worker:
             self.channel.deadlines[slot] = started + timeout if timeout else 0.0
             self.channel.started[slot] = started
             self.channel.running[slot] = task.id
+            deferred = False
             try:
-                self._run(task)
+                deferred = self._run(task)
             finally:
                 self.channel.running[slot] = 0
                 self.channel.deadlines[slot] = 0.0
-                with self.lock:
-                    self.inflight.pop(task.id, None)
-                    self.recording.discard(task.id)
-                    self.cancelled.discard(task.id)
-                self.finished += 1
+                if not deferred:
+                    self._forget([task])
                 self.channel.wake.ring()
 
-    def _run(self, task: TaskRecord) -> None:
+    def _forget(self, tasks: list[TaskRecord]) -> None:
+        """The outcome of these tasks is settled: they no longer hold this worker's leases."""
+        with self.lock:
+            for task in tasks:
+                self.inflight.pop(task.id, None)
+                self.recording.discard(task.id)
+                self.cancelled.discard(task.id)
+            self.finished += len(tasks)
+
+    def _run(self, task: TaskRecord) -> bool:
+        """Run one task and record its outcome; True when a plain success was handed to the
+        completer thread (which records it, batched with others, and then forgets the task)."""
         logger = logging.LoggerAdapter(logging.getLogger(f"gta.task.{task.key}"),
                                        {"task_id": task.id, "attempt": task.attempts})
         self._event("started", task)
@@ -317,8 +333,15 @@ class Worker:
         else:
             duration = time.perf_counter() - start
             children, delete = ctx.children, definition.clean_succeeded
+            if not children and not delete:
+                with self.completed_ready:
+                    self.recording.add(task.id)
+                    self.completed.append((task, duration))
+                    self.completed_ready.notify()
+                return True
             if self._record(task, lambda: self.store.complete(self.owner, task.id, children, delete)):
                 self._event("succeeded", task, duration=duration)
+        return False
 
     def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
         """Validate a child task now (as submit would); the row is inserted with the parent's success.
@@ -341,6 +364,57 @@ class Worker:
         if waited > self.settings.initialized_timeout:
             raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
                        f"({self.settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")
+
+    # -- completer thread ----------------------------------------------------------------
+    def _completer_loop(self) -> None:
+        """Record plain successes in batches: whatever finished while the previous write was
+        in flight goes in the next one (group commit, no added delay). A crash before a
+        write lands re-runs those tasks; it never loses them."""
+        while True:
+            with self.completed_ready:
+                while not self.completed:
+                    self.completed_ready.wait()
+            self._flush_completed()
+
+    def _flush_completed(self) -> None:
+        with self.flush_lock:
+            with self.lock:
+                batch, self.completed = self.completed, []
+            if not batch:
+                return
+            ids = [task.id for task, _ in batch]
+            accepted: set[int] = set()
+            landed = self._record_many(ids, accepted)
+            for task, duration in batch:
+                if not landed:
+                    break  # logged once; rescue re-runs them
+                if task.id in accepted:
+                    self._event("succeeded", task, duration=duration)
+                elif task.id in self.cancelled:
+                    log.info("task %d was cancelled while it ran; its outcome was not recorded", task.id)
+                else:
+                    self.leases_lost += 1
+                    log.warning("lease on task %d was lost before its outcome was recorded; the write was "
+                                "rejected", task.id)
+                    self._event("lost", task)
+            self._forget([task for task, _ in batch])
+            self.channel.wake.ring()
+
+    def _record_many(self, ids: list[int], accepted: set[int]) -> bool:
+        """The batched success write, riding out a database outage for up to one lease period."""
+        deadline = time.monotonic() + self.settings.lease_timeout
+        pause = 0.1
+        while True:
+            try:
+                accepted.update(self.store.complete_many(self.owner, ids))
+                return True
+            except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                if time.monotonic() + pause > deadline:
+                    log.error("could not record the success of tasks %s (%s); they will be rescued and re-run",
+                              ids, exc)
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
         if delay is None:

@@ -48,3 +48,22 @@ def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env:
         status, attempts = rows[task_id]["status"], rows[task_id]["attempts"]
         assert attempts == 0 if status == "pending" else attempts == 1, (task_id, status, attempts)
     process.kill_tree()
+
+
+def test_batched_success_write_is_fenced_per_task(env: Env) -> None:
+    """`complete_many` accepts only rows still leased by the writer; a taken-over one is untouched."""
+    from .test_leasing import _expire, _row, _submit
+
+    store = env.store
+    ids = _submit(3)
+    assert {task.id for task in store.lease("owner-a", ["default"], 3, 30)} == set(ids)
+    stolen = ids[0]
+    _expire(store, [stolen])
+    assert [task.id for task in store.rescue_expired()] == [stolen]
+    assert [task.id for task in store.lease("owner-b", ["default"], 3, 30)] == [stolen]
+
+    assert store.complete_many("owner-a", ids) == set(ids[1:])
+    assert [_row(env, task_id)["status"] for task_id in ids] == ["running", "succeeded", "succeeded"]
+    assert _row(env, stolen)["lease_owner"] == "owner-b"
+    assert store.complete_many("owner-a", ids) == set()  # already final: nothing written twice
+    assert store.complete_many("owner-b", [stolen]) == {stolen}
