@@ -11,11 +11,12 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from .config import parse_duration
 from .database import check_connection, describe_url
-from .errors import GTAError, PluginError, TaskNotFound
+from .errors import GTAError, TaskNotFound
+from .plugins import periodic_definitions
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
@@ -233,7 +234,7 @@ def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout
 
 def handlers(runtime: Runtime) -> int:
     registry = runtime.plugins.registry
-    schedules = _periodics(runtime)
+    schedules = periodic_definitions(runtime.plugins)
     for key in sorted(registry.tasks):
         definition = registry.tasks[key]
         options = [f"plugin {registry.owners[key]}", f"queue {definition.queue}",
@@ -248,17 +249,6 @@ def handlers(runtime: Runtime) -> int:
         options += [_schedule(job) for job in schedules if job.key == key]
         print(f"{key}{definition.signature}  [{'; '.join(options)}]")
     return 0
-
-
-def _periodics(runtime: Runtime) -> list[Periodic]:
-    found: list[Periodic] = []
-    for impl in runtime.plugins.manager.hook.gta_periodic.get_hookimpls():
-        try:
-            jobs: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
-        except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
-        found += [job for job in jobs if isinstance(job, Periodic)]
-    return found
 
 
 def _schedule(job: Periodic) -> str:

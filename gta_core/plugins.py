@@ -5,12 +5,13 @@ import dataclasses
 import importlib
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownTask
+from .schedules import Periodic
 from .tasks import TaskDefinition
 
 log = logging.getLogger("gta.plugins")
@@ -150,3 +151,19 @@ def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
         if result is not None:
             return result
     return None
+
+
+def periodic_definitions(plugins: Plugins) -> list[Periodic]:
+    """Every plugin's `gta_periodic()` answer; a raising plugin or a stray object is a `PluginError`."""
+    found: list[Periodic] = []
+    for impl in plugins.manager.hook.gta_periodic.get_hookimpls():
+        try:
+            jobs: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
+        for job in jobs:
+            if not isinstance(job, Periodic):
+                raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() returned {job!r}, "
+                                  "not a gta_core.periodic(...) definition")
+            found.append(job)
+    return found

@@ -21,8 +21,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import multiprocess
 import peewee
@@ -30,7 +30,7 @@ import peewee
 from .database import check_connection, drop_connection, in_transaction, open_database
 from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
-from .plugins import call_hook_safely, first_hook_result
+from .plugins import call_hook_safely, first_hook_result, periodic_definitions
 from .runtime import Runtime
 from .schedules import Periodic
 from .submit import TaskRequest, prepare
@@ -446,29 +446,21 @@ class Supervisor:
 def collect_periodics(runtime: Runtime) -> list[Periodic]:
     """Every plugin's periodic tasks, checked now: a bad one stops the start (PluginError)."""
     jobs: list[Periodic] = []
-    for impl in runtime.plugins.manager.hook.gta_periodic.get_hookimpls():
+    for job in periodic_definitions(runtime.plugins):
+        if any(other.name == job.name for other in jobs):
+            raise PluginError(f"two periodic tasks named {job.name!r}")
         try:
-            found: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
-        except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
-        for job in found:
-            if not isinstance(job, Periodic):
-                raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() returned {job!r}, "
-                                  "not a gta_core.periodic(...) definition")
-            if any(other.name == job.name for other in jobs):
-                raise PluginError(f"two periodic tasks named {job.name!r}")
-            try:
-                prepare(runtime, TaskRequest(job.key, job.args, queue=job.queue, priority=job.priority))
-            except GTAError as exc:
-                raise PluginError(f"periodic task {job.name!r}: {exc}") from exc
-            # A slot's row is the dedupe memory that keeps every other supervisor (and this one
-            # after a restart) from enqueuing the slot again; deleting it on success made each
-            # supervisor run the slot once more.
-            if runtime.plugins.registry.get(job.key).clean_succeeded:
-                raise PluginError(f"periodic task {job.name!r}: task {job.key!r} is clean_succeeded, but a "
-                                  "periodic slot's row must be kept so that the slot runs once; drop "
-                                  "clean_succeeded (cleanup removes old rows)")
-            jobs.append(job)
+            prepare(runtime, TaskRequest(job.key, job.args, queue=job.queue, priority=job.priority))
+        except GTAError as exc:
+            raise PluginError(f"periodic task {job.name!r}: {exc}") from exc
+        # A slot's row is the dedupe memory that keeps every other supervisor (and this one
+        # after a restart) from enqueuing the slot again; deleting it on success made each
+        # supervisor run the slot once more.
+        if runtime.plugins.registry.get(job.key).clean_succeeded:
+            raise PluginError(f"periodic task {job.name!r}: task {job.key!r} is clean_succeeded, but a "
+                              "periodic slot's row must be kept so that the slot runs once; drop "
+                              "clean_succeeded (cleanup removes old rows)")
+        jobs.append(job)
     return jobs
 
 

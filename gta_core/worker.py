@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 
@@ -41,6 +41,7 @@ from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskDefinition, TaskRecord
 
 log = logging.getLogger("gta.worker")
+T = TypeVar("T")
 
 EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
@@ -383,38 +384,16 @@ class Worker:
             if not batch:
                 return
             ids = [task.id for task, _ in batch]
-            accepted: set[int] = set()
-            landed = self._record_many(ids, accepted)
+            accepted = self._through_outage(lambda: self.store.complete_many(self.owner, ids), f"tasks {ids}")
             for task, duration in batch:
-                if not landed:
-                    break  # logged once; rescue re-runs them
+                if accepted is None:
+                    break  # never landed (logged once); their leases expire and rescue re-runs them
                 if task.id in accepted:
                     self._event("succeeded", task, duration=duration)
-                elif task.id in self.cancelled:
-                    log.info("task %d was cancelled while it ran; its outcome was not recorded", task.id)
                 else:
-                    self.leases_lost += 1
-                    log.warning("lease on task %d was lost before its outcome was recorded; the write was "
-                                "rejected", task.id)
-                    self._event("lost", task)
+                    self._rejected(task)
             self._forget([task for task, _ in batch])
             self.channel.wake.ring()
-
-    def _record_many(self, ids: list[int], accepted: set[int]) -> bool:
-        """The batched success write, riding out a database outage for up to one lease period."""
-        deadline = time.monotonic() + self.settings.lease_timeout
-        pause = 0.1
-        while True:
-            try:
-                accepted.update(self.store.complete_many(self.owner, ids))
-                return True
-            except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
-                if time.monotonic() + pause > deadline:
-                    log.error("could not record the success of tasks %s (%s); they will be rescued and re-run",
-                              ids, exc)
-                    return False
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
         if delay is None:
@@ -435,33 +414,38 @@ class Worker:
             self._event("failed", task, exc, duration)
 
     def _record(self, task: TaskRecord, write: Callable[[], bool]) -> bool:
-        """Run a fenced outcome write, riding out a database outage for up to one lease period.
-
-        Returns True when the write landed; False when the lease was lost (logged, counted).
-        """
-        deadline = time.monotonic() + self.settings.lease_timeout
-        pause = 0.1
+        """Run a fenced outcome write; True when it landed, False when the lease was lost
+        (logged, counted) or the database stayed unreachable for a lease period."""
         with self.lock:
             self.recording.add(task.id)  # from now on a heartbeat may miss it without a loss
+        accepted = self._through_outage(write, f"task {task.id}")
+        if accepted is False:
+            self._rejected(task)
+        return bool(accepted)
+
+    def _through_outage(self, write: Callable[[], T], what: str) -> T | None:
+        """Run an outcome write, riding out a database outage for up to one lease period;
+        None (logged) if it never landed: the lease then expires and the task is re-run."""
+        deadline = time.monotonic() + self.settings.lease_timeout
+        pause = 0.1
         while True:
             try:
-                accepted = write()
-                break
+                return write()
             except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 if time.monotonic() + pause > deadline:
-                    log.error("could not record the outcome of task %d (%s); it will be rescued and re-run",
-                              task.id, exc)
-                    return False
+                    log.error("could not record the outcome of %s (%s); rescue will re-run it", what, exc)
+                    return None
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
-        if not accepted and task.id in self.cancelled:
+
+    def _rejected(self, task: TaskRecord) -> None:
+        """The fence refused this task's outcome: cancelled meanwhile, or its lease was taken over."""
+        if task.id in self.cancelled:
             log.info("task %d was cancelled while it ran; its outcome was not recorded", task.id)
-        elif not accepted:
-            self.leases_lost += 1
-            log.warning("lease on task %d was lost before its outcome was recorded; the write was rejected",
-                        task.id)
-            self._event("lost", task)
-        return accepted
+            return
+        self.leases_lost += 1
+        log.warning("lease on task %d was lost before its outcome was recorded; the write was rejected", task.id)
+        self._event("lost", task)
 
     def _event(self, event: str, task: TaskRecord, error: BaseException | None = None,
                duration: float | None = None) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,10 +28,9 @@ from gta_core.testing import eager
 from gta_plugins.request_id import request_id
 
 from .helpers import Env, SupervisorProcess, wait_for, wait_log
+from .test_supervisor import FINAL, SERVING, entries, row, stop
 
 PLUGINS = "tests.tasks,tests.feature_tasks"
-SERVING = "serving queues"  # a worker logs this once it is booted and about to lease
-FINAL = {"succeeded", "failed", "cancelled"}
 CLOCK_SLACK = 0.02  # one host, one clock; timestamps keep microseconds
 
 
@@ -55,16 +53,6 @@ def start(env: Env, workers: int, *args: str, periodic: str | None = None, wait:
     return process
 
 
-def stop(process: SupervisorProcess, timeout: float = 30.0) -> int:
-    process.signal(signal.SIGTERM)
-    return process.wait(timeout)
-
-
-def entries(env: Env, phase: str | None = None, task_id: int | None = None) -> list[dict[str, Any]]:
-    return [entry for entry in env.ledger_entries()
-            if (phase is None or entry["phase"] == phase) and (task_id is None or entry["id"] == task_id)]
-
-
 def wait_entries(env: Env, phase: str, count: int, task_ids: Iterable[int] | None = None,
                  timeout: float = 30.0) -> list[dict[str, Any]]:
     wanted = None if task_ids is None else set(task_ids)
@@ -73,12 +61,6 @@ def wait_entries(env: Env, phase: str, count: int, task_ids: Iterable[int] | Non
         found = [entry for entry in entries(env, phase) if wanted is None or entry["id"] in wanted]
         return found if len(found) >= count else None
     return wait_for(enough, timeout, f"{count} ledger entries {phase!r}")
-
-
-def row(env: Env, task_id: int) -> dict[str, Any]:
-    found = env.store.get(task_id)
-    assert found is not None, f"task {task_id} vanished"
-    return found
 
 
 def query(env: Env, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
