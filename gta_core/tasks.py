@@ -187,6 +187,8 @@ class TaskContext:
     children: list[Any] = dataclasses.field(default_factory=list)
     #: validates a child request and returns the row to insert (set by the worker)
     prepare_child: Callable[..., Any] | None = None
+    #: the worker holding this task's lease (host:pid:...), as written in ``lease_owner``
+    lease_owner: str = ""
 
     @property
     def is_last_attempt(self) -> bool:

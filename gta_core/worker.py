@@ -313,7 +313,7 @@ class Worker:
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
-                              prepare_child=self._prepare_child)
+                              prepare_child=self._prepare_child, lease_owner=self.owner)
             with self.lock:
                 self.contexts[task.id] = ctx
             try:
