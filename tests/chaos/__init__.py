@@ -1,0 +1,1 @@
+"""The fault-injection suite: real supervisors, injected faults, invariants over a ledger (issue 7)."""
