@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import itertools
 import json
-from typing import Any
 
 import hypothesis.strategies as st
 import pytest
@@ -22,6 +21,8 @@ import gta_core
 
 from ..helpers import Env, SupervisorProcess, wait_for
 from ..tasks import record
+
+pytestmark = pytest.mark.chaos
 
 INT32 = (-(2**31), 2**31 - 1)  # the attempts columns are INTEGER on PostgreSQL and MariaDB
 _numbers = itertools.count(1_000_000)  # the good tasks' `n`, unique across examples
@@ -98,8 +99,8 @@ args_texts = st.one_of(
                      "", "{'n': 1}", '{"n": NaN}', "[" * 100_000, '{"n": ' * 5_000]),
     column_text(),
 )
-context_texts = st.one_of(st.none(), st.sampled_from(["", "null", '{"request_id": "r-1"}', "[1]", "{bad", "[" * 100_000]),
-                          column_text(20))
+context_texts = st.one_of(st.none(), column_text(20),
+                          st.sampled_from(["", "null", '{"request_id": "r-1"}', "[1]", "{bad", "[" * 100_000]))
 counters = st.one_of(st.integers(-3, 6), st.sampled_from([INT32[0], INT32[1], INT32[1] - 1]),
                      st.integers(*INT32))
 keys = st.one_of(st.sampled_from(["record", "record", "no_such_task", "", "Record", "record "]), column_text(30))
