@@ -36,10 +36,16 @@ def ledger(ctx: TaskContext, event: str, tag: str, **extra: Any) -> None:
 
 
 @task(max_attempts=10)
-def chaos_work(ctx: TaskContext, seconds: float = 0.0, tag: str = "") -> None:
-    """The stream task: sleeps ``seconds``; many attempts so a fault loop rarely exhausts it."""
+def chaos_work(ctx: TaskContext, seconds: float = 0.0, tag: str = "", first_seconds: float | None = None,
+               fail_first: bool = False) -> None:
+    """The stream task: sleeps ``seconds`` (``first_seconds`` on attempt 1, which raises after
+    its sleep when ``fail_first``); many attempts so a fault loop rarely exhausts it."""
     ledger(ctx, "start", tag)
-    time.sleep(seconds)
+    first = ctx.attempt == 1
+    time.sleep(first_seconds if first and first_seconds is not None else seconds)
+    if first and fail_first:
+        ledger(ctx, "end", tag, outcome="error")
+        raise RuntimeError("chaos_work fails its first attempt")
     ledger(ctx, "end", tag, outcome="ok")
 
 
@@ -60,12 +66,14 @@ def chaos_segfault(ctx: TaskContext, tag: str = "") -> None:
 
 
 @task(max_attempts=2)
-def chaos_memory(ctx: TaskContext, kill: bool = False, tag: str = "") -> None:
+def chaos_memory(ctx: TaskContext, kill: bool = False, hold: float = 0.0, survive: float | None = None,
+                 tag: str = "") -> None:
     """Exhausts memory under a lowered RLIMIT_AS (never the host's OOM killer).
 
-    The soft limit goes back up before the ``MemoryError`` leaves the handler, so the
-    worker's other threads are hurt only inside the window. With ``kill`` the process then
-    dies by SIGKILL, as it would by the kernel's OOM killer.
+    The hoard is kept ``hold`` seconds (every thread of the worker is starved meanwhile),
+    then freed and the soft limit restored. Then: with ``kill`` the process dies by SIGKILL,
+    as by the kernel's OOM killer; with ``survive`` the handler sleeps that long and
+    succeeds; otherwise the ``MemoryError`` propagates.
     """
     ledger(ctx, "start", tag)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -73,16 +81,24 @@ def chaos_memory(ctx: TaskContext, kill: bool = False, tag: str = "") -> None:
         used = int(handle.read().split()[0]) * resource.getpagesize()
     hoard: list[bytearray] = []
     resource.setrlimit(resource.RLIMIT_AS, (used + MEMORY_HEADROOM, hard))
-    try:
-        while True:
-            hoard.append(bytearray(16 * 1024 * 1024))
-    except MemoryError:
-        hoard.clear()
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        ledger(ctx, "end", tag, outcome="oom-kill" if kill else "memory-error")
-        if kill:
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise
+    error = MemoryError()
+    for size in (4 * 1024 * 1024, 64 * 1024, 1024, 64):  # down to the last crumbs: every thread starves
+        try:
+            while True:
+                hoard.append(bytearray(size))
+        except MemoryError as exc:
+            error = exc
+    time.sleep(hold)
+    hoard.clear()
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    if survive is not None:
+        time.sleep(survive)
+        ledger(ctx, "end", tag, outcome="ok")
+        return
+    ledger(ctx, "end", tag, outcome="oom-kill" if kill else "memory-error")
+    if kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise error
 
 
 @task(max_attempts=3)

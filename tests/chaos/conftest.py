@@ -11,12 +11,17 @@ from pathlib import Path
 import pytest
 
 from .harness import REPORTS, ChaosHarness, new_table
+from .servers import private_servers  # noqa: F401 - session fixture of the database-fault scenarios
 
 
 @pytest.fixture
-def chaos(backend: str, db_url: str, tmp_path: Path) -> Iterator[ChaosHarness]:
-    """A harness on a fresh table of ``db_url``; killed, stopped and dropped afterwards."""
-    harness = ChaosHarness(db_url, new_table(), tmp_path, backend=backend)
+def chaos(backend: str, db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ChaosHarness]:
+    """A harness on a fresh table of ``db_url``; killed, stopped and dropped afterwards.
+
+    ``@pytest.mark.chaos(lease_timeout=4, threads=2, ...)`` on a test passes harness options.
+    """
+    marker = request.node.get_closest_marker("chaos")
+    harness = ChaosHarness(db_url, new_table(), tmp_path, backend=backend, **(marker.kwargs if marker else {}))
     try:
         yield harness
     finally:

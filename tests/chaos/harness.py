@@ -67,6 +67,8 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "tests.chaos.chaos_tasks"
 #: every scenario's counter line, printed by the terminal summary of tests/chaos/conftest.py
 REPORTS: list[str] = []
+#: the ledger's clock (the host's) and the database's may differ this much (same host, or NTP)
+CLOCK_SLACK = 0.05
 
 
 class InvariantError(AssertionError):
@@ -221,7 +223,9 @@ class Report:
     executions: int = 0
     duplicates: int = 0
     duplicate_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
-    stale_completions: int = 0  # completions the fence refused (a newer holder existed)
+    #: handler runs that returned but whose success is not the row's: refused by the fence (a
+    #: newer holder existed) or never written (the worker died first)
+    unrecorded_completions: int = 0
     lost: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -240,7 +244,7 @@ class Report:
         faults = ",".join(f"{k}:{v}" for k, v in sorted(self.faults.items())) or "-"
         connections = (f"{self.max_connections}/{self.connection_bound}" if self.connection_bound else "n/a")
         return (f"{self.scenario} {self.backend} tasks={self.tasks} executions={self.executions} "
-                f"duplicates={self.duplicates} ({reasons}) stale_completions={self.stale_completions} "
+                f"duplicates={self.duplicates} ({reasons}) unrecorded_completions={self.unrecorded_completions} "
                 f"lost={self.lost} succeeded={self.succeeded} failed={self.failed} "
                 f"faults={faults} max_overdue={self.max_overdue:.1f}s connections={connections} "
                 f"worker_restarts={self.worker_restarts} violations={len(self.violations)} "
@@ -249,8 +253,8 @@ class Report:
     def figures(self) -> list[tuple[str, float, str]]:
         """(name, value, unit) for ``benchmarks.common.emit``."""
         figures = [("tasks", self.tasks, "tasks"), ("executions", self.executions, "executions"),
-                   ("duplicates", self.duplicates, "executions"), ("stale_completions", self.stale_completions,
-                                                                    "writes"),
+                   ("duplicates", self.duplicates, "executions"), ("unrecorded_completions",
+                                                                    self.unrecorded_completions, "runs"),
                    ("lost", self.lost, "tasks"), ("succeeded", self.succeeded, "tasks"),
                    ("failed", self.failed, "tasks"), ("max_overdue", self.max_overdue, "s"),
                    ("max_connections", self.max_connections, "connections"),
@@ -299,10 +303,12 @@ class ChaosHarness:
         self.rolled_back_tags: set[str] = set()
         self.uncertain_tags: set[str] = set()  # submits whose commit may or may not have happened
         self._batch = 0
+        self.submit_errors = 0
         # sampler state
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
         self._ready: dict[int, float] = {}  # supervisor pid -> time its workers were all up
+        self._sizes: dict[int, int] = {}  # supervisor pid -> its number of workers
         self._gone: dict[int, float] = {}  # supervisor or worker pid -> time it was first seen dead
         self._workers: dict[int, int] = {}  # worker pid -> its supervisor's pid
         self._zombie_since: dict[int, float] = {}
@@ -314,6 +320,7 @@ class ChaosHarness:
         self._zombies: list[str] = []
         self.samples = 0
         self.started = time.time()
+        self.last_report: Report | None = None
 
     # -- settings the checks need ----------------------------------------------------------
     @property
@@ -366,6 +373,43 @@ class ChaosHarness:
         self.rolled_back += ids
         return ids
 
+    @contextlib.contextmanager
+    def stream(self, key: str, args: dict[str, Any], batch: int = 3, every: float = 0.2,
+               rolled_back_every: int = 5) -> Iterator[None]:
+        """Submit ``batch`` tasks every ``every`` seconds in a thread while the block runs (and a
+        rolled-back batch every ``rolled_back_every`` batches). A submit the database refuses
+        (an outage) is counted in ``submit_errors`` and the stream goes on."""
+        done = threading.Event()
+
+        def run() -> None:
+            count = 0
+            while not done.wait(every):
+                count += 1
+                try:
+                    if rolled_back_every and count % rolled_back_every == 0:
+                        self.submit_rolled_back(key, [args] * batch)
+                    else:
+                        self.submit(key, [args] * batch)
+                except Exception:
+                    self.submit_errors += 1
+                    drop_connection(self.runtime.db)
+        thread = threading.Thread(target=run, name="chaos-stream", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(30)
+
+    def executions(self, task_id: int | None = None) -> list[Execution]:
+        """The ledger so far (of one task)."""
+        return [e for e in read_ledger(self.ledger_path) if task_id is None or e.task_id == task_id]
+
+    def wait_started(self, task_id: int, count: int = 1, timeout: float = 60.0) -> Execution:
+        """The ``count``-th execution of ``task_id``, once it has started."""
+        return wait_for(lambda: (self.executions(task_id)[count - 1:count] or [None])[0], timeout,
+                        f"execution {count} of task {task_id}")
+
     # -- processes ---------------------------------------------------------------------------
     def supervisor(self, workers: int | None = None, *args: str, extra_env: dict[str, str] | None = None,
                    wait_ready: bool = True) -> SupervisorProcess:
@@ -373,6 +417,7 @@ class ChaosHarness:
         count = workers or self.settings.workers
         process = self.env.supervisor(count, *args, extra_env={**self.environ, **(extra_env or {})},
                                       wait_ready=wait_ready)
+        self._sizes[process.pid] = count
         if wait_ready:
             self._ready[process.pid] = time.time()
         if self._sampler is None:
@@ -395,6 +440,13 @@ class ChaosHarness:
         fault = self.faults.record(kind, pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        return fault
+
+    def send(self, pid: int, signum: signal.Signals) -> Fault:
+        """Send ``signum`` (SIGSEGV, SIGABRT, SIGTERM, ...) to ``pid`` and log it by the signal's name."""
+        fault = self.faults.record(signum.name.lower(), pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
         return fault
 
     def pause(self, pid: int, seconds: float, kind: str = "sigstop") -> Fault:
@@ -450,7 +502,7 @@ class ChaosHarness:
                 if "spawn_main" in cmdline(pid):
                     self._workers.setdefault(pid, process.pid)
                 tree.append(pid)
-            if process.pid not in self._ready and len(tree) > self.settings.workers:
+            if process.pid not in self._ready and len(tree) > self._sizes.get(process.pid, 0):
                 self._ready[process.pid] = now
             if self.connection_bound:
                 self._max_connections = max(self._max_connections, tcp_connections(tree, port))
@@ -544,10 +596,10 @@ class ChaosHarness:
             violations.append(f"a supervisor tree held {self._max_connections} database connections, "
                               f"bound {self.connection_bound}")
         report.faults = self.faults.counts()
-        report.worker_restarts = max(0, len(self._workers) - sum(
-            self.settings.workers for p in self.env.processes if p.pid in self._ready))
+        report.worker_restarts = max(0, len(self._workers) - sum(self._sizes.values()))
         report.samples, report.seconds = self.samples, time.time() - self.started
         REPORTS.append(report.line())
+        self.last_report = report
         if violations:
             raise InvariantError(f"{scenario} on {self.backend}: {len(violations)} invariant(s) broke:\n  "
                                  + "\n  ".join(violations[:40]) + f"\n{report.line()}\nledger: {self.ledger_path}")
@@ -556,9 +608,9 @@ class ChaosHarness:
     def _expect_workers(self, process: SupervisorProcess, report: Report) -> None:
         """A running supervisor has replaced every dead worker (no paused or stopped one)."""
         try:
-            process.wait_workers(self.settings.workers, timeout=30)
+            process.wait_workers(self._sizes[process.pid], timeout=30)
         except AssertionError:
-            report.violations.append(f"supervisor {process.pid} did not get back to {self.settings.workers} "
+            report.violations.append(f"supervisor {process.pid} did not get back to {self._sizes[process.pid]} "
                                      f"workers: {process.worker_pids()}")
 
     def _stop_supervisors(self, report: Report) -> None:
@@ -589,7 +641,7 @@ class ChaosHarness:
             report.violations.append(f"zombie children of the test process: {zombies}")
 
     def _rows(self) -> dict[int, dict[str, Any]]:
-        columns = "id, status, attempts, max_attempts, lease_owner, args"
+        columns = "id, status, attempts, max_attempts, lease_owner, args, finished_at"
         db = self.runtime.db
 
         def read() -> tuple[list[Any]] | None:
@@ -630,8 +682,10 @@ class ChaosHarness:
             row = rows.get(task_id)
             for earlier, later in itertools.pairwise(runs):
                 if later.attempt <= earlier.attempt:
-                    violations.append(f"task {task_id}: attempt {later.attempt} started after attempt "
-                                      f"{earlier.attempt} (not monotonic)")
+                    why = (" (it had completed, but its worker died before the success was written, and "
+                           "the attempt was released uncounted)" if earlier.outcome == "ok" else "")
+                    violations.append(f"task {task_id}: attempt {later.attempt} ({later.owner}) started after "
+                                      f"{earlier.label}: attempts not monotonic{why}")
             if row is not None and runs[-1].attempt > row["max_attempts"]:
                 violations.append(f"task {task_id}: ran attempt {runs[-1].attempt} > max {row['max_attempts']}")
             for index, later in enumerate(runs):
@@ -651,11 +705,19 @@ class ChaosHarness:
                         report.duplicate_reasons[fault.kind] = report.duplicate_reasons.get(fault.kind, 0) + 1
             if row is None or row["status"] != "succeeded":
                 continue
-            accepted = [run for run in runs if run.owner == row["lease_owner"] and run.outcome == "ok"]
-            if not accepted:
-                violations.append(f"task {task_id}: succeeded under {row['lease_owner']}, which has no completed "
-                                  "execution in the ledger")
-            report.stale_completions += sum(1 for run in runs if run.outcome == "ok" and run not in accepted[-1:])
+            # the accepted success must be the latest lease's: same owner, same attempt, and the
+            # run had ended when the row was marked (a stale run's write would be earlier)
+            finished = parse_timestamp(row["finished_at"])
+            latest = [run for run in runs if run.owner == row["lease_owner"] and run.attempt == row["attempts"]]
+            if not latest or latest[-1].outcome != "ok":
+                violations.append(f"task {task_id}: succeeded under {row['lease_owner']} at attempt "
+                                  f"{row['attempts']}, but the ledger has no completed run of that lease")
+            elif finished is not None and latest[-1].end is not None and \
+                    latest[-1].end > finished.timestamp() + CLOCK_SLACK:
+                violations.append(f"task {task_id}: marked succeeded {latest[-1].end - finished.timestamp():.2f}s "
+                                  f"before its latest run ({latest[-1].label}) ended: a stale run's success was "
+                                  "accepted over the newer lease")
+            report.unrecorded_completions += sum(1 for run in runs if run.outcome == "ok" and run not in latest[-1:])
 
     def close(self, drop: bool = True) -> None:
         """Kill whatever still runs, stop sampling, and drop the table."""
