@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from gta_core.database import REPLY_GRACE
+
 from .harness import ChaosHarness, Report, new_table
 from .proxy import ChaosProxy
 from .servers import PrivateServer, PrivateServers, server_params
@@ -137,8 +139,9 @@ def test_server_unreachable_for_several_lease_periods(server: PrivateServer, tmp
         no_database_casualties(report, harness)
 
 
-def _timeouts_seen(log: str) -> int:
-    return len(re.findall(r"timed out|timeout expired|statement timeout|did not answer", log))
+def _database_errors(log: str) -> int:
+    """Database calls the workers and the supervisor saw fail (and so did not hang on)."""
+    return len(re.findall(r"(lease|heartbeat|lease rescue|cancel check) failed|could not record", log))
 
 
 def test_half_open_connection(server: PrivateServer, proxy: ChaosProxy, tmp_path: Path) -> None:
@@ -154,7 +157,7 @@ def test_half_open_connection(server: PrivateServer, proxy: ChaosProxy, tmp_path
             proxy.mode = "blackhole"
             time.sleep(blackhole)
             proxy.mode = "pass"
-        assert _timeouts_seen(supervisor.log()), "no timeout noticed the half-open connections:\n" + \
+        assert _database_errors(supervisor.log()), "no timeout noticed the half-open connections:\n" + \
             supervisor.log()[-4000:]
         assert supervisor.worker_pids() == workers
         took = resumed(harness, workers)
@@ -169,7 +172,10 @@ def test_half_open_connection(server: PrivateServer, proxy: ChaosProxy, tmp_path
             code = supervisor.wait(60)
             stopped = time.monotonic() - started
             proxy.mode = "pass"
-        bound = SHUTDOWN + 5 + 2 * LEASE + 10
+        # the supervisor kills its workers shutdown_timeout + 5 s after SIGTERM, joins its two
+        # database threads for up to a lease period each, then tries one release (a statement
+        # times out after 5 s here, + REPLY_GRACE on PostgreSQL); 10 s of slack for a busy machine
+        bound = SHUTDOWN + 5 + 2 * LEASE + 5 + REPLY_GRACE + 10
         print(f"recovered in {took:.1f}s; SIGTERM during a blackhole exited {code} after {stopped:.1f}s "
               f"(bound {bound:.0f}s)")
         assert stopped < bound, f"shutdown during a blackhole took {stopped:.1f}s"
