@@ -79,6 +79,7 @@ def assert_valid(found: Settings) -> None:
                                raw_texts, max_size=4))
 def test_any_setting_value_is_valid_or_a_config_error_naming_it(overrides: dict[Any, Any],
                                                                 environ: dict[str, str]) -> None:
+    """Random overrides (any Python value, unknown names) and GTA_* variables (any text)."""
     try:
         found = gta_core.load_settings(overrides, environ=environ)
     except gta_core.ConfigError as exc:
@@ -145,6 +146,8 @@ def assert_one_line_naming(code: int, stderr: str, prog: str, names: tuple[str, 
 @given(parts=st.lists(good_parts | flag_values, max_size=3).flatmap(
     lambda good: st.one_of(st.just(good), (flag_values | argparse_errors).map(lambda bad: [*good, bad]))))
 def test_supervisor_command_line_starts_or_names_the_problem(parts: list[Part]) -> None:
+    """Valid flags with at most one bad part: exit 0 with valid settings (the supervisor itself
+    is replaced: it would spawn workers), or exit 2 with one line naming the bad flag or setting."""
     started: list[Settings] = []
 
     def fake_run(runtime: Any) -> int:  # the real one would spawn workers
@@ -216,6 +219,8 @@ admin_values = st.one_of(raw_texts, st.text(max_size=20).map(json.dumps),
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=fixed_commands | admin_values.filter(lambda text: not text.startswith("-")).flatmap(value_parts))
 def test_admin_command_line_runs_or_names_the_problem_and_writes_nothing(env: Env, argv: list[str]) -> None:
+    """Every command with random values in its typed slots, on a real table: exit 0 (a submit
+    adds exactly its row) or exit 2 with one line and nothing written."""
     before = row_count(env)
     with captured_stderr() as stderr, contextlib.redirect_stdout(io.StringIO()) as stdout, \
             mock.patch.object(runtime_module, "_current", env.runtime):  # main() configures its own

@@ -135,6 +135,8 @@ NAMED_CASES = [
 
 
 def test_malformed_rows_fail_with_a_reason_and_harm_nothing(env: Env) -> None:
+    """One supervisor (2 workers) meets batches of hand-written rows beside good tasks; the
+    worker processes are the same ones at the end, and their log shows no crash or lease error."""
     supervisor = env.supervisor(2)
     workers = sorted(supervisor.worker_pids())
     known = set(env.runtime.plugins.registry.tasks)

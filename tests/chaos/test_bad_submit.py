@@ -134,6 +134,8 @@ KEPT: dict[str, dict[str, int]] = {}
 @given(key=keys, task_args=args, opts=options)
 def test_submit_stores_exactly_or_refuses_and_writes_nothing(env: Env, key: Any, task_args: Any,
                                                              opts: dict[str, Any]) -> None:
+    """Between two good submits in one transaction: stored exactly, or refused with nothing
+    written and the transaction still usable (on PostgreSQL a failed statement would abort it)."""
     db = env.runtime.db
     before = row_count(env)
     refused: gta_core.GTAError | None = None
@@ -168,7 +170,8 @@ def test_submit_stores_exactly_or_refuses_and_writes_nothing(env: Env, key: Any,
     st.just(42), st.just("record"), st.none(),
     st.builds(TaskRequest, key=st.just("record"), parent_id=st.one_of(st.text(max_size=2), st.integers(), st.floats())),
 ), max_size=4))
-def test_submit_many_is_all_or_nothing(env: Env, items: list[Any]) -> None:
+def test_submit_many_stores_all_or_refuses_all(env: Env, items: list[Any]) -> None:
+    """Any item (a request with bad options, a tuple of any length, not a request at all)."""
     before = row_count(env)
     try:
         ids = gta_core.submit_many(None, items)
