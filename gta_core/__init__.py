@@ -12,6 +12,7 @@ Public API::
 """
 from __future__ import annotations
 
+from . import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
 from .config import Settings, load_settings
 from .errors import (
     ConfigError,

@@ -191,7 +191,7 @@ def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
     from .submit import submit
     try:
         task_args = json.loads(args.args)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
         raise GTAError(f"--args is not valid JSON: {exc}") from None
     delay = admin.duration("--delay", args.delay) if args.delay is not None else None
     admin.ready(runtime)

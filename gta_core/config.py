@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -18,22 +17,26 @@ from .errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_DURATION = 100 * 365.25 * 86400
 
 
 def parse_duration(text: str | float | int) -> float:
     """Seconds from ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``.
 
-    A number passed from Python must be finite: NaN slips past every ``<= 0`` check and
-    infinity cannot be turned into an SQL interval.
+    At most 100 years either way: NaN slips past every ``<= 0`` check, and infinity (which
+    is also what 400 nines become) or a few thousand years cannot be turned into an SQL
+    interval or a timestamp. The comparison comes first: an int too large for a float is fine there.
     """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if not math.isfinite(text):
-            raise ValueError(f"{text!r} is not a finite duration")
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 7d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds: float = text
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 7d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not -MAX_DURATION <= seconds <= MAX_DURATION:  # False for NaN too
+        raise ValueError(f"{text!r} is not a duration of at most 100 years")
+    return float(seconds)
 
 
 def _integer(text: str | float) -> int:
@@ -73,6 +76,8 @@ def _non_negative_duration(text: str | float) -> float:
 
 def _name_list(text: str | Sequence[str]) -> tuple[str, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("must be names (strings)")
     names = tuple(item.strip() for item in items if item.strip())
     return names
 
@@ -147,9 +152,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
-    Setting("batch", _positive_int, 10, "most tasks leased by one statement", "N"),
-    Setting("prefetch", _non_negative_int, 0,
-            "tasks a worker leases beyond its free threads (faster drains, less fair to other workers)", "N"),
+    Setting("batch", _positive_int, 50, "most tasks leased by one statement", "N"),
+    Setting("prefetch", _non_negative_int, 50,
+            "most tasks a worker holds leased beyond its threads; it holds about 50 ms of work at the "
+            "pace its tasks run, so slow tasks are not prefetched (0: never)", "N"),
     Setting("queues", _queue_list, ("default",), "comma-separated queues to serve", "A,B"),
     Setting("lease_timeout", _positive_duration, 30.0,
             "a lease not renewed for this long is rescued (heartbeat every third of it)", "DURATION"),
@@ -191,8 +197,8 @@ class Settings:
     table: str = "gta_tasks"
     workers: int = 2
     threads: int = 1
-    batch: int = 10
-    prefetch: int = 0
+    batch: int = 50
+    prefetch: int = 50
     queues: tuple[str, ...] = ("default",)
     lease_timeout: float = 30.0
     scan_interval: float = 5.0
@@ -237,7 +243,8 @@ def load_settings(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(overrides) - set(SETTINGS_BY_NAME)
     if unknown:
-        raise ConfigError(sorted(unknown)[0], "no such setting")
+        name = min(unknown, key=str)
+        raise ConfigError(name if isinstance(name, str) and name.isidentifier() else repr(name), "no such setting")
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.name in overrides:

@@ -7,7 +7,11 @@ dead server or a half-open socket turns into an error instead of a hang.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,11 +29,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 MYSQL_RETRYABLE = {1213, 1205}
 #: MySQL/MariaDB client errors that mean the connection is gone.
 MYSQL_DISCONNECTED = {2003, 2006, 2013, 2055, 1927, 1053, 4031}
+#: a dead connection reused fails at once; a server that does not answer takes a timeout
+STALE_FAILS_WITHIN = 1.0
+#: how long past its statement_timeout a PostgreSQL statement may go unanswered before its
+#: connection is cut (the server cancels it at statement_timeout when it can answer at all)
+REPLY_GRACE = 2.0
 
 
 def utc_text(moment: dt.datetime) -> str:
-    """SQLite's timestamp format: naive UTC, microseconds, sorts as text."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    """SQLite's timestamp format: naive UTC, microseconds, sorts as text (the year always has
+    four digits: strftime's %Y drops the zeros of years before 1000, and '999-…' sorts last)."""
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_now() -> str:
@@ -83,6 +93,8 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     if parsed.password:
         common["password"] = unquote(parsed.password)
     if scheme in {"postgres", "postgresql"}:
+        if statement_timeout > 0:
+            common["cursor_factory"] = _guarded_cursor(statement_timeout + REPLY_GRACE)
         common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
                       keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
                       options=f"-c statement_timeout={int(statement_timeout * 1000)} "
@@ -100,6 +112,79 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "root"
         return peewee.MySQLDatabase(name, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
+
+
+class _ReplyWatchdog:
+    """Cuts a PostgreSQL connection whose statement has gone unanswered for too long.
+
+    libpq has no client-side read timeout: statement_timeout is enforced by the server, and
+    TCP keepalives are answered by whatever holds the other end (a stopped server's kernel,
+    a middlebox that lost the route), so a connection that accepts bytes but never answers
+    would block its thread forever: a worker alive but idle, a shutdown that never ends.
+    One thread per process shuts down the socket of each overdue statement; libpq then fails
+    it as a lost connection, which every caller already handles.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[float, int]] = {}  # token -> (deadline, socket fd)
+        self._tokens = itertools.count()
+        self._pid = 0
+
+    def watch(self, fd: int, seconds: float) -> int:
+        with self._lock:
+            if self._pid != os.getpid():  # first use here, or a forked child the thread did not follow
+                self._pid = os.getpid()
+                self._watched.clear()
+                threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True).start()
+            token = next(self._tokens)
+            self._watched[token] = (time.monotonic() + seconds, fd)
+            return token
+
+    def unwatch(self, token: int) -> None:
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._lock:  # a watched fd is open: its statement has not returned, so not closed
+                for token, (deadline, fd) in list(self._watched.items()):
+                    if deadline <= now:
+                        del self._watched[token]
+                        _cut(fd)
+
+
+def _cut(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()  # the duplicate only; the driver closes its own descriptor
+
+
+_WATCHDOG = _ReplyWatchdog()
+
+
+def _guarded_cursor(seconds: float) -> type:
+    """A psycopg2 cursor class whose statements the watchdog cuts after ``seconds``."""
+    import psycopg2.extensions
+
+    class GuardedCursor(psycopg2.extensions.cursor):  # type: ignore[misc]
+        def execute(self, query: Any, vars: Any = None) -> Any:
+            token = _WATCHDOG.watch(self.connection.fileno(), seconds)
+            try:
+                return super().execute(query, vars)
+            finally:
+                _WATCHDOG.unwatch(token)
+
+    return GuardedCursor
 
 
 def describe_url(url: str) -> str:
@@ -164,15 +249,25 @@ def in_transaction(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 
     """Run ``fn`` in a transaction on ``db``, retrying deadlocks and lock waits with jitter.
 
     A lost connection is dropped (so the next call reconnects) and reported as
-    `DatabaseUnavailable`; the caller decides how long to back off.
+    `DatabaseUnavailable`; the caller decides how long to back off. A connection found dead
+    at once at ``BEGIN`` (a stale one, after a server restart or a killed session) ran
+    nothing: that transaction is tried once more on a new connection instead of failing a
+    submit. One that timed out there is no stale connection but a server that does not
+    answer: a second try would only double the wait.
     """
+    stale_retried = db.in_transaction()  # inside a caller's transaction nothing may be re-run
     for attempt in range(1, attempts + 1):
+        began, started = False, time.monotonic()
         try:
             with db.atomic():
+                began = True
                 return fn()
         except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
             if is_disconnect(exc):
                 drop_connection(db)
+                if not began and not stale_retried and time.monotonic() - started < STALE_FAILS_WITHIN:
+                    stale_retried = True
+                    continue
                 raise DatabaseUnavailable(f"database connection lost: {_driver_error(exc)}") from exc
             if is_retryable(exc) and attempt < attempts:
                 time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 6))

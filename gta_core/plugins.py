@@ -39,10 +39,22 @@ class Plugins:
     manager: pluggy.PluginManager
     registry: Registry
     hook_errors: int = 0
+    _impls: dict[str, list[Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def hook(self) -> Any:
         return self.manager.hook
+
+    def impls(self, name: str) -> list[Any]:
+        """The implementations of hook ``name`` in call order (LIFO, as pluggy calls them).
+
+        Looked up once per hook: workers call hooks several times per task, and no plugin
+        is registered after `build_plugins` returns.
+        """
+        found = self._impls.get(name)
+        if found is None:
+            found = self._impls[name] = list(reversed(getattr(self.manager.hook, name).get_hookimpls()))
+        return found
 
 
 def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Plugins:
@@ -124,8 +136,7 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
     Each implementation is called on its own, so one plugin's error does not hide the others.
     """
     results = []
-    caller = getattr(plugins.manager.hook, name)
-    for impl in reversed(caller.get_hookimpls()):
+    for impl in plugins.impls(name):
         try:
             args = [kwargs[arg] for arg in impl.argnames]
             result = impl.function(*args)
@@ -140,8 +151,7 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
 
 def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
     """Call a firstresult hook guarded like `call_hook_safely`: the first non-None answer wins."""
-    caller = getattr(plugins.manager.hook, name)
-    for impl in reversed(caller.get_hookimpls()):
+    for impl in plugins.impls(name):
         try:
             result = impl.function(*[kwargs[arg] for arg in impl.argnames])
         except Exception:

@@ -31,7 +31,10 @@ class Runtime:
 
     @functools.cached_property
     def db(self) -> peewee.Database:
-        return open_database(self.settings.database_url)
+        # A statement of GTA's own that outlasts a lease period protects nothing any more (the
+        # lease is gone), and its timeout is what notices a connection that never answers.
+        return open_database(self.settings.database_url,
+                             statement_timeout=max(5.0, min(60.0, self.settings.lease_timeout)))
 
     @functools.cached_property
     def store(self) -> TaskStore:

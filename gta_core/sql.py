@@ -57,6 +57,11 @@ class Dialect:
     def owner_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_owner ON {table} (lease_owner)" + self.partial("status = 'running'")
 
+    def order_index(self, table: str) -> str:
+        """For the FIFO check in `Statements.due`: a key's finished rows must not be scanned."""
+        return (f"CREATE INDEX {table}_order ON {table} (order_key, id)"
+                + self.partial("status IN ('pending', 'running')"))
+
     def fix(self, sql: str) -> str:
         """Turn ``?`` placeholders into the driver's."""
         return sql if self.param == "?" else sql.replace("?", self.param)
@@ -114,6 +119,9 @@ class MySQLDialect(Dialect):
     def owner_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_owner ON {table} (status, lease_owner)"
 
+    def order_index(self, table: str) -> str:
+        return f"CREATE INDEX {table}_order ON {table} (order_key, status, id)"
+
 
 DIALECTS = {"sqlite": SqliteDialect(), "postgres": PostgresDialect(), "mysql": MySQLDialect()}
 
@@ -158,7 +166,7 @@ class Statements:
             d.expiry_index(t),
             d.owner_index(t),
             f"CREATE UNIQUE INDEX {t}_dedupe ON {t} (dedupe_key)",
-            f"CREATE INDEX {t}_order ON {t} (order_key, id)",
+            d.order_index(t),
             f"CREATE INDEX {t}_finished ON {t} (finished_at)",
             f"CREATE INDEX {t}_parent ON {t} (parent_id)",
         ]
@@ -180,7 +188,11 @@ class Statements:
                                else "ON CONFLICT (dedupe_key) DO NOTHING")
         self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
 
-        lease_set = (f"status = 'running', lease_owner = ?, attempts = attempts + 1, "
+        # Counts the attempt only on a sound row: a counter edited out of range (negative,
+        # exhausted, near the INTEGER limit, max_attempts < 1) becomes 0, never overflows, and
+        # the worker fails the task with that reason (`TaskRecord.check_attempts`).
+        lease_set = (f"status = 'running', lease_owner = ?, attempts = CASE WHEN attempts >= 0 AND "
+                     f"attempts < max_attempts THEN attempts + 1 ELSE 0 END, "
                      f"lease_expires_at = {d.now_plus()}, started_at = {d.now}, updated_at = {d.now}")
         self.lease_set = lease_set
         # FIFO per order_key: only the oldest unfinished task of a key is ever due, so tasks

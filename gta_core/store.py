@@ -47,9 +47,18 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
 def _record(row: Sequence[Any]) -> TaskRecord:
     """A row of `TASK_COLUMNS` (the same order as TaskRecord's fields)."""
     record = TaskRecord(*row)
-    record.run_at = parse_timestamp(record.run_at)
-    record.created_at = parse_timestamp(record.created_at)
+    record.run_at = _lenient_timestamp(record.run_at)
+    record.created_at = _lenient_timestamp(record.created_at)
     return record
+
+
+def _lenient_timestamp(value: Any) -> dt.datetime | None:
+    """`parse_timestamp`, or None for what SQLite holds in a row written by hand ('garbage', 42):
+    such a row was leased already, and raising here would kill the worker that leased it."""
+    try:
+        return parse_timestamp(value)
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 FORCE_CANCEL = "cancelled (force)"

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +25,12 @@ from .tasks import dump_args
 from .wake import notify_local
 
 Delay = float | int | dt.timedelta
+#: bounds of the INTEGER columns (priority, max_attempts) on PostgreSQL and MySQL
+INT_LIMIT = 2**31
+#: the longest delay: far beyond any real schedule, and run_at stays a representable timestamp
+MAX_DELAY = 100 * 365.25 * 86400
+STORABLE_RULE = ("must be a non-empty string of at most 191 characters, without NUL or lone surrogates, "
+                 "not ending in a space")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,7 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     """Insert many tasks in one statement (per 500 rows); ids in the order given."""
     runtime = get_runtime()
     db = _database_of(db_tx, runtime)
-    requests = [item if isinstance(item, TaskRequest) else TaskRequest(*item) for item in items]
+    requests = [_request(item) for item in items]
     if not requests:
         return []
     captured = capture_context(runtime)
@@ -88,6 +93,14 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     ids = in_transaction(db, lambda: store.insert(rows))
     _wake(runtime, db, store)
     return ids
+
+
+def _request(item: Any) -> TaskRequest:
+    if isinstance(item, TaskRequest):
+        return item
+    if isinstance(item, tuple) and 1 <= len(item) <= 2:
+        return TaskRequest(*item)
+    raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
 def cancel(task_ids: int | Iterable[int], force: bool = False, db: peewee.Database | None = None) -> dict[int, str]:
@@ -141,35 +154,36 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
     definition = runtime.plugins.registry.get(key)
     args_text = dump_args(key, request.args)
     definition.check_args(json.loads(args_text))
-    context = {**(captured or {}), **(request.context or {})}
-    try:
-        context_text = json.dumps(context, allow_nan=False, separators=(",", ":")) if context else None
-    except (TypeError, ValueError) as exc:
-        raise InvalidArguments(f"context for task {key!r} is not JSON-serializable: {exc}") from None
+    context = {**(captured or {}), **_mapping(key, request.context)}
+    context_text = dump_args(key, context, "context") if context else None
     priority = definition.priority if request.priority is None else request.priority
     max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
     queue = definition.queue if request.queue is None else request.queue
-    _check(isinstance(priority, int) and not isinstance(priority, bool), key, "priority must be an integer")
-    _check(isinstance(max_attempts, int) and not isinstance(max_attempts, bool) and max_attempts >= 1, key,
-           "max_attempts must be an integer >= 1")
-    _check(isinstance(queue, str) and 0 < len(queue) <= 191, key, "queue must be a non-empty string")
+    _check(_integer(priority, -INT_LIMIT, INT_LIMIT - 1), key, "priority must be an integer that fits 32 bits")
+    _check(_integer(max_attempts, 1, INT_LIMIT - 1), key, "max_attempts must be an integer from 1 to 2**31 - 1")
+    _check(_storable(queue), key, f"queue {STORABLE_RULE}")
     for name in ("dedupe_key", "order_key"):
         value = getattr(request, name)
-        _check(value is None or (isinstance(value, str) and 0 < len(value) <= 191), key,
-               f"{name} must be a non-empty string of at most 191 characters")
+        _check(value is None or _storable(value), key, f"{name} {STORABLE_RULE}")
+    _check(request.parent_id is None or _integer(request.parent_id, 1, 2**63 - 1), key,
+           "parent_id must be a task id")
     if request.run_at is not None and request.delay is not None:
         raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
     if request.run_at is not None:
         if not isinstance(request.run_at, dt.datetime) or request.run_at.tzinfo is None:
             raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime "
                                    "(a naive one is ambiguous)")
-        return NewTask(key, queue, priority, args_text, context_text, max_attempts,
-                       run_at=request.run_at.astimezone(dt.timezone.utc), dedupe_key=request.dedupe_key,
-                       order_key=request.order_key, parent_id=request.parent_id)
+        try:
+            run_at = request.run_at.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise InvalidArguments(f"task {key!r}: run_at is outside the years 1 to 9999 in UTC") from None
+        return NewTask(key, queue, priority, args_text, context_text, max_attempts, run_at=run_at,
+                       dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
     delay = request.delay or 0
     delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-    _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and math.isfinite(delay) and delay >= 0,
-           key, "delay must be a finite number of seconds >= 0")
+    # a chained comparison, not math.isfinite: that raises on an int too large for a float
+    _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY,
+           key, "delay must be a number of seconds from 0 to 100 years")
     return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
                    dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
 
@@ -177,6 +191,31 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
 def _check(ok: bool, key: str, rule: str) -> None:
     if not ok:
         raise InvalidArguments(f"task {key!r}: {rule}")
+
+
+def _integer(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _storable(value: Any) -> bool:
+    """A string every database keeps unchanged and distinct in a VARCHAR(191) column:
+    PostgreSQL refuses NUL, no driver encodes a lone surrogate, and MariaDB's PAD SPACE
+    collation compares 'a ' equal to 'a' (one dedupe key, one queue, one FIFO for both)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 191 or "\x00" in value or value.endswith(" "):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _mapping(key: str, context: Any) -> Mapping[str, Any]:
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise InvalidArguments(f"context for task {key!r} must be a dict, not {type(context).__name__}")
+    return context
 
 
 def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> list[int]:

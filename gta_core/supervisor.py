@@ -27,6 +27,7 @@ from typing import Any
 import multiprocess
 import peewee
 
+from . import drivers
 from .database import check_connection, drop_connection, in_transaction, open_database
 from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
@@ -100,6 +101,7 @@ class Supervisor:
         except BaseException:
             self.metrics.close()
             raise
+        os.environ[drivers.ENV] = self.runtime.store.dialect  # workers and sidecar import one driver
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)
         self._signal_w.setblocking(False)
@@ -126,6 +128,7 @@ class Supervisor:
                 thread.join(timeout=self.settings.lease_timeout)
             self._release_everything()
             self.metrics.close()
+            os.environ.pop(drivers.ENV, None)
             if wake is not None:
                 wake.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -344,8 +347,12 @@ class Supervisor:
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
 
-    def _release_dead(self, job: DeadWorker) -> None:
-        """Give a dead worker's leases back at once; tasks it was running count an attempt."""
+    def _release_dead(self, job: DeadWorker) -> bool:
+        """Give a dead worker's leases back at once; tasks it was running count an attempt.
+
+        False when the database could not be reached: the leases then expire and are rescued.
+        While exiting there is one try only, so an unreachable database cannot hold the exit up.
+        """
         store = self.runtime.store
         for attempt in range(1, 1000):
             try:
@@ -367,23 +374,32 @@ class Supervisor:
                 released = store.release(job.owner)
                 if released:
                     log.info("released %d task(s) leased by %s", released, job.owner)
-                return
+                return True
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
-                if self.done.is_set() and attempt >= 3:
+                if self.done.is_set():
                     log.error("could not release leases of %s (%s); they will expire and be rescued",
                               job.owner, exc)
-                    return
+                    return False
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        return False
 
     def _release_everything(self) -> None:
-        """At exit: drain the janitor's queue in this thread (its thread has stopped)."""
+        """At exit: drain the janitor's queue in this thread (its thread has stopped). After one
+        failure the database is taken as unreachable: every statement would wait out its
+        timeout, so the other leases are left to expire and be rescued."""
+        reachable = True
         while True:
             try:
                 job = self.dead.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
-                self._release_dead(job)
+            if job is None:
+                continue
+            if reachable:
+                reachable = self._release_dead(job)
+            else:
+                log.error("could not release leases of %s (the database is unreachable); they will expire "
+                          "and be rescued", job.owner)
 
     # -- periodic thread -------------------------------------------------------------------
     def _periodic_loop(self) -> None:

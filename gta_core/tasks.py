@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import inspect
 import json
 import logging
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
-from .errors import InvalidArguments
+from .errors import Fail, InvalidArguments
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5
@@ -36,12 +37,32 @@ class TaskDefinition:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    @property
+    @functools.cached_property
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
 
+    @functools.cached_property
+    def _keyword_shape(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(accepted names, required names) when ``fn(ctx, **args)`` binds by those alone,
+        or None when only `inspect.Signature.bind` can tell (``**kwargs``, positional-only)."""
+        accepted, required = set(), set()
+        for parameter in list(self.signature.parameters.values())[1:]:
+            if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                return None
+            accepted.add(parameter.name)
+            if parameter.default is parameter.empty:
+                required.add(parameter.name)
+        return frozenset(accepted), frozenset(required)
+
     def check_args(self, args: Mapping[str, Any]) -> None:
-        """Raise `InvalidArguments` unless ``fn(ctx, **args)`` would bind."""
+        """Raise `InvalidArguments` unless ``fn(ctx, **args)`` would bind.
+
+        Runs before every execution, so the common shape is checked with two set operations;
+        `inspect.Signature.bind` (slow) decides the rest and words the error.
+        """
+        shape = self._keyword_shape
+        if shape is not None and shape[1] <= args.keys() <= shape[0]:
+            return
         try:
             self.signature.bind(None, **args)
         except TypeError as exc:
@@ -99,20 +120,22 @@ def task(
     return wrap(fn) if fn is not None else wrap
 
 
-def dump_args(key: str, args: Mapping[str, Any] | None) -> str:
-    """Encode task arguments as JSON text, refusing anything JSON cannot carry faithfully."""
+def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments") -> str:
+    """Encode task arguments (or, with ``what="context"``, a context) as JSON text, refusing
+    anything JSON cannot carry faithfully."""
     if args is None:
         args = {}
     if not isinstance(args, Mapping):
-        raise InvalidArguments(f"arguments for task {key!r} must be a dict of keyword arguments, "
-                               f"not {type(args).__name__}")
+        raise InvalidArguments(f"{what} for task {key!r} must be a dict, not {type(args).__name__}")
     try:
         text = json.dumps(args, allow_nan=False, separators=(",", ":"), sort_keys=True)
+        problem = _changed_by_json(args, what)
+    except RecursionError:
+        raise InvalidArguments(f"{what} for task {key!r} are nested too deeply to encode as JSON") from None
     except (TypeError, ValueError) as exc:
-        raise InvalidArguments(f"arguments for task {key!r} are not JSON-serializable: {exc}") from None
-    problem = _changed_by_json(args, "args")
+        raise InvalidArguments(f"{what} for task {key!r} are not JSON-serializable: {exc}") from None
     if problem:
-        raise InvalidArguments(f"arguments for task {key!r} would not survive JSON unchanged: {problem}")
+        raise InvalidArguments(f"{what} for task {key!r} would not survive JSON unchanged: {problem}")
     return text
 
 
@@ -139,6 +162,10 @@ def _changed_by_json(value: Any, path: str) -> str | None:
     return None
 
 
+#: what decoding JSON a row holds can raise (text written by hand, or nested too deeply)
+_BAD_JSON = (TypeError, ValueError, RecursionError)
+
+
 @dataclasses.dataclass
 class TaskRecord:
     """A task row as a worker or an admin sees it."""
@@ -158,16 +185,36 @@ class TaskRecord:
     created_at: dt.datetime | None = None
 
     def decoded_args(self) -> dict[str, Any]:
-        value = json.loads(self.args)
+        if self.args == "{}":  # most tasks take no arguments: skip the decoder
+            return {}
+        try:
+            value = json.loads(self.args)
+        except _BAD_JSON as exc:  # fail at once: retrying cannot help
+            raise InvalidArguments(f"task {self.id} arguments are not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise InvalidArguments(f"task {self.id} arguments are not a JSON object")
         return value
 
     def decoded_context(self) -> dict[str, Any]:
+        """The captured context; JSON that is not an object (``null``, a list) carries none."""
         if not self.context:
             return {}
-        value = json.loads(self.context)
+        try:
+            value = json.loads(self.context)
+        except _BAD_JSON as exc:
+            raise InvalidArguments(f"task {self.id} context is not valid JSON: {exc}") from None
         return value if isinstance(value, dict) else {}
+
+    def check_attempts(self) -> None:
+        """Refuse a leased row whose counters were out of range (a row edited by hand).
+
+        Leasing counts an attempt only on a row with ``0 <= attempts < max_attempts`` and
+        sets any other row's ``attempts`` to 0, so a sound lease always has
+        ``1 <= attempts <= max_attempts``; anything else must not run.
+        """
+        if not 1 <= self.attempts <= self.max_attempts:
+            raise Fail(f"not run: the row's attempt counter was out of range when leased (attempts must be "
+                       f"0 to max_attempts - 1 while pending, max_attempts={self.max_attempts} at least 1)")
 
 
 @dataclasses.dataclass

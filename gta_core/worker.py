@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -47,6 +48,8 @@ EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
 EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled with force=True
 CANCEL_CHECK_INTERVAL = 1.0
+PREFETCH_WINDOW = 0.05  # seconds of work at the current pace a worker may hold beyond its threads
+PACE_WEIGHT = 0.2  # weight of the newest task in the moving average of task run time
 _PR_SET_PDEATHSIG = 1
 
 
@@ -158,7 +161,12 @@ class Worker:
         self.cancelled: set[int] = set()
         self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
         self.finished = 0
+        #: moving average of a task's time on a handler thread (seconds); None until one ends
+        self.pace: float | None = None
         self.leases_lost = 0
+        # tasks that ran but whose outcome write never landed (an outage longer than a lease):
+        # rescue re-runs them with the attempt counted, so they are no orphans to release
+        self.unrecorded: set[int] = set()
         self.stopping = threading.Event()
 
     # -- main thread: leasing --------------------------------------------------------------
@@ -182,9 +190,9 @@ class Worker:
             channel.wake.clear()
             held = len(self.inflight) - len(self.recording)  # leased and not yet finished
             wait = settings.scan_interval
-            if held < settings.threads:  # a handler thread is (about to be) idle
-                # prefetch: also lease up to `prefetch` tasks to start as soon as a thread frees
-                want = min(settings.batch, settings.threads + settings.prefetch - held)
+            ahead = self._prefetch_allowance()
+            if held < settings.threads + ahead // 2:  # a thread is (about to be) idle, or the buffer half empty
+                want = min(settings.batch, settings.threads + ahead - held)
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
                     failures = 0
@@ -197,16 +205,16 @@ class Worker:
                     while not channel.stop.is_set() and time.monotonic() < resume:
                         channel.wake.wait(resume - time.monotonic())
                     continue
-                if orphans_possible:
-                    orphans_possible = not self._release_orphans()
                 with self.lock:
                     for task in tasks:
                         self.inflight[task.id] = task
+                if orphans_possible:  # after the new tasks are known, or they would count as orphans
+                    orphans_possible = not self._release_orphans()
                 for task in tasks:
                     self.todo.put(task)
                 if tasks:
                     idle_delay = settings.instant_scan_interval
-                    if len(tasks) == want and len(self.inflight) < settings.threads:
+                    if len(tasks) == want and len(self.inflight) < settings.threads + ahead // 2:
                         continue  # more may be due: lease again at once
                     wait = settings.scan_interval if len(tasks) == want else idle_delay
                 else:
@@ -214,6 +222,18 @@ class Worker:
                     idle_delay = min(idle_delay * 2, settings.scan_interval)
             if not channel.stop.is_set():  # a stop may have rung just before wake.clear() took the ring
                 channel.wake.wait(wait)
+
+    def _prefetch_allowance(self) -> int:
+        """How many tasks to hold leased beyond the threads: about PREFETCH_WINDOW of work at
+        the pace tasks have been running, at most ``prefetch``, none before the first task ends.
+
+        Short tasks then arrive in big batches (one lease statement per batch, not per task),
+        while a slow task is never parked behind another in a busy worker when an idle worker
+        could start it now.
+        """
+        if self.pace is None or not self.settings.prefetch:
+            return 0
+        return min(self.settings.prefetch, int(PREFETCH_WINDOW * self.settings.threads / max(self.pace, 1e-6)))
 
     def _release_orphans(self) -> bool:
         """After a failed lease, give back rows it may have leased before the connection broke.
@@ -223,7 +243,7 @@ class Worker:
         """
         try:
             with self.lock:
-                known = set(self.inflight)
+                known = set(self.inflight) | self.unrecorded
             orphans = [task.id for task in self.store.owned(self.owner) if task.id not in known]
             if orphans:
                 log.warning("releasing %d task(s) leased by a statement whose reply was lost", len(orphans))
@@ -277,6 +297,7 @@ class Worker:
             self.channel.started[slot] = started
             self.channel.running[slot] = task.id
             deferred = False
+            began = time.perf_counter()
             try:
                 deferred = self._run(task)
             finally:
@@ -284,7 +305,16 @@ class Worker:
                 self.channel.deadlines[slot] = 0.0
                 if not deferred:
                     self._forget([task])
-                self.channel.wake.ring()
+                took = time.perf_counter() - began
+                self.pace = took if self.pace is None else self.pace + PACE_WEIGHT * (took - self.pace)
+                self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the lease loop if it has work now: a refill (below the low-water mark of
+        `_lease_loop`) or a stop. Not after every task: a wake-up per task costs a thread switch."""
+        held = len(self.inflight) - len(self.recording)
+        if held < self.settings.threads + self._prefetch_allowance() // 2 or self._should_stop():
+            self.channel.wake.ring()
 
     def _forget(self, tasks: list[TaskRecord]) -> None:
         """The outcome of these tasks is settled: they no longer hold this worker's leases."""
@@ -298,16 +328,13 @@ class Worker:
     def _run(self, task: TaskRecord) -> bool:
         """Run one task and record its outcome; True when a plain success was handed to the
         completer thread (which records it, batched with others, and then forgets the task)."""
-        logger = logging.LoggerAdapter(logging.getLogger(f"gta.task.{task.key}"),
-                                       {"task_id": task.id, "attempt": task.attempts})
+        logger = logging.LoggerAdapter(_task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         self._event("started", task)
         start = time.perf_counter()
         try:
+            task.check_attempts()
             definition = self.plugins.registry.get(task.key)
-            try:
-                args = task.decoded_args()
-            except ValueError as exc:
-                raise InvalidArguments(f"task {task.id} arguments are not valid JSON: {exc}") from None
+            args = task.decoded_args()
             definition.check_args(args)
             self._check_init_timeout(task, definition)
             context = task.decoded_context()
@@ -386,14 +413,16 @@ class Worker:
             ids = [task.id for task, _ in batch]
             accepted = self._through_outage(lambda: self.store.complete_many(self.owner, ids), f"tasks {ids}")
             for task, duration in batch:
-                if accepted is None:
-                    break  # never landed (logged once); their leases expire and rescue re-runs them
+                if accepted is None:  # never landed (logged once); their leases expire and rescue re-runs them
+                    with self.lock:
+                        self.unrecorded.update(ids)
+                    break
                 if task.id in accepted:
                     self._event("succeeded", task, duration=duration)
                 else:
                     self._rejected(task)
             self._forget([task for task, _ in batch])
-            self.channel.wake.ring()
+            self._nudge()
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
         if delay is None:
@@ -401,15 +430,14 @@ class Worker:
             return
         error = describe_error(exc)
         if self._record(task, lambda: self.store.retry(self.owner, task.id, float(delay), error)):
-            logger = logging.getLogger(f"gta.task.{task.key}")
-            logger.info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id, task.attempts,
+            _task_logger(task.key).info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id, task.attempts,
                         task.max_attempts, _one_line(exc), delay)
             self._event("retried", task, exc, duration)
 
     def _finish_failed(self, task: TaskRecord, exc: BaseException, duration: float) -> None:
         error = describe_error(exc)
         if self._record(task, lambda: self.store.fail(self.owner, task.id, error)):
-            logging.getLogger(f"gta.task.{task.key}").warning(
+            _task_logger(task.key).warning(
                 "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, _one_line(exc))
             self._event("failed", task, exc, duration)
 
@@ -421,6 +449,9 @@ class Worker:
         accepted = self._through_outage(write, f"task {task.id}")
         if accepted is False:
             self._rejected(task)
+        elif accepted is None:
+            with self.lock:
+                self.unrecorded.add(task.id)
         return bool(accepted)
 
     def _through_outage(self, write: Callable[[], T], what: str) -> T | None:
@@ -530,6 +561,12 @@ class Worker:
                          and task_id not in self.cancelled]
         if renewed < len(unsettled):
             log.warning("heartbeat renewed %d of %d leases; the others were taken over", renewed, len(unsettled))
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_logger(key: str) -> logging.Logger:
+    """The ``gta.task.<key>`` logger (getLogger takes a global lock: once per key, not per task)."""
+    return logging.getLogger(f"gta.task.{key}")
 
 
 def describe_error(exc: BaseException) -> str:

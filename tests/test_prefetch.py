@@ -1,5 +1,8 @@
 """Prefetch (`--prefetch N`): leases beyond free threads drain faster and lose nothing.
 
+A worker holds about 50 ms of work at the pace its tasks have been running, at most N
+beyond its threads, so slow tasks are not prefetched.
+
 A prefetched task is leased but not started; if its worker dies it must go back to pending
 without paying an attempt (the shared `running` array tells started from merely leased).
 """
@@ -7,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import gta_core
@@ -23,8 +27,26 @@ def test_prefetch_drains_every_task_exactly_once(env: Env) -> None:
     assert stop(process) == 0
 
 
+def test_slow_tasks_are_not_prefetched(env: Env) -> None:
+    """Prefetch adapts to the pace of tasks: once tasks take longer than the prefetch window,
+    a worker holds only what its threads run, leaving the rest to other (idle) workers."""
+    process = start(env, 1, "--threads", "1", "--prefetch", "3", "--batch", "4", "--lease-timeout", "30")
+    first = gta_core.submit(None, "sleepy", {"seconds": 0.3})
+    env.wait_final([first])
+    ids = gta_core.submit_many(None, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
+    wait_entries(env, "start", 2)  # the first sleepy task, then one of these
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        statuses = sorted(row(env, task_id)["status"] for task_id in ids)
+        assert statuses == ["pending", "pending", "pending", "running"], statuses
+        time.sleep(0.1)
+    process.kill_tree()
+
+
 def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env: Env) -> None:
     process = start(env, 1, "--threads", "1", "--prefetch", "3", "--batch", "4", "--lease-timeout", "30")
+    # quick tasks first: a worker prefetches only once it has seen the pace of its tasks
+    env.wait_final(gta_core.submit_many(None, [("record", {"n": n}) for n in range(20)]))
     ids = gta_core.submit_many(None, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
     first = wait_entries(env, "start", 1)[0]
 
