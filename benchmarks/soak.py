@@ -72,6 +72,7 @@ def stop_supervisor(harness: ChaosHarness) -> None:
 def doomed_task(harness: ChaosHarness) -> None:
     key, args = random.choice([("chaos_exit", {}), ("chaos_segfault", {}), ("chaos_memory", {}),
                                ("chaos_memory", {"kill": True})])
+    harness.faults.record(f"task-{key}", 0)  # pid 0: no process is silenced by it
     harness.submit(key, [args], max_attempts=2)
 
 
@@ -95,6 +96,7 @@ def soak(database: str, duration: float, fault_every: float, rate: float, faults
                 report = harness.check("soak", within=300)
                 violations: list[str] = []
             except InvariantError as exc:
+                assert harness.last_report is not None
                 report, violations = harness.last_report, str(exc).splitlines()[1:]
             for name, value, unit in report.figures():
                 emit(name, value, unit)

@@ -407,8 +407,12 @@ class ChaosHarness:
 
     def wait_started(self, task_id: int, count: int = 1, timeout: float = 60.0) -> Execution:
         """The ``count``-th execution of ``task_id``, once it has started."""
-        return wait_for(lambda: (self.executions(task_id)[count - 1:count] or [None])[0], timeout,
-                        f"execution {count} of task {task_id}")
+        def started() -> Execution | None:
+            runs = self.executions(task_id)
+            return runs[count - 1] if len(runs) >= count else None
+        found = wait_for(started, timeout, f"execution {count} of task {task_id}")
+        assert found is not None
+        return found
 
     # -- processes ---------------------------------------------------------------------------
     def supervisor(self, workers: int | None = None, *args: str, extra_env: dict[str, str] | None = None,
@@ -474,7 +478,8 @@ class ChaosHarness:
         store = TaskStore(open_database(self.db_url, statement_timeout=10), self.table)
         port = urlparse(self.db_url).port or {"postgres": 5432, "mariadb": 3306}.get(self.backend, 0)
         while not self._stop.wait(self.sample_interval):
-            self._watch_processes(port)
+            with contextlib.suppress(OSError):  # a process may vanish while /proc is read
+                self._watch_processes(port)
             try:
                 self._sample_rows(store)
                 self.samples += 1
@@ -650,7 +655,9 @@ class ChaosHarness:
             except Exception:  # the database may still be coming back
                 drop_connection(db)
                 return None
-        (rows,) = wait_for(read, 60, "the task table to answer")
+        answer = wait_for(read, 60, "the task table to answer")
+        assert answer is not None
+        (rows,) = answer
         names = columns.split(", ")
         return {row[0]: dict(zip(names, row, strict=True)) for row in rows}
 

@@ -93,7 +93,7 @@ def test_busy_handler_longer_than_the_lease_is_not_rerun(chaos: ChaosHarness) ->
     assert [chaos.runtime.store.get(task_id)["attempts"] for task_id in spin] == [1, 1]  # type: ignore[index]
 
 
-def test_completed_task_of_a_worker_that_dies_next_keeps_its_attempt(chaos: ChaosHarness) -> None:
+def test_bug_completed_task_released_uncounted_if_worker_dies_before_batched_write(chaos: ChaosHarness) -> None:
     """KNOWN ENGINE BUG (batched success writes, gta_core/worker.py; reported to the lead).
 
     A handler's plain success waits for the completer thread's batched write while the
@@ -113,8 +113,8 @@ def test_completed_task_of_a_worker_that_dies_next_keeps_its_attempt(chaos: Chao
 
 def test_heartbeats_outlive_a_memory_starved_moment(chaos: ChaosHarness) -> None:
     """A handler exhausts its worker's memory (RLIMIT_AS) for a second, under the lease, then
-    runs 2.5 more lease periods. The heartbeat thread meets MemoryError meanwhile; it
-    must keep renewing afterwards, so the task runs exactly once."""
+    runs 2.5 more lease periods. The worker's other threads may meet MemoryError meanwhile;
+    the heartbeat must keep renewing afterwards, so the task runs exactly once."""
     task = chaos.submit("chaos_memory", [{"hold": 1.0, "survive": 2.5 * chaos.lease_timeout}])[0]
     chaos.supervisor(1)
     report = chaos.check("memory-starved-heartbeat", within=60)
@@ -122,7 +122,7 @@ def test_heartbeats_outlive_a_memory_starved_moment(chaos: ChaosHarness) -> None
 
 
 @pytest.mark.chaos(threads=2, workers=1)
-def test_a_worker_never_accepts_its_own_stale_outcome_for_a_newer_lease(chaos: ChaosHarness) -> None:
+def test_bug_worker_accepts_its_own_stale_outcome_for_a_newer_lease_of_the_same_task(chaos: ChaosHarness) -> None:
     """KNOWN ENGINE BUG (the fence cannot tell two leases of one owner apart; reported to the lead).
 
     A worker with a free handler thread is stopped past its lease; the task is rescued and,
