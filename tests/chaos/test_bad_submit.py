@@ -203,3 +203,29 @@ def test_run_at_before_the_year_1000_is_due_and_reads_back(env: Env) -> None:
     stored = env.store.get(task_id)
     assert stored is not None and stored["run_at"] == long_ago
     assert [task.id for task in env.store.lease("probe", ("default",), 5, 30.0)] == [task_id]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(task_ids=2**70)
+@example(task_ids="12")
+@example(task_ids=None)
+@given(task_ids=st.one_of(big_ints, st.lists(big_ints | st.integers(), max_size=3), st.text(max_size=3),
+                          st.tuples(st.integers())))
+def test_cancel_takes_ids_or_names_the_problem(env: Env, task_ids: Any) -> None:
+    """`gta_core.cancel` with anything for ids: a dict of the given ids it found, or a `GTAError`;
+    either way no task it was not given changes."""
+    gta_core.submit(None, "record", {"n": 1}, delay=3600)
+    everything = [row[0] for row in env.runtime.db.execute_sql(f"SELECT id FROM {env.table}").fetchall()]
+    before = env.statuses(everything)
+    given_ids: set[Any] = set()
+    try:
+        found = gta_core.cancel(task_ids)
+        given_ids = {task_ids} if isinstance(task_ids, int) else set(task_ids)
+    except gta_core.GTAError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        assert env.statuses(everything) == before
+        return
+    assert isinstance(found, dict) and set(found) <= given_ids
+    after = env.statuses(everything)
+    assert {i: s for i, s in after.items() if i not in given_ids} == {
+        i: s for i, s in before.items() if i not in given_ids}
