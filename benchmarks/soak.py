@@ -81,31 +81,32 @@ FAULTS: list[Fault] = [kill_worker, segfault_worker, short_stop_worker, long_sto
 
 
 def soak(database: str, duration: float, fault_every: float, rate: float, faults: list[Fault]) -> int:
-    with tempfile.TemporaryDirectory(prefix="gta-soak-") as tmp:
-        harness = ChaosHarness(database, new_table(), Path(tmp), lease_timeout=3.0)
+    tmp = Path(tempfile.mkdtemp(prefix="gta-soak-"))  # kept: its ledger and fault log explain a violation
+    print(f"ledger, fault log and supervisor logs in {tmp}", file=sys.stderr)
+    harness = ChaosHarness(database, new_table(), tmp, lease_timeout=3.0)
+    try:
+        harness.supervisor()
+        harness.supervisor()
+        deadline = time.monotonic() + duration
+        with harness.stream("chaos_work", {"seconds": 0.05}, batch=2, every=2 / rate):
+            while time.monotonic() < deadline:
+                time.sleep(min(fault_every, max(0.0, deadline - time.monotonic())))
+                if time.monotonic() < deadline:
+                    random.choice(faults)(harness)
         try:
-            harness.supervisor()
-            harness.supervisor()
-            deadline = time.monotonic() + duration
-            with harness.stream("chaos_work", {"seconds": 0.05}, batch=2, every=2 / rate):
-                while time.monotonic() < deadline:
-                    time.sleep(min(fault_every, max(0.0, deadline - time.monotonic())))
-                    if time.monotonic() < deadline:
-                        random.choice(faults)(harness)
-            try:
-                report = harness.check("soak", within=300)
-                violations: list[str] = []
-            except InvariantError as exc:
-                assert harness.last_report is not None
-                report, violations = harness.last_report, str(exc).splitlines()[1:]
-            for name, value, unit in report.figures():
-                emit(name, value, unit)
-            emit("submit_errors", harness.submit_errors, "submits")
-            for line in violations:
-                print(line, file=sys.stderr)
-            return 1 if violations else 0
-        finally:
-            harness.close(drop=True)
+            report = harness.check("soak", within=300)
+            violations: list[str] = []
+        except InvariantError as exc:
+            assert harness.last_report is not None
+            report, violations = harness.last_report, str(exc).splitlines()[1:]
+        for name, value, unit in report.figures():
+            emit(name, value, unit)
+        emit("submit_errors", harness.submit_errors, "submits")
+        for line in violations:
+            print(line, file=sys.stderr)
+        return 1 if violations else 0
+    finally:
+        harness.close(drop=True)
 
 
 def main() -> int:
@@ -115,6 +116,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=8.0, help="tasks submitted per second (default 8)")
     p.add_argument("--faults-module", help="module whose FAULTS list adds faults (e.g. database faults)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the supervisors, drop the table
     faults = list(FAULTS)
     if args.faults_module:
         faults += importlib.import_module(args.faults_module).FAULTS

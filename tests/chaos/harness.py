@@ -69,6 +69,8 @@ PLUGIN = "tests.chaos.chaos_tasks"
 REPORTS: list[str] = []
 #: the ledger's clock (the host's) and the database's may differ this much (same host, or NTP)
 CLOCK_SLACK = 0.05
+#: faults that end a process at once (SIGTERM does not: the worker drains first)
+KILLS = ("sigkill", "sigsegv", "sigabrt")
 
 
 class InvariantError(AssertionError):
@@ -289,7 +291,7 @@ class ChaosHarness:
             "GTA_CHAOS_LEDGER": str(self.ledger_path), "GTA_WORKERS": str(workers), "GTA_THREADS": str(threads),
             "GTA_LEASE_TIMEOUT": str(lease_timeout), "GTA_SCAN_INTERVAL": str(scan_interval),
             "GTA_SHUTDOWN_TIMEOUT": str(shutdown_timeout), "GTA_RETRY_BASE": "0.1", "GTA_RETRY_CAP": "0.5",
-            "GTA_METRICS": "off", "GTA_DISABLE_PLUGINS": "monitor,cleanup", "GTA_PREFETCH": "0",
+            "GTA_METRICS": "off", "GTA_DISABLE_PLUGINS": "monitor,cleanup",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **(extra_env or {}),
         }
@@ -307,6 +309,7 @@ class ChaosHarness:
         # sampler state
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._ready: dict[int, float] = {}  # supervisor pid -> time its workers were all up
         self._sizes: dict[int, int] = {}  # supervisor pid -> its number of workers
         self._gone: dict[int, float] = {}  # supervisor or worker pid -> time it was first seen dead
@@ -426,7 +429,9 @@ class ChaosHarness:
             self._ready[process.pid] = time.time()
         if self._sampler is None:
             self._sampler = threading.Thread(target=self._sample_loop, name="chaos-sampler", daemon=True)
+            self._watcher = threading.Thread(target=self._watch_loop, name="chaos-watcher", daemon=True)
             self._sampler.start()
+            self._watcher.start()
         return process
 
     def live_supervisors(self) -> list[SupervisorProcess]:
@@ -476,10 +481,7 @@ class ChaosHarness:
     # -- sampling ------------------------------------------------------------------------------
     def _sample_loop(self) -> None:
         store = TaskStore(open_database(self.db_url, statement_timeout=10), self.table)
-        port = urlparse(self.db_url).port or {"postgres": 5432, "mariadb": 3306}.get(self.backend, 0)
         while not self._stop.wait(self.sample_interval):
-            with contextlib.suppress(OSError):  # a process may vanish while /proc is read
-                self._watch_processes(port)
             try:
                 self._sample_rows(store)
                 self.samples += 1
@@ -487,6 +489,14 @@ class ChaosHarness:
                 drop_connection(store.db)
         with contextlib.suppress(Exception):
             store.db.close()
+
+    def _watch_loop(self) -> None:
+        """Processes are watched on a thread of their own, so that a slow table read never
+        delays noticing a death (an execution without an ``end`` line ends there)."""
+        port = urlparse(self.db_url).port or {"postgres": 5432, "mariadb": 3306}.get(self.backend, 0)
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(OSError):  # a process may vanish while /proc is read
+                self._watch_processes(port)
 
     def _watch_processes(self, port: int) -> None:
         now = time.time()
@@ -573,8 +583,9 @@ class ChaosHarness:
                 self._expect_workers(process, report)
             self._stop_supervisors(report)
         self._stop.set()
-        if self._sampler is not None:
-            self._sampler.join(10)
+        for thread in (self._sampler, self._watcher):
+            if thread is not None:
+                thread.join(10)
         violations = report.violations
         lost = sorted(i for i in ids if statuses.get(i) not in FINAL_STATUSES)
         report.lost = len(lost)
@@ -697,7 +708,7 @@ class ChaosHarness:
                 violations.append(f"task {task_id}: ran attempt {runs[-1].attempt} > max {row['max_attempts']}")
             for index, later in enumerate(runs):
                 for earlier in runs[:index]:
-                    end = earlier.end if earlier.end is not None else self._gone.get(earlier.pid, float("inf"))
+                    end = earlier.end if earlier.end is not None else self._death(earlier)
                     if end <= later.start:
                         continue
                     report.duplicates += 1
@@ -726,6 +737,13 @@ class ChaosHarness:
                                   "accepted over the newer lease")
             report.unrecorded_completions += sum(1 for run in runs if run.outcome == "ok" and run not in latest[-1:])
 
+    def _death(self, execution: Execution) -> float:
+        """When a run without an ``end`` line stopped: its process's kill in the fault log, or
+        the moment the watcher saw the process gone (infinity while it lives)."""
+        kills = [f.t_start for f in self.faults.faults
+                 if f.pid == execution.pid and f.kind in KILLS and f.t_start >= execution.start]
+        return min([*kills, self._gone.get(execution.pid, float("inf"))])
+
     def close(self, drop: bool = True) -> None:
         """Kill whatever still runs, stop sampling, and drop the table."""
         self._stop.set()
@@ -737,8 +755,9 @@ class ChaosHarness:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
-        if self._sampler is not None:
-            self._sampler.join(10)
+        for thread in (self._sampler, self._watcher):
+            if thread is not None:
+                thread.join(10)
         runtime_module.reset()
         if drop:
             cleanup = Runtime(load_settings({"database_url": self.db_url, "table": self.table}, environ={}))
