@@ -279,7 +279,7 @@ class ChaosHarness:
 
     def __init__(self, db_url: str, table: str, tmp_path: Path, *, backend: str | None = None,
                  lease_timeout: float = 2.0, workers: int = 2, threads: int = 1, scan_interval: float = 0.5,
-                 shutdown_timeout: float = 3.0, rescue_grace: float = 3.0, sample_interval: float = 0.25,
+                 shutdown_timeout: float = 3.0, rescue_grace: float = 2.0, sample_interval: float = 0.25,
                  extra_env: dict[str, str] | None = None) -> None:
         self.db_url, self.table, self.tmp_path = db_url, table, tmp_path
         self.backend = backend or urlparse(db_url).scheme

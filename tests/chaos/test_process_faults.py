@@ -137,3 +137,5 @@ def test_stale_outcome_of_an_older_lease_by_the_same_worker_is_refused(chaos: Ch
     first = chaos.wait_started(task)
     chaos.pause(first.pid, chaos.lease_timeout + 1.5)
     chaos.check("own-stale-outcome", within=60)
+    runs = chaos.executions(task)
+    assert runs[1].owner == first.owner and runs[0].outcome == "error", runs  # the case under test
