@@ -62,6 +62,10 @@ class Dialect:
         return (f"CREATE INDEX {table}_order ON {table} (order_key, id)"
                 + self.partial("status IN ('pending', 'running')"))
 
+    def row_list(self, count: int) -> str:
+        """``count`` rows of two parameters, the right side of ``(a, b) IN (…)``."""
+        return ", ".join(["(?, ?)"] * count)
+
     def fix(self, sql: str) -> str:
         """Turn ``?`` placeholders into the driver's."""
         return sql if self.param == "?" else sql.replace("?", self.param)
@@ -75,6 +79,9 @@ class SqliteDialect(Dialect):
 
     def now_plus(self) -> str:
         return "gta_now_plus(?)"
+
+    def row_list(self, count: int) -> str:
+        return "VALUES " + super().row_list(count)  # SQLite's row-value IN takes a subquery only
 
 
 class PostgresDialect(Dialect):
@@ -206,11 +213,16 @@ class Statements:
 
         self.heartbeat = (f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} "
                           "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
-        fence = "id = ? AND lease_owner = ? AND status = 'running'"
+        # The fence of an outcome write: this lease, not only this owner. A worker stopped past its
+        # lease may lease the same task again (same owner) while the stale run goes on; every
+        # lease counts an attempt, so the attempt number tells the two apart. A NULL attempt
+        # (operator tools and tests that hold no lease record) fences on owner and status only.
+        fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}")
         self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
-        many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids})"
+        many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids}){leases}"
+        self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
         self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"

@@ -163,10 +163,16 @@ class TaskStore:
         for index, task in enumerate(tasks):
             if task.dedupe_key is not None:
                 ids[index] = self._insert_deduplicated(task)
-        if self.dialect == "postgres":
-            for queue in sorted({task.queue for task in tasks}):
-                self._execute(self.sql.notify, (f"gta_{self.table}", queue))
         return [task_id for task_id in ids if task_id is not None]
+
+    @property
+    def _returning(self) -> str:
+        """``RETURNING id``; on PostgreSQL with the ``NOTIFY`` of each inserted row's queue, so a
+        submit costs no round trip of its own for the wake-up (the server drops duplicate
+        notifications within a transaction, and delivers none if it rolls back)."""
+        if self.dialect == "postgres":
+            return f" RETURNING id, pg_notify('gta_{self.table}', queue)"
+        return " RETURNING id"
 
     def _values(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
         values, params = [], []
@@ -185,14 +191,20 @@ class TaskStore:
     def _insert_rows(self, tasks: Sequence[NewTask]) -> list[int]:
         statement, params = self._values(tasks)
         if self._d.insert_returns_ids or self._is_mariadb():
-            cursor = self._execute(self._d.fix(statement + " RETURNING id"), params)
+            cursor = self._execute(self._d.fix(statement + self._returning), params)
             return sorted(row[0] for row in cursor.fetchall())
         cursor = self._execute(self._d.fix(statement), params)
         return list(range(cursor.lastrowid, cursor.lastrowid + len(tasks)))  # consecutive in one statement
 
     def _insert_deduplicated(self, task: NewTask) -> int:
         statement, params = self._values([task])
-        self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}"), params)
+        if self.dialect == "mysql":
+            self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}"), params)
+        else:  # the new row's id comes back at once; a kept row's is read below
+            inserted = self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}{self._returning}"),
+                                     params).fetchone()
+            if inserted:
+                return int(inserted[0])
         row = self._execute(self.sql.id_by_dedupe_key, (task.dedupe_key,)).fetchone()
         return int(row[0])
 
@@ -239,52 +251,62 @@ class TaskStore:
         statement = self._d.fix(self.sql.heartbeat.format(ids=_placeholders(len(ids))))
         return self._write(statement, (self._secs(lease_timeout), owner, *ids))
 
-    def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False) -> bool:
+    def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False,
+                 *, attempt: int | None = None) -> bool:
         """Mark succeeded (or delete the row), and insert its children, in one transaction.
 
-        False when the lease was lost; then nothing is written, children included.
+        False when the lease was lost; then nothing is written, children included. Every
+        outcome write is fenced on the lease: owner, status running and, when given, the
+        ``attempt`` the lease counted (see `Statements` in sql.py).
         """
         statement = self.sql.complete_and_delete if delete else self.sql.complete
+        params = (task_id, owner, attempt)
 
         def write() -> bool:
-            if self._execute(statement, (task_id, owner)).rowcount != 1:
+            if self._execute(statement, params).rowcount != 1:
                 return False
             if children:
                 self.insert([dataclasses.replace(child, parent_id=task_id) for child in children])
             return True
         if not children:
-            return self._write(statement, (task_id, owner)) == 1
+            return self._write(statement, params) == 1
         return in_transaction(self.db, write)
 
-    def complete_many(self, owner: str, ids: Sequence[int]) -> set[int]:
+    def complete_many(self, owner: str, ids: Sequence[int], attempts: Sequence[int] | None = None) -> set[int]:
         """Mark many of ``owner``'s tasks succeeded in one fenced statement; the ids accepted.
 
-        An id missing from the answer had lost its lease: nothing was written for it.
+        An id missing from the answer had lost its lease (or, with ``attempts``, parallel to
+        ``ids``, holds a newer lease than that attempt's): nothing was written for it.
         """
         if not ids:
             return set()
         marks = _placeholders(len(ids))
-        update = self._d.fix(self.sql.complete_many.format(ids=marks))
+        leases, pairs = "", []
+        if attempts is not None:
+            leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(ids)))
+            pairs = [value for pair in zip(ids, attempts, strict=True) for value in pair]
+        params = (owner, *ids, *pairs)
         if self.dialect == "mysql":  # no UPDATE … RETURNING: lock the fenced rows, then update them
-            select = self._d.fix(self.sql.lock_owned_ids.format(ids=marks))
+            select = self._d.fix(self.sql.lock_owned_ids.format(ids=marks, leases=leases))
 
             def write_mysql() -> set[int]:
-                held = {row[0] for row in self._execute(select, (owner, *ids)).fetchall()}
+                held = {row[0] for row in self._execute(select, params).fetchall()}
                 if held:
-                    self._execute(self._d.fix(self.sql.complete_many.format(ids=_placeholders(len(held)))),
+                    self._execute(self._d.fix(self.sql.complete_many.format(ids=_placeholders(len(held)), leases="")),
                                   (owner, *held))
                 return held
             return in_transaction(self.db, write_mysql)
+        update = self._d.fix(self.sql.complete_many.format(ids=marks, leases=leases))
         return in_transaction(self.db, lambda: {row[0] for row in self._execute(
-            f"{update} RETURNING id", (owner, *ids)).fetchall()})
+            f"{update} RETURNING id", params).fetchall()})
 
-    def retry(self, owner: str, task_id: int, delay: float, error: str) -> bool:
+    def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None) -> bool:
         """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
-        return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner)) == 1
+        return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt)) == 1
 
-    def fail(self, owner: str, task_id: int, error: str) -> bool:
+    def fail(self, owner: str, task_id: int, error: str, *, attempt: int | None = None) -> bool:
         """Mark failed for good; False when the lease was lost."""
-        return self._write(self.sql.fail, (error, task_id, owner)) == 1
+        return self._write(self.sql.fail, (error, task_id, owner, attempt)) == 1
 
     def release(self, owner: str, ids: Iterable[int] | None = None) -> int:
         """Give leases back to pending without counting an attempt (all of owner's when ids is None)."""

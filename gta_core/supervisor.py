@@ -67,6 +67,8 @@ class DeadWorker:
 
     owner: str
     counted: dict[int, BaseException]
+    #: tasks whose handler had succeeded and whose success write was still to come
+    succeeded: list[int] = dataclasses.field(default_factory=list)
 
 
 class Supervisor:
@@ -124,8 +126,9 @@ class Supervisor:
             self._kill_all()
             self.done.set()
             self.dead.put(None)
+            joined_by = time.monotonic() + self.settings.lease_timeout  # one wait for all, each may hang on a query
             for thread in threads:
-                thread.join(timeout=self.settings.lease_timeout)
+                thread.join(timeout=max(0.0, joined_by - time.monotonic()))
             self._release_everything()
             self.metrics.close()
             os.environ.pop(drivers.ENV, None)
@@ -230,6 +233,8 @@ class Supervisor:
             wake=Doorbell(self.mp), stop=StopFlag(self.mp),
             running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
             deadlines=self.mp.Array("d", threads, lock=False), booted=StopFlag(self.mp),
+            # a worker holds at most threads + prefetch leases, so no more unwritten successes
+            unwritten=self.mp.Array("q", threads + self.settings.prefetch, lock=False),
         )
         process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),
                                   name=f"gta-worker-{slot.index}", daemon=False)
@@ -253,6 +258,7 @@ class Supervisor:
             lived = time.monotonic() - slot.spawned_at
             reason = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
             running = [task_id for task_id in slot.channel.running if task_id]
+            succeeded = [task_id for task_id in slot.channel.unwritten if task_id]
             owner, timed_out = slot.channel.owner, slot.timed_out
             slot.process, slot.timed_out = None, []
             counted: dict[int, BaseException] = {}
@@ -267,7 +273,7 @@ class Supervisor:
                            for task_id in running}
                 log.warning("worker %d (pid %d) died: %s; running tasks %s", slot.index, process.pid,
                             reason, running or "none")
-            self.dead.put(DeadWorker(owner, counted))
+            self.dead.put(DeadWorker(owner, counted, succeeded))
             if code == EXIT_BOOT_FAILED and not slot.channel.booted.is_set():
                 log.error("worker %d failed to boot; stopping the supervisor", slot.index)
                 self.exit_code = 1
@@ -347,6 +353,17 @@ class Supervisor:
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
 
+    def _record_successes(self, job: DeadWorker) -> None:
+        """Write the successes a dead worker had not written yet (fenced: a lease that expired and
+        was taken over meanwhile is left alone); they ran to the end, so they must not run again."""
+        store = self.runtime.store
+        tasks = {task.id: task for task in store.owned(job.owner) if task.id in job.succeeded}
+        accepted = store.complete_many(job.owner, list(tasks), [task.attempts for task in tasks.values()])
+        for task_id in sorted(accepted):
+            log.info("task %d: recorded the success its worker %s had not written before dying", task_id, job.owner)
+            call_hook_safely(self.runtime.plugins, "gta_task_event", event="succeeded", task=tasks[task_id],
+                             error=None, duration=None)
+
     def _release_dead(self, job: DeadWorker) -> bool:
         """Give a dead worker's leases back at once; tasks it was running count an attempt.
 
@@ -356,6 +373,8 @@ class Supervisor:
         store = self.runtime.store
         for attempt in range(1, 1000):
             try:
+                if job.succeeded:
+                    self._record_successes(job)
                 if job.counted:
                     for task in store.owned(job.owner):
                         if task.id not in job.counted:
@@ -363,10 +382,11 @@ class Supervisor:
                         error = job.counted[task.id]
                         delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
                         if delay is None:
-                            landed = store.fail(job.owner, task.id, describe_error(error))
+                            landed = store.fail(job.owner, task.id, describe_error(error), attempt=task.attempts)
                             event = "failed"
                         else:
-                            landed = store.retry(job.owner, task.id, float(delay), describe_error(error))
+                            landed = store.retry(job.owner, task.id, float(delay), describe_error(error),
+                                                 attempt=task.attempts)
                             event = "retried"
                         if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
                             call_hook_safely(self.runtime.plugins, "gta_task_event", event=event, task=task,

@@ -105,6 +105,10 @@ class WorkerChannel:
     started: Any  # Array('d', threads): time.time() each of those tasks started
     deadlines: Any  # Array('d', threads): time.time() by which that task must end (0: no timeout)
     booted: StopFlag  # set once the worker loaded its plugins: a later exit is never a boot failure
+    # Array('q', threads + prefetch): tasks whose handler succeeded and whose batched success
+    # write has not landed yet, 0 in free places; if the process dies first, the supervisor
+    # records those successes (they ran to the end: neither a re-run nor a lost attempt)
+    unwritten: Any
 
     def request_stop(self) -> None:
         """Ask the worker to stop (from the supervisor, or a signal handler in the worker)."""
@@ -155,8 +159,9 @@ class Worker:
         self.contexts: dict[int, TaskContext] = {}  # running tasks, for cancellation
         # plain successes waiting for the completer thread; they keep their leases (and
         # heartbeats) until their one batched, fenced write lands
-        self.completed: list[tuple[TaskRecord, float]] = []
+        self.completed: list[tuple[TaskRecord, float, int]] = []  # (task, duration, place in unwritten)
         self.completed_ready = threading.Condition(self.lock)
+        self.unwritten_free = list(range(len(channel.unwritten)))  # free places in channel.unwritten
         self.flush_lock = threading.Lock()
         self.cancelled: set[int] = set()
         self.todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
@@ -320,7 +325,8 @@ class Worker:
         """The outcome of these tasks is settled: they no longer hold this worker's leases."""
         with self.lock:
             for task in tasks:
-                self.inflight.pop(task.id, None)
+                if self.inflight.get(task.id) is task:  # not a newer lease of the same task (see `lease`)
+                    del self.inflight[task.id]
                 self.recording.discard(task.id)
                 self.cancelled.discard(task.id)
             self.finished += len(tasks)
@@ -363,11 +369,17 @@ class Worker:
             children, delete = ctx.children, definition.clean_succeeded
             if not children and not delete:
                 with self.completed_ready:
-                    self.recording.add(task.id)
-                    self.completed.append((task, duration))
-                    self.completed_ready.notify()
-                return True
-            if self._record(task, lambda: self.store.complete(self.owner, task.id, children, delete)):
+                    if self.unwritten_free:  # else (never with leases bounded as now) write it at once
+                        place = self.unwritten_free.pop()
+                        # published before the handler thread clears its `running` place: a crash
+                        # from now on finds the task in one of the two
+                        self.channel.unwritten[place] = task.id
+                        self.recording.add(task.id)
+                        self.completed.append((task, duration, place))
+                        self.completed_ready.notify()
+                        return True
+            if self._record(task, lambda: self.store.complete(self.owner, task.id, children, delete,
+                                                                   attempt=task.attempts)):
                 self._event("succeeded", task, duration=duration)
         return False
 
@@ -410,9 +422,15 @@ class Worker:
                 batch, self.completed = self.completed, []
             if not batch:
                 return
-            ids = [task.id for task, _ in batch]
-            accepted = self._through_outage(lambda: self.store.complete_many(self.owner, ids), f"tasks {ids}")
-            for task, duration in batch:
+            ids = [task.id for task, _, _ in batch]
+            attempts = [task.attempts for task, _, _ in batch]
+            accepted = self._through_outage(lambda: self.store.complete_many(self.owner, ids, attempts),
+                                            f"tasks {ids}")
+            with self.lock:
+                for _, _, place in batch:
+                    self.channel.unwritten[place] = 0
+                    self.unwritten_free.append(place)
+            for task, duration, _ in batch:
                 if accepted is None:  # never landed (logged once); their leases expire and rescue re-runs them
                     with self.lock:
                         self.unrecorded.update(ids)
@@ -421,7 +439,7 @@ class Worker:
                     self._event("succeeded", task, duration=duration)
                 else:
                     self._rejected(task)
-            self._forget([task for task, _ in batch])
+            self._forget([task for task, _, _ in batch])
             self._nudge()
 
     def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
@@ -429,14 +447,15 @@ class Worker:
             self._finish_failed(task, exc, duration)
             return
         error = describe_error(exc)
-        if self._record(task, lambda: self.store.retry(self.owner, task.id, float(delay), error)):
+        if self._record(task, lambda: self.store.retry(self.owner, task.id, float(delay), error,
+                                                                attempt=task.attempts)):
             _task_logger(task.key).info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id, task.attempts,
                         task.max_attempts, _one_line(exc), delay)
             self._event("retried", task, exc, duration)
 
     def _finish_failed(self, task: TaskRecord, exc: BaseException, duration: float) -> None:
         error = describe_error(exc)
-        if self._record(task, lambda: self.store.fail(self.owner, task.id, error)):
+        if self._record(task, lambda: self.store.fail(self.owner, task.id, error, attempt=task.attempts)):
             _task_logger(task.key).warning(
                 "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, _one_line(exc))
             self._event("failed", task, exc, duration)
