@@ -64,8 +64,10 @@ def dialect_of(db: peewee.Database) -> str:
 def install_sqlite_functions(db: peewee.Database) -> None:
     """Give a SQLite database the clock functions GTA's SQL uses (idempotent)."""
     if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in getattr(db, "_functions", {}):
-        db.register_function(_sqlite_now, "gta_now", 0)
-        db.register_function(_sqlite_now_plus, "gta_now_plus", 1)
+        # Deterministic: SQLite then evaluates a call with constant arguments once per statement,
+        # not once per row (a statement's own clock, as statement_timestamp() on PostgreSQL).
+        db.register_function(_sqlite_now, "gta_now", 0, deterministic=True)
+        db.register_function(_sqlite_now_plus, "gta_now_plus", 1, deterministic=True)
 
 
 def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import peewee
 
 from .database import in_transaction
-from .errors import InvalidArguments, SubmitError
+from .errors import GTAError, InvalidArguments, SubmitError
 from .plugins import call_hook_safely
 from .runtime import Runtime, get_runtime
 from .store import NewTask, TaskStore
@@ -110,8 +109,21 @@ def cancel(task_ids: int | Iterable[int], force: bool = False, db: peewee.Databa
     Returns each id's status before the call (ids that do not exist are left out).
     """
     runtime = get_runtime()
-    ids = [task_ids] if isinstance(task_ids, int) else list(task_ids)
-    return runtime.store_for(runtime.db if db is None else db).cancel(ids, force)
+    return runtime.store_for(runtime.db if db is None else db).cancel(_task_ids(task_ids), force)
+
+
+def _task_ids(task_ids: Any) -> list[int]:
+    """Ids as a list; `GTAError` for anything that is none (the characters of a string, an
+    int beyond the 64-bit id column, which drivers refuse with errors of their own)."""
+    if isinstance(task_ids, int) and not isinstance(task_ids, bool):
+        task_ids = [task_ids]
+    elif isinstance(task_ids, (str, bytes)) or not isinstance(task_ids, Iterable):
+        raise GTAError(f"task ids must be an int or an iterable of ints, not {type(task_ids).__name__}")
+    ids = list(task_ids)
+    for task_id in ids:
+        if not _integer(task_id, -(2**63), 2**63 - 1):
+            raise GTAError(f"task ids must be 64-bit integers, not {task_id!r:.40}")
+    return ids
 
 
 @contextlib.contextmanager
@@ -153,7 +165,7 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
         raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
     definition = runtime.plugins.registry.get(key)
     args_text = dump_args(key, request.args)
-    definition.check_args(json.loads(args_text))
+    definition.check_args(request.args or {})  # its keys are the stored ones: dump_args refuses others
     context = {**(captured or {}), **_mapping(key, request.context)}
     context_text = dump_args(key, context, "context") if context else None
     priority = definition.priority if request.priority is None else request.priority

@@ -123,8 +123,9 @@ def task(
 def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments") -> str:
     """Encode task arguments (or, with ``what="context"``, a context) as JSON text, refusing
     anything JSON cannot carry faithfully."""
-    if args is None:
-        args = {}
+    if not args:  # None or empty: the common case, nothing to encode or check
+        if args is None or isinstance(args, Mapping):
+            return "{}"
     if not isinstance(args, Mapping):
         raise InvalidArguments(f"{what} for task {key!r} must be a dict, not {type(args).__name__}")
     try:
