@@ -1,5 +1,7 @@
 """Peak resident memory (VmHWM) of the supervisor, each worker and the metrics sidecar while draining.
 
+Prints ``peak_rss_worker_N`` for each worker process (in start order) and the maximum per role.
+
     python benchmarks/memory.py --database sqlite:///bench.db --tasks 20000 --workers 2
 """
 from __future__ import annotations
@@ -57,7 +59,10 @@ def main() -> None:
                 return store.counts().get(("default", "succeeded"), 0) >= args.tasks
             wait_until(sample, timeout=600, interval=0.2)
         for role in ("supervisor", "worker", "sidecar"):
-            figures = [kib for name, kib in peaks.values() if name == role]
+            figures = [kib for _, (name, kib) in sorted(peaks.items()) if name == role]
+            if role == "worker":  # each worker process (replacements included), in start order
+                for number, kib in enumerate(figures, 1):
+                    emit(f"peak_rss_worker_{number}", kib / 1024, "MB")
             if figures:
                 emit(f"peak_rss_{role}_max", max(figures) / 1024, "MB")
 
