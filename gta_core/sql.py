@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TASK_COLUMNS = ("id", "key", "queue", "args", "context", "attempts", "max_attempts", "priority",
                 "run_at", "status", "lease_owner", "last_error", "created_at")
@@ -60,7 +60,31 @@ class Dialect:
     def order_index(self, table: str) -> str:
         """For the FIFO check in `Statements.due`: a key's finished rows must not be scanned."""
         return (f"CREATE INDEX {table}_order ON {table} (order_key, id)"
-                + self.partial("status IN ('pending', 'running')"))
+                + self.partial("order_key IS NOT NULL AND status IN ('pending', 'running')"))
+
+    # Columns most rows leave NULL are indexed only where set: a row's insert, lease and
+    # completion then write no entries there (each write of a row otherwise adds one to every
+    # index). Queries on them (``= ?``, ``< ?``) imply IS NOT NULL, so the planners use them.
+    def dedupe_index(self, table: str) -> str:
+        return f"CREATE UNIQUE INDEX {table}_dedupe ON {table} (dedupe_key)" + self.partial("dedupe_key IS NOT NULL")
+
+    def finished_index(self, table: str) -> str:
+        return f"CREATE INDEX {table}_finished ON {table} (finished_at)" + self.partial("finished_at IS NOT NULL")
+
+    def parent_index(self, table: str) -> str:
+        return f"CREATE INDEX {table}_parent ON {table} (parent_id)" + self.partial("parent_id IS NOT NULL")
+
+    #: how an insert skips a row whose dedupe key is taken (the conflict target names the partial index)
+    insert_or_skip = "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
+
+    def drop_index(self, table: str, name: str) -> str:
+        return f"DROP INDEX {table}_{name}"
+
+    def upgrades(self, table: str) -> dict[int, list[str]]:
+        """Statements that bring a table from the version before each key to that version."""
+        return {2: [statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
+                                                   ("finished", self.finished_index), ("parent", self.parent_index))
+                    for statement in (self.drop_index(table, name), create(table))]}
 
     def row_list(self, count: int) -> str:
         """``count`` rows of two parameters, the right side of ``(a, b) IN (…)``."""
@@ -129,6 +153,17 @@ class MySQLDialect(Dialect):
     def order_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_order ON {table} (order_key, status, id)"
 
+    def partial(self, condition: str) -> str:
+        return ""  # no partial indexes: NULLs are indexed too (and rows without a key never collide)
+
+    insert_or_skip = "ON DUPLICATE KEY UPDATE id = id"
+
+    def drop_index(self, table: str, name: str) -> str:
+        return f"DROP INDEX {table}_{name} ON {table}"
+
+    def upgrades(self, table: str) -> dict[int, list[str]]:
+        return {2: [self.drop_index(table, "order"), self.order_index(table)]}
+
 
 DIALECTS = {"sqlite": SqliteDialect(), "postgres": PostgresDialect(), "mysql": MySQLDialect()}
 
@@ -172,10 +207,10 @@ class Statements:
             d.lease_index(t),
             d.expiry_index(t),
             d.owner_index(t),
-            f"CREATE UNIQUE INDEX {t}_dedupe ON {t} (dedupe_key)",
+            d.dedupe_index(t),
             d.order_index(t),
-            f"CREATE INDEX {t}_finished ON {t} (finished_at)",
-            f"CREATE INDEX {t}_parent ON {t} (parent_id)",
+            d.finished_index(t),
+            d.parent_index(t),
         ]
         self.schema_version = f"SELECT MAX(version) FROM {t}_schema"
         self.set_schema_version = fx(f"INSERT INTO {t}_schema (version) VALUES (?)")
@@ -187,12 +222,11 @@ class Statements:
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
         self.notify = fx("SELECT pg_notify(?, ?)")
         # dedupe: insert unless a row with this dedupe_key is kept, then read the kept row's id.
-        # One plain UNIQUE index serves every dialect, MySQL/MariaDB included (no partial index
-        # needed): all three treat NULLs as distinct, so rows without a key never collide. Racing
-        # submitters wait on the index entry, and READ COMMITTED (set on MySQL connections) lets
-        # the read that follows see the winner's committed row.
-        self.insert_or_skip = ("ON DUPLICATE KEY UPDATE id = id" if d.name == "mysql"
-                               else "ON CONFLICT (dedupe_key) DO NOTHING")
+        # A UNIQUE index decides (partial on the keyed rows where the database has partial
+        # indexes; MySQL/MariaDB treat NULLs as distinct, so rows without a key never collide
+        # there either). Racing submitters wait on the index entry, and READ COMMITTED (set on
+        # MySQL connections) lets the read that follows see the winner's committed row.
+        self.insert_or_skip = d.insert_or_skip
         self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
 
         # Counts the attempt only on a sound row: a counter edited out of range (negative,

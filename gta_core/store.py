@@ -127,6 +127,12 @@ class TaskStore:
                 for statement in self.sql.create:
                     self._execute(statement)
                 self._execute(self.sql.set_schema_version, (SCHEMA_VERSION,))
+            elif before < SCHEMA_VERSION:
+                upgrades = self._d.upgrades(self.table)
+                for version in range(before + 1, SCHEMA_VERSION + 1):
+                    for statement in upgrades.get(version, []):
+                        self._execute(statement)
+                    self._execute(self.sql.set_schema_version, (version,))
             elif before > SCHEMA_VERSION:
                 raise SchemaError(f"task table {self.table!r} is at version {before}, newer than this "
                                   f"GTA ({SCHEMA_VERSION}): upgrade GTA")
