@@ -47,6 +47,7 @@ T = TypeVar("T")
 EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
 EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled with force=True
+EXIT_THREAD_DIED = 5  # one of the worker's threads died (see `Worker._vital`)
 CANCEL_CHECK_INTERVAL = 1.0
 PREFETCH_WINDOW = 0.05  # seconds of work at the current pace a worker may hold beyond its threads
 PACE_WEIGHT = 0.2  # weight of the newest task in the moving average of task run time
@@ -176,15 +177,33 @@ class Worker:
 
     # -- main thread: leasing --------------------------------------------------------------
     def run(self) -> int:
-        threads = [threading.Thread(target=self._handler_loop, args=(slot,), name=f"gta-handler-{slot}",
+        threads = [threading.Thread(target=self._vital, args=(self._handler_loop, slot), name=f"gta-handler-{slot}",
                                     daemon=True) for slot in range(self.settings.threads)]
-        threads.append(threading.Thread(target=self._heartbeat_loop, name="gta-heartbeat", daemon=True))
-        threads.append(threading.Thread(target=self._completer_loop, name="gta-completer", daemon=True))
+        threads.append(threading.Thread(target=self._vital, args=(self._heartbeat_loop,), name="gta-heartbeat",
+                                        daemon=True))
+        threads.append(threading.Thread(target=self._vital, args=(self._completer_loop,), name="gta-completer",
+                                        daemon=True))
         for thread in threads:
             thread.start()
         log.info("worker %s serving queues %s", self.owner, ",".join(self.settings.queues))
         self._lease_loop()
         return self._drain_and_release()
+
+    def _vital(self, loop: Callable[..., None], *args: Any) -> None:
+        """Run one of the worker's threads; if it dies, the process goes too.
+
+        A worker missing a thread is worse than a dead one: without its completer, successes
+        are never written while the heartbeat keeps their leases alive forever; without its
+        heartbeat, live tasks are rescued and run twice. Exiting hands everything to the
+        supervisor, which settles the leases (`Supervisor._reap`) and starts a new worker.
+        """
+        try:
+            loop(*args)
+        except BaseException:
+            log.critical("worker thread %s died; exiting so the supervisor replaces this worker",
+                         threading.current_thread().name, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_THREAD_DIED)
 
     def _lease_loop(self) -> None:
         settings, channel = self.settings, self.channel
@@ -301,18 +320,18 @@ class Worker:
             self.channel.deadlines[slot] = started + timeout if timeout else 0.0
             self.channel.started[slot] = started
             self.channel.running[slot] = task.id
-            deferred = False
             began = time.perf_counter()
-            try:
-                deferred = self._run(task)
-            finally:
-                self.channel.running[slot] = 0
-                self.channel.deadlines[slot] = 0.0
-                if not deferred:
-                    self._forget([task])
-                took = time.perf_counter() - began
-                self.pace = took if self.pace is None else self.pace + PACE_WEIGHT * (took - self.pace)
-                self._nudge()
+            # An exception escaping `_run` (a plugin's SystemExit, say) ends the process
+            # (`_vital`) with this task still published as running: its attempt counts, so a
+            # task that keeps killing its thread ends failed instead of looping.
+            deferred = self._run(task)
+            self.channel.running[slot] = 0
+            self.channel.deadlines[slot] = 0.0
+            if not deferred:
+                self._forget([task])
+            took = time.perf_counter() - began
+            self.pace = took if self.pace is None else self.pace + PACE_WEIGHT * (took - self.pace)
+            self._nudge()
 
     def _nudge(self) -> None:
         """Wake the lease loop if it has work now: a refill (below the low-water mark of

@@ -81,6 +81,19 @@ def greet(ctx: TaskContext, name: str, punctuation: str = "!") -> str:
     return f"hello {name}{punctuation}"
 
 
+@task(max_attempts=2)
+def breaks_its_thread(ctx: TaskContext) -> None:
+    """Never runs: the hook below kills the handler thread that is about to start it."""
+    _ledger(ctx, "run")
+
+
+@hookimpl
+def gta_task_event(event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
+    """A plugin fault that escapes the guarded hook call (SystemExit is not an Exception)."""
+    if event == "started" and task.key == "breaks_its_thread":
+        raise SystemExit("a plugin raised SystemExit in a worker thread")
+
+
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [record, sleepy, flaky, always_fails, fails_for_good, retry_later, crash, greet]
+    return [record, sleepy, flaky, always_fails, fails_for_good, retry_later, crash, greet, breaks_its_thread]

@@ -303,3 +303,17 @@ def test_crashing_handler_fails_at_max_attempts_and_its_worker_is_replaced(env: 
     assert entries(env, "run", later)[0]["pid"] == worker
     assert len(entries(env, "run", task_id)) == 2
     assert stop(process) == 0
+
+
+def test_worker_whose_thread_dies_exits_and_its_task_is_settled(env: Env) -> None:
+    """A worker that lost a thread must not live on: its leases would be renewed forever with
+    nobody to finish them. It exits, and the supervisor settles the task like a crash's."""
+    process = start(env, 1, "--threads", "1")
+    task_id = gta_core.submit(None, "breaks_its_thread")
+    assert env.wait_final([task_id]) == {task_id: "failed"}
+    found = row(env, task_id)
+    assert found["attempts"] == 2 and "WorkerDied" in (found["last_error"] or ""), found
+    assert entries(env, "run", task_id) == []
+    wait_log(process, "worker thread gta-handler-0 died", 2)
+    env.wait_final([gta_core.submit(None, "record")])  # the replacement worker serves the queue
+    assert stop(process) == 0
