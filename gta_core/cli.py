@@ -94,8 +94,20 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    if not 1 <= value < 2**63:  # a database integer (SQLite's driver raises OverflowError beyond)
+        raise argparse.ArgumentTypeError(f"must be from 1 to 2**63 - 1, not {value}")
+    return value
+
+
+def _task_id(text: str) -> int:
+    """A task id argument: an integer the 64-bit id column can hold (drivers refuse others
+    with errors of their own, SQLite's an OverflowError)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid task id {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"no task with id {value}")
     return value
 
 
@@ -128,19 +140,19 @@ def _admin_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="show one task",
                                description="Show one task: args, attempts, timestamps, last error with traceback.")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=_task_id)
     show.add_argument("--json", action="store_true", help="print JSON")
 
     retry = commands.add_parser(
         "retry", help="run failed or cancelled tasks again",
         description="Put failed or cancelled tasks back to pending, due now, with their attempts reset "
                     "(GTA's ForceRerunTasks). Give ids, or --status for all tasks with that status.")
-    retry.add_argument("ids", type=int, nargs="*", metavar="ID")
+    retry.add_argument("ids", type=_task_id, nargs="*", metavar="ID")
     retry.add_argument("--status", choices=RETRYABLE, default=None, help="retry every task with this status")
 
     cancel = commands.add_parser("cancel", help="cancel tasks",
                                  description="Cancel pending or running tasks (a running handler sees ctx.cancelled).")
-    cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
+    cancel.add_argument("ids", type=_task_id, nargs="+", metavar="ID")
     cancel.add_argument("--force", action="store_true", help="kill the worker process of a running task")
 
     purge = commands.add_parser("purge", help="delete old finished tasks",
