@@ -16,6 +16,8 @@ TASK_COLUMNS = ("id", "key", "queue", "args", "context", "attempts", "max_attemp
 ALL_COLUMNS = TASK_COLUMNS + ("lease_expires_at", "dedupe_key", "order_key", "parent_id",
                               "updated_at", "started_at", "finished_at")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+#: the last fields of TaskRecord, left at None in a leased record (see `Statements.lease_columns`)
+LEASE_SKIPS = ("last_error", "created_at")
 
 
 class Dialect:
@@ -178,6 +180,9 @@ class Statements:
         fx = d.fix
         returning = ", ".join(k if c == "key" else c for c in TASK_COLUMNS)
         self.task_columns = returning
+        # what a lease returns: a worker needs neither the previous error (often a traceback)
+        # nor created_at (run_at is always set), so the hot path reads and parses less
+        self.lease_columns = ", ".join(k if c == "key" else c for c in TASK_COLUMNS if c not in LEASE_SKIPS)
         self.all_columns = ", ".join(k if c == "key" else c for c in ALL_COLUMNS)
         ts, tx = d.timestamp, d.text
         self.create = [

@@ -15,7 +15,7 @@ from typing import Any
 
 import peewee
 
-from .database import dialect_of, in_transaction, install_sqlite_functions, utc_text
+from .database import dialect_of, in_statement, in_transaction, install_sqlite_functions, utc_text
 from .errors import SchemaError
 from .sql import (
     ALL_COLUMNS,
@@ -45,7 +45,8 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
-    """A row of `TASK_COLUMNS` (the same order as TaskRecord's fields)."""
+    """A row of `TASK_COLUMNS` (the order of TaskRecord's fields), or of a lease's columns
+    (the same without the last ones, which stay None)."""
     record = TaskRecord(*row)
     record.run_at = _lenient_timestamp(record.run_at)
     record.created_at = _lenient_timestamp(record.created_at)
@@ -97,7 +98,7 @@ class TaskStore:
         return self.db.execute_sql(sql, tuple(params))
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(in_transaction(self.db, lambda: self._execute(sql, params).rowcount))
+        return int(in_statement(self.db, lambda: self._execute(sql, params).rowcount))
 
     def _secs(self, seconds: float) -> float | int:
         return self._d.seconds_param(seconds)
@@ -236,15 +237,15 @@ class TaskStore:
                 id_list = _placeholders(len(ids))
                 self._execute(d.fix(f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN ({id_list})"),
                               (*lease_params, *ids))
-                return list(self._execute(d.fix(f"SELECT {sql.task_columns} FROM {self.table} "
+                return list(self._execute(d.fix(f"SELECT {sql.lease_columns} FROM {self.table} "
                                                 f"WHERE id IN ({id_list})"), ids).fetchall())
             rows = in_transaction(self.db, lease_mysql)
         else:
             lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
             statement = d.fix(f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN "
                               f"(SELECT id FROM {self.table} WHERE {due} {sql.lease_order} LIMIT ?{lock}) "
-                              f"RETURNING {sql.task_columns}")
-            rows = in_transaction(self.db, lambda: list(
+                              f"RETURNING {sql.lease_columns}")
+            rows = in_statement(self.db, lambda: list(
                 self._execute(statement, (*lease_params, *queues, limit)).fetchall()))
         tasks = [_record(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
@@ -303,7 +304,7 @@ class TaskStore:
                 return held
             return in_transaction(self.db, write_mysql)
         update = self._d.fix(self.sql.complete_many.format(ids=marks, leases=leases))
-        return in_transaction(self.db, lambda: {row[0] for row in self._execute(
+        return in_statement(self.db, lambda: {row[0] for row in self._execute(
             f"{update} RETURNING id", params).fetchall()})
 
     def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None) -> bool:

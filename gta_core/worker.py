@@ -174,6 +174,7 @@ class Worker:
         # rescue re-runs them with the attempt counted, so they are no orphans to release
         self.unrecorded: set[int] = set()
         self.stopping = threading.Event()
+        self.nudged = False  # `_nudge` rang the lease loop since it last looked
 
     # -- main thread: leasing --------------------------------------------------------------
     def run(self) -> int:
@@ -212,6 +213,7 @@ class Worker:
         orphans_possible = False
         while not self._should_stop():
             channel.wake.clear()
+            self.nudged = False
             held = len(self.inflight) - len(self.recording)  # leased and not yet finished
             wait = settings.scan_interval
             ahead = self._prefetch_allowance()
@@ -336,8 +338,11 @@ class Worker:
     def _nudge(self) -> None:
         """Wake the lease loop if it has work now: a refill (below the low-water mark of
         `_lease_loop`) or a stop. Not after every task: a wake-up per task costs a thread switch."""
+        if self.nudged:  # rung since the loop last looked: it will look again
+            return
         held = len(self.inflight) - len(self.recording)
         if held < self.settings.threads + self._prefetch_allowance() // 2 or self._should_stop():
+            self.nudged = True
             self.channel.wake.ring()
 
     def _forget(self, tasks: list[TaskRecord]) -> None:
