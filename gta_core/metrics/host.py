@@ -34,9 +34,6 @@ OBSERVE_EVERY = 0.25  # seconds between worker-state updates, however busy the m
 STATUS_EVERY = 1.0
 SIDECAR_STABLE_AFTER = 60.0
 SIDECAR_MAX_DELAY = 60.0
-#: the first sidecar waits until the first workers have booted, at most this long: on a small
-#: machine its start-up (imports) would otherwise slow theirs, and leasing is what matters first
-SIDECAR_FIRST_WAIT = 2.0
 
 
 class WorkerSlotView(Protocol):
@@ -63,7 +60,6 @@ class MetricsHost:
         self._sidecar_started = 0.0
         self._sidecar_failures = 0
         self._sidecar_due = 0.0
-        self._opened_at = time.monotonic()
         self._next_observe = 0.0
         self._next_status = 0.0
         self._down_since: float | None = None
@@ -74,7 +70,6 @@ class MetricsHost:
         """Create the multiprocess directory and export it, before prometheus_client is imported."""
         if not self.settings.metrics:
             return
-        self._opened_at = time.monotonic()
         client = sys.modules.get("prometheus_client.values")
         if client is not None and not getattr(client.ValueClass, "_multiprocess", False):
             log.warning("prometheus_client was imported before the supervisor started: metrics "
@@ -124,8 +119,7 @@ class MetricsHost:
         if now >= self._next_status or status != self._status_written:
             self._next_status, self._status_written = now + STATUS_EVERY, status
             SupervisorStatus(os.getpid(), time.time(), *status).write(self.directory.path)
-        if not stopping and (self._sidecar_started or now >= self._opened_at + SIDECAR_FIRST_WAIT or all(
-                slot.channel is not None and slot.channel.booted.is_set() for slot in slots)):
+        if not stopping:
             self._keep_sidecar(now)
 
     # -- the supervisor's own metrics ------------------------------------------------------------
