@@ -9,17 +9,20 @@ A rescued lease ends its attempt too, as ``retried`` or ``failed`` by the task's
 the late write of the worker that lost that lease is counted as lost, not again as completed.
 
 The metric objects (and prometheus_client itself) are created on the first event, never at
-import: a process that only submits tasks never touches prometheus_client.
+import: a process that only submits tasks never touches prometheus_client, and neither does a
+supervisor's worker with metrics off (no multiprocess directory: no sidecar would read them).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 import time
 from typing import Any
 
 from gta_core import hookimpl
+from gta_core.metrics.multiproc import ENV
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
            600.0, 1800.0, 3600.0)
@@ -104,6 +107,8 @@ def labelled(key: str, queue: str) -> LabelledMetrics:
 
 @hookimpl
 def gta_task_event(event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
+    if ENV not in os.environ:  # metrics are off
+        return
     metrics = labelled(task.key, task.queue)
     if event == "started":
         metrics.started.inc()
