@@ -38,23 +38,8 @@ class TaskMetrics:
     lost: Any
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelledMetrics:
-    """One (task, queue)'s children of every metric: ``.labels()`` is a dict lookup under a
-    lock per call, too slow to repeat for each event of a fast task."""
-
-    started: Any
-    succeeded: Any
-    retried: Any
-    failed: Any
-    duration: Any
-    wait: Any
-    rescued: Any
-    lost: Any
-
-
 _create_lock = threading.Lock()
-_labelled: dict[tuple[str, str], LabelledMetrics] = {}
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
 def task_metrics() -> TaskMetrics:
@@ -85,23 +70,14 @@ def _create_metrics() -> TaskMetrics:
     )
 
 
-def labelled(key: str, queue: str) -> LabelledMetrics:
-    """The metrics of one task key on one queue (created once per process)."""
-    found = _labelled.get((key, queue))
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per process: ``.labels()`` takes a lock and
+    builds a dict, too slow to repeat for each event of a fast task. A series appears when its
+    first event happens, as with ``.labels()`` (no zero series for what never happened)."""
+    key = (id(metric), labels)  # the metric objects live as long as the process
+    found = _children.get(key)
     if found is None:
-        metrics = task_metrics()
-        with _create_lock:
-            found = _labelled.get((key, queue)) or LabelledMetrics(
-                started=metrics.started.labels(key, queue),
-                succeeded=metrics.completed.labels(key, queue, "succeeded"),
-                retried=metrics.completed.labels(key, queue, "retried"),
-                failed=metrics.completed.labels(key, queue, "failed"),
-                duration=metrics.duration.labels(key, queue),
-                wait=metrics.wait.labels(key, queue),
-                rescued=metrics.rescued.labels(key, queue),
-                lost=metrics.lost.labels(key, queue),
-            )
-            _labelled[(key, queue)] = found
+        found = _children.setdefault(key, metric.labels(*labels))
     return found
 
 
@@ -109,17 +85,17 @@ def labelled(key: str, queue: str) -> LabelledMetrics:
 def gta_task_event(event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
     if ENV not in os.environ:  # metrics are off
         return
-    metrics = labelled(task.key, task.queue)
+    metrics, labels = task_metrics(), (task.key, task.queue)
     if event == "started":
-        metrics.started.inc()
+        child(metrics.started, *labels).inc()
         if task.run_at is not None:
-            metrics.wait.observe(max(0.0, time.time() - task.run_at.timestamp()))
+            child(metrics.wait, *labels).observe(max(0.0, time.time() - task.run_at.timestamp()))
     elif event in ("succeeded", "retried", "failed"):
-        getattr(metrics, event).inc()
+        child(metrics.completed, *labels, event).inc()
         if duration is not None:
-            metrics.duration.observe(duration)
+            child(metrics.duration, *labels).observe(duration)
     elif event == "rescued":
-        metrics.rescued.inc()
-        (metrics.failed if task.status == "failed" else metrics.retried).inc()
+        child(metrics.rescued, *labels).inc()
+        child(metrics.completed, *labels, "failed" if task.status == "failed" else "retried").inc()
     elif event == "lost":
-        metrics.lost.inc()
+        child(metrics.lost, *labels).inc()
