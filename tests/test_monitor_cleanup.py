@@ -198,10 +198,14 @@ def test_cleanup_task_empties_history_while_tasks_keep_running(env: Env) -> None
     wait_for(lambda: count(env, "queue = 'archive'") == 0, 60, "cleanup to delete the old tasks")
     assert env.wait_final(fresh) == {task_id: "succeeded" for task_id in fresh}
     assert env.runs_by_task() == {task_id: 1 for task_id in fresh}
-    log = process.log()
-    deleted = [(int(rows), int(batches)) for rows, batches in
-               re.findall(r"cleanup deleted (\d+) finished task\(s\) older than 604800s in (\d+) batch\(es\) "
-                          r"of at most 100,", log)]
+
+    def deleted_so_far() -> list[tuple[int, int]]:
+        return [(int(rows), int(batches)) for rows, batches in
+                re.findall(r"cleanup deleted (\d+) finished task\(s\) older than 604800s in (\d+) batch\(es\) "
+                           r"of at most 100,", process.log())]
+    # a cleanup run logs once its last batch has committed: its line may trail the empty table
+    wait_for(lambda: sum(rows for rows, _ in deleted_so_far()) >= 3000, 30, "cleanup to log its deletions")
+    log, deleted = process.log(), deleted_so_far()
     assert sum(rows for rows, _ in deleted) == 3000, deleted
     assert sum(batches for _, batches in deleted) >= 30
     for text in ("Traceback", "deadlock", "Deadlock", "Lock wait", "database is locked"):
