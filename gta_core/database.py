@@ -257,25 +257,7 @@ def in_transaction(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 
     submit. One that timed out there is no stale connection but a server that does not
     answer: a second try would only double the wait.
     """
-    stale_retried = db.in_transaction()  # inside a caller's transaction nothing may be re-run
-    for attempt in range(1, attempts + 1):
-        began, started = False, time.monotonic()
-        try:
-            with db.atomic():
-                began = True
-                return fn()
-        except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
-            if is_disconnect(exc):
-                drop_connection(db)
-                if not began and not stale_retried and time.monotonic() - started < STALE_FAILS_WITHIN:
-                    stale_retried = True
-                    continue
-                raise DatabaseUnavailable(f"database connection lost: {_driver_error(exc)}") from exc
-            if is_retryable(exc) and attempt < attempts:
-                time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 6))
-                continue
-            raise
-    raise AssertionError("unreachable")
+    return _with_retries(db, fn, attempts, transaction=True)
 
 
 def in_statement(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8) -> T:
@@ -289,12 +271,27 @@ def in_statement(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8)
     """
     if not isinstance(db, peewee.PostgresqlDatabase) or db.in_transaction():
         return in_transaction(db, fn, attempts=attempts)
+    return _with_retries(db, fn, attempts, transaction=False)
+
+
+def _with_retries(db: peewee.Database, fn: Callable[[], T], attempts: int, *, transaction: bool) -> T:
+    """`in_transaction` (``fn`` inside ``db.atomic()``) or `in_statement` (``fn`` alone)."""
+    # only a transaction of our own that failed at BEGIN ran nothing and may be sent again
+    stale_retried = not transaction or db.in_transaction()
     for attempt in range(1, attempts + 1):
+        began, started = False, time.monotonic()
         try:
-            return fn()
+            if not transaction:
+                return fn()
+            with db.atomic():
+                began = True
+                return fn()
         except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
             if is_disconnect(exc):
                 drop_connection(db)
+                if not began and not stale_retried and time.monotonic() - started < STALE_FAILS_WITHIN:
+                    stale_retried = True
+                    continue
                 raise DatabaseUnavailable(f"database connection lost: {_driver_error(exc)}") from exc
             if is_retryable(exc) and attempt < attempts:
                 time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 6))

@@ -214,10 +214,10 @@ class Worker:
         while not self._should_stop():
             channel.wake.clear()
             self.nudged = False
-            held = len(self.inflight) - len(self.recording)  # leased and not yet finished
+            held = self._held()
             wait = settings.scan_interval
             ahead = self._prefetch_allowance()
-            if held < settings.threads + ahead // 2:  # a thread is (about to be) idle, or the buffer half empty
+            if held < self._low_water(ahead):
                 want = min(settings.batch, settings.threads + ahead - held)
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
@@ -240,7 +240,7 @@ class Worker:
                     self.todo.put(task)
                 if tasks:
                     idle_delay = settings.instant_scan_interval
-                    if len(tasks) == want and len(self.inflight) < settings.threads + ahead // 2:
+                    if len(tasks) == want and self._held() < self._low_water(ahead):
                         continue  # more may be due: lease again at once
                     wait = settings.scan_interval if len(tasks) == want else idle_delay
                 else:
@@ -248,6 +248,15 @@ class Worker:
                     idle_delay = min(idle_delay * 2, settings.scan_interval)
             if not channel.stop.is_set():  # a stop may have rung just before wake.clear() took the ring
                 channel.wake.wait(wait)
+
+    def _held(self) -> int:
+        """Tasks leased and not finished (one whose outcome is being written holds no thread)."""
+        return len(self.inflight) - len(self.recording)
+
+    def _low_water(self, ahead: int) -> int:
+        """Lease again below this many held tasks: a thread is (about to be) idle, or the
+        prefetched ``ahead`` is half used up."""
+        return self.settings.threads + ahead // 2
 
     def _prefetch_allowance(self) -> int:
         """How many tasks to hold leased beyond the threads: about PREFETCH_WINDOW of work at
@@ -340,8 +349,7 @@ class Worker:
         `_lease_loop`) or a stop. Not after every task: a wake-up per task costs a thread switch."""
         if self.nudged:  # rung since the loop last looked: it will look again
             return
-        held = len(self.inflight) - len(self.recording)
-        if held < self.settings.threads + self._prefetch_allowance() // 2 or self._should_stop():
+        if self._held() < self._low_water(self._prefetch_allowance()) or self._should_stop():
             self.nudged = True
             self.channel.wake.ring()
 

@@ -14,17 +14,20 @@ from typing import Any
 from gta_core import Fail, Retry, TaskContext, hookimpl, task
 
 
-def _ledger(ctx: TaskContext, phase: str, **extra: Any) -> None:
-    path = os.environ.get("GTA_TEST_LEDGER")
-    if not path:
-        return
-    line = json.dumps({"id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase,
-                       "t": time.time(), **extra}) + "\n"
+def append_record(path: str, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line in a single ``O_APPEND`` write (never interleaved)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        os.write(fd, (json.dumps(record) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def _ledger(ctx: TaskContext, phase: str, **extra: Any) -> None:
+    path = os.environ.get("GTA_TEST_LEDGER")
+    if path:
+        append_record(path, {"id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase,
+                             "t": time.time(), **extra})
 
 
 @task(max_attempts=3)

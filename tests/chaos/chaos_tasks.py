@@ -8,7 +8,6 @@ many processes never interleave, and a file is a channel no database fault can b
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -17,6 +16,8 @@ from typing import Any
 
 from gta_core import TaskContext, hookimpl, task
 
+from ..tasks import append_record
+
 #: how far the memory hog lowers its own address-space limit above what it already uses
 MEMORY_HEADROOM = 256 * 1024 * 1024
 
@@ -24,15 +25,9 @@ MEMORY_HEADROOM = 256 * 1024 * 1024
 def ledger(ctx: TaskContext, event: str, tag: str, **extra: Any) -> None:
     """Append one line: task id, attempt, lease owner, pid, the event and its time."""
     path = os.environ.get("GTA_CHAOS_LEDGER")
-    if not path:
-        return
-    line = json.dumps({"id": ctx.task_id, "attempt": ctx.attempt, "owner": ctx.lease_owner, "pid": os.getpid(),
-                       "event": event, "t": time.time(), "tag": tag, **extra}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    if path:
+        append_record(path, {"id": ctx.task_id, "attempt": ctx.attempt, "owner": ctx.lease_owner,
+                             "pid": os.getpid(), "event": event, "t": time.time(), "tag": tag, **extra})
 
 
 @task(max_attempts=10)
