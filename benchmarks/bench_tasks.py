@@ -14,6 +14,11 @@ def bench_noop(ctx: TaskContext) -> None:
 
 
 @task
+def bench_numbered(ctx: TaskContext, n: int) -> None:
+    """Does nothing with one argument: batches whose rows differ (see submit.py)."""
+
+
+@task
 def bench_stamp(ctx: TaskContext) -> None:
     """Appends ``task_id start_time pid`` to $GTA_BENCH_LEDGER (one atomic O_APPEND write)."""
     line = f"{ctx.task_id} {time.time():.6f} {os.getpid()}\n".encode()
@@ -26,4 +31,4 @@ def bench_stamp(ctx: TaskContext) -> None:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [bench_noop, bench_stamp]
+    return [bench_noop, bench_numbered, bench_stamp]

@@ -163,8 +163,8 @@ class TaskStore:
         """
         ids: list[int | None] = [None] * len(tasks)
         plain = [index for index, task in enumerate(tasks) if task.dedupe_key is None]
-        for start in range(0, len(plain), 500):
-            chunk = plain[start:start + 500]
+        for start in range(0, len(plain), self._d.insert_chunk):
+            chunk = plain[start:start + self._d.insert_chunk]
             for index, task_id in zip(chunk, self._insert_rows([tasks[i] for i in chunk]), strict=True):
                 ids[index] = task_id
         for index, task in enumerate(tasks):
@@ -195,7 +195,21 @@ class TaskStore:
                        task.dedupe_key, task.order_key, task.parent_id]
         return self.sql.insert_prefix + ", ".join(values), params
 
+    def _bulk(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
+        """`Statements.bulk_insert` and its parameters for these rows (PostgreSQL)."""
+        columns = list(zip(*[(task.key, task.queue, task.priority, task.args, task.context,
+                              task.run_at and task.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None),
+                              task.delay, task.max_attempts, task.dedupe_key, task.order_key, task.parent_id)
+                             for task in tasks], strict=True))
+        varying = tuple(len(set(column)) > 1 for column in columns)
+        params: list[Any] = [column[0] for column, varies in zip(columns, varying, strict=True) if not varies]
+        arrays: list[Any] = [list(column) for column, varies in zip(columns, varying, strict=True) if varies]
+        return self.sql.bulk_insert(varying), params + (arrays or [len(tasks)])
+
     def _insert_rows(self, tasks: Sequence[NewTask]) -> list[int]:
+        if self.dialect == "postgres" and len(tasks) > 1:
+            statement, params = self._bulk(tasks)
+            return sorted(row[0] for row in self._execute(statement + self._returning, params).fetchall())
         statement, params = self._values(tasks)
         if self._d.insert_returns_ids or self._is_mariadb():
             cursor = self._execute(self._d.fix(statement + self._returning), params)

@@ -186,9 +186,47 @@ def test_submit_many_returns_ids_in_order(env: Env) -> None:
     assert gta_core.submit_many(None, []) == []
 
 
+#: every option with two values; a batch takes each either from one row's choice for all rows
+#: (a column the rows share) or alternating (a column that varies), as PostgreSQL's bulk
+#: insert passes the two differently
+OPTION_VALUES: dict[str, tuple[Any, Any]] = {
+    "args": ({"n": 1}, {"n": 2}),
+    "priority": (None, -7),
+    "queue": ("default", "mail"),
+    "context": (None, {"request_id": "r-1"}),
+    "max_attempts": (None, 9),
+    "order_key": (None, "customer:1"),
+    "timing": (("delay", 0), ("run_at", dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc))),
+}
+
+
+def stored_fields(env: Env, task_id: int) -> dict[str, Any]:
+    row = env.store.get(task_id)
+    assert row is not None
+    return {name: value for name, value in row.items()
+            if name not in ("id", "created_at", "updated_at") and not (name == "run_at" and value.year < 2031)}
+
+
+@pytest.mark.parametrize("varying", [(), tuple(OPTION_VALUES), ("args",), ("timing", "queue"),
+                                     ("priority", "context", "order_key", "max_attempts")])
+def test_submit_many_stores_each_row_as_submit_does(env: Env, varying: tuple[str, ...]) -> None:
+    requests = []
+    for n in range(6):
+        chosen = {name: values[n % 2 if name in varying else 1] for name, values in OPTION_VALUES.items()}
+        timing_name, timing_value = chosen.pop("timing")
+        requests.append(TaskRequest("record", chosen.pop("args"), **chosen, **{timing_name: timing_value}))
+    requests.append(TaskRequest("record", {"n": 3}, parent_id=12345))
+    with env.runtime.db.atomic() as tx:
+        many = gta_core.submit_many(tx, requests)
+        one_by_one = [gta_core.submit_many(tx, [request])[0] for request in requests]
+    assert [stored_fields(env, task_id) for task_id in many] == [stored_fields(env, i) for i in one_by_one]
+    assert stored_fields(env, many[1])["run_at"] == OPTION_VALUES["timing"][1][1]
+
+
 def test_submit_many_beyond_one_statement(env: Env) -> None:
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(1234)])
-    assert len(set(ids)) == 1234
+    count = env.store._d.insert_chunk * 2 + 34
+    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(count)])
+    assert len(set(ids)) == count
     assert all_args(env) == {task_id: {"n": n} for n, task_id in enumerate(ids)}
 
 
