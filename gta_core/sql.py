@@ -8,6 +8,7 @@ GTA registers on each connection (``gta_now()``, ``gta_now_plus(seconds)``).
 from __future__ import annotations
 
 import functools
+import hashlib
 
 SCHEMA_VERSION = 2
 
@@ -230,6 +231,12 @@ class Statements:
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
         self.notify = fx("SELECT pg_notify(?, ?)")
         self._bulk_inserts: dict[tuple[bool, ...], str] = {}
+        # PostgreSQL's one-row insert, prepared once per connection (planning the VALUES row's
+        # clock expressions was a fifth of a one-task submit): the `BULK_COLUMNS` in order
+        self.insert_one_name = f"gta_insert_{hashlib.sha1(t.encode()).hexdigest()[:16]}"
+        self.insert_one = (
+            f"{self.insert_prefix}($1, $2, 'pending', $3, $4, $5, COALESCE($6::timestamp, "
+            f"{d.now} + $7::float8 * INTERVAL '1 second'), 0, $8, $9, $10, $11, {d.now}, {d.now})")
         # dedupe: insert unless a row with this dedupe_key is kept, then read the kept row's id.
         # A UNIQUE index decides (partial on the keyed rows where the database has partial
         # indexes; MySQL/MariaDB treat NULLs as distinct, so rows without a key never collide

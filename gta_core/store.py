@@ -15,7 +15,7 @@ from typing import Any
 
 import peewee
 
-from .database import dialect_of, in_statement, in_transaction, install_sqlite_functions, utc_text
+from .database import PostgresDatabase, dialect_of, in_statement, in_transaction, install_sqlite_functions, utc_text
 from .errors import SchemaError
 from .sql import (
     ALL_COLUMNS,
@@ -195,12 +195,16 @@ class TaskStore:
                        task.dedupe_key, task.order_key, task.parent_id]
         return self.sql.insert_prefix + ", ".join(values), params
 
+    @staticmethod
+    def _bulk_row(task: NewTask) -> tuple[Any, ...]:
+        """A task's values of `BULK_COLUMNS` (PostgreSQL)."""
+        run_at = task.run_at and task.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return (task.key, task.queue, task.priority, task.args, task.context, run_at, task.delay,
+                task.max_attempts, task.dedupe_key, task.order_key, task.parent_id)
+
     def _bulk(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
         """`Statements.bulk_insert` and its parameters for these rows (PostgreSQL)."""
-        columns = list(zip(*[(task.key, task.queue, task.priority, task.args, task.context,
-                              task.run_at and task.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None),
-                              task.delay, task.max_attempts, task.dedupe_key, task.order_key, task.parent_id)
-                             for task in tasks], strict=True))
+        columns = list(zip(*map(self._bulk_row, tasks), strict=True))
         varying = tuple(len(set(column)) > 1 for column in columns)
         params: list[Any] = [column[0] for column, varies in zip(columns, varying, strict=True) if not varies]
         arrays: list[Any] = [list(column) for column, varies in zip(columns, varying, strict=True) if varies]
@@ -210,6 +214,10 @@ class TaskStore:
         if self.dialect == "postgres" and len(tasks) > 1:
             statement, params = self._bulk(tasks)
             return sorted(row[0] for row in self._execute(statement + self._returning, params).fetchall())
+        if isinstance(self.db, PostgresDatabase) and self.db.prepares:
+            cursor = self.db.execute_prepared(self.sql.insert_one_name, self.sql.insert_one + self._returning,
+                                              self._bulk_row(tasks[0]))
+            return [cursor.fetchone()[0]]
         statement, params = self._values(tasks)
         if self._d.insert_returns_ids or self._is_mariadb():
             cursor = self._execute(self._d.fix(statement + self._returning), params)

@@ -1,0 +1,110 @@
+"""`PostgresDatabase`: the ``BEGIN`` that rides with a transaction's first statement, and the
+one-row insert prepared once per connection. Each test states what the server must see."""
+from __future__ import annotations
+
+import psycopg2.extensions
+import pytest
+
+import gta_core
+from gta_core.database import PostgresDatabase, drop_connection, in_transaction
+
+from .conftest import BACKENDS
+from .helpers import Env
+
+IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+INTRANS = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+
+
+class Boom(Exception):
+    """Raised to roll a transaction back."""
+
+
+@pytest.fixture(params=["postgres"] if BACKENDS["postgres"] else [])
+def backend(request: pytest.FixtureRequest) -> str:
+    """PostgreSQL only (conftest's fixture of the same name runs every configured database)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def pg(env: Env) -> Env:
+    assert isinstance(env.runtime.db, PostgresDatabase) and env.runtime.db.prepares
+    return env
+
+
+def server_status(db: PostgresDatabase) -> int:
+    """The session's transaction status as the server last reported it (no round trip)."""
+    return int(db._state.conn.get_transaction_status())
+
+
+def count(env: Env) -> int:
+    return int(env.runtime.db.execute_sql(f"SELECT COUNT(*) FROM {env.table}").fetchone()[0])
+
+
+def test_first_statement_opens_the_transaction(pg: Env) -> None:
+    db = pg.runtime.db
+    with pytest.raises(Boom), db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 1})
+        assert server_status(db) == INTRANS
+        raise Boom
+    assert server_status(db) == IDLE and count(pg) == 0
+
+
+def test_a_raw_cursor_runs_inside_the_transaction(pg: Env) -> None:
+    """Code that bypasses execute_sql gets the BEGIN sent first, or its write would autocommit."""
+    db = pg.runtime.db
+    kept = gta_core.submit(None, "record", {"n": 1})
+    with pytest.raises(Boom), db.atomic():
+        db.cursor().execute(f"DELETE FROM {pg.table}")
+        raise Boom
+    with pytest.raises(Boom), db.atomic():
+        db.connection().cursor().execute(f"DELETE FROM {pg.table}")
+        raise Boom
+    assert pg.statuses([kept]) == {kept: "pending"}
+
+
+def test_an_empty_transaction_leaves_the_session_idle(pg: Env) -> None:
+    db = pg.runtime.db
+    with db.atomic():
+        pass
+    with pytest.raises(Boom), db.atomic():
+        raise Boom
+    db.execute_sql("SELECT 1")
+    assert server_status(db) == IDLE
+
+
+def test_a_begin_noted_on_a_dropped_connection_is_forgotten(pg: Env) -> None:
+    """After the connection is dropped mid-transaction, a statement outside any transaction
+    must not open one on the new connection (nobody would ever commit it)."""
+    db = pg.runtime.db
+    db.begin()
+    drop_connection(db)
+    db.execute_sql("SELECT 1")
+    assert server_status(db) == IDLE
+
+
+def test_a_dead_connection_found_by_the_first_statement_is_retried(pg: Env) -> None:
+    """The first statement carries the BEGIN: failing there, nothing of the transaction ran."""
+    db = pg.runtime.db
+    db.execute_sql("SELECT 1")
+    killer = PostgresDatabase(db.database, **db.connect_params)
+    killer.execute_sql("SELECT pg_terminate_backend(%s)", (db._state.conn.get_backend_pid(),))
+    killer.close()
+    task_id = gta_core.submit(None, "record", {"n": 1})
+    assert pg.statuses([task_id]) == {task_id: "pending"}
+    assert in_transaction(db, lambda: db.execute_sql("SELECT 2").fetchone()[0]) == 2
+
+
+def test_the_prepared_insert_outlives_rollbacks_and_reconnects(pg: Env) -> None:
+    db = pg.runtime.db
+    with pytest.raises(Boom), db.atomic() as tx:  # the first use prepares, then rolls back
+        gta_core.submit(tx, "record", {"n": 1})
+        raise Boom
+    kept = [gta_core.submit(None, "record", {"n": 2})]
+    drop_connection(db)
+    kept.append(gta_core.submit(None, "record", {"n": 3}, delay=60, priority=4, order_key="o"))
+    assert count(pg) == 2
+    prepared = db.execute_sql("SELECT COUNT(*) FROM pg_prepared_statements WHERE name LIKE 'gta_insert_%%'")
+    assert prepared.fetchone()[0] == 1
+    stored = [pg.store.get(task_id) for task_id in kept]
+    assert [(row["args"], row["priority"], row["order_key"]) for row in stored if row] == [
+        ('{"n":2}', 0, None), ('{"n":3}', 4, "o")]
