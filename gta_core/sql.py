@@ -284,6 +284,7 @@ class Statements:
                        f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}")
         self.release_ids = (f"UPDATE {t} SET {release_set} "
                             "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
+        self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}")
         self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "

@@ -347,6 +347,11 @@ class TaskStore:
         statement = self._d.fix(self.sql.release_ids.format(ids=_placeholders(len(ids))))
         return self._write(statement, (owner, *ids))
 
+    def release_lease(self, owner: str, task_id: int, attempt: int) -> bool:
+        """Give one lease back to pending without counting its attempt, if it is still this
+        lease (the attempt tells it from a newer lease of the same owner); whether it was."""
+        return self._write(self.sql.release_lease, (task_id, owner, attempt)) == 1
+
     def cancel(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
         """Cancel tasks: pending ones never run; running ones end ``cancelled`` at once, and
         their worker finds out on its next check (and, with ``force``, kills the handler).

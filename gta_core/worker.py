@@ -156,6 +156,9 @@ class Worker:
         self.parent_pid = parent_pid
         self.lock = threading.Lock()
         self.inflight: dict[int, TaskRecord] = {}
+        # until when (monotonic) each held lease surely lasts: the lease's or last renewal's
+        # send time plus lease_timeout (the database set it later, so it lasts at least that)
+        self.lease_held_until: dict[int, float] = {}
         self.recording: set[int] = set()  # in-flight tasks whose outcome write has begun
         self.contexts: dict[int, TaskContext] = {}  # running tasks, for cancellation
         # plain successes waiting for the completer thread; they keep their leases (and
@@ -219,6 +222,7 @@ class Worker:
             ahead = self._prefetch_allowance()
             if held < self._low_water(ahead):
                 want = min(settings.batch, settings.threads + ahead - held)
+                sent = time.monotonic()
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
                     failures = 0
@@ -234,6 +238,7 @@ class Worker:
                 with self.lock:
                     for task in tasks:
                         self.inflight[task.id] = task
+                        self.lease_held_until[task.id] = sent + settings.lease_timeout
                 if orphans_possible:  # after the new tasks are known, or they would count as orphans
                     orphans_possible = not self._release_orphans()
                 for task in tasks:
@@ -323,6 +328,8 @@ class Worker:
             task = self.todo.get()
             if task is None or self.stopping.is_set():
                 return
+            if self._lease_lapsed(task):
+                continue
             started = time.time()
             definition = self.plugins.registry.tasks.get(task.key)
             timeout = definition.timeout if definition is not None else None
@@ -344,6 +351,32 @@ class Worker:
             self.pace = took if self.pace is None else self.pace + PACE_WEIGHT * (took - self.pace)
             self._nudge()
 
+    def _lease_lapsed(self, task: TaskRecord) -> bool:
+        """Whether a task taken from the queue may have lost its lease while it waited; if so,
+        it is given back unrun.
+
+        A prefetched task waits in the queue while the handler threads are busy. If the worker
+        was stopped (SIGSTOP, a frozen VM) or its heartbeats failed for most of a lease period,
+        its lease may have expired and another worker may be running the task: starting it
+        would run it twice at once. A task is started only while its lease has at least a
+        heartbeat interval left, so that the next heartbeat renews it in time.
+        """
+        with self.lock:
+            current = self.inflight.get(task.id) is task
+            held_until = self.lease_held_until.get(task.id, 0.0) if current else 0.0
+        if not current:  # a newer lease of this task replaced this one; that one is queued too
+            return True
+        if time.monotonic() < held_until - self.settings.heartbeat_interval:
+            return False
+        log.warning("task %d (%s): its lease may have lapsed while it waited (this worker was stopped or "
+                    "could not renew it); giving it back unrun", task.id, task.key)
+        try:
+            self.store.release_lease(self.owner, task.id, task.attempts)
+        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+            log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
+        self._forget([task])
+        return True
+
     def _nudge(self) -> None:
         """Wake the lease loop if it has work now: a refill (below the low-water mark of
         `_lease_loop`) or a stop. Not after every task: a wake-up per task costs a thread switch."""
@@ -359,6 +392,7 @@ class Worker:
             for task in tasks:
                 if self.inflight.get(task.id) is task:  # not a newer lease of the same task (see `lease`)
                     del self.inflight[task.id]
+                    self.lease_held_until.pop(task.id, None)
                 self.recording.discard(task.id)
                 self.cancelled.discard(task.id)
             self.finished += len(tasks)
@@ -552,10 +586,11 @@ class Worker:
                 with self.lock:
                     ids = list(self.inflight)
                 if ids:
+                    sent = time.monotonic()
                     try:
                         renewed = self.store.heartbeat(self.owner, ids, self.settings.lease_timeout)
-                        if renewed < len(ids):
-                            self._check_renewals(ids, renewed)
+                        if renewed == len(ids) or self._check_renewals(ids, renewed):
+                            self._renewed(ids, sent + self.settings.lease_timeout)
                     except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                         log.warning("heartbeat failed: %s", exc)
             time.sleep(min(0.5, interval))
@@ -596,8 +631,15 @@ class Worker:
             logging.shutdown()
             os._exit(EXIT_CANCEL_FORCED)
 
-    def _check_renewals(self, ids: list[int], renewed: int) -> None:
-        """Warn about leases taken over, not about tasks that merely finished meanwhile.
+    def _renewed(self, ids: list[int], held_until: float) -> None:
+        with self.lock:
+            for task_id in ids:
+                if task_id in self.lease_held_until:
+                    self.lease_held_until[task_id] = held_until
+
+    def _check_renewals(self, ids: list[int], renewed: int) -> bool:
+        """Warn about leases taken over, not about tasks that merely finished meanwhile;
+        whether every lease still held was renewed.
 
         A handler that records its outcome between our snapshot and the heartbeat leaves a
         row the heartbeat rightly skips, and so does a task cancelled while it runs (its row
@@ -612,6 +654,8 @@ class Worker:
                          and task_id not in self.cancelled]
         if renewed < len(unsettled):
             log.warning("heartbeat renewed %d of %d leases; the others were taken over", renewed, len(unsettled))
+            return False
+        return True
 
 
 @functools.lru_cache(maxsize=1024)

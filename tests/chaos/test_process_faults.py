@@ -10,6 +10,7 @@ connections within bounds. The counters appear under "chaos counters" in pytest'
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -133,3 +134,24 @@ def test_stale_outcome_of_an_older_lease_by_the_same_worker_is_refused(chaos: Ch
     chaos.check("own-stale-outcome", within=60)
     runs = chaos.executions(task)
     assert runs[1].owner == first.owner and runs[0].outcome == "error", runs  # the case under test
+
+
+@pytest.mark.chaos(threads=1, workers=1)
+def test_prefetched_tasks_whose_leases_lapsed_are_given_back_unrun(chaos: ChaosHarness) -> None:
+    """A worker holding prefetched tasks behind a slow one is stopped past its lease; another
+    supervisor's worker runs the rescued tasks meanwhile. When the stopped worker resumes, its
+    prefetched leases may be gone: it must give them back unrun, not start them beside the new
+    holder (found by the PostgreSQL soak: such a start is an overlap no fault explains)."""
+    chaos.supervisor()
+    warm_up = chaos.submit("chaos_work", [{"seconds": 0.0}] * 5)  # a fast pace: the worker then prefetches
+    chaos.wait_final(warm_up, 30)
+    slow, *quick = chaos.submit("chaos_work", [{"seconds": 1.0}] + [{"seconds": 0.0}] * 10)
+    first = chaos.wait_started(slow)
+    pause = threading.Thread(target=chaos.pause, args=(first.pid, chaos.lease_timeout + 2.0))
+    pause.start()
+    time.sleep(0.2)
+    chaos.supervisor()  # leases what rescue gives back while the first worker is stopped
+    pause.join()
+    chaos.check("prefetch-lapse", within=60)
+    assert {task_id: len(chaos.executions(task_id)) for task_id in quick} == dict.fromkeys(quick, 1)
+    assert [run.pid for run in chaos.executions(slow)][0] == first.pid
