@@ -51,6 +51,12 @@ EXIT_THREAD_DIED = 5  # one of the worker's threads died (see `Worker._vital`)
 CANCEL_CHECK_INTERVAL = 1.0
 PREFETCH_WINDOW = 0.05  # seconds of work at the current pace a worker may hold beyond its threads
 PACE_WEIGHT = 0.2  # weight of the newest task in the moving average of task run time
+#: a task that has run this long (seconds) is not about to free its thread: while every thread
+#: runs one, the worker prefetches nothing (`Worker._prefetch_allowance`)
+LONG_TASK = 0.25
+#: while every thread has run its task this long, prefetched tasks still waiting are handed
+#: back for idle workers (`Worker._unpark`)
+UNPARK_AFTER = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -271,9 +277,52 @@ class Worker:
         while a slow task is never parked behind another in a busy worker when an idle worker
         could start it now.
         """
-        if self.pace is None or not self.settings.prefetch:
+        if self.pace is None or not self.settings.prefetch or self._threads_busy_for(LONG_TASK):
             return 0
         return min(self.settings.prefetch, int(PREFETCH_WINDOW * self.settings.threads / max(self.pace, 1e-6)))
+
+    def _threads_busy_for(self, seconds: float) -> bool:
+        """Whether every handler thread has been running its current task for ``seconds``."""
+        since = time.time() - seconds
+        running, started = self.channel.running, self.channel.started
+        return all(running[slot] and started[slot] <= since for slot in range(self.settings.threads))
+
+    def _unpark(self) -> None:
+        """Hand back prefetched tasks stuck behind long-running ones, unrun and uncounted.
+
+        Prefetch sizes itself by the pace of the tasks so far; a task far slower than that pace
+        would otherwise hold the ones queued behind it for its whole run, while other workers
+        sit idle (and the monitor reports them as running for long). Once every thread has run
+        its task for `UNPARK_AFTER`, what still waits goes back to pending, each release fenced
+        on its lease; the lease loop takes no more meanwhile (`_prefetch_allowance`).
+        """
+        if self.todo.empty() or not self._threads_busy_for(UNPARK_AFTER):
+            return
+        waiting: list[TaskRecord] = []
+        stops = 0
+        while True:
+            try:
+                item = self.todo.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stops += 1
+            else:
+                waiting.append(item)
+        for _ in range(stops):  # a shutdown's wake-ups for the handler threads stay queued
+            self.todo.put(None)
+        with self.lock:
+            mine = [task for task in waiting if self.inflight.get(task.id) is task]
+        given_back = 0
+        for task in mine:
+            try:
+                given_back += self.store.release_lease(self.owner, task.id, task.attempts)
+            except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+                log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
+        self._forget(mine, ran=False)
+        if mine:
+            log.info("gave back %d of %d prefetched task(s) waiting behind long-running ones",
+                     given_back, len(mine))
 
     def _release_orphans(self) -> bool:
         """After a failed lease, give back rows it may have leased before the connection broke.
@@ -374,7 +423,7 @@ class Worker:
             self.store.release_lease(self.owner, task.id, task.attempts)
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
-        self._forget([task])
+        self._forget([task], ran=False)
         return True
 
     def _nudge(self) -> None:
@@ -386,8 +435,9 @@ class Worker:
             self.nudged = True
             self.channel.wake.ring()
 
-    def _forget(self, tasks: list[TaskRecord]) -> None:
-        """The outcome of these tasks is settled: they no longer hold this worker's leases."""
+    def _forget(self, tasks: list[TaskRecord], ran: bool = True) -> None:
+        """The outcome of these tasks is settled, or they were given back unrun (``ran`` False,
+        not counted towards ``--max-tasks-per-worker``): they no longer hold this worker's leases."""
         with self.lock:
             for task in tasks:
                 if self.inflight.get(task.id) is task:  # not a newer lease of the same task (see `lease`)
@@ -395,7 +445,8 @@ class Worker:
                     self.lease_held_until.pop(task.id, None)
                 self.recording.discard(task.id)
                 self.cancelled.discard(task.id)
-            self.finished += len(tasks)
+            if ran:
+                self.finished += len(tasks)
 
     def _run(self, task: TaskRecord) -> bool:
         """Run one task and record its outcome; True when a plain success was handed to the
@@ -577,6 +628,7 @@ class Worker:
             if time.monotonic() >= next_cancel_check:
                 next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL
                 self._check_cancelled()
+            self._unpark()
             if not orphaned and os.getppid() != self.parent_pid:
                 orphaned = True
                 log.warning("supervisor %d is gone; stopping", self.parent_pid)

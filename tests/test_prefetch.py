@@ -1,7 +1,8 @@
 """Prefetch (`--prefetch N`): leases beyond free threads drain faster and lose nothing.
 
 A worker holds about 50 ms of work at the pace its tasks have been running, at most N
-beyond its threads, so slow tasks are not prefetched.
+beyond its threads, so slow tasks are not prefetched; and what it prefetched before a task
+turned out slow goes back to other workers.
 
 A prefetched task is leased but not started; if its worker dies it must go back to pending
 without paying an attempt (the shared `running` array tells started from merely leased).
@@ -40,6 +41,25 @@ def test_slow_tasks_are_not_prefetched(env: Env) -> None:
         statuses = sorted(row(env, task_id)["status"] for task_id in ids)
         assert statuses == ["pending", "pending", "pending", "running"], statuses
         time.sleep(0.1)
+    process.kill_tree()
+
+
+def test_tasks_prefetched_behind_a_long_task_go_to_an_idle_worker(env: Env) -> None:
+    """A worker that prefetched quick tasks together with a far slower one hands them back once
+    its thread has been on the slow one for a while (unrun, their attempt not counted), and
+    leases nothing more meanwhile: the idle worker runs them long before the slow task ends.
+
+    Found through the monitor's test: a busy worker kept leasing newly due tasks (a monitor
+    run among them) behind a 4-second task, and ran them only when it ended."""
+    process = start(env, 2, "--threads", "1", "--prefetch", "20", "--batch", "20", "--lease-timeout", "30")
+    env.wait_final(gta_core.submit_many(None, [("record", {"n": n}) for n in range(40)]))  # a fast pace
+    # one statement: the slow task has the lowest id, so whoever leases it first prefetches the rest
+    slow, *quick = gta_core.submit_many(None, [("sleepy", {"seconds": 6})] + [("record", {"n": n}) for n in range(8)])
+    assert env.wait_final(quick, 4.5) == dict.fromkeys(quick, "succeeded")
+    assert row(env, slow)["status"] == "running" and not entries(env, "end", slow)
+    runs = env.runs_by_task()
+    assert {task_id: runs.get(task_id) for task_id in quick} == dict.fromkeys(quick, 1)
+    assert {task_id: row(env, task_id)["attempts"] for task_id in quick} == dict.fromkeys(quick, 1)
     process.kill_tree()
 
 
