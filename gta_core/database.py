@@ -201,9 +201,13 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
 
     def execute_prepared(self, name: str, statement: str, params: Sequence[Any]) -> Any:
         """Run ``statement`` (``$n`` placeholders) as the prepared statement ``name``, which
-        this connection prepares on first use (only where `prepares`). Prepared statements belong to the session, not
-        to a transaction (a rollback keeps them), so one prepared is known to exist for as
-        long as its connection object does."""
+        this connection prepares on first use (only where `prepares`).
+
+        Prepared statements belong to the session, not to a transaction (a rollback keeps
+        them), so one prepared is known to exist for as long as its connection object does;
+        code that resets the session behind GTA's back (``DISCARD ALL``, ``DEALLOCATE``) makes
+        the next ``EXECUTE`` fail.
+        """
         if self.is_closed():
             self.connect()
         prepared = _PREPARED.setdefault(self._local.conn, set())
