@@ -315,7 +315,6 @@ class Statements:
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")
 
-
     def bulk_insert(self, varying: tuple[bool, ...]) -> str:
         """PostgreSQL's many-row insert, for the columns of `BULK_COLUMNS`: ``varying`` says which
         differ between the rows. Its parameters: the shared value of each column that does not
@@ -325,12 +324,14 @@ class Statements:
         of one task's rows adapts only the arrays of what differs, often the arguments alone."""
         statement = self._bulk_inserts.get(varying)
         if statement is None:
-            arrays = [f"?::{kind}[]" for (_, kind), varies in zip(BULK_COLUMNS, varying, strict=True) if varies]
-            names = [name for (name, _), varies in zip(BULK_COLUMNS, varying, strict=True) if varies]
+            arrays, names, value = [], [], {}
+            for (name, kind), varies in zip(BULK_COLUMNS, varying, strict=True):
+                if varies:
+                    arrays.append(f"?::{kind}[]")
+                    names.append(name)
+                value[name] = f"rows.{name}" if varies else f"?::{kind}"
             source = (f"unnest({', '.join(arrays)}) AS rows ({', '.join(names)})" if arrays
                       else "generate_series(1, ?) AS rows")
-            value = {name: f"rows.{name}" if varies else f"?::{kind}"
-                     for (name, kind), varies in zip(BULK_COLUMNS, varying, strict=True)}
             now = self.dialect.now
             statement = self.dialect.fix(
                 f"{self.insert_prefix.replace(' VALUES ', ' ')}"

@@ -313,16 +313,23 @@ class Worker:
             self.todo.put(None)
         with self.lock:
             mine = [task for task in waiting if self.inflight.get(task.id) is task]
+        if mine:
+            given_back = self._give_back(mine)
+            log.info("gave back %d of %d prefetched task(s) waiting behind long-running ones",
+                     given_back, len(mine))
+
+    def _give_back(self, tasks: list[TaskRecord]) -> int:
+        """Return leased tasks that never started to pending, uncounted, each release fenced on
+        its lease (one lost meanwhile is left to its new holder); how many were released. If the
+        database cannot be reached, lease rescue returns them later, with the attempt counted."""
         given_back = 0
-        for task in mine:
+        for task in tasks:
             try:
                 given_back += self.store.release_lease(self.owner, task.id, task.attempts)
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
-        self._forget(mine, ran=False)
-        if mine:
-            log.info("gave back %d of %d prefetched task(s) waiting behind long-running ones",
-                     given_back, len(mine))
+        self._forget(tasks, ran=False)
+        return given_back
 
     def _release_orphans(self) -> bool:
         """After a failed lease, give back rows it may have leased before the connection broke.
@@ -419,11 +426,7 @@ class Worker:
             return False
         log.warning("task %d (%s): its lease may have lapsed while it waited (this worker was stopped or "
                     "could not renew it); giving it back unrun", task.id, task.key)
-        try:
-            self.store.release_lease(self.owner, task.id, task.attempts)
-        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
-            log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
-        self._forget([task], ran=False)
+        self._give_back([task])
         return True
 
     def _nudge(self) -> None:
