@@ -65,6 +65,23 @@ def gta_task_event(event: str, task: Any, error: BaseException | None, duration:
     ``released`` or ``lost`` (a write rejected by the lease fence). ``error`` is the
     exception for retried/failed, ``duration`` the handler's run time in seconds for
     succeeded/retried/failed. Called in the process where the event happened.
+
+    A plugin that implements `gta_task_events` is not called here: it gets every event there.
+    """
+
+
+@hookspec
+def gta_task_events(event: str, tasks: list[Any], errors: list[BaseException | None],
+                    durations: list[float | None]) -> None:
+    """Observe several tasks that had the same lifecycle event at once: `gta_task_event` for
+    plugins that aggregate, such as metrics.
+
+    A worker records plain successes in batches; reporting such a batch in one call lets a
+    counter be written once per batch instead of once per task, which is a noticeable share of
+    a short task's cost. ``errors`` and ``durations`` are aligned with ``tasks``, meaning what
+    ``error`` and ``duration`` mean for `gta_task_event`. Events that happen one at a time
+    (``started``, say) come as lists of one. A plugin implementing this hook receives every
+    event through it, and is not called through `gta_task_event` as well.
     """
 
 

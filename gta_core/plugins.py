@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pluggy
@@ -15,6 +15,7 @@ from .schedules import Periodic
 from .tasks import TaskDefinition
 
 log = logging.getLogger("gta.plugins")
+PER_TASK_EVENTS = "gta_task_event, for plugins without gta_task_events"  # a key of `Plugins.impls`' cache
 
 
 @dataclasses.dataclass
@@ -54,6 +55,16 @@ class Plugins:
         found = self._impls.get(name)
         if found is None:
             found = self._impls[name] = list(reversed(getattr(self.manager.hook, name).get_hookimpls()))
+        return found
+
+    def per_task_event_impls(self) -> list[Any]:
+        """The `gta_task_event` implementations of plugins that do not take batches of events
+        (a plugin implementing `gta_task_events` gets every event there)."""
+        found = self._impls.get(PER_TASK_EVENTS)
+        if found is None:
+            batched = {impl.plugin for impl in self.impls("gta_task_events")}
+            found = self._impls[PER_TASK_EVENTS] = [impl for impl in self.impls("gta_task_event")
+                                                    if impl.plugin not in batched]
         return found
 
 
@@ -137,13 +148,7 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
     """
     results = []
     for impl in plugins.impls(name):
-        try:
-            args = [kwargs[arg] for arg in impl.argnames]
-            result = impl.function(*args)
-        except Exception:
-            log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
-            plugins.hook_errors += 1
-            continue
+        result = _call_guarded(plugins, impl, name, kwargs)
         if result is not None:
             results.append(result)
     return results
@@ -152,15 +157,37 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
 def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
     """Call a firstresult hook guarded like `call_hook_safely`: the first non-None answer wins."""
     for impl in plugins.impls(name):
-        try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        except Exception:
-            log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
-            plugins.hook_errors += 1
-            continue
+        result = _call_guarded(plugins, impl, name, kwargs)
         if result is not None:
             return result
     return None
+
+
+def report_task_events(plugins: Plugins, event: str, tasks: Sequence[Any],
+                       errors: Sequence[BaseException | None] | None = None,
+                       durations: Sequence[float | None] | None = None) -> None:
+    """Tell the plugins that ``tasks`` had lifecycle ``event``, guarded like `call_hook_safely`:
+    one `gta_task_events` call for the plugins that take batches, one `gta_task_event` call per
+    task for the others."""
+    if not tasks:
+        return
+    errors = list(errors) if errors is not None else [None] * len(tasks)
+    durations = list(durations) if durations is not None else [None] * len(tasks)
+    call_hook_safely(plugins, "gta_task_events", event=event, tasks=list(tasks), errors=errors, durations=durations)
+    for impl in plugins.per_task_event_impls():
+        for task, error, duration in zip(tasks, errors, durations, strict=True):
+            _call_guarded(plugins, impl, "gta_task_event",
+                          {"event": event, "task": task, "error": error, "duration": duration})
+
+
+def _call_guarded(plugins: Plugins, impl: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
+    """One hook implementation's answer; None, logged and counted, when it raises."""
+    try:
+        return impl.function(*[kwargs[arg] for arg in impl.argnames])
+    except Exception:
+        log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
+        plugins.hook_errors += 1
+        return None
 
 
 def periodic_definitions(plugins: Plugins) -> list[Periodic]:

@@ -31,7 +31,7 @@ from . import drivers
 from .database import check_connection, drop_connection, in_transaction, open_database
 from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
-from .plugins import call_hook_safely, first_hook_result, periodic_definitions
+from .plugins import first_hook_result, periodic_definitions, report_task_events
 from .runtime import Runtime
 from .schedules import Periodic
 from .submit import TaskRequest, prepare
@@ -345,8 +345,7 @@ class Supervisor:
                 rescued = store.rescue_expired(limit=500)
                 for task in rescued:
                     log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
-                    call_hook_safely(self.runtime.plugins, "gta_task_event", event="rescued", task=task,
-                                     error=None, duration=None)
+                report_task_events(self.runtime.plugins, "rescued", rescued)
                 self.rescued_total += len(rescued)
                 if len(rescued) < 500:
                     return
@@ -361,8 +360,7 @@ class Supervisor:
         accepted = store.complete_many(job.owner, list(tasks), [task.attempts for task in tasks.values()])
         for task_id in sorted(accepted):
             log.info("task %d: recorded the success its worker %s had not written before dying", task_id, job.owner)
-            call_hook_safely(self.runtime.plugins, "gta_task_event", event="succeeded", task=tasks[task_id],
-                             error=None, duration=None)
+        report_task_events(self.runtime.plugins, "succeeded", [tasks[task_id] for task_id in sorted(accepted)])
 
     def _release_dead(self, job: DeadWorker) -> bool:
         """Give a dead worker's leases back at once; tasks it was running count an attempt.
@@ -389,8 +387,7 @@ class Supervisor:
                                                  attempt=task.attempts)
                             event = "retried"
                         if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
-                            call_hook_safely(self.runtime.plugins, "gta_task_event", event=event, task=task,
-                                             error=error, duration=None)
+                            report_task_events(self.runtime.plugins, event, [task], [error])
                 released = store.release(job.owner)
                 if released:
                     log.info("released %d task(s) leased by %s", released, job.owner)

@@ -36,7 +36,7 @@ import peewee
 from . import runtime as runtime_module
 from .config import Settings
 from .errors import DatabaseUnavailable, Fail, GTAError, InvalidArguments, Retry, UnknownTask
-from .plugins import call_hook_safely, first_hook_result
+from .plugins import call_hook_safely, first_hook_result, report_task_events
 from .runtime import Runtime
 from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskDefinition, TaskRecord
@@ -550,15 +550,16 @@ class Worker:
                 for _, _, place in batch:
                     self.channel.unwritten[place] = 0
                     self.unwritten_free.append(place)
-            for task, duration, _ in batch:
-                if accepted is None:  # never landed (logged once); their leases expire and rescue re-runs them
-                    with self.lock:
-                        self.unrecorded.update(ids)
-                    break
-                if task.id in accepted:
-                    self._event("succeeded", task, duration=duration)
-                else:
-                    self._rejected(task)
+            if accepted is None:  # never landed (logged once); their leases expire and rescue re-runs them
+                with self.lock:
+                    self.unrecorded.update(ids)
+            else:
+                succeeded = [(task, duration) for task, duration, _ in batch if task.id in accepted]
+                report_task_events(self.plugins, "succeeded", [task for task, _ in succeeded],
+                                   durations=[duration for _, duration in succeeded])
+                for task, _, _ in batch:
+                    if task.id not in accepted:
+                        self._rejected(task)
             self._forget([task for task, _, _ in batch])
             self._nudge()
 
@@ -619,7 +620,7 @@ class Worker:
 
     def _event(self, event: str, task: TaskRecord, error: BaseException | None = None,
                duration: float | None = None) -> None:
-        call_hook_safely(self.plugins, "gta_task_event", event=event, task=task, error=error, duration=duration)
+        report_task_events(self.plugins, event, [task], [error], [duration])
 
     # -- heartbeat thread -------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

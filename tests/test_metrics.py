@@ -511,6 +511,29 @@ def test_retiring_a_dead_process_keeps_its_totals(tmp_path: Path) -> None:
     assert total(collect(tmp_path), "t_done_total") == 6
 
 
+@pytest.mark.parametrize("amounts", [[], [0.005], [0.001, 0.005, 0.0051, 1.0, 7.0, 7.0, -1.0, 99999.0]])
+def test_a_batch_of_observations_exports_what_one_by_one_would(amounts: list[float]) -> None:
+    """`observe_all` writes a histogram's internals directly; it must agree with ``observe``,
+    bucket bounds included (an amount equal to a bound belongs to that bound's bucket)."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from gta_plugins.metrics import BUCKETS, observe_all
+
+    def exported(record: Callable[[Any], None]) -> dict[tuple[str, str], float]:
+        registry = CollectorRegistry()
+        record(Histogram("t_seconds", "t", ["task"], buckets=BUCKETS, registry=registry).labels("k"))
+        return {(sample.name, sample.labels.get("le", "")): sample.value
+                for metric in registry.collect() for sample in metric.samples if not sample.name.endswith("_created")}
+
+    def one_by_one(histogram: Any) -> None:
+        for amount in amounts:
+            histogram.observe(amount)
+
+    expected = exported(one_by_one)
+    assert exported(lambda histogram: observe_all(histogram, amounts)) == pytest.approx(expected)
+    assert expected[("t_seconds_count", "")] == len(amounts)
+
+
 def test_submitting_never_imports_prometheus_client(tmp_path: Path) -> None:
     """Only the supervisor's own set-up may decide prometheus_client's mode."""
     script = textwrap.dedent(f"""

@@ -2,15 +2,17 @@
 validation at start, disabling by name, and hooks that fail without taking GTA down."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
+from typing import Any
 
 import pytest
 
 import gta_core
 from gta_core import runtime as runtime_module
-from gta_core.plugins import build_plugins, call_hook_safely, first_hook_result
+from gta_core.plugins import build_plugins, call_hook_safely, first_hook_result, report_task_events
 from gta_core.tasks import TaskRecord
 
 from .helpers import Env
@@ -145,6 +147,43 @@ def test_first_hook_result_skips_a_raising_plugin(caplog: pytest.LogCaptureFixtu
     assert exhausted is None  # out of attempts: the built-in policy gives up
     assert plugins.hook_errors == 2
     assert sum("tests.plugins_bad.faulty" in r.getMessage() for r in caplog.records) == 2
+
+
+class _EventLog:
+    """A plugin taking lifecycle events one task at a time."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    @gta_core.hookimpl
+    def gta_task_event(self, event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
+        self.calls.append((event, task.id, error, duration))
+
+
+class _BatchLog(_EventLog):
+    """A plugin taking batches; its per-task hook must then stay silent."""
+
+    @gta_core.hookimpl
+    def gta_task_events(self, event: str, tasks: list[Any], errors: list[BaseException | None],
+                        durations: list[float | None]) -> None:
+        self.calls.append((event, [task.id for task in tasks], errors, durations))
+
+
+def test_task_events_reach_each_plugin_once_per_event(caplog: pytest.LogCaptureFixture) -> None:
+    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    single, batch = _EventLog(), _BatchLog()
+    plugins.manager.register(single, name="single")
+    plugins.manager.register(batch, name="batch")
+    first, second = _record(), dataclasses.replace(_record(), id=2)
+    error = RuntimeError("boom")
+    with caplog.at_level(logging.ERROR, logger="gta.plugins"):
+        report_task_events(plugins, "succeeded", [first, second], durations=[0.5, 0.25])
+        report_task_events(plugins, "retried", [second], [error], [1.5])
+        report_task_events(plugins, "started", [])  # nothing happened: no call at all
+    assert single.calls == [("succeeded", 1, None, 0.5), ("succeeded", 2, None, 0.25), ("retried", 2, error, 1.5)]
+    assert batch.calls == [("succeeded", [1, 2], [None, None], [0.5, 0.25]), ("retried", [2], [error], [1.5])]
+    assert plugins.hook_errors == 2  # the faulty batch plugin raised twice; the others were still called
+    assert sum("task_events exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info) == 2
 
 
 def test_submit_survives_a_faulty_context_plugin(env: Env, monkeypatch: pytest.MonkeyPatch,

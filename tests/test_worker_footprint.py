@@ -51,7 +51,7 @@ def test_hidden_drivers_stay_importable_for_the_processes_code() -> None:
 
 def test_task_events_leave_prometheus_client_alone_with_metrics_off() -> None:
     probe = ("import sys, types, gta_plugins.metrics as m; "
-             "m.gta_task_event('started', types.SimpleNamespace(key='k', queue='q', run_at=None), None, None); "
+             "m.gta_task_events('started', [types.SimpleNamespace(key='k', queue='q', run_at=None)], [None], [None]); "
              "assert 'prometheus_client' not in sys.modules, 'imported'")
     environ = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
     result = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, timeout=60)

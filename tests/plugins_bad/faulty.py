@@ -14,3 +14,9 @@ def gta_capture_context() -> dict[str, Any]:
 @hookimpl(tryfirst=True)
 def gta_retry_delay(task: Any, error: BaseException) -> float:
     raise RuntimeError("faulty plugin: retry_delay exploded")
+
+
+@hookimpl
+def gta_task_events(event: str, tasks: list[Any], errors: list[BaseException | None],
+                    durations: list[float | None]) -> None:
+    raise RuntimeError("faulty plugin: task_events exploded")
