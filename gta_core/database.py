@@ -7,6 +7,8 @@ dead server or a half-open socket turns into an error instead of a hang.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import itertools
 import os
 import random
@@ -199,9 +201,9 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         if self._take_deferred_begin() is None:
             super().rollback()
 
-    def execute_prepared(self, name: str, statement: str, params: Sequence[Any]) -> Any:
-        """Run ``statement`` (``$n`` placeholders) as the prepared statement ``name``, which
-        this connection prepares on first use (only where `prepares`).
+    def execute_prepared(self, statement: str, params: Sequence[Any]) -> Any:
+        """Run ``statement`` (``$n`` placeholders) as a prepared statement, which this
+        connection prepares on first use (only where `prepares`).
 
         Prepared statements belong to the session, not to a transaction (a rollback keeps
         them), so one prepared is known to exist for as long as its connection object does;
@@ -210,11 +212,19 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         """
         if self.is_closed():
             self.connect()
+        name = prepared_name(statement)
         prepared = _PREPARED.setdefault(self._local.conn, set())
         if name not in prepared:
             self.execute_sql(f"PREPARE {name} AS {statement}")
             prepared.add(name)
         return self.execute_sql(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+
+
+@functools.cache
+def prepared_name(statement: str) -> str:
+    """The name a statement is prepared under: the same text, the same name, on every
+    connection (a different table or queue list is a different text)."""
+    return f"gta_{hashlib.sha1(statement.encode()).hexdigest()[:24]}"
 
 
 #: the statements each psycopg2 connection has prepared (`PostgresDatabase.execute_prepared`)

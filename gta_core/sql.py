@@ -8,7 +8,6 @@ GTA registers on each connection (``gta_now()``, ``gta_now_plus(seconds)``).
 from __future__ import annotations
 
 import functools
-import hashlib
 
 SCHEMA_VERSION = 2
 
@@ -98,6 +97,13 @@ class Dialect:
     def fix(self, sql: str) -> str:
         """Turn ``?`` placeholders into the driver's."""
         return sql if self.param == "?" else sql.replace("?", self.param)
+
+
+@functools.cache
+def numbered(statement: str) -> str:
+    """A statement's ``?`` placeholders as PostgreSQL's ``$1``, ``$2``, …, which PREPARE takes."""
+    first, *rest = statement.split("?")
+    return first + "".join(f"${number}{part}" for number, part in enumerate(rest, 1))
 
 
 class SqliteDialect(Dialect):
@@ -233,7 +239,6 @@ class Statements:
         self._bulk_inserts: dict[tuple[bool, ...], str] = {}
         # PostgreSQL's one-row insert, prepared once per connection (planning the VALUES row's
         # clock expressions was a fifth of a one-task submit): the `BULK_COLUMNS` in order
-        self.insert_one_name = f"gta_insert_{hashlib.sha1(t.encode()).hexdigest()[:16]}"
         self.insert_one = (
             f"{self.insert_prefix}($1, $2, 'pending', $3, $4, $5, COALESCE($6::timestamp, "
             f"{d.now} + $7::float8 * INTERVAL '1 second'), 0, $8, $9, $10, $11, {d.now}, {d.now})")
@@ -276,6 +281,14 @@ class Statements:
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
         self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
+        # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
+        # the batch's ids and (id, attempt) pairs took as long as running it); a NULL attempt
+        # fences on owner and status only, as in `fence`
+        self.complete_many_arrays = (
+            f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
+            f"lease_expires_at = NULL FROM unnest($1::bigint[], $2::integer[]) AS lease(id, attempt) "
+            f"WHERE {t}.id = lease.id AND {t}.lease_owner = $3 AND {t}.status = 'running' "
+            f"AND {t}.attempts = COALESCE(lease.attempt, {t}.attempts) RETURNING {t}.id")
         self.retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                         f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}")
         self.fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "

@@ -24,6 +24,7 @@ from .sql import (
     SCHEMA_VERSION,
     TASK_COLUMNS,
     OperationStatements,
+    numbered,
     operation_statements,
     statements,
 )
@@ -173,6 +174,11 @@ class TaskStore:
         return [task_id for task_id in ids if task_id is not None]
 
     @property
+    def _preparer(self) -> PostgresDatabase | None:
+        """The database, where the hot statements run prepared: PostgreSQL through psycopg2."""
+        return self.db if isinstance(self.db, PostgresDatabase) and self.db.prepares else None
+
+    @property
     def _returning(self) -> str:
         """``RETURNING id``; on PostgreSQL with the ``NOTIFY`` of each inserted row's queue, so a
         submit costs no round trip of its own for the wake-up (the server drops duplicate
@@ -214,9 +220,8 @@ class TaskStore:
         if self.dialect == "postgres" and len(tasks) > 1:
             statement, params = self._bulk(tasks)
             return sorted(row[0] for row in self._execute(statement + self._returning, params).fetchall())
-        if isinstance(self.db, PostgresDatabase) and self.db.prepares:
-            cursor = self.db.execute_prepared(self.sql.insert_one_name, self.sql.insert_one + self._returning,
-                                              self._bulk_row(tasks[0]))
+        if preparer := self._preparer:
+            cursor = preparer.execute_prepared(self.sql.insert_one + self._returning, self._bulk_row(tasks[0]))
             return [cursor.fetchone()[0]]
         statement, params = self._values(tasks)
         if self._d.insert_returns_ids or self._is_mariadb():
@@ -264,11 +269,15 @@ class TaskStore:
             rows = in_transaction(self.db, lease_mysql)
         else:
             lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
-            statement = d.fix(f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN "
-                              f"(SELECT id FROM {self.table} WHERE {due} {sql.lease_order} LIMIT ?{lock}) "
-                              f"RETURNING {sql.lease_columns}")
-            rows = in_statement(self.db, lambda: list(
-                self._execute(statement, (*lease_params, *queues, limit)).fetchall()))
+            statement = (f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN "
+                         f"(SELECT id FROM {self.table} WHERE {due} {sql.lease_order} LIMIT ?{lock}) "
+                         f"RETURNING {sql.lease_columns}")
+            params = (*lease_params, *queues, limit)
+            if preparer := self._preparer:  # parsing and planning it cost as much as running it for 25 rows
+                rows = in_statement(self.db, lambda: list(
+                    preparer.execute_prepared(numbered(statement), params).fetchall()))
+            else:
+                rows = in_statement(self.db, lambda: list(self._execute(d.fix(statement), params).fetchall()))
         tasks = [_record(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
         return tasks
@@ -309,6 +318,10 @@ class TaskStore:
         """
         if not ids:
             return set()
+        if preparer := self._preparer:
+            arrays = (list(ids), list(attempts) if attempts is not None else [None] * len(ids), owner)
+            return in_statement(self.db, lambda: {row[0] for row in preparer.execute_prepared(
+                self.sql.complete_many_arrays, arrays).fetchall()})
         marks = _placeholders(len(ids))
         leases, pairs = "", []
         if attempts is not None:

@@ -1,5 +1,6 @@
 """`PostgresDatabase`: the ``BEGIN`` that rides with a transaction's first statement, and the
-one-row insert prepared once per connection. Each test states what the server must see."""
+hot statements (one-row insert, lease, batched completion) prepared once per connection. Each test
+states what the server must see."""
 from __future__ import annotations
 
 import psycopg2.extensions
@@ -103,8 +104,29 @@ def test_the_prepared_insert_outlives_rollbacks_and_reconnects(pg: Env) -> None:
     drop_connection(db)
     kept.append(gta_core.submit(None, "record", {"n": 3}, delay=60, priority=4, order_key="o"))
     assert count(pg) == 2
-    prepared = db.execute_sql("SELECT COUNT(*) FROM pg_prepared_statements WHERE name LIKE 'gta_insert_%%'")
+    prepared = db.execute_sql("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO%%'")
     assert prepared.fetchone()[0] == 1
     stored = [pg.store.get(task_id) for task_id in kept]
     assert [(row["args"], row["priority"], row["order_key"]) for row in stored if row] == [
         ('{"n":2}', 0, None), ('{"n":3}', 4, "o")]
+
+
+def test_leases_and_batched_completions_run_prepared_and_stay_fenced(pg: Env) -> None:
+    db, store = pg.runtime.db, pg.store
+    ids = [gta_core.submit(None, "record", {"n": n}) for n in range(4)]
+    leased = {task.id: task.attempts for task in store.lease("owner-a", ["default"], 3, 30.0)}
+    assert len(leased) == 3 and set(leased) <= set(ids)
+    first, second, third = sorted(leased)
+    # a stale attempt and another owner's claim are refused; the rest lands, in one statement
+    attempts = [leased[first], leased[second] + 1, leased[third]]
+    assert store.complete_many("owner-b", [first], [leased[first]]) == set()
+    assert store.complete_many("owner-a", [first, second, third], attempts) == {first, third}
+    prepared = [row[0] for row in db.execute_sql("SELECT statement FROM pg_prepared_statements").fetchall()]
+    assert any("SKIP LOCKED" in text for text in prepared), prepared
+    assert any("unnest" in text for text in prepared), prepared
+
+    drop_connection(db)  # a new connection prepares them again
+    (last,) = store.lease("owner-a", ["default"], 3, 30.0)
+    assert store.complete_many("owner-a", [second, last.id]) == {second, last.id}  # no attempts: owner and status
+    statuses = {row[0]: row[1] for row in db.execute_sql(f"SELECT id, status FROM {pg.table}").fetchall()}
+    assert statuses == dict.fromkeys(ids, "succeeded")
