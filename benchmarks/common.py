@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -52,9 +54,24 @@ def fresh_table(database: str, **settings: object) -> Iterator[Runtime]:
         cleanup.store.drop()
 
 
+@functools.cache
+def compile_bytecode() -> None:
+    """Write the bytecode of GTA's modules, as installing a release does.
+
+    ``pip install`` compiles every module of a wheel (the peers' included); an editable install
+    (``pip install -e .``) leaves it to the first import, and where ``PYTHONDONTWRITEBYTECODE``
+    is set, as on this project's machines, no import ever writes it. Every supervisor, worker
+    and sidecar then compiled GTA's 6,000 lines again: about 60 ms of a supervisor's start and
+    40 ms of a worker's, a tenth of a 20,000-task drain, that no installed deployment pays.
+    """
+    for package in ("gta_core", "gta_plugins", "benchmarks"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 @contextlib.contextmanager
 def supervisor(*args: str) -> Iterator[subprocess.Popen[bytes]]:
     """A ``gta-supervisor`` process on the configured table; SIGTERM and wait on exit."""
+    compile_bytecode()
     process = subprocess.Popen([sys.executable, "-m", "gta_core.cli_supervisor", "--log-level", "WARNING", *args],
                                env=os.environ.copy())
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import socket
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -58,8 +59,15 @@ def run(system: str, work: list[Workload], counts: dict[str, int]) -> Figures:
     return figures
 
 
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    """The median of ``runs`` measurements: one drain of a few seconds swings by a fifth from run
+    to run on this machine, for every system."""
+    return statistics.median(measure() for _ in range(runs))
+
+
 def gta(database: str, args: argparse.Namespace) -> list[Workload]:
-    return [("drain", lambda: {f"drain_w{args.workers}": drain(database, args.tasks, args.workers)}),
+    return [("drain", lambda: {f"drain_w{args.workers}": median_of(
+                args.drain_runs, lambda: drain(database, args.tasks, args.workers))}),
             ("submit", lambda: gta_submit(database, args)),
             ("latency", lambda: latency(database, args.latency_tasks, args.gap, args.workers))]
 
@@ -72,7 +80,8 @@ def gta_submit(database: str, args: argparse.Namespace) -> Figures:
 
 
 def peer_workloads(peer: Peer, args: argparse.Namespace) -> list[Workload]:
-    return [("drain", lambda: {f"drain_w{args.workers}": workloads.drain(peer, args.tasks, args.timeout)}),
+    return [("drain", lambda: {f"drain_w{args.workers}": median_of(
+                args.drain_runs, lambda: workloads.drain(peer, args.tasks, args.timeout))}),
             ("submit", lambda: workloads.submit(peer, args.single, args.batched)),
             ("latency", lambda: workloads.latency(peer, args.latency_tasks, args.gap))]
 
@@ -120,6 +129,7 @@ def main() -> None:
     p.add_argument("--gta-sqlite", action=argparse.BooleanOptionalAction, default=True, help="and on SQLite")
     p.add_argument("--workers", type=int, default=2, help="worker processes per system")
     p.add_argument("--tasks", type=int, default=20000, help="tasks drained")
+    p.add_argument("--drain-runs", type=int, default=1, help="drains per system; the figure is their median")
     p.add_argument("--single", type=int, default=2000, help="tasks submitted one per call")
     p.add_argument("--batched", type=int, default=50000, help="tasks submitted in batches of 1,000")
     p.add_argument("--latency-tasks", type=int, default=500)
