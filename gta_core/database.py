@@ -10,8 +10,10 @@ import datetime as dt
 import functools
 import hashlib
 import itertools
+import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -23,6 +25,8 @@ from urllib.parse import unquote, urlparse
 import peewee
 
 from .errors import ConfigError, DatabaseUnavailable
+
+log = logging.getLogger("gta.database")
 
 T = TypeVar("T")
 
@@ -135,6 +139,8 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
     with psycopg 3 this is plain peewee.
     """
 
+    _prepared_statements_last = True  # until a session forgets one (see `execute_prepared`)
+
     @property
     def _local(self) -> Any:
         """peewee's per-thread state: the connection, the transaction stack."""
@@ -202,22 +208,47 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
             super().rollback()
 
     def execute_prepared(self, statement: str, params: Sequence[Any]) -> Any:
-        """Run ``statement`` (``$n`` placeholders) as a prepared statement, which this
-        connection prepares on first use (only where `prepares`).
+        """Run ``statement`` (``$n`` placeholders, each once and in order) as a prepared
+        statement, which this connection prepares on first use (only where `prepares`).
 
         Prepared statements belong to the session, not to a transaction (a rollback keeps
-        them), so one prepared is known to exist for as long as its connection object does;
-        code that resets the session behind GTA's back (``DISCARD ALL``, ``DEALLOCATE``) makes
-        the next ``EXECUTE`` fail.
+        them), so one prepared is known to exist for as long as its connection object does.
+        A session that forgets them (``DISCARD ALL`` or ``DEALLOCATE`` behind GTA's back, or a
+        pooler such as PgBouncer in transaction mode, which hands each transaction whichever
+        server connection is free) fails the ``EXECUTE``; from then on this database runs the
+        statements unprepared. A statement that failed so alone is re-run at once; one inside a
+        transaction fails it (the server aborted it), as any database error would.
         """
         if self.is_closed():
             self.connect()
+        if not self._prepared_statements_last:
+            return self.execute_sql(unprepared(statement), params)
         name = prepared_name(statement)
         prepared = _PREPARED.setdefault(self._local.conn, set())
         if name not in prepared:
             self.execute_sql(f"PREPARE {name} AS {statement}")
             prepared.add(name)
-        return self.execute_sql(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+        try:
+            return self.execute_sql(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+        except peewee.OperationalError as exc:
+            if not forgot_prepared_statement(exc):
+                raise
+            self._prepared_statements_last = False
+            log.warning("the database session forgot a prepared statement (DISCARD ALL, or a connection "
+                        "pooler in transaction mode?); GTA runs its statements unprepared from now on")
+            if self.in_transaction():
+                raise
+            return self.execute_sql(unprepared(statement), params)
+
+
+def forgot_prepared_statement(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused an ``EXECUTE`` naming no prepared statement (SQLSTATE 26000)."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None) == "26000"
+
+
+def unprepared(statement: str) -> str:
+    """A `PostgresDatabase.execute_prepared` statement with the driver's placeholders."""
+    return re.sub(r"\$\d+", "%s", statement)
 
 
 @functools.cache
@@ -330,6 +361,8 @@ def is_retryable(exc: BaseException) -> bool:
     """A conflict that a fresh attempt of the same transaction will most likely get past."""
     if mysql_code(exc) in MYSQL_RETRYABLE:
         return True
+    if forgot_prepared_statement(exc):
+        return True  # a prepared statement the session forgot: the database now runs them unprepared
     text = str(_driver_error(exc)).lower()
     return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
 

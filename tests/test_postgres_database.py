@@ -3,6 +3,7 @@ hot statements (one-row insert, lease, batched completion) prepared once per con
 states what the server must see."""
 from __future__ import annotations
 
+import peewee
 import psycopg2.extensions
 import pytest
 
@@ -130,3 +131,31 @@ def test_leases_and_batched_completions_run_prepared_and_stay_fenced(pg: Env) ->
     assert store.complete_many("owner-a", [second, last.id]) == {second, last.id}  # no attempts: owner and status
     statuses = {row[0]: row[1] for row in db.execute_sql(f"SELECT id, status FROM {pg.table}").fetchall()}
     assert statuses == dict.fromkeys(ids, "succeeded")
+
+
+def test_a_session_that_forgets_prepared_statements_gets_them_unprepared(
+        pg: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """What ``DISCARD ALL`` behind GTA's back, or a pooler in transaction mode, does to a session."""
+    db, store = pg.runtime.db, pg.store
+    gta_core.submit(None, "record", {"n": 0})
+    assert store.lease("owner-a", ["default"], 1, 30.0)  # both statements are prepared now
+    db.execute_sql("DEALLOCATE ALL")
+    kept = gta_core.submit(None, "record", {"n": 1})  # alone: re-run unprepared at once
+    assert "forgot a prepared statement" in caplog.text
+    assert [task.id for task in store.lease("owner-a", ["default"], 5, 30.0)] == [kept]
+    with db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 2})
+    assert db.execute_sql("SELECT COUNT(*) FROM pg_prepared_statements").fetchone()[0] == 0
+    assert count(pg) == 3
+
+
+def test_a_forgotten_prepared_statement_fails_only_its_own_transaction(pg: Env) -> None:
+    db = pg.runtime.db
+    gta_core.submit(None, "record", {"n": 0})
+    db.execute_sql("DEALLOCATE ALL")
+    with pytest.raises(peewee.OperationalError, match="does not exist"), db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 1})  # the server aborted the transaction: it fails, whole
+    with db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 2})
+    assert [row[0] for row in db.execute_sql(f"SELECT args FROM {pg.table} ORDER BY id").fetchall()] == [
+        '{"n":0}', '{"n":2}']
