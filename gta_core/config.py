@@ -152,8 +152,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
-    Setting("batch", _positive_int, 50, "most tasks leased by one statement", "N"),
-    Setting("prefetch", _non_negative_int, 50,
+    Setting("batch", _positive_int, 100, "most tasks leased by one statement", "N"),
+    Setting("prefetch", _non_negative_int, 200,
             "most tasks a worker holds leased beyond its threads; it holds about 50 ms of work at the "
             "pace its tasks run, so slow tasks are not prefetched (0: never)", "N"),
     Setting("queues", _queue_list, ("default",), "comma-separated queues to serve", "A,B"),
@@ -197,8 +197,8 @@ class Settings:
     table: str = "gta_tasks"
     workers: int = 2
     threads: int = 1
-    batch: int = 50
-    prefetch: int = 50
+    batch: int = 100
+    prefetch: int = 200
     queues: tuple[str, ...] = ("default",)
     lease_timeout: float = 30.0
     scan_interval: float = 5.0
