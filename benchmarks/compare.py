@@ -100,24 +100,24 @@ def load(name: str, settings: Settings) -> Peer | None:
 
 
 def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
-    """``ratio_<figure>_vs_best_peer`` and ``ratio_<figure>_vs_<peer>`` (huey: against gta_sqlite)."""
+    """``ratio_<figure>_vs_<peer>``, each peer against GTA on its own database (huey's SQLite against
+    ``gta_sqlite``: ``ratio_sqlite_<figure>_vs_huey``), and ``ratio_<figure>_vs_best_peer``, the
+    least of those: GTA's margin over whichever peer comes closest."""
     ours = results.get("gta", {})
-    for figure, value in ours.items():
-        theirs = {name: results[name][figure] for name in backends if figure in results[name]}
-        if not theirs:
-            continue
+    for figure in ours:
         lower = figure.startswith("latency")
-
-        def better(gta_value: float, peer_value: float, lower: bool = lower) -> float:
-            return peer_value / gta_value if lower else gta_value / peer_value
-
-        emit(f"ratio_{figure}_vs_best_peer", better(value, (min if lower else max)(theirs.values())), "x")
-        for name, theirs_value in theirs.items():
-            same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else {}
-            if figure in same:
-                emit(f"ratio_sqlite_{figure}_vs_{name}", better(same[figure], theirs_value), "x")
-            else:
-                emit(f"ratio_{figure}_vs_{name}", better(value, theirs_value), "x")
+        against: dict[str, tuple[str, float]] = {}
+        for name in backends:
+            same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else ours
+            if figure in results[name] and figure in same:
+                gta_value, peer_value = same[figure], results[name][figure]
+                prefix = "ratio_sqlite" if same is not ours else "ratio"
+                against[name] = (prefix, peer_value / gta_value if lower else gta_value / peer_value)
+        if not against:
+            continue
+        emit(f"ratio_{figure}_vs_best_peer", min(ratio for _, ratio in against.values()), "x")
+        for name, (prefix, ratio) in against.items():
+            emit(f"{prefix}_{figure}_vs_{name}", ratio, "x")
 
 
 def main() -> None:
