@@ -216,8 +216,9 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         A session that forgets them (``DISCARD ALL`` or ``DEALLOCATE`` behind GTA's back, or a
         pooler such as PgBouncer in transaction mode, which hands each transaction whichever
         server connection is free) fails the ``EXECUTE``; from then on this database runs the
-        statements unprepared. A statement that failed so alone is re-run at once; one inside a
-        transaction fails it (the server aborted it), as any database error would.
+        statements unprepared. That failure is retryable (`is_retryable`): GTA's own statements
+        and transactions run again at once, unprepared; a caller's transaction fails, as on
+        any database error (the server has aborted it).
         """
         if self.is_closed():
             self.connect()
@@ -236,9 +237,7 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
             self._prepared_statements_last = False
             log.warning("the database session forgot a prepared statement (DISCARD ALL, or a connection "
                         "pooler in transaction mode?); GTA runs its statements unprepared from now on")
-            if self.in_transaction():
-                raise
-            return self.execute_sql(unprepared(statement), params)
+            raise
 
 
 def forgot_prepared_statement(exc: BaseException) -> bool:

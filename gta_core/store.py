@@ -98,6 +98,14 @@ class TaskStore:
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.db.execute_sql(sql, tuple(params))
 
+    def _execute_hot(self, sql: str, params: Sequence[Any]) -> Any:
+        """`_execute` for a statement (``?`` placeholders) on the hot path: prepared where the
+        database can (PostgreSQL through psycopg2), as parsing and planning a lease of 25 rows
+        cost as much as running it."""
+        if preparer := self._preparer:
+            return preparer.execute_prepared(numbered(sql), params)
+        return self._execute(self._d.fix(sql), params)
+
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(in_statement(self.db, lambda: self._execute(sql, params).rowcount))
 
@@ -273,11 +281,7 @@ class TaskStore:
                          f"(SELECT id FROM {self.table} WHERE {due} {sql.lease_order} LIMIT ?{lock}) "
                          f"RETURNING {sql.lease_columns}")
             params = (*lease_params, *queues, limit)
-            if preparer := self._preparer:  # parsing and planning it cost as much as running it for 25 rows
-                rows = in_statement(self.db, lambda: list(
-                    preparer.execute_prepared(numbered(statement), params).fetchall()))
-            else:
-                rows = in_statement(self.db, lambda: list(self._execute(d.fix(statement), params).fetchall()))
+            rows = in_statement(self.db, lambda: list(self._execute_hot(statement, params).fetchall()))
         tasks = [_record(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
         return tasks
