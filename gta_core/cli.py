@@ -200,14 +200,14 @@ def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
-    from .submit import submit
+    from .submit import OWN_TRANSACTION, submit
     try:
         task_args = json.loads(args.args)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
         raise GTAError(f"--args is not valid JSON: {exc}") from None
     delay = admin.duration("--delay", args.delay) if args.delay is not None else None
     admin.ready(runtime)
-    task_id = submit(None, args.key, task_args, delay=delay, queue=args.queue, priority=args.priority)
+    task_id = submit(OWN_TRANSACTION, args.key, task_args, delay=delay, queue=args.queue, priority=args.priority)
     print(task_id)
     return 0
 

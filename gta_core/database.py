@@ -356,6 +356,15 @@ def mysql_code(exc: BaseException) -> int | None:
     return None
 
 
+def is_missing_table(exc: BaseException, table: str) -> bool:
+    """Whether a statement failed because ``table`` does not exist (PostgreSQL SQLSTATE 42P01,
+    MySQL/MariaDB error 1146, SQLite "no such table")."""
+    text = str(_driver_error(exc))
+    missing = (getattr(getattr(exc, "orig", None), "pgcode", None) == "42P01" or mysql_code(exc) == 1146
+               or "no such table" in text)
+    return missing and table in text
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A conflict that a fresh attempt of the same transaction will most likely get past."""
     if mysql_code(exc) in MYSQL_RETRYABLE:

@@ -330,7 +330,8 @@ def test_stats_counts_ages_and_throughput(env: Env) -> None:
     make(env, "cancelled", queue="mail")
     waiting = make(env, "pending", queue="mail")
     age(env, [waiting], "run_at", 3 * 3600)
-    gta_core.submit(None, "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
+    gta_core.submit(gta_core.OWN_TRANSACTION,
+                    "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
 
     rows = stats_rows(ok("stats"))
     assert rows["default"] == ["0", "0", "4", "1", "0", "-", "3"]

@@ -287,7 +287,7 @@ def test_show_unknown_id(env: Env) -> None:
 
 
 def test_show_json(env: Env) -> None:
-    task_id = gta_core.submit(None, "record", {"n": 5})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 5})
     result = run(GTA, "show", str(task_id), "--json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
