@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
+    DriverMissing,
     Fail,
     GTAError,
     InvalidArguments,
@@ -38,7 +39,7 @@ from .submit import OWN_TRANSACTION, TaskRequest, cancel, submit, submit_many, t
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 
 __all__ = [
-    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError",
+    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
     "InvalidArguments", "Periodic", "PluginError", "Retry", "SchemaError", "Settings", "SubmitError",
     "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest", "TaskState", "TaskTimeout",
     "UnknownTask", "WorkerDied", "cancel", "configure", "get_runtime", "hookimpl", "load_settings", "periodic",

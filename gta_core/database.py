@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger("gta.database")
@@ -102,6 +103,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     if parsed.password:
         common["password"] = unquote(parsed.password)
     if scheme in {"postgres", "postgresql"}:
+        require_driver("postgres")
         if statement_timeout > 0:
             common["cursor_factory"] = _guarded_cursor(statement_timeout + REPLY_GRACE)
         common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
@@ -112,6 +114,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "postgres"
         return PostgresDatabase(name, **common)
     if scheme in {"mysql", "mariadb"}:
+        require_driver("mysql")
         common.update(port=parsed.port or 3306, connect_timeout=CONNECT_TIMEOUT,
                       read_timeout=int(statement_timeout), write_timeout=int(statement_timeout),
                       charset="utf8mb4",

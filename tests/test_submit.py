@@ -423,3 +423,13 @@ def test_submit_to_a_table_not_migrated_says_run_gta_migrate(env: Env) -> None:
             call()
     with runtime.db.atomic() as tx:  # the connection is usable afterwards
         assert tx.db.execute_sql("SELECT 1").fetchone()[0] == 1
+
+
+def test_unknown_task_says_where_handlers_must_be_loaded(env: Env) -> None:
+    """The usual cause: the handler module is loaded by the supervisor (--plugin) only."""
+    with pytest.raises(gta_core.UnknownTask) as info:
+        gta_core.submit(gta_core.OWN_TRANSACTION, "no_such_task")
+    message = str(info.value)
+    assert "'no_such_task'" in message and "\n" not in message
+    assert "gta_handlers entry point" in message and "GTA_PLUGINS=" in message and "supervisor" in message
+    assert row_count(env) == 0
