@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
+    DriverMissing,
     Fail,
     GTAError,
     InvalidArguments,
@@ -33,13 +34,14 @@ from .errors import (
 from .hookspecs import hookimpl
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
-from .submit import TaskRequest, cancel, submit, submit_many, transaction
+from .status import TaskState, status
+from .submit import OWN_TRANSACTION, TaskRequest, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 
 __all__ = [
-    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments", "Periodic",
-    "PluginError", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
-    "TaskNotFound", "TaskRecord", "TaskRequest", "TaskTimeout", "UnknownTask", "WorkerDied", "cancel",
-    "configure", "get_runtime", "hookimpl", "load_settings", "periodic", "submit", "submit_many", "task",
-    "transaction",
+    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
+    "InvalidArguments", "Periodic", "PluginError", "Retry", "SchemaError", "Settings", "SubmitError",
+    "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest", "TaskState", "TaskTimeout",
+    "UnknownTask", "WorkerDied", "cancel", "configure", "get_runtime", "hookimpl", "load_settings", "periodic",
+    "status", "submit", "submit_many", "task", "transaction",
 ]

@@ -10,13 +10,13 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from .config import parse_duration
 from .database import check_connection, describe_url
 from .errors import GTAError, TaskNotFound
-from .plugins import periodic_definitions
+from .plugins import Registry, periodic_definitions
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
@@ -92,14 +92,31 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, indent=2)
 
 
+def _print_json(value: Any) -> int:
+    print(_json(value))
+    return 0
+
+
+def _decoded(task: dict[str, Any]) -> dict[str, Any]:
+    """A task row for JSON output: ``args`` and ``context`` as JSON values, not JSON text (a
+    value that is not valid JSON, written by hand, stays the text it is)."""
+    decoded = dict(task)
+    for column in ("args", "context"):
+        if isinstance(decoded.get(column), str):
+            try:
+                decoded[column] = json.loads(decoded[column])
+            except (ValueError, RecursionError):
+                pass
+    return decoded
+
+
 # -- commands -----------------------------------------------------------------------------------
 def list_tasks(runtime: Runtime, status: str | None, queue: str | None, key: str | None, limit: int,
                as_json: bool) -> int:
     ready(runtime)
     tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit)
     if as_json:
-        print(_json(tasks))
-        return 0
+        return _print_json([_decoded(task) for task in tasks])
     if not tasks:
         print("no matching tasks")
         return 0
@@ -116,8 +133,7 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
     if task is None:
         raise TaskNotFound(f"no task with id {task_id}")
     if as_json:
-        print(_json(task))
-        return 0
+        return _print_json(_decoded(task))
     for column, value in task.items():
         if column == "last_error":
             continue
@@ -129,7 +145,7 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
     return 0
 
 
-def retry(runtime: Runtime, ids: Sequence[int], status: str | None) -> int:
+def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: bool = False) -> int:
     """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, attempts reset, due now."""
     ready(runtime)
     store = runtime.store
@@ -144,6 +160,8 @@ def retry(runtime: Runtime, ids: Sequence[int], status: str | None) -> int:
             after = batch[-1]
         if total:
             _wake(runtime)
+        if as_json:
+            return _print_json({"status": status, "retried": total})
         print(f"retried {total} {status} task(s)")
         return 0
     statuses = _require(runtime, ids)
@@ -153,17 +171,23 @@ def retry(runtime: Runtime, ids: Sequence[int], status: str | None) -> int:
                            "(nothing was changed)")
     before = store.rerun(ids)
     _wake(runtime)
+    was = {task_id: before.get(task_id, statuses[task_id]) for task_id in ids}
+    if as_json:
+        return _print_json([{"id": task_id, "retried": True, "was": was[task_id]} for task_id in ids])
     for task_id in ids:
-        print(f"retried task {task_id} (was {before.get(task_id, statuses[task_id])})")
+        print(f"retried task {task_id} (was {was[task_id]})")
     return 0
 
 
-def cancel(runtime: Runtime, ids: Sequence[int], force: bool) -> int:
+def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = False) -> int:
     from .submit import cancel as cancel_tasks
 
     ready(runtime)
     _require(runtime, ids)
     before = cancel_tasks(list(ids), force=force)
+    if as_json:
+        return _print_json([{"id": task_id, "cancelled": before.get(task_id) in ("pending", "running"),
+                             "was": before.get(task_id)} for task_id in ids])
     for task_id in ids:
         was = before.get(task_id)
         if was in ("pending", "running"):
@@ -173,7 +197,7 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool) -> int:
     return 0
 
 
-def purge(runtime: Runtime, older_than: str, status: str | None) -> int:
+def purge(runtime: Runtime, older_than: str, status: str | None, as_json: bool = False) -> int:
     age = duration("--older-than", older_than)
     ready(runtime)
     statuses = (status,) if status else FINAL_STATUSES
@@ -184,43 +208,67 @@ def purge(runtime: Runtime, older_than: str, status: str | None) -> int:
         total += deleted
         if deleted < batch:
             break
+    if as_json:
+        return _print_json({"deleted": total, "statuses": list(statuses), "older_than_seconds": age})
     print(f"deleted {total} {'/'.join(statuses)} task(s) finished more than {older_than.strip()} ago")
     return 0
 
 
-def stats_text(runtime: Runtime) -> str:
-    """Counts by queue and status, the oldest due pending task's age, and last minute's successes."""
+def stats_data(runtime: Runtime) -> dict[str, Any]:
+    """Counts by queue and status, the oldest due pending task's age in seconds (None: none
+    due), and last minute's successes; per queue, and for all queues together."""
     store = runtime.store
     counts = store.counts()
     done = store.succeeded_per_queue(THROUGHPUT_WINDOW)
     oldest: dict[str, float] = {}
     for queue, _, due, _, now in store.pending_summary(runtime.settings.initialized_timeout):
         if due is not None and now is not None:
-            oldest[queue] = (now - due).total_seconds()
+            oldest[queue] = max(0.0, (now - due).total_seconds())
+
+    def summary(queue: str, in_queue: Callable[[str], bool], oldest_due: float | None, succeeded: int
+                ) -> dict[str, Any]:
+        by_status = {status: sum(count for (q, s), count in counts.items() if s == status and in_queue(q))
+                     for status in STATUSES}
+        return {"queue": queue, **by_status, "oldest_due_seconds": oldest_due, "succeeded_last_minute": succeeded}
+
     queues = sorted({queue for queue, _ in counts} | set(done))
+    return {
+        "table": runtime.settings.table,
+        "database": describe_url(runtime.settings.database_url),
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "queues": [summary(queue, queue.__eq__, oldest.get(queue), done.get(queue, 0)) for queue in queues],
+        "all": summary("(all)", lambda _: True, max(oldest.values(), default=None), sum(done.values())),
+    }
+
+
+def stats_text(runtime: Runtime, data: dict[str, Any] | None = None) -> str:
+    """`stats_data` as a table, with a line for all queues when there is not exactly one."""
+    data = stats_data(runtime) if data is None else data
     header = ("QUEUE", *(status.upper() for status in STATUSES), "OLDEST DUE", "SUCCEEDED/MIN")
-    rows: list[list[Any]] = []
-    for queue in queues:
-        rows.append([queue, *(counts.get((queue, status), 0) for status in STATUSES),
-                     _age(oldest.get(queue)), done.get(queue, 0)])
-    if len(queues) != 1:
-        rows.append(["(all)", *(sum(count for (_, s), count in counts.items() if s == status) for status in STATUSES),
-                     _age(max(oldest.values(), default=None)), sum(done.values())])
-    title = (f"{runtime.settings.table} on {describe_url(runtime.settings.database_url)}, "
-             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+    lines = data["queues"] + ([data["all"]] if len(data["queues"]) != 1 else [])
+    rows = [[line["queue"], *(line[status] for status in STATUSES), _age(line["oldest_due_seconds"]),
+             line["succeeded_last_minute"]] for line in lines]
+    moment = dt.datetime.fromisoformat(data["time"])
+    title = f"{data['table']} on {data['database']}, {moment:%Y-%m-%d %H:%M:%S} UTC"
     return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}"
 
 
-def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout) -> int:
+def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout, as_json: bool = False) -> int:
+    """With ``as_json`` one JSON object, or with ``watch`` one per line and interval (JSON lines)."""
     pause = duration("--interval", interval)
     if pause <= 0:
         raise GTAError("--interval: must be a duration > 0")
     ready(runtime)
     if not watch:
-        print(stats_text(runtime), file=out)
+        print(_json(stats_data(runtime)) if as_json else stats_text(runtime), file=out)
         return 0
     try:
         while True:
+            if as_json:
+                out.write(json.dumps(stats_data(runtime), default=str) + "\n")
+                out.flush()
+                time.sleep(pause)
+                continue
             frame = stats_text(runtime)
             # home, clear, frame: redrawn in place
             out.write(f"\x1b[H\x1b[2J{frame}\n\n(every {interval}; Ctrl-C to stop)\n")
@@ -232,9 +280,11 @@ def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout
         return 0
 
 
-def handlers(runtime: Runtime) -> int:
+def handlers(runtime: Runtime, as_json: bool = False) -> int:
     registry = runtime.plugins.registry
     schedules = periodic_definitions(runtime.plugins)
+    if as_json:
+        return _print_json([_handler_data(registry, key, schedules) for key in sorted(registry.tasks)])
     for key in sorted(registry.tasks):
         definition = registry.tasks[key]
         options = [f"plugin {registry.owners[key]}", f"queue {definition.queue}",
@@ -249,6 +299,18 @@ def handlers(runtime: Runtime) -> int:
         options += [_schedule(job) for job in schedules if job.key == key]
         print(f"{key}{definition.signature}  [{'; '.join(options)}]")
     return 0
+
+
+def _handler_data(registry: Registry, key: str, schedules: Sequence[Periodic]) -> dict[str, Any]:
+    definition = registry.tasks[key]
+    return {
+        "key": key, "signature": str(definition.signature), "plugin": registry.owners[key],
+        "queue": definition.queue, "max_attempts": definition.max_attempts, "timeout": definition.timeout,
+        "priority": definition.priority, "clean_succeeded": definition.clean_succeeded,
+        "init_timeout_sensitive": definition.init_timeout_sensitive,
+        "periodic": [{"name": job.name, "every": job.every, "cron": job.cron.expression if job.cron else None}
+                     for job in schedules if job.key == key],
+    }
 
 
 def _schedule(job: Periodic) -> str:

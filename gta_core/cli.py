@@ -1,13 +1,14 @@
 """Command lines: ``gta-supervisor`` and the admin ``gta`` (what its commands do is in `admin`).
 
-Errors are one line on stderr and a non-zero exit (2 for bad input or configuration, 1 for a
-database error), never a traceback.
+Errors are one line on stderr and a non-zero exit (2 for bad input or configuration, 1 when the
+database cannot be reached or fails), never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -19,11 +20,12 @@ from . import runtime as runtime_module
 from .admin import RETRYABLE, STATUSES
 from .config import SETTINGS, add_setting_flags, settings_from_args
 from .database import check_connection, describe_url
-from .errors import GTAError
+from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
 from .sql import FINAL_STATUSES
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input or configuration
+EXIT_DATABASE = 1  # the database cannot be reached or failed
 SUPERVISOR_SETTINGS = [setting.name for setting in SETTINGS]
 ADMIN_SETTINGS = ["database_url", "table", "plugins", "disable_plugins", "log_level"]
 
@@ -45,14 +47,33 @@ def _fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _guard(prog: str, action: Callable[[], int]) -> int:
+    """Run a command: its errors become one line and an exit code (2: usage or configuration,
+    1: the database failed); a reader that closed our stdout (``gta show 1 | head``) ends it
+    quietly."""
     try:
-        return action()
+        code = action()
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except DatabaseUnavailable as exc:
+        return _fail(prog, str(exc), EXIT_DATABASE)
     except GTAError as exc:
         return _fail(prog, str(exc))
     except (peewee.DatabaseError, peewee.InterfaceError) as exc:
-        return _fail(prog, f"database error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}", 1)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        return _fail(prog, f"database error: {text}", EXIT_DATABASE)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null, so the interpreter's final flush of what is still
+    buffered does not fail again (and print "Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _setup_logging(level: str) -> None:
@@ -82,10 +103,13 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _merge_plugin_flags(args: argparse.Namespace) -> None:
-    if args.plugin_list:
-        args.plugins = ",".join(filter(None, [args.plugins, *args.plugin_list]))
-    if args.disabled_list:
-        args.disable_plugins = ",".join(filter(None, [args.disable_plugins, *args.disabled_list]))
+    """``--plugin``/``--disable-plugin`` (before and after a command) join GTA_PLUGINS' list."""
+    plugins = [*args.plugin_list, *getattr(args, "plugin_list_after", [])]
+    disabled = [*args.disabled_list, *getattr(args, "disabled_list_after", [])]
+    if plugins:
+        args.plugins = ",".join(filter(None, [args.plugins, *plugins]))
+    if disabled:
+        args.disable_plugins = ",".join(filter(None, [args.disable_plugins, *disabled]))
 
 
 # -- gta -----------------------------------------------------------------------------------
@@ -111,65 +135,94 @@ def _task_id(text: str) -> int:
     return value
 
 
-def _admin_parser() -> argparse.ArgumentParser:
-    parser = _parser("gta", "Administer GTA tasks (same database settings as gta-supervisor).")
-    add_setting_flags(parser, ADMIN_SETTINGS)
-    parser.add_argument("--database", dest="database_url", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--plugin", dest="plugin_list", action="append", default=[], metavar="MODULE",
-                        help="load a plugin module (repeatable)")
-    parser.add_argument("--disable-plugin", dest="disabled_list", action="append", default=[], metavar="NAME",
+def _add_global_options(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
+    """The database and plugin options, accepted before the command and after it. After it
+    they default to absent (SUPPRESS) and lists go to ``*_after``, so that the command's
+    parse, whose values argparse copies over the top-level ones, never undoes those."""
+    default = argparse.SUPPRESS if after_command else None
+    suffix = "_after" if after_command else ""
+    add_setting_flags(parser, ADMIN_SETTINGS, default)
+    parser.add_argument("--database", dest="database_url", default=default, help=argparse.SUPPRESS)
+    parser.add_argument("--plugin", dest="plugin_list" + suffix, action="append", metavar="MODULE",
+                        default=argparse.SUPPRESS if after_command else [], help="load a plugin module (repeatable)")
+    parser.add_argument("--disable-plugin", dest="disabled_list" + suffix, action="append", metavar="NAME",
+                        default=argparse.SUPPRESS if after_command else [],
                         help="disable a plugin by name (repeatable)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-    commands.add_parser("migrate", help="create or upgrade the task table",
-                        description="Create the task table, or upgrade it in place to this GTA's schema.")
 
-    submit = commands.add_parser("submit", help="submit a task", description="Submit one task; prints its id.")
+
+def _admin_parser() -> argparse.ArgumentParser:
+    parser = _parser("gta", "Administer GTA tasks (same database settings as gta-supervisor). "
+                            "The options below are accepted after the command too.")
+    _add_global_options(parser)
+    global_options = _Parser(add_help=False)
+    _add_global_options(global_options, after_command=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    def command(name: str, help: str, description: str | None = None, json_help: str = "") -> argparse.ArgumentParser:
+        """A command that takes the global options too, and ``--json`` when ``json_help`` says
+        what its JSON holds."""
+        parser = commands.add_parser(name, parents=[global_options], help=help, description=description or help)
+        if json_help:
+            parser.add_argument("--json", action="store_true", help=f"print JSON: {json_help}")
+        return parser
+
+    command("migrate", "create or upgrade the task table",
+            "Create the task table, or upgrade it in place to this GTA's schema.",
+            "table, database, version_before (null: created), version")
+
+    submit = command("submit", "submit a task", "Submit one task; prints its id.", "{\"id\": ID}")
     submit.add_argument("key", help="the task's key (see gta handlers)")
     submit.add_argument("--args", default="{}", help="arguments as a JSON object (default {})")
     submit.add_argument("--delay", default=None, help="run after this long (e.g. 30s, 5m)")
     submit.add_argument("--queue", default=None, help="queue (default: the task's)")
     submit.add_argument("--priority", type=int, default=None, help="priority, higher first (default: the task's)")
 
-    listing = commands.add_parser("list", help="list tasks, newest first",
-                                  description="List tasks, newest first, filtered by status, queue and key.")
+    listing = command("list", "list tasks, newest first",
+                      "List tasks, newest first, filtered by status, queue and key.",
+                      "a list of tasks, every column; args and context as JSON values")
     listing.add_argument("--status", choices=STATUSES, default=None)
     listing.add_argument("--queue", default=None)
     listing.add_argument("--key", default=None)
     listing.add_argument("--limit", type=_positive_int, default=50, help="most tasks shown (default 50)")
-    listing.add_argument("--json", action="store_true", help="print JSON")
 
-    show = commands.add_parser("show", help="show one task",
-                               description="Show one task: args, attempts, timestamps, last error with traceback.")
+    show = command("show", "show one task",
+                   "Show one task: args, attempts, timestamps, last error with traceback.",
+                   "every column; args and context as JSON values")
     show.add_argument("id", type=_task_id)
-    show.add_argument("--json", action="store_true", help="print JSON")
 
-    retry = commands.add_parser(
-        "retry", help="run failed or cancelled tasks again",
-        description="Put failed or cancelled tasks back to pending, due now, with their attempts reset "
-                    "(GTA's ForceRerunTasks). Give ids, or --status for all tasks with that status.")
+    retry = command("retry", "run failed or cancelled tasks again",
+                    "Put failed or cancelled tasks back to pending, due now, with their attempts reset "
+                    "(GTA's ForceRerunTasks). Give ids, or --status for all tasks with that status.",
+                    "with ids, [{id, retried, was}]; with --status, {status, retried: COUNT}")
     retry.add_argument("ids", type=_task_id, nargs="*", metavar="ID")
     retry.add_argument("--status", choices=RETRYABLE, default=None, help="retry every task with this status")
 
-    cancel = commands.add_parser("cancel", help="cancel tasks",
-                                 description="Cancel pending or running tasks (a running handler sees ctx.cancelled).")
+    cancel = command("cancel", "cancel tasks",
+                     "Cancel pending or running tasks (a running handler sees ctx.cancelled).",
+                     "[{id, cancelled, was}]")
     cancel.add_argument("ids", type=_task_id, nargs="+", metavar="ID")
     cancel.add_argument("--force", action="store_true", help="kill the worker process of a running task")
 
-    purge = commands.add_parser("purge", help="delete old finished tasks",
-                                description="Delete succeeded, failed and cancelled tasks that finished more than "
-                                            "DURATION ago, in batches. Pending and running tasks are never touched.")
+    purge = command("purge", "delete old finished tasks",
+                    "Delete succeeded, failed and cancelled tasks that finished more than DURATION ago, in "
+                    "batches. Pending and running tasks are never touched.",
+                    "{deleted, statuses, older_than_seconds}")
     purge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30s, 5m, 7d")
     purge.add_argument("--status", choices=FINAL_STATUSES, default=None, help="only tasks with this status")
 
-    stats = commands.add_parser("stats", help="counts by queue and status, oldest due task, throughput",
-                                description="Tasks by queue and status, the age of the oldest due pending task, "
-                                            "and tasks succeeded in the last minute.")
+    stats = command("stats", "counts by queue and status, oldest due task, throughput",
+                    "Tasks by queue and status, the age of the oldest due pending task, and tasks succeeded "
+                    "in the last minute.",
+                    "{table, database, time, queues: [{queue, <status>: COUNT, oldest_due_seconds, "
+                    "succeeded_last_minute}], all: {...}}; with --watch one object per line and interval")
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
 
-    commands.add_parser("handlers", help="list every discovered task",
-                        description="Every task the plugins provide, with its plugin, options, signature and schedule.")
-    demo = commands.add_parser("demo", help="submit demo tasks, run them, print what became of each")
+    command("handlers", "list every discovered task",
+            "Every task the plugins provide, with its plugin, options, signature and schedule.",
+            "[{key, signature, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
+            "init_timeout_sensitive, periodic: [{name, every, cron}]}]")
+    demo = command("demo", "submit demo tasks, run them, print what became of each")
     demo.add_argument("--timeout", default="60s", help="give up after this long (default 60s)")
     return parser
 
@@ -192,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:
     check_connection(runtime.db, runtime.settings.database_url)
     before, after = runtime.store.migrate()
+    if args.json:
+        print(json.dumps({"table": runtime.settings.table, "database": describe_url(runtime.settings.database_url),
+                          "version_before": before, "version": after}))
+        return 0
     where = f"{runtime.settings.table} on {describe_url(runtime.settings.database_url)}"
     print(f"created {where} at schema version {after}" if before is None
           else f"{where} is at schema version {after}" if before == after
@@ -200,15 +257,15 @@ def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
-    from .submit import submit
+    from .submit import OWN_TRANSACTION, submit
     try:
         task_args = json.loads(args.args)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
         raise GTAError(f"--args is not valid JSON: {exc}") from None
     delay = admin.duration("--delay", args.delay) if args.delay is not None else None
     admin.ready(runtime)
-    task_id = submit(None, args.key, task_args, delay=delay, queue=args.queue, priority=args.priority)
-    print(task_id)
+    task_id = submit(OWN_TRANSACTION, args.key, task_args, delay=delay, queue=args.queue, priority=args.priority)
+    print(json.dumps({"id": task_id}) if args.json else task_id)
     return 0
 
 
@@ -222,10 +279,10 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "submit": cmd_submit,
     "list": lambda runtime, a: admin.list_tasks(runtime, a.status, a.queue, a.key, a.limit, a.json),
     "show": lambda runtime, a: admin.show(runtime, a.id, a.json),
-    "retry": lambda runtime, a: admin.retry(runtime, a.ids, a.status),
-    "cancel": lambda runtime, a: admin.cancel(runtime, a.ids, a.force),
-    "purge": lambda runtime, a: admin.purge(runtime, a.older_than, a.status),
-    "stats": lambda runtime, a: admin.stats(runtime, a.watch, a.interval),
-    "handlers": lambda runtime, a: admin.handlers(runtime),
+    "retry": lambda runtime, a: admin.retry(runtime, a.ids, a.status, a.json),
+    "cancel": lambda runtime, a: admin.cancel(runtime, a.ids, a.force, a.json),
+    "purge": lambda runtime, a: admin.purge(runtime, a.older_than, a.status, a.json),
+    "stats": lambda runtime, a: admin.stats(runtime, a.watch, a.interval, as_json=a.json),
+    "handlers": lambda runtime, a: admin.handlers(runtime, a.json),
     "demo": cmd_demo,
 }

@@ -130,7 +130,11 @@ def _log_level(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One option: its name, CLI flag, environment variable, parser/validator, default and help."""
+    """One option: its name, CLI flag, environment variable, parser/validator, default and help.
+
+    The default is written as a user would write it ("7d", not 604800.0): ``--help`` shows it
+    so, and it goes through ``parse`` like any other value.
+    """
 
     name: str
     parse: Callable[[Any], Any]
@@ -157,30 +161,30 @@ SETTINGS: tuple[Setting, ...] = (
             "most tasks a worker holds leased beyond its threads; it holds about 50 ms of work at the "
             "pace its tasks run, so slow tasks are not prefetched (0: never)", "N"),
     Setting("queues", _queue_list, ("default",), "comma-separated queues to serve", "A,B"),
-    Setting("lease_timeout", _positive_duration, 30.0,
+    Setting("lease_timeout", _positive_duration, "30s",
             "a lease not renewed for this long is rescued (heartbeat every third of it)", "DURATION"),
-    Setting("scan_interval", _positive_duration, 5.0, "poll period of an idle worker", "DURATION"),
-    Setting("instant_scan_interval", _positive_duration, 0.1,
+    Setting("scan_interval", _positive_duration, "5s", "poll period of an idle worker", "DURATION"),
+    Setting("instant_scan_interval", _positive_duration, "100ms",
             "first poll delay after work ran out; doubles up to scan_interval", "DURATION"),
-    Setting("shutdown_timeout", _non_negative_duration, 30.0,
+    Setting("shutdown_timeout", _non_negative_duration, "30s",
             "how long a stopping worker waits for its running tasks", "DURATION"),
-    Setting("storage_timeout", _positive_duration, 7 * 86400.0,
+    Setting("storage_timeout", _positive_duration, "7d",
             "finished tasks older than this are deleted by cleanup", "DURATION"),
-    Setting("initialized_timeout", _positive_duration, 300.0,
+    Setting("initialized_timeout", _positive_duration, "5m",
             "a task pending longer than this is abnormal", "DURATION"),
-    Setting("running_timeout", _positive_duration, 1800.0,
+    Setting("running_timeout", _positive_duration, "30m",
             "a task running longer than this is abnormal", "DURATION"),
-    Setting("monitor_interval", _positive_duration, 60.0,
+    Setting("monitor_interval", _positive_duration, "60s",
             "period of the built-in monitor task (abnormal tasks report)", "DURATION"),
-    Setting("cleanup_interval", _positive_duration, 300.0,
+    Setting("cleanup_interval", _positive_duration, "5m",
             "period of the built-in cleanup task (deletes finished tasks past storage_timeout)", "DURATION"),
     Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
-    Setting("retry_base", _positive_duration, 1.0,
+    Setting("retry_base", _positive_duration, "1s",
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
-    Setting("retry_cap", _positive_duration, 3600.0, "longest retry delay of the built-in policy", "DURATION"),
+    Setting("retry_cap", _positive_duration, "1h", "longest retry delay of the built-in policy", "DURATION"),
     Setting("max_tasks_per_worker", _non_negative_int, 0,
             "recycle a worker after this many tasks (0: never)", "N"),
-    Setting("metrics", _switch, True, "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
+    Setting("metrics", _switch, "on", "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
@@ -252,8 +256,7 @@ def load_settings(
         elif setting.env in environ:
             raw, source = environ[setting.env], setting.env
         else:
-            values[setting.name] = setting.default
-            continue
+            raw, source = setting.default, "default"
         try:
             values[setting.name] = setting.parse(raw)
         except (TypeError, ValueError) as exc:
@@ -271,20 +274,22 @@ def _rule(exc: Exception) -> str:
     return text
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    """Add the CLI flags of the named settings; values stay raw strings until `load_settings`."""
+def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str], default: Any = None) -> None:
+    """Add the CLI flags of the named settings; values stay raw strings until `load_settings`.
+    ``default=argparse.SUPPRESS`` leaves an absent flag out of the namespace (a subcommand's
+    copy of a global flag must not undo the value given before the subcommand)."""
     for name in names:
         setting = SETTINGS_BY_NAME[name]
         parser.add_argument(
             setting.flag,
             dest=name,
-            default=None,
+            default=default,
             metavar=setting.metavar,
             help=f"{setting.help} (env {setting.env}; default {_show_default(setting.default)})",
         )
         if setting.parse is _switch:  # an off switch reads better than `--metrics off`
             parser.add_argument("--no-" + setting.flag[2:], dest=name, action="store_const", const="off",
-                                help=f"same as {setting.flag} off")
+                                default=default, help=f"same as {setting.flag} off")
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

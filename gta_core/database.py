@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger("gta.database")
@@ -102,6 +103,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     if parsed.password:
         common["password"] = unquote(parsed.password)
     if scheme in {"postgres", "postgresql"}:
+        require_driver("postgres")
         if statement_timeout > 0:
             common["cursor_factory"] = _guarded_cursor(statement_timeout + REPLY_GRACE)
         common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
@@ -112,6 +114,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "postgres"
         return PostgresDatabase(name, **common)
     if scheme in {"mysql", "mariadb"}:
+        require_driver("mysql")
         common.update(port=parsed.port or 3306, connect_timeout=CONNECT_TIMEOUT,
                       read_timeout=int(statement_timeout), write_timeout=int(statement_timeout),
                       charset="utf8mb4",
@@ -354,6 +357,15 @@ def mysql_code(exc: BaseException) -> int | None:
     if original.args and isinstance(original.args[0], int):
         return original.args[0]
     return None
+
+
+def is_missing_table(exc: BaseException, table: str) -> bool:
+    """Whether a statement failed because ``table`` does not exist (PostgreSQL SQLSTATE 42P01,
+    MySQL/MariaDB error 1146, SQLite "no such table")."""
+    text = str(_driver_error(exc))
+    missing = (getattr(getattr(exc, "orig", None), "pgcode", None) == "42P01" or mysql_code(exc) == 1146
+               or "no such table" in text)
+    return missing and table in text
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -14,7 +14,15 @@ import importlib.util
 import os
 import sys
 
+from .errors import DriverMissing
+
 ENV = "GTA_DRIVER_DIALECT"
+#: per dialect: its name for people, the modules GTA can use (any one will do), and the
+#: setup.py extra that installs one
+INSTALLABLE = {
+    "postgres": ("PostgreSQL", ("psycopg2",), "postgres"),
+    "mysql": ("MySQL/MariaDB", ("pymysql", "MySQLdb"), "mysql"),
+}
 #: every driver module peewee tries to import when it is imported
 PEEWEE_DRIVERS = ("pysqlite3", "sqlite3", "psycopg2", "psycopg", "pymysql", "MySQLdb")
 
@@ -26,6 +34,22 @@ def needed_by(dialect: str) -> set[str]:
     if dialect == "mysql":
         return {"pymysql", "MySQLdb"}
     return {"pysqlite3", "sqlite3"}
+
+
+def require_driver(dialect: str) -> None:
+    """Raise `DriverMissing`, naming the extra to install, when no driver ``dialect`` can use
+    imports: one clear line instead of a traceback at the first connection."""
+    if dialect not in INSTALLABLE:
+        return
+    name, modules, extra = INSTALLABLE[dialect]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    raise DriverMissing(f"the {name} driver ({' or '.join(modules)}) is not installed: "
+                        f"pip install 'gta[{extra}]'")
 
 
 def import_peewee_for(dialect: str) -> None:

@@ -22,6 +22,10 @@ class ConfigError(GTAError):
         super().__init__(f"invalid setting {setting}: {rule}")
 
 
+class DriverMissing(GTAError):
+    """The database driver this URL needs is not installed."""
+
+
 class PluginError(GTAError):
     """A plugin could not be loaded or is inconsistent."""
 

@@ -15,6 +15,10 @@ from .schedules import Periodic
 from .tasks import TaskDefinition
 
 log = logging.getLogger("gta.plugins")
+#: the hint of `UnknownTask`: the usual cause is a handler module loaded by the supervisor only
+WHERE_HANDLERS_LOAD = ("a process that submits tasks needs their handlers too: expose the module through the "
+                       "gta_handlers entry point group, or set GTA_PLUGINS=your.module (gta --plugin) here as well "
+                       "as on the supervisor")
 PER_TASK_EVENTS = "gta_task_event, for plugins without gta_task_events"  # a key of `Plugins.impls`' cache
 
 
@@ -29,8 +33,8 @@ class Registry:
         try:
             return self.tasks[key]
         except KeyError:
-            raise UnknownTask(f"unknown task {key!r}: no handler is registered under this key "
-                              f"(known: {', '.join(sorted(self.tasks)) or 'none'})") from None
+            raise UnknownTask(f"unknown task {key!r}: no handler is registered under this key in this process "
+                              f"(known: {', '.join(sorted(self.tasks)) or 'none'}); {WHERE_HANDLERS_LOAD}") from None
 
 
 @dataclasses.dataclass

@@ -7,15 +7,24 @@ deadlock and lock-wait errors by `database.in_transaction`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import peewee
 
-from .database import PostgresDatabase, dialect_of, in_statement, in_transaction, install_sqlite_functions, utc_text
+from .database import (
+    PostgresDatabase,
+    dialect_of,
+    in_statement,
+    in_transaction,
+    install_sqlite_functions,
+    is_missing_table,
+    utc_text,
+)
 from .errors import SchemaError
 from .sql import (
     ALL_COLUMNS,
@@ -123,9 +132,23 @@ class TaskStore:
     def require_schema(self) -> None:
         version = self.schema_version()
         if version != SCHEMA_VERSION:
-            found = "missing" if version is None else f"at version {version}"
-            raise SchemaError(f"task table {self.table!r} is {found}, this GTA needs version "
-                              f"{SCHEMA_VERSION}: run `gta migrate`")
+            raise self._schema_error(version)
+
+    def _schema_error(self, version: int | None) -> SchemaError:
+        found = "missing" if version is None else f"at version {version}"
+        return SchemaError(f"task table {self.table!r} is {found}, this GTA needs version "
+                           f"{SCHEMA_VERSION}: run `gta migrate`")
+
+    @contextlib.contextmanager
+    def _table_required(self) -> Iterator[None]:
+        """Turn the driver's "no such table" for the task table into `require_schema`'s error,
+        at no cost to a statement that succeeds (the application's own calls go through here)."""
+        try:
+            yield
+        except peewee.DatabaseError as exc:
+            if is_missing_table(exc, self.table):
+                raise self._schema_error(None) from exc
+            raise
 
     def migrate(self) -> tuple[int | None, int]:
         """Create or upgrade the table; returns (version before, version after). Idempotent."""
@@ -172,13 +195,14 @@ class TaskStore:
         """
         ids: list[int | None] = [None] * len(tasks)
         plain = [index for index, task in enumerate(tasks) if task.dedupe_key is None]
-        for start in range(0, len(plain), self._d.insert_chunk):
-            chunk = plain[start:start + self._d.insert_chunk]
-            for index, task_id in zip(chunk, self._insert_rows([tasks[i] for i in chunk]), strict=True):
-                ids[index] = task_id
-        for index, task in enumerate(tasks):
-            if task.dedupe_key is not None:
-                ids[index] = self._insert_deduplicated(task)
+        with self._table_required():
+            for start in range(0, len(plain), self._d.insert_chunk):
+                chunk = plain[start:start + self._d.insert_chunk]
+                for index, task_id in zip(chunk, self._insert_rows([tasks[i] for i in chunk]), strict=True):
+                    ids[index] = task_id
+            for index, task in enumerate(tasks):
+                if task.dedupe_key is not None:
+                    ids[index] = self._insert_deduplicated(task)
         return [task_id for task_id in ids if task_id is not None]
 
     @property
@@ -431,7 +455,9 @@ class TaskStore:
 
     # -- reading -------------------------------------------------------------------------
     def get(self, task_id: int) -> dict[str, Any] | None:
-        row = self._execute(self.sql.get, (task_id,)).fetchone()
+        """Every column of one task (timestamps aware UTC), or None when no row has that id."""
+        with self._table_required():
+            row = self._execute(self.sql.get, (task_id,)).fetchone()
         if row is None:
             return None
         task = dict(zip(ALL_COLUMNS, row, strict=True))

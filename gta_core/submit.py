@@ -32,6 +32,21 @@ STORABLE_RULE = ("must be a non-empty string of at most 191 characters, without 
                  "not ending in a space")
 
 
+class _OwnTransaction:
+    """The type of `OWN_TRANSACTION`: one instance, named in reprs and docs."""
+
+    def __repr__(self) -> str:
+        return "gta_core.OWN_TRANSACTION"
+
+
+#: The handle that leaves the caller's transaction on purpose: GTA's own connection to the
+#: configured database, in a transaction of its own (or the one open on that connection, as
+#: inside ``gta_core.transaction()``). The task is then committed whatever the caller's
+#: transaction does; ``None`` is refused, so that a handle that happens to be None (an unset
+#: variable, a context manager that yields nothing) never loses that promise silently.
+OWN_TRANSACTION: Any = _OwnTransaction()
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskRequest:
     """One task to submit; see `submit` for the meaning of each field."""
@@ -66,8 +81,9 @@ def submit(
     """Insert one task in the transaction of ``db_tx`` and return its id.
 
     ``db_tx`` is a peewee Database (its current transaction is used, or one of its own when
-    none is open), what ``db.atomic()``/``db.transaction()`` returned, or None for the
-    configured database in a transaction of its own.
+    none is open), what ``db.atomic()``/``db.transaction()`` returned, or `OWN_TRANSACTION`
+    for GTA's own connection to the configured database, outside the caller's transaction.
+    ``None`` raises `SubmitError` before anything is written.
     """
     request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
     return submit_many(db_tx, [request])[0]
@@ -76,7 +92,7 @@ def submit(
 def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
     """Insert many tasks in one statement (per 500 rows); ids in the order given."""
     runtime = get_runtime()
-    db = _database_of(db_tx, runtime)
+    db = resolve_handle(db_tx, runtime)
     requests = [_request(item) for item in items]
     if not requests:
         return []
@@ -102,17 +118,18 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
-def cancel(task_ids: int | Iterable[int], force: bool = False, db: peewee.Database | None = None) -> dict[int, str]:
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, str]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
-    Returns each id's status before the call (ids that do not exist are left out).
+    ``db`` is a handle as for `submit` (by default GTA's own connection). Returns each id's
+    status before the call (ids that do not exist are left out).
     """
     runtime = get_runtime()
-    return runtime.store_for(runtime.db if db is None else db).cancel(_task_ids(task_ids), force)
+    return runtime.store_for(resolve_handle(db, runtime, "db")).cancel(task_id_list(task_ids), force)
 
 
-def _task_ids(task_ids: Any) -> list[int]:
+def task_id_list(task_ids: Any) -> list[int]:
     """Ids as a list; `GTAError` for anything that is none (the characters of a string, an
     int beyond the 64-bit id column, which drivers refuse with errors of their own)."""
     if isinstance(task_ids, int) and not isinstance(task_ids, bool):
@@ -127,25 +144,32 @@ def _task_ids(task_ids: Any) -> list[int]:
 
 
 @contextlib.contextmanager
-def transaction(db: peewee.Database | None = None) -> Iterator[Any]:
-    """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook)."""
+def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
+    """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
+    ``db`` is a handle as for `submit`, by default GTA's own connection."""
     runtime = get_runtime()
-    db = runtime.db if db is None else db
+    db = resolve_handle(db, runtime, "db")
     with db.atomic() as tx:
         yield tx
         _wake_after_commit(runtime, db, runtime.store_for(db))
 
 
-def _database_of(db_tx: Any, runtime: Runtime) -> peewee.Database:
-    if db_tx is None:
+def resolve_handle(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee.Database:
+    """The peewee Database a transaction handle writes through: the one place that decides
+    what a handle may be (`SubmitError`, before anything is written, for anything else)."""
+    if handle is OWN_TRANSACTION:
         return runtime.db
-    if isinstance(db_tx, peewee.Database):
-        return db_tx
-    db = getattr(db_tx, "db", None)
+    if handle is None:
+        raise SubmitError(f"{name} is None: pass your transaction (what db.atomic() returned, or the peewee "
+                          "Database) to write inside it, or gta_core.OWN_TRANSACTION to commit on GTA's own "
+                          "connection regardless of yours")
+    if isinstance(handle, peewee.Database):
+        return handle
+    db = getattr(handle, "db", None)
     if isinstance(db, peewee.Database):
         return db
-    raise SubmitError(f"db_tx must be a peewee Database, what db.atomic() returned, or None; "
-                      f"got {type(db_tx).__name__}")
+    raise SubmitError(f"{name} must be a peewee Database, what db.atomic() returned, or gta_core.OWN_TRANSACTION; "
+                      f"got {type(handle).__name__}")
 
 
 def capture_context(runtime: Runtime) -> dict[str, Any]:

@@ -31,11 +31,14 @@ def wait_for(condition: Callable[[], T], timeout: float = WATCHDOG, what: str = 
         time.sleep(interval)
 
 
+# A process may exit between any two steps of reading its /proc files: the open then fails
+# with FileNotFoundError, or the read of a file opened just before with ProcessLookupError
+# (ESRCH). Both are OSError, and both mean "gone".
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as handle:
             return [int(part) for part in handle.read().split()]
-    except FileNotFoundError:
+    except OSError:
         return []
 
 
@@ -43,7 +46,7 @@ def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
+    except OSError:
         return ""
 
 
@@ -52,7 +55,7 @@ def is_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):
         return False
 
 

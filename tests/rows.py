@@ -22,7 +22,8 @@ def make(env: Env, outcome: str, key: str = "record", args: dict[str, Any] | Non
 
     Leases the task itself, so no other task of ``queue`` may be due when this is called.
     """
-    task_id = gta_core.submit(None, key, {"n": 0} if args is None and key == "record" else args, queue=queue)
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION,
+                              key, {"n": 0} if args is None and key == "record" else args, queue=queue)
     if outcome == "pending":
         return task_id
     leased = env.store.lease(OWNER, (queue,), 1, 60.0)
@@ -52,7 +53,8 @@ def age(env: Env, ids: Sequence[int], column: str, seconds: float) -> None:
 
 def finished_long_ago(env: Env, count: int, days: float = 30, queue: str = "archive") -> None:
     """``count`` succeeded tasks of ``queue`` that finished ``days`` ago (portable, for thousands)."""
-    gta_core.submit_many(None, [gta_core.TaskRequest("record", {"n": n}, queue=queue) for n in range(count)])
+    gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                         [gta_core.TaskRequest("record", {"n": n}, queue=queue) for n in range(count)])
     store = env.store
     d = store.sql.dialect
     store._write(d.fix(f"UPDATE {store.table} SET status = 'succeeded', attempts = 1, started_at = {d.now_plus()}, "

@@ -115,7 +115,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path, url: str) -> None:
     variables = {**os.environ, "GTA_DATABASE_URL": url}
     for command in (["list"], ["show", "1"], ["retry", "1"], ["retry", "--status", "failed"], ["cancel", "1"],
                     ["purge", "--older-than", "7d"], ["stats"]):
-        fails(gta(*command, env_vars=variables), "cannot reach database")
+        fails(gta(*command, env_vars=variables), "cannot reach database", code=1)  # 1: the database, not usage
 
 
 # -- migrate, submit, handlers ----------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_list_filters_limits_and_json(env: Env) -> None:
     shown = json.loads(ok("list", "--json", "--queue", "default"))
     assert [(task["id"], task["status"], task["key"]) for task in shown] == [
         (greet, "pending", "greet"), (failed, "failed", "always_fails"), (done, "succeeded", "record")]
-    assert json.loads(shown[0]["args"]) == {"name": "Ada"}
+    assert shown[0]["args"] == {"name": "Ada"}  # an object, not JSON text in a string
     assert dt.datetime.fromisoformat(shown[2]["finished_at"]) == row(env, done)["finished_at"]
     assert json.loads(ok("list", "--json", "--key", "nothing")) == []
 
@@ -330,7 +330,8 @@ def test_stats_counts_ages_and_throughput(env: Env) -> None:
     make(env, "cancelled", queue="mail")
     waiting = make(env, "pending", queue="mail")
     age(env, [waiting], "run_at", 3 * 3600)
-    gta_core.submit(None, "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
+    gta_core.submit(gta_core.OWN_TRANSACTION,
+                    "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
 
     rows = stats_rows(ok("stats"))
     assert rows["default"] == ["0", "0", "4", "1", "0", "-", "3"]
@@ -364,3 +365,85 @@ def test_stats_watch_redraws_until_ctrl_c(env: Env) -> None:
     assert len(frames) >= 3
     assert stats_rows(frames[0])["default"][2] == "1"
     assert (env.tmp_path / "watch.err").read_text() == ""
+
+
+# -- one CLI: options on either side of the command, --json everywhere, a closed pipe ------------------
+#: every command that prints data, with arguments that make it print some
+JSON_COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers")
+
+
+def test_every_command_that_prints_data_has_json() -> None:
+    assert set(JSON_COMMANDS) == set(COMMANDS) - {"demo"}
+    for command in JSON_COMMANDS:
+        assert "--json" in ok(command, "--help", env_vars={**os.environ}), command
+
+
+def test_global_options_go_before_or_after_the_command(env: Env) -> None:
+    table = f"gta_cli_{secrets.token_hex(4)}"
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
+    try:
+        created = ok("migrate", "--database-url", env.db_url, "--table", table, env_vars=clean)
+        assert f"created {table}" in created
+        assert f"created {table}" not in ok("--table", table, "migrate", "--database-url", env.db_url,
+                                            env_vars=clean)
+        task_id = int(ok("submit", "record", "--args", '{"n": 1}', "--database-url", env.db_url, "--table", table,
+                         "--plugin", "tests.tasks", env_vars=clean))
+        shown = json.loads(ok("--database-url", env.db_url, "show", str(task_id), "--json", "--table", table,
+                              env_vars=clean))
+        assert (shown["id"], shown["key"]) == (task_id, "record")
+    finally:
+        cleanup = Runtime(gta_core.load_settings({"database_url": env.db_url, "table": table}, environ={}))
+        cleanup.store.drop()
+        cleanup.db.close()
+    # plugin flags from both sides add up; a flag after the command wins over the same before it
+    keys = {handler["key"] for handler in json.loads(ok("--disable-plugin", "demo", "handlers", "--json",
+                                                        "--disable-plugin", "monitor", "--plugin", "tests.tasks"))}
+    assert "record" in keys and not keys & {"demo_hello", "gta_monitor"} and "gta_cleanup" in keys
+    fails(gta("--table", env.table, "list", "--table", "bad-name;"), "table")
+
+
+def test_json_of_every_command(env: Env) -> None:
+    migrated = json.loads(ok("migrate", "--json"))
+    assert migrated == {"table": env.table, "database": migrated["database"], "version_before": SCHEMA_VERSION,
+                        "version": SCHEMA_VERSION}
+    submitted = json.loads(ok("submit", "greet", "--args", '{"name": "Ada"}', "--json"))["id"]
+    assert row(env, submitted)["key"] == "greet"
+    failed = make(env, "failed", key="always_fails", queue="q2")
+    done = make(env, "succeeded", queue="q3")
+    age(env, [done], "finished_at", 10 * DAY)
+
+    stats = json.loads(ok("stats", "--json"))
+    by_queue = {line["queue"]: line for line in stats["queues"]}
+    assert by_queue["default"]["pending"] == 1 and by_queue["q2"]["failed"] == 1
+    assert stats["all"]["pending"] == 1 and stats["all"]["failed"] == 1 and stats["all"]["succeeded"] == 1
+    assert by_queue["default"]["oldest_due_seconds"] >= 0 and by_queue["q2"]["oldest_due_seconds"] is None
+    assert stats["table"] == env.table
+
+    handlers = {handler["key"]: handler for handler in json.loads(ok("handlers", "--json"))}
+    assert handlers["greet"]["plugin"] == "tests.tasks" and handlers["greet"]["signature"].startswith("(")
+    assert handlers["gta_monitor"]["periodic"] and handlers["record"]["periodic"] == []
+
+    assert json.loads(ok("retry", str(failed), "--json")) == [{"id": failed, "retried": True, "was": "failed"}]
+    assert json.loads(ok("cancel", str(failed), str(done), "--json")) == [
+        {"id": failed, "cancelled": True, "was": "pending"}, {"id": done, "cancelled": False, "was": "succeeded"}]
+    assert json.loads(ok("retry", "--status", "cancelled", "--json")) == {"status": "cancelled", "retried": 1}
+    assert json.loads(ok("purge", "--older-than", "7d", "--json")) == {
+        "deleted": 1, "statuses": ["succeeded", "failed", "cancelled"], "older_than_seconds": 7 * DAY}
+
+
+def test_a_closed_pipe_ends_the_command_quietly(env: Env) -> None:
+    """``gta show ID | head``: the reader is gone before gta writes (a real pipe, its read end
+    closed at once, so the write fails whatever the timing)."""
+    task_id = make(env, "failed", key="always_fails")
+    for args in (["show", str(task_id)], ["show", str(task_id), "--json"], ["list"], ["stats"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run([gta_bin(), *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                    timeout=30, env=environ())
+        finally:
+            os.close(write_end)
+        assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+    head = subprocess.run(f"'{gta_bin()}' list --limit 1 | head -c 1", shell=True, capture_output=True, text=True,
+                          timeout=30, env=environ())
+    assert (head.returncode, head.stdout, head.stderr) == (0, "I", "")

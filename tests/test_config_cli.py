@@ -1,5 +1,6 @@
 """Settings validation, and both command lines run as real subprocesses: every error is one
-line on stderr with exit code 2, never a traceback, and nothing is written."""
+line on stderr with exit code 2 (1 when the database fails), never a traceback, and nothing is
+written."""
 from __future__ import annotations
 
 import datetime as dt
@@ -44,12 +45,13 @@ def run(command: list[str], *args: str, environ: Mapping[str, str] | None = None
                           env=dict(os.environ if environ is None else environ), cwd=cwd)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit code 2 and exactly one line on stderr containing every fragment; that line."""
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
+    """Exit ``code`` (2: usage or configuration, 1: the database) and exactly one line on stderr
+    containing every fragment; that line."""
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip("\n").splitlines()
     assert len(lines) == 1, result.stderr
-    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.returncode == code, (result.returncode, result.stderr)
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
@@ -144,6 +146,15 @@ def test_defaults() -> None:
     assert settings.queues == ("default",)
 
 
+def test_supervisor_help_shows_defaults_as_written() -> None:
+    text = " ".join(run(SUPERVISOR, "--help", environ=clean_environ()).stdout.split())
+    for written in ("GTA_STORAGE_TIMEOUT; default 7d)", "GTA_LEASE_TIMEOUT; default 30s)",
+                    "GTA_INSTANT_SCAN_INTERVAL; default 100ms)", "GTA_RUNNING_TIMEOUT; default 30m)",
+                    "GTA_RETRY_CAP; default 1h)", "GTA_METRICS; default on)"):
+        assert written in text, written
+    assert "604800" not in text and "1800.0" not in text
+
+
 def test_flag_beats_environment_beats_default() -> None:
     environ = {"GTA_WORKERS": "5", "GTA_QUEUES": "mail, default", "GTA_TABLE": "from_env"}
     settings = gta_core.load_settings({"workers": "3", "table": None}, environ=environ)
@@ -181,7 +192,7 @@ def test_supervisor_rejects_bad_settings(tmp_path: Path, args: list[str], enviro
 @pytest.mark.parametrize("url", UNREACHABLE, ids=["postgres", "mysql"])
 def test_supervisor_unreachable_database(tmp_path: Path, url: str) -> None:
     result = run(SUPERVISOR, "--workers", "1", "--database-url", url, environ=clean_environ(), cwd=tmp_path)
-    assert_one_line_error(result, "cannot reach database", url)
+    assert_one_line_error(result, "cannot reach database", url, code=1)
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a stray SQLite file
 
@@ -190,7 +201,7 @@ def test_supervisor_unopenable_sqlite_file(tmp_path: Path) -> None:
     missing_dir = tmp_path / "no" / "such" / "dir"
     url = f"sqlite:///{missing_dir / 'gta.db'}"
     result = run(SUPERVISOR, "--workers", "1", environ=clean_environ(GTA_DATABASE_URL=url), cwd=tmp_path)
-    assert_one_line_error(result, "cannot reach database", url)
+    assert_one_line_error(result, "cannot reach database", url, code=1)
     assert not (tmp_path / "no").exists()
 
 
@@ -217,6 +228,46 @@ def test_supervisor_missing_table_says_to_migrate(db_url: str) -> None:
     result = run(SUPERVISOR, "--workers", "1", environ=environ)
     assert_one_line_error(result, "gta migrate", table)
     assert schema_version(db_url, table) is None  # the supervisor did not create it
+
+
+#: on PYTHONPATH, makes the database drivers unimportable, as in a venv without the extras
+DRIVER_BLOCKER = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("psycopg2", "psycopg", "pymysql", "MySQLdb"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+LIBRARY_SUBMIT = """
+import gta_core
+gta_core.configure(database_url=%r)
+try:
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
+except gta_core.DriverMissing as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("url, extra", [(UNREACHABLE[0], "postgres"), (UNREACHABLE[1], "mysql")],
+                         ids=["postgres", "mysql"])
+def test_missing_driver_names_the_extra_to_install(tmp_path: Path, url: str, extra: str) -> None:
+    (tmp_path / "sitecustomize.py").write_text(DRIVER_BLOCKER)
+    environ = clean_environ(GTA_PLUGINS="tests.tasks")
+    environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), environ["PYTHONPATH"]])
+    blocked = run([sys.executable, "-c", "import psycopg2"], environ=environ)
+    assert "No module named 'psycopg2'" in blocked.stderr  # the shim works: no driver here
+    install = f"pip install 'gta[{extra}]'"
+    for command, args in ((GTA, ["--database-url", url, "migrate"]), (GTA, ["migrate", "--database-url", url]),
+                          (SUPERVISOR, ["--workers", "1", "--database-url", url])):
+        result = run(command, *args, environ=environ, cwd=tmp_path)
+        assert_one_line_error(result, "driver", "is not installed", install)
+    library = run([sys.executable, "-c", LIBRARY_SUBMIT % url], environ=environ, cwd=tmp_path)
+    assert library.returncode == 0 and library.stderr == "", library.stderr
+    assert library.stdout.strip().endswith(install), library.stdout
 
 
 # -- gta (admin) ----------------------------------------------------------------------------------
@@ -287,12 +338,12 @@ def test_show_unknown_id(env: Env) -> None:
 
 
 def test_show_json(env: Env) -> None:
-    task_id = gta_core.submit(None, "record", {"n": 5})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 5}, context={"trace": {"id": "t-1"}})
     result = run(GTA, "show", str(task_id), "--json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert (shown["id"], shown["key"], shown["status"], shown["attempts"]) == (task_id, "record", "pending", 0)
-    assert json.loads(shown["args"]) == {"n": 5}
+    assert shown["args"] == {"n": 5} and shown["context"] == {"trace": {"id": "t-1"}}  # objects, not JSON text
     plain = run(GTA, "show", str(task_id))
     assert plain.returncode == 0, plain.stderr
     assert "record" in plain.stdout and "pending" in plain.stdout
@@ -333,7 +384,7 @@ def test_bad_admin_setting_is_one_line(env: Env) -> None:
 def test_admin_unreachable_database(tmp_path: Path, url: str) -> None:
     environ = clean_environ(GTA_DATABASE_URL=url, GTA_PLUGINS="tests.tasks")
     for command in (["migrate"], ["submit", "record"], ["show", "1"]):
-        assert_one_line_error(run(GTA, *command, environ=environ, cwd=tmp_path), "cannot reach database")
+        assert_one_line_error(run(GTA, *command, environ=environ, cwd=tmp_path), "cannot reach database", code=1)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -107,11 +107,11 @@ def test_delayed_tasks_never_start_before_their_time(fenv: Env) -> None:
     before = time.time()
     moment = dt.datetime.now(dt.timezone(dt.timedelta(hours=5))) + dt.timedelta(seconds=2.5)  # aware, not UTC
     delays = {
-        gta_core.submit(None, "record", {"n": 1}, delay=2): 2.0,
-        gta_core.submit(None, "record", {"n": 2}, delay=dt.timedelta(seconds=1.5)): 1.5,
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, delay=2): 2.0,
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, delay=dt.timedelta(seconds=1.5)): 1.5,
     }
-    at = gta_core.submit(None, "record", {"n": 3}, run_at=moment)
-    at_once = gta_core.submit(None, "record", {"n": 0})  # wakes the worker while the others wait
+    at = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 3}, run_at=moment)
+    at_once = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})  # wakes the worker while the others wait
     committed = time.time()
 
     for task_id, delay in delays.items():
@@ -137,11 +137,11 @@ def test_delayed_tasks_never_start_before_their_time(fenv: Env) -> None:
 
     count = row_count(env)
     with pytest.raises(gta_core.InvalidArguments, match="timezone-aware"):
-        gta_core.submit(None, "record", run_at=dt.datetime.now())  # naive: ambiguous
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", run_at=dt.datetime.now())  # naive: ambiguous
     with pytest.raises(gta_core.InvalidArguments, match="delay or run_at"):
-        gta_core.submit(None, "record", delay=1, run_at=moment)
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", delay=1, run_at=moment)
     with pytest.raises(gta_core.InvalidArguments, match="delay"):
-        gta_core.submit(None, "record", delay=-1)
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", delay=-1)
     assert row_count(env) == count, "a refused submit wrote a row"
 
 
@@ -150,7 +150,8 @@ def test_priorities_order_a_backlog(fenv: Env) -> None:
     plan: list[tuple[str, int | None]] = [("record", 0), ("record", 5), ("record", -3), ("urgent", None),
                                           ("record", 5), ("record", 10), ("record", 0), ("record", 10),
                                           ("urgent", 1), ("record", None)]
-    ids = [gta_core.submit(None, key, {"n": n}, priority=priority) for n, (key, priority) in enumerate(plan)]
+    ids = [gta_core.submit(gta_core.OWN_TRANSACTION,
+                           key, {"n": n}, priority=priority) for n, (key, priority) in enumerate(plan)]
     priority = {task_id: row(env, task_id)["priority"] for task_id in ids}
     assert list(priority.values()) == [0, 5, -3, 7, 5, 10, 0, 10, 1, 0]  # urgent's @task(priority=7) default
 
@@ -165,10 +166,11 @@ def test_priorities_order_a_backlog(fenv: Env) -> None:
 
 def test_queues_isolate_supervisors(fenv: Env) -> None:
     env = fenv
-    in_b = [gta_core.submit(None, "in_b", {"n": n}) for n in range(2)]  # @task(queue="b") default
-    in_default = gta_core.submit(None, "record", {"n": 2})
-    in_a = [gta_core.submit(None, "record", {"n": 3}, queue="a"),
-            gta_core.submit(None, "in_b", {"n": 4}, queue="a")]  # an explicit queue beats the default
+    in_b = [gta_core.submit(gta_core.OWN_TRANSACTION, "in_b", {"n": n}) for n in range(2)]  # @task(queue="b") default
+    in_default = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2})
+    in_a = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 3}, queue="a"),
+            gta_core.submit(gta_core.OWN_TRANSACTION,
+                            "in_b", {"n": 4}, queue="a")]  # an explicit queue beats the default
     assert [row(env, task_id)["queue"] for task_id in [*in_b, in_default, *in_a]] == ["b", "b", "default", "a", "a"]
 
     # One thread, batch 1, order priority/run_at/id: had the `a` worker looked at the older
@@ -181,9 +183,10 @@ def test_queues_isolate_supervisors(fenv: Env) -> None:
     assert {entry["id"] for entry in entries(env, "run")} == set(in_a)
     assert stop(only_a) == 0
 
-    late_a = gta_core.submit(None, "record", {"n": 5}, queue="a")
+    late_a = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 5}, queue="a")
     b_and_default = start(env, 1, "--queues", "b,default", "--threads", "1", "--batch", "1")
-    marker = gta_core.submit(None, "in_b", {"n": 6})  # newer than late_a: leased after it, were it visible
+    marker = gta_core.submit(gta_core.OWN_TRANSACTION,
+                             "in_b", {"n": 6})  # newer than late_a: leased after it, were it visible
     served = [*in_b, in_default, marker]
     assert env.wait_final(served, 30) == {task_id: "succeeded" for task_id in served}
     assert (row(env, late_a)["status"], row(env, late_a)["attempts"]) == ("pending", 0)
@@ -208,7 +211,7 @@ open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.0005)
 began = time.time()
-task_id = gta_core.submit(None, "record", {"n": n}, dedupe_key="race-key")
+task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": n}, dedupe_key="race-key")
 print(task_id, began, time.time(), flush=True)
 """
 
@@ -242,15 +245,16 @@ def test_eight_processes_racing_on_one_dedupe_key_get_one_row(fenv: Env) -> None
     winner = json.loads(row(env, task_id)["args"])
 
     # later submits, alone or in a caller's transaction, return the kept row and insert nothing
-    assert gta_core.submit(None, "record", {"n": 99}, dedupe_key="race-key") == task_id
+    assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 99}, dedupe_key="race-key") == task_id
     with env.runtime.db.atomic() as tx:
         assert gta_core.submit(tx, "record", {"n": 98}, dedupe_key="race-key") == task_id
     assert gta_core.cancel(task_id) == {task_id: "pending"}
-    assert gta_core.submit(None, "record", {"n": 97}, dedupe_key="race-key") == task_id  # kept, though final
+    assert gta_core.submit(gta_core.OWN_TRANSACTION,
+                           "record", {"n": 97}, dedupe_key="race-key") == task_id  # kept, though final
     assert row_count(env) == 1
     kept = row(env, task_id)
     assert (kept["status"], json.loads(kept["args"])) == ("cancelled", winner)
-    other = gta_core.submit(None, "record", {"n": 96}, dedupe_key="other-key")
+    other = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 96}, dedupe_key="other-key")
     assert other != task_id and row_count(env) == 2
 
 
@@ -275,7 +279,7 @@ def test_order_keys_run_one_at_a_time_in_submission_order(fenv: Env) -> None:
             links.append((chain, seq))
     ids: list[int] = []
     for first in range(0, len(requests), 50):  # submitted while the first ones already run
-        ids += gta_core.submit_many(None, requests[first:first + 50])
+        ids += gta_core.submit_many(gta_core.OWN_TRANSACTION, requests[first:first + 50])
     assert ids == sorted(ids)
     statuses = env.wait_final(ids, 60)
     link_of = dict(zip(ids, links, strict=True))
@@ -305,7 +309,7 @@ def test_order_keys_run_one_at_a_time_in_submission_order(fenv: Env) -> None:
     for process in supervisors:
         assert pids & set(process.worker_pids()), f"supervisor {process.pid} took no part"
 
-    free = gta_core.submit_many(None, [("sleepy", {"seconds": 1.0, "n": n}) for n in range(8)])
+    free = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("sleepy", {"seconds": 1.0, "n": n}) for n in range(8)])
     assert env.wait_final(free, 30) == {task_id: "succeeded" for task_id in free}
     overlap = max_overlap(intervals(env, free).values())
     assert overlap >= 4, f"only {overlap} of 8 tasks without an order key ran at once (8 threads)"
@@ -320,8 +324,8 @@ def test_order_keys_run_one_at_a_time_in_submission_order(fenv: Env) -> None:
 def test_children_are_inserted_once_with_the_parents_success(fenv: Env) -> None:
     env = fenv
     process = start(env, 1)
-    ok = gta_core.submit(None, "parent", {"failures": 2})
-    doomed = gta_core.submit(None, "parent", {"failures": 9}, max_attempts=2)
+    ok = gta_core.submit(gta_core.OWN_TRANSACTION, "parent", {"failures": 2})
+    doomed = gta_core.submit(gta_core.OWN_TRANSACTION, "parent", {"failures": 9}, max_attempts=2)
     assert env.wait_final([ok, doomed], 30) == {ok: "succeeded", doomed: "failed"}
 
     def children() -> list[tuple[Any, ...]] | None:
@@ -353,7 +357,8 @@ def test_overrunning_task_is_killed_retried_and_fails_while_its_neighbour_is_rel
     env = fenv
     process = start(env, 1, "--threads", "2")
     (first_worker,) = process.worker_pids()
-    overrun, neighbour = gta_core.submit_many(None, [("overrun", None), ("sleepy", {"seconds": 2.0})])
+    overrun, neighbour = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                              [("overrun", None), ("sleepy", {"seconds": 2.0})])
     assert env.wait_final([overrun, neighbour], 45) == {overrun: "failed", neighbour: "succeeded"}
 
     failed = row(env, overrun)
@@ -378,7 +383,7 @@ def test_overrunning_task_is_killed_retried_and_fails_while_its_neighbour_is_rel
     (worker,) = process.wait_workers(1)  # the worker count is restored
     assert worker not in killed
     assert reaped(killed), "a killed worker was left a zombie"
-    later = gta_core.submit(None, "record")
+    later = gta_core.submit(gta_core.OWN_TRANSACTION, "record")
     assert env.wait_final([later], 30) == {later: "succeeded"}
     assert entries(env, "run", later)[0]["pid"] == worker
     assert stop(process) == 0
@@ -391,13 +396,13 @@ def test_cancel_pending_and_running_tasks(fenv: Env) -> None:
     process = start(env, 1, "--threads", "2", "--lease-timeout", "3")
     (worker,) = process.worker_pids()
 
-    pending = gta_core.submit(None, "record", {"n": 1}, delay=1)
+    pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, delay=1)
     assert gta_core.cancel(pending) == {pending: "pending"}
     cancelled = row(env, pending)
     assert (cancelled["status"], cancelled["attempts"]) == ("cancelled", 0)
     assert cancelled["finished_at"] is not None
 
-    running = gta_core.submit(None, "cooperative", {"linger": 2.2})
+    running = gta_core.submit(gta_core.OWN_TRANSACTION, "cooperative", {"linger": 2.2})
     wait_entries(env, "start", 1, [running])
     asked = time.time()
     assert gta_core.cancel([running, 123456789]) == {running: "running"}
@@ -409,7 +414,7 @@ def test_cancel_pending_and_running_tasks(fenv: Env) -> None:
 
     # a task due after the cancelled one ran: the cancelled one had every chance, and never ran
     assert time.time() > row(env, pending)["run_at"].timestamp()
-    marker = gta_core.submit(None, "record", {"n": 2})
+    marker = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2})
     assert env.wait_final([marker], 30) == {marker: "succeeded"}
     assert entries(env, "run", pending) == []
     assert row(env, pending)["status"] == "cancelled"
@@ -427,7 +432,8 @@ def test_forced_cancel_replaces_the_worker_and_releases_its_other_task(fenv: Env
     env = fenv
     process = start(env, 1, "--threads", "2")
     (worker,) = process.worker_pids()
-    stubborn, neighbour = gta_core.submit_many(None, [("stubborn", None), ("sleepy", {"seconds": 3.0})])
+    stubborn, neighbour = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                               [("stubborn", None), ("sleepy", {"seconds": 3.0})])
     first = wait_entries(env, "start", 2, [stubborn, neighbour])
     assert {entry["pid"] for entry in first} == {worker}
 
@@ -539,10 +545,11 @@ def test_request_id_reaches_the_handler_its_children_and_its_log_lines(fenv: Env
     process = start(env, 1, "--threads", "1")
     token = request_id.set("req-7f3a")
     try:
-        traced = gta_core.submit(None, "log_request", {"spawn": True})
+        traced = gta_core.submit(gta_core.OWN_TRANSACTION, "log_request", {"spawn": True})
     finally:
         request_id.reset(token)
-    untraced = gta_core.submit(None, "log_request")  # same worker thread next: nothing may leak into it
+    untraced = gta_core.submit(gta_core.OWN_TRANSACTION,
+                               "log_request")  # same worker thread next: nothing may leak into it
     assert json.loads(row(env, traced)["context"]) == {"request_id": "req-7f3a"}
     assert row(env, untraced)["context"] is None
 
@@ -587,10 +594,11 @@ def test_eager_mode_runs_handlers_inline_after_commit_and_never_on_rollback(fenv
         with pytest.raises(gta_core.InvalidArguments), db.atomic() as tx:
             gta_core.submit(tx, "record", {"n": {1, 2}})  # not JSON
         with pytest.raises(gta_core.UnknownTask):
-            gta_core.submit(None, "no_such_task")
+            gta_core.submit(gta_core.OWN_TRANSACTION, "no_such_task")
         assert [entry["n"] for entry in entries(env, "run")] == [1, 2], "a rolled-back or refused submit ran"
 
-        without_transaction = gta_core.submit(None, "record", {"n": 5})  # no transaction: runs at once
+        without_transaction = gta_core.submit(gta_core.OWN_TRANSACTION,
+                                              "record", {"n": 5})  # no transaction: runs at once
         last = entries(env, "run")[-1]
         assert (last["id"], last["n"]) == (without_transaction, 5)
 
@@ -600,8 +608,8 @@ def test_eager_mode_runs_handlers_inline_after_commit_and_never_on_rollback(fenv
         assert run.outcomes("always_fails") == ["failed"]
 
         # children run after their parent's success, once, and never for a parent that failed
-        gta_core.submit(None, "parent", {"failures": 2, "how": "retry"})
-        gta_core.submit(None, "parent", {"failures": 1, "how": "fail"})
+        gta_core.submit(gta_core.OWN_TRANSACTION, "parent", {"failures": 2, "how": "retry"})
+        gta_core.submit(gta_core.OWN_TRANSACTION, "parent", {"failures": 1, "how": "fail"})
         assert run.outcomes("parent") == ["succeeded", "failed"]
         children = [result for result in run.results if result.key == "child"]
         assert [(c.args["index"], c.args["parent_attempt"], c.outcome) for c in children] == \
@@ -611,16 +619,16 @@ def test_eager_mode_runs_handlers_inline_after_commit_and_never_on_rollback(fenv
         assert [entry["phase"] for entry in entries(env) if entry["phase"] in ("parent", "child")] == \
             ["parent"] * 3 + ["child"] * 3 + ["parent"]
     assert row_count(env) == 0, "eager mode wrote rows"
-    after = gta_core.submit(None, "record", {"n": 6})  # outside the block: a real, pending row
+    after = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 6})  # outside the block: a real, pending row
     assert row(env, after)["status"] == "pending" and len(entries(env, "run")) == 4
 
 
 # -- GTA's per-task options -----------------------------------------------------------------------------------------
 def test_clean_succeeded_and_init_timeout_sensitive(fenv: Env) -> None:
     env = fenv
-    clean, dirty = gta_core.submit_many(None, [("clean_ok", None), ("clean_ok", {"fail": True})])
-    stale, fresh = gta_core.submit_many(None, [("init_sensitive", None), ("init_sensitive", None)])
-    old_but_tolerant = gta_core.submit(None, "record", {"n": 1})
+    clean, dirty = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("clean_ok", None), ("clean_ok", {"fail": True})])
+    stale, fresh = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("init_sensitive", None), ("init_sensitive", None)])
+    old_but_tolerant = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     ten_minutes_ago = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=10)
     value: Any = utc_text(ten_minutes_ago) if env.store.dialect == "sqlite" else ten_minutes_ago
     with env.runtime.db.atomic():

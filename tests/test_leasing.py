@@ -28,7 +28,8 @@ def _now() -> dt.datetime:
 
 
 def _submit(count: int, key: str = "record", **options: Any) -> list[int]:
-    return gta_core.submit_many(None, [gta_core.TaskRequest(key, {"n": n}, **options) for n in range(count)])
+    return gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                [gta_core.TaskRequest(key, {"n": n}, **options) for n in range(count)])
 
 
 def _expire(store: TaskStore, ids: Sequence[int]) -> None:
@@ -48,9 +49,9 @@ def _row(env: Env, task_id: int) -> dict[str, Any]:
 def test_lease_returns_due_tasks_running_with_attempt_and_owner(env: Env) -> None:
     store = env.store
     low = _submit(2)
-    high = gta_core.submit(None, "record", {"n": 99}, priority=5)
-    later = gta_core.submit(None, "record", {"n": 100}, delay=3600)
-    elsewhere = gta_core.submit(None, "record", {"n": 101}, queue="other")
+    high = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 99}, priority=5)
+    later = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 100}, delay=3600)
+    elsewhere = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 101}, queue="other")
 
     before = _now()
     leased = store.lease("owner-a", QUEUES, 10, 30.0)

@@ -167,7 +167,7 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
     prom = prometheus(bind)
 
     # successes, retries and failures
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(5)]
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(5)]
                                + [("flaky", {"failures": 2})] * 2 + [("always_fails", {})] * 2
                                + [("fails_for_good", {})])
     statuses = env.wait_final(ids)
@@ -175,7 +175,7 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
 
     # a rescued lease, and the lost write of the worker that had it: freeze the worker
     # running the task until its lease expires and the other worker runs it again
-    slow = gta_core.submit(None, "sleepy", {"seconds": 5})
+    slow = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 5})
     frozen = wait_ledger(env, "start", slow)[0]["pid"]
     os.kill(frozen, signal.SIGSTOP)
     try:
@@ -187,9 +187,9 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
 
     # live gauges: two tasks of a queue nobody serves, one delayed, one running for long
     for n in range(2):
-        gta_core.submit(None, "record", {"n": n}, queue="orphan")
-    gta_core.submit(None, "record", {"n": 99}, delay=3600)
-    busy = gta_core.submit(None, "sleepy", {"seconds": 120})
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": n}, queue="orphan")
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 99}, delay=3600)
+    busy = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 120})
     wait_ledger(env, "start", busy)
     time.sleep(1.2)  # the gauges below are about durations: orphans due and busy running > 1 s
 
@@ -257,7 +257,7 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
 # -- counters across a worker restart -----------------------------------------------------------------
 def test_counters_keep_a_killed_workers_work(env: Env) -> None:
     supervisor, bind = with_metrics(env, 2)
-    ids = gta_core.submit_many(None, [("sleepy", {"seconds": 0.2, "n": n}) for n in range(8)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("sleepy", {"seconds": 0.2, "n": n}) for n in range(8)])
     env.wait_final(ids)
     by_pid: dict[int, int] = {}
     for entry in env.ledger_entries():
@@ -284,7 +284,8 @@ def test_counters_keep_a_killed_workers_work(env: Env) -> None:
                  what="a replacement worker")
         multiproc = Path(environ_of(supervisor.worker_pids()[0])["PROMETHEUS_MULTIPROC_DIR"])
         wait_for(lambda: not (multiproc / f"counter_{victim}.db").exists(), what="the dead worker's files retired")
-        more = gta_core.submit_many(None, [("sleepy", {"seconds": 0.2, "n": n}) for n in range(8, 16)])
+        more = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                    [("sleepy", {"seconds": 0.2, "n": n}) for n in range(8, 16)])
         env.wait_final(more)
     finally:
         done.set()
@@ -370,7 +371,7 @@ def test_sidecar_lives_and_dies_with_its_supervisor(env: Env) -> None:
 def test_metrics_can_be_turned_off(env: Env, how: tuple[str, ...]) -> None:
     bind = f"127.0.0.1:{free_port()}"
     supervisor = env.supervisor(1, *how, "--metrics-bind", bind)
-    task_id = gta_core.submit(None, "record", {"n": 1})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     assert env.wait_final([task_id]) == {task_id: "succeeded"}
     assert sidecar_pid(supervisor) is None
     assert http_get(f"http://{bind}/metrics", 2)[0] == 0
@@ -406,7 +407,7 @@ def test_queue_gauges_are_read_at_most_once_per_interval(env: Env, monkeypatch: 
         starts.append(time.monotonic())
         return real(store, settings)
     monkeypatch.setattr(queues, "read_stats", counting)
-    gta_core.submit(None, "record", {"n": 1})
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     probe = QueueProbe(env.runtime.settings, min_interval=0.3)
     deadline = time.monotonic() + 1.0
 
@@ -432,7 +433,7 @@ EXPLAIN = {
 
 def test_queue_gauge_queries_skip_finished_rows(env: Env, backend: str) -> None:
     """The gauges' queries go through the pending/running indexes, never a scan of the table."""
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(2000)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(2000)])
     db, table = env.runtime.db, env.table
     db.execute_sql(f"UPDATE {table} SET status = 'succeeded' WHERE id <= {ids[-20]}")
     env.store.lease("someone", ["default"], 5, 60)
@@ -543,7 +544,7 @@ def test_submitting_never_imports_prometheus_client(tmp_path: Path) -> None:
         runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'app.db'}", plugins="tests.tasks")
         runtime.store.migrate()
         assert "metrics" in [name for name, _ in runtime.plugins.manager.list_name_plugin()]
-        gta_core.submit(None, "record", {{"n": 1}})
+        gta_core.submit(gta_core.OWN_TRANSACTION, "record", {{"n": 1}})
         assert "prometheus_client" not in sys.modules, "imported"
         print("ok")
     """)

@@ -34,7 +34,7 @@ def test_version_1_table_is_upgraded_in_place_and_keeps_its_rows(env: Env) -> No
         db.execute_sql(create.format(t=t))
     db.execute_sql(f"DELETE FROM {t}_schema")
     db.execute_sql(dialect.fix(f"INSERT INTO {t}_schema (version) VALUES (?)"), (1,))
-    kept = gta_core.submit(None, "record", {"n": 1}, dedupe_key="once")
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, dedupe_key="once")
     assert store.schema_version() == 1
 
     assert store.migrate() == (1, SCHEMA_VERSION)
@@ -46,5 +46,5 @@ def test_version_1_table_is_upgraded_in_place_and_keeps_its_rows(env: Env) -> No
         for name in old:
             assert "IS NOT NULL" in index_definition(env, f"{t}_{name}"), name
     # the upgraded dedupe index still decides: the kept row's id comes back, nothing is added
-    assert gta_core.submit(None, "record", {"n": 2}, dedupe_key="once") == kept
+    assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, dedupe_key="once") == kept
     assert store.get(kept)["args"] == '{"n":1}'  # type: ignore[index]

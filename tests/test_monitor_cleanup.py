@@ -69,7 +69,7 @@ def starts(env: Env, task_id: int) -> list[dict[str, Any]]:
 # -- the monitor -----------------------------------------------------------------------------------
 def test_stopped_worker_is_rescued_reported_and_its_late_write_fenced(env: Env) -> None:
     process = start(env, 2, "--lease-timeout", "1.5", extra_env=builtins())
-    task_id = gta_core.submit(None, "sleepy", {"seconds": 2})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 2})
     first = wait_for(lambda: starts(env, task_id), 30, "the task to start")[0]
     stopped = first["pid"]
     os.kill(stopped, signal.SIGSTOP)  # frozen mid-task: its heartbeats stop, its lease expires
@@ -98,10 +98,10 @@ def test_stopped_worker_is_rescued_reported_and_its_late_write_fenced(env: Env) 
 
 def test_abnormal_hook_gets_stuck_pending_running_and_failed_tasks(env: Env) -> None:
     process = start(env, 2, "--initialized-timeout", "1s", "--running-timeout", "1s", extra_env=builtins())
-    orphan = gta_core.submit(None, "record", {"n": 1}, queue="nobody-serves-this")
-    later = gta_core.submit(None, "record", {"n": 2}, queue="nobody-serves-this", delay=3600)
-    busy = gta_core.submit(None, "sleepy", {"seconds": 4})
-    failed = gta_core.submit(None, "fails_for_good")
+    orphan = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, queue="nobody-serves-this")
+    later = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, queue="nobody-serves-this", delay=3600)
+    busy = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 4})
+    failed = gta_core.submit(gta_core.OWN_TRANSACTION, "fails_for_good")
 
     wait_report(env, "initialized_timeout", orphan)
     wait_report(env, "running_timeout", busy)
@@ -126,7 +126,7 @@ def test_hung_monitor_stops_neither_rescue_nor_the_next_run(env: Env) -> None:
     assert monitor_timeout(load_settings({"monitor_interval": "1s"}, environ={})) == 5.0
     marker = env.tmp_path / "hang-once"
     process = start(env, 2, extra_env=builtins(GTA_TEST_MONITOR_HANG=str(marker)))
-    failed = gta_core.submit(None, "fails_for_good")
+    failed = gta_core.submit(gta_core.OWN_TRANSACTION, "fails_for_good")
     hang = wait_for(lambda: ledger(env, "hang"), 30, "a monitor run to hang in the hook")[0]
     assert hang["kind"] == "failed" and failed in hang["ids"]
     hung = [entry["id"] for entry in ledger(env, "started gta_monitor") if entry["pid"] == hang["pid"]][-1]
@@ -194,7 +194,7 @@ def test_cleanup_task_empties_history_while_tasks_keep_running(env: Env) -> None
     finished_long_ago(env, 3000)
     process = start(env, 2, "--threads", "2", extra_env=builtins(
         monitor="1h", cleanup="1s", disable="monitor", GTA_CLEANUP_BATCH="100"))
-    fresh = gta_core.submit_many(None, [("record", {"n": n}) for n in range(200)])
+    fresh = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(200)])
     wait_for(lambda: count(env, "queue = 'archive'") == 0, 60, "cleanup to delete the old tasks")
     assert env.wait_final(fresh) == {task_id: "succeeded" for task_id in fresh}
     assert env.runs_by_task() == {task_id: 1 for task_id in fresh}
@@ -239,7 +239,7 @@ def test_three_supervisors_clean_once_per_slot_while_leasing_goes_on(env: Env, b
         if remaining:
             during.update(task_id for task_id, status in env.statuses(sorted(mid)).items()
                           if status == "succeeded")
-        task_id = gta_core.submit(None, "record", {"n": len(fresh)})
+        task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": len(fresh)})
         fresh.append(task_id)
         if 0 < remaining < total:
             mid.add(task_id)

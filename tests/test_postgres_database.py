@@ -54,7 +54,7 @@ def test_first_statement_opens_the_transaction(pg: Env) -> None:
 def test_a_raw_cursor_runs_inside_the_transaction(pg: Env) -> None:
     """Code that bypasses execute_sql gets the BEGIN sent first, or its write would autocommit."""
     db = pg.runtime.db
-    kept = gta_core.submit(None, "record", {"n": 1})
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     with pytest.raises(Boom), db.atomic():
         db.cursor().execute(f"DELETE FROM {pg.table}")
         raise Boom
@@ -91,7 +91,7 @@ def test_a_dead_connection_found_by_the_first_statement_is_retried(pg: Env) -> N
     killer = PostgresDatabase(db.database, **db.connect_params)
     killer.execute_sql("SELECT pg_terminate_backend(%s)", (db._state.conn.get_backend_pid(),))
     killer.close()
-    task_id = gta_core.submit(None, "record", {"n": 1})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     assert pg.statuses([task_id]) == {task_id: "pending"}
     assert in_transaction(db, lambda: db.execute_sql("SELECT 2").fetchone()[0]) == 2
 
@@ -101,9 +101,9 @@ def test_the_prepared_insert_outlives_rollbacks_and_reconnects(pg: Env) -> None:
     with pytest.raises(Boom), db.atomic() as tx:  # the first use prepares, then rolls back
         gta_core.submit(tx, "record", {"n": 1})
         raise Boom
-    kept = [gta_core.submit(None, "record", {"n": 2})]
+    kept = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2})]
     drop_connection(db)
-    kept.append(gta_core.submit(None, "record", {"n": 3}, delay=60, priority=4, order_key="o"))
+    kept.append(gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 3}, delay=60, priority=4, order_key="o"))
     assert count(pg) == 2
     prepared = db.execute_sql("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO%%'")
     assert prepared.fetchone()[0] == 1
@@ -114,7 +114,7 @@ def test_the_prepared_insert_outlives_rollbacks_and_reconnects(pg: Env) -> None:
 
 def test_leases_and_batched_completions_run_prepared_and_stay_fenced(pg: Env) -> None:
     db, store = pg.runtime.db, pg.store
-    ids = [gta_core.submit(None, "record", {"n": n}) for n in range(4)]
+    ids = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": n}) for n in range(4)]
     leased = {task.id: task.attempts for task in store.lease("owner-a", ["default"], 3, 30.0)}
     assert len(leased) == 3 and set(leased) <= set(ids)
     first, second, third = sorted(leased)
@@ -137,10 +137,10 @@ def test_a_session_that_forgets_prepared_statements_gets_them_unprepared(
         pg: Env, caplog: pytest.LogCaptureFixture) -> None:
     """What ``DISCARD ALL`` behind GTA's back, or a pooler in transaction mode, does to a session."""
     db, store = pg.runtime.db, pg.store
-    gta_core.submit(None, "record", {"n": 0})
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})
     assert store.lease("owner-a", ["default"], 1, 30.0)  # both statements are prepared now
     db.execute_sql("DEALLOCATE ALL")
-    kept = gta_core.submit(None, "record", {"n": 1})  # alone: re-run unprepared at once
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})  # alone: re-run unprepared at once
     assert "forgot a prepared statement" in caplog.text
     assert [task.id for task in store.lease("owner-a", ["default"], 5, 30.0)] == [kept]
     with db.atomic() as tx:
@@ -151,7 +151,7 @@ def test_a_session_that_forgets_prepared_statements_gets_them_unprepared(
 
 def test_a_forgotten_prepared_statement_fails_only_its_own_transaction(pg: Env) -> None:
     db = pg.runtime.db
-    gta_core.submit(None, "record", {"n": 0})
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})
     db.execute_sql("DEALLOCATE ALL")
     with pytest.raises(peewee.OperationalError, match="does not exist"), db.atomic() as tx:
         gta_core.submit(tx, "record", {"n": 1})  # the server aborted the transaction: it fails, whole

@@ -21,7 +21,7 @@ from .test_supervisor import entries, row, start, stop, wait_entries
 
 
 def test_prefetch_drains_every_task_exactly_once(env: Env) -> None:
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(300)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(300)])
     process = start(env, 2, "--prefetch", "20", "--batch", "20")
     assert env.wait_final(ids, 60) == {task_id: "succeeded" for task_id in ids}
     assert env.runs_by_task() == {task_id: 1 for task_id in ids}
@@ -32,9 +32,9 @@ def test_slow_tasks_are_not_prefetched(env: Env) -> None:
     """Prefetch adapts to the pace of tasks: once tasks take longer than the prefetch window,
     a worker holds only what its threads run, leaving the rest to other (idle) workers."""
     process = start(env, 1, "--threads", "1", "--prefetch", "3", "--batch", "4", "--lease-timeout", "30")
-    first = gta_core.submit(None, "sleepy", {"seconds": 0.3})
+    first = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 0.3})
     env.wait_final([first])
-    ids = gta_core.submit_many(None, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
     wait_entries(env, "start", 2)  # the first sleepy task, then one of these
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
@@ -52,9 +52,11 @@ def test_tasks_prefetched_behind_a_long_task_go_to_an_idle_worker(env: Env) -> N
     Found through the monitor's test: a busy worker kept leasing newly due tasks (a monitor
     run among them) behind a 4-second task, and ran them only when it ended."""
     process = start(env, 2, "--threads", "1", "--prefetch", "20", "--batch", "20", "--lease-timeout", "30")
-    env.wait_final(gta_core.submit_many(None, [("record", {"n": n}) for n in range(40)]))  # a fast pace
+    env.wait_final(gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                        [("record", {"n": n}) for n in range(40)]))  # a fast pace
     # one statement: the slow task has the lowest id, so whoever leases it first prefetches the rest
-    slow, *quick = gta_core.submit_many(None, [("sleepy", {"seconds": 6})] + [("record", {"n": n}) for n in range(8)])
+    slow, *quick = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                        [("sleepy", {"seconds": 6})] + [("record", {"n": n}) for n in range(8)])
     assert env.wait_final(quick, 4.5) == dict.fromkeys(quick, "succeeded")
     assert row(env, slow)["status"] == "running" and not entries(env, "end", slow)
     runs = env.runs_by_task()
@@ -66,8 +68,8 @@ def test_tasks_prefetched_behind_a_long_task_go_to_an_idle_worker(env: Env) -> N
 def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env: Env) -> None:
     process = start(env, 1, "--threads", "1", "--prefetch", "3", "--batch", "4", "--lease-timeout", "30")
     # quick tasks first: a worker prefetches only once it has seen the pace of its tasks
-    env.wait_final(gta_core.submit_many(None, [("record", {"n": n}) for n in range(20)]))
-    ids = gta_core.submit_many(None, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
+    env.wait_final(gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(20)]))
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("sleepy", {"seconds": 30, "n": n}) for n in range(4)])
     first = wait_entries(env, "start", 1)[0]
 
     def all_leased() -> bool:

@@ -3,6 +3,7 @@ bad input raises a clear error while writing nothing."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gta_core
+from gta_core.sql import SCHEMA_VERSION
 from gta_core.submit import TaskRequest
 
 from .helpers import Env
@@ -115,7 +117,8 @@ def test_several_tasks_in_one_transaction(env: Env) -> None:
     assert set(env.statuses(ids).values()) == {"pending"}
 
 
-@pytest.mark.parametrize("how", ["atomic", "transaction", "database", "database-outside-transaction", "none"])
+@pytest.mark.parametrize("how", ["atomic", "transaction", "database", "database-outside-transaction",
+                                 "own-transaction"])
 def test_accepted_db_tx_forms(env: Env, how: str) -> None:
     db = env.runtime.db
     if how == "atomic":
@@ -135,8 +138,8 @@ def test_accepted_db_tx_forms(env: Env, how: str) -> None:
     elif how == "database-outside-transaction":  # a transaction of its own, committed at once
         task_id = gta_core.submit(db, "record", {"n": 1})
         assert not db.in_transaction()
-    else:  # None: the configured database, in a transaction of its own
-        task_id = gta_core.submit(None, "record", {"n": 1})
+    else:  # OWN_TRANSACTION: the configured database, in a transaction of its own
+        task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
         assert not db.in_transaction()
     assert_pending(env, task_id, "record", {"n": 1})
     assert row_count(env) == 1
@@ -183,7 +186,7 @@ def test_submit_many_returns_ids_in_order(env: Env) -> None:
         else:
             assert_pending(env, task_id, item[0], item[1])
     assert row_count(env) == 8
-    assert gta_core.submit_many(None, []) == []
+    assert gta_core.submit_many(gta_core.OWN_TRANSACTION, []) == []
 
 
 #: every option with two values; a batch takes each either from one row's choice for all rows
@@ -225,7 +228,7 @@ def test_submit_many_stores_each_row_as_submit_does(env: Env, varying: tuple[str
 
 def test_submit_many_beyond_one_statement(env: Env) -> None:
     count = env.store._d.insert_chunk * 2 + 34
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(count)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(count)])
     assert len(set(ids)) == count
     assert all_args(env) == {task_id: {"n": n} for n, task_id in enumerate(ids)}
 
@@ -233,9 +236,9 @@ def test_submit_many_beyond_one_statement(env: Env) -> None:
 def test_submit_many_is_all_or_nothing(env: Env) -> None:
     items = [("record", {"n": 1}), ("record", {"n": object()}), ("record", {"n": 3})]
     with pytest.raises(gta_core.InvalidArguments):
-        gta_core.submit_many(None, items)
+        gta_core.submit_many(gta_core.OWN_TRANSACTION, items)
     with pytest.raises(gta_core.UnknownTask):
-        gta_core.submit_many(None, [("record", {"n": 1}), ("no_such_task", {})])
+        gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": 1}), ("no_such_task", {})])
     assert row_count(env) == 0
 
 
@@ -282,6 +285,7 @@ BAD_SUBMITS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("context-unserializable", {"context": {"trace": object()}}, gta_core.InvalidArguments, "context"),
     ("db-tx-str", {"db_tx": "sqlite:///x.db"}, gta_core.SubmitError, "db_tx"),
     ("db-tx-connection-like", {"db_tx": object()}, gta_core.SubmitError, "db_tx"),
+    ("db-tx-none", {"db_tx": None}, gta_core.SubmitError, "gta_core.OWN_TRANSACTION"),
 ]
 
 
@@ -289,7 +293,7 @@ BAD_SUBMITS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
 def test_bad_input_raises_and_writes_nothing(env: Env, case: tuple[str, dict[str, Any], type[Exception], str]
                                              ) -> None:
     _, overrides, error, fragment = case
-    call: dict[str, Any] = {"db_tx": None, "key": "record", "args": {"n": 1}, **overrides}
+    call: dict[str, Any] = {"db_tx": gta_core.OWN_TRANSACTION, "key": "record", "args": {"n": 1}, **overrides}
     db_tx, key, args = call.pop("db_tx"), call.pop("key"), call.pop("args")
     before = row_count(env)
     with pytest.raises(error) as info:
@@ -299,7 +303,7 @@ def test_bad_input_raises_and_writes_nothing(env: Env, case: tuple[str, dict[str
     assert "\n" not in str(info.value)
     with pytest.raises(error):  # inside a transaction too, which then commits nothing
         with env.runtime.db.atomic():
-            gta_core.submit(env.runtime.db if db_tx is None else db_tx, key, args, **call)
+            gta_core.submit(env.runtime.db if db_tx is gta_core.OWN_TRANSACTION else db_tx, key, args, **call)
     assert row_count(env) == before
 
 
@@ -339,7 +343,7 @@ submit_args = (st.builds(lambda value: {"n": value}, values)  # binds to record(
 def test_property_args_round_trip_or_nothing_is_written(env: Env, args: Any) -> None:
     before = row_count(env)
     try:
-        task_id = gta_core.submit(None, "record", args)
+        task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", args)
     except gta_core.GTAError:
         assert row_count(env) == before
         return
@@ -372,3 +376,60 @@ def test_only_committed_tasks_run(env: Env) -> None:
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
     assert sorted(entry["n"] for entry in env.ledger_entries()) == [1, 2, 3]
+
+
+# -- a None handle, a missing table --------------------------------------------------------------
+def test_none_handle_is_refused_before_anything_is_written(env: Env) -> None:
+    """An unset variable, or ``with atomic() as a`` where ``a`` is None, must not quietly move
+    the task out of the caller's transaction: the caller learns at once what to pass."""
+    db = env.runtime.db
+    with pytest.raises(Boom):
+        with db.atomic() as tx:
+            kept = gta_core.submit(tx, "record", {"n": 1})
+            for call in (lambda: gta_core.submit(None, "record", {"n": 2}),
+                         lambda: gta_core.submit_many(None, [("record", {"n": 3})]),
+                         lambda: gta_core.cancel(kept, db=None),
+                         lambda: gta_core.status(kept, db=None)):
+                with pytest.raises(gta_core.SubmitError, match="is None: pass your transaction") as info:
+                    call()
+                assert "gta_core.OWN_TRANSACTION" in str(info.value) and "\n" not in str(info.value)
+            with pytest.raises(gta_core.SubmitError, match="is None"):
+                with gta_core.transaction(None):
+                    pass
+            assert gta_core.submit(tx, "record", {"n": 4}) > kept  # the caller's transaction goes on
+            assert row_count(env) == 2  # its own two rows, uncommitted; nothing else was written
+            raise Boom
+    assert row_count(env) == 0  # rolled back: no row of it, none of the refused calls'
+    with pytest.raises(gta_core.SubmitError, match="OWN_TRANSACTION"):
+        gta_core.submit(None, "record", {"n": 5})
+    assert row_count(env) == 0
+    own = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 6})
+    assert repr(gta_core.OWN_TRANSACTION) == "gta_core.OWN_TRANSACTION"
+    assert_pending(env, own, "record", {"n": 6})
+
+
+def test_submit_to_a_table_not_migrated_says_run_gta_migrate(env: Env) -> None:
+    settings = dataclasses.replace(env.runtime.settings, table="gta_never_migrated")
+    runtime = gta_core.configure(settings)
+    with pytest.raises(gta_core.SchemaError) as info:
+        with runtime.db.atomic() as tx:
+            gta_core.submit(tx, "record", {"n": 1})
+    assert str(info.value) == ("task table 'gta_never_migrated' is missing, this GTA needs version "
+                               f"{SCHEMA_VERSION}: run `gta migrate`")
+    for call in (lambda: gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}),
+                 lambda: gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(3)]),
+                 lambda: gta_core.status(1)):
+        with pytest.raises(gta_core.SchemaError, match="is missing.*run `gta migrate`"):
+            call()
+    with runtime.db.atomic() as tx:  # the connection is usable afterwards
+        assert tx.db.execute_sql("SELECT 1").fetchone()[0] == 1
+
+
+def test_unknown_task_says_where_handlers_must_be_loaded(env: Env) -> None:
+    """The usual cause: the handler module is loaded by the supervisor (--plugin) only."""
+    with pytest.raises(gta_core.UnknownTask) as info:
+        gta_core.submit(gta_core.OWN_TRANSACTION, "no_such_task")
+    message = str(info.value)
+    assert "'no_such_task'" in message and "\n" not in message
+    assert "gta_handlers entry point" in message and "GTA_PLUGINS=" in message and "supervisor" in message
+    assert row_count(env) == 0

@@ -55,7 +55,8 @@ def row(env: Env, task_id: int) -> dict[str, Any]:
 
 
 def sleepy(count: int, seconds: float) -> list[int]:
-    return gta_core.submit_many(None, [("sleepy", {"seconds": seconds, "n": n}) for n in range(count)])
+    return gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                [("sleepy", {"seconds": seconds, "n": n}) for n in range(count)])
 
 
 def reaped(pids: Sequence[int]) -> bool:
@@ -71,7 +72,7 @@ def test_two_supervisors_drain_every_task_exactly_once(env: Env) -> None:
     owner_of = {pid: index for index, process in enumerate(supervisors) for pid in process.worker_pids()}
     assert len(owner_of) == 4
 
-    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(total)])
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(total)])
 
     def drained() -> bool:
         return sum(count for (_, status), count in env.store.counts().items() if status in FINAL) == total
@@ -93,9 +94,9 @@ def test_two_supervisors_drain_every_task_exactly_once(env: Env) -> None:
 def test_retries_back_off_then_fail_at_max_attempts(env: Env) -> None:
     # backoff for attempt n waits uniform(c/2, c) with c = retry_base * 2 ** (n - 1): [0.5, 1] then [1, 2]
     process = start(env, 2, "--retry-base", "1", "--retry-cap", "60", "--scan-interval", "0.2")
-    flaky = gta_core.submit(None, "flaky", {"failures": 2})
-    always = gta_core.submit(None, "always_fails")
-    for_good = gta_core.submit(None, "fails_for_good")
+    flaky = gta_core.submit(gta_core.OWN_TRANSACTION, "flaky", {"failures": 2})
+    always = gta_core.submit(gta_core.OWN_TRANSACTION, "always_fails")
+    for_good = gta_core.submit(gta_core.OWN_TRANSACTION, "fails_for_good")
     delays: dict[tuple[int, int], float] = {}
 
     def watch() -> bool:
@@ -135,7 +136,7 @@ def test_retries_back_off_then_fail_at_max_attempts(env: Env) -> None:
 
 def test_scheduled_retry_survives_a_restart_and_is_not_early(env: Env) -> None:
     first = start(env, 1)
-    task_id = gta_core.submit(None, "retry_later", {"delay": 4})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "retry_later", {"delay": 4})
 
     def waiting() -> dict[str, Any] | None:
         current = row(env, task_id)
@@ -283,7 +284,7 @@ def test_second_sigint_exits_at_once_and_releases(env: Env) -> None:
 def test_crashing_handler_fails_at_max_attempts_and_its_worker_is_replaced(env: Env) -> None:
     process = start(env, 1)
     (first_worker,) = process.worker_pids()
-    task_id = gta_core.submit(None, "crash")
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "crash")
     assert env.wait_final([task_id], 30) == {task_id: "failed"}
 
     failed = row(env, task_id)
@@ -295,7 +296,7 @@ def test_crashing_handler_fails_at_max_attempts_and_its_worker_is_replaced(env: 
     assert process.log().count("died: exit code 17") == 2
 
     # the supervisor goes on with a fresh worker, and the failed task is never leased again
-    later = gta_core.submit(None, "record")
+    later = gta_core.submit(gta_core.OWN_TRANSACTION, "record")
     assert env.wait_final([later], 30) == {later: "succeeded"}
     (worker,) = process.worker_pids()
     assert worker not in {entry["pid"] for entry in runs}
@@ -309,11 +310,11 @@ def test_worker_whose_thread_dies_exits_and_its_task_is_settled(env: Env) -> Non
     """A worker that lost a thread must not live on: its leases would be renewed forever with
     nobody to finish them. It exits, and the supervisor settles the task like a crash's."""
     process = start(env, 1, "--threads", "1")
-    task_id = gta_core.submit(None, "breaks_its_thread")
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "breaks_its_thread")
     assert env.wait_final([task_id]) == {task_id: "failed"}
     found = row(env, task_id)
     assert found["attempts"] == 2 and "WorkerDied" in (found["last_error"] or ""), found
     assert entries(env, "run", task_id) == []
     wait_log(process, "worker thread gta-handler-0 died", 2)
-    env.wait_final([gta_core.submit(None, "record")])  # the replacement worker serves the queue
+    env.wait_final([gta_core.submit(gta_core.OWN_TRANSACTION, "record")])  # the replacement worker serves the queue
     assert stop(process) == 0

@@ -358,7 +358,7 @@ class ChaosHarness:
         remembered as uncertain (its commit may have happened): its rows must still end final."""
         tag = self._next_tag("c")
         try:
-            ids = gta_core.submit_many(None, self._requests(key, args_list, tag, options))
+            ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, self._requests(key, args_list, tag, options))
         except Exception:
             self.uncertain_tags.add(tag)
             raise

@@ -156,7 +156,7 @@ def test_malformed_rows_fail_with_a_reason_and_harm_nothing(env: Env) -> None:
 
 def check_batch(env: Env, supervisor: SupervisorProcess, known: set[str], batch: list[Row]) -> None:
     bad = {insert_raw(env, row): row for row in batch}
-    good = {gta_core.submit(None, "record", {"n": n}): n for n in (next(_numbers), next(_numbers))}
+    good = {gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": n}): n for n in (next(_numbers), next(_numbers))}
     settled = [task_id for task_id, row in bad.items() if row.served]
     env.wait_final([*settled, *good])
     runs = env.runs_by_task()
@@ -205,7 +205,7 @@ def test_sqlite_values_of_the_wrong_type_do_not_poison_leasing(sqlite_env: Env) 
         bad.append(int(cursor.lastrowid))
     supervisor = env.supervisor(1)
     workers = supervisor.worker_pids()
-    good = [gta_core.submit(None, "record", {"n": n}) for n in (10, 11)]
+    good = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": n}) for n in (10, 11)]
     statuses = env.wait_final([*bad, *good])
     assert [statuses[task_id] for task_id in good] == ["succeeded", "succeeded"]
     assert statuses[bad[0]] == "succeeded"  # an unreadable run_at does not stop a due task

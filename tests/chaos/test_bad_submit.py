@@ -174,7 +174,7 @@ def test_submit_many_stores_all_or_refuses_all(env: Env, items: list[Any]) -> No
     """Any item (a request with bad options, a tuple of any length, not a request at all)."""
     before = row_count(env)
     try:
-        ids = gta_core.submit_many(None, items)
+        ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, items)
     except gta_core.GTAError as exc:
         assert_refusal_names_the_problem(exc)
         assert row_count(env) == before
@@ -189,17 +189,17 @@ def test_submit_many_stores_all_or_refuses_all(env: Env, items: list[Any]) -> No
 
 def test_keys_differing_only_in_trailing_spaces_are_refused(env: Env) -> None:
     """MariaDB compares 'k ' equal to 'k': accepted, it would return another task's id."""
-    kept = gta_core.submit(None, "record", {"n": 1}, dedupe_key="k")
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, dedupe_key="k")
     for option in ("dedupe_key", "order_key", "queue"):
         with pytest.raises(gta_core.InvalidArguments, match=option):
-            gta_core.submit(None, "record", {"n": 2}, **{option: "k "})
-    assert row_count(env) == 1 and gta_core.submit(None, "record", {"n": 1}, dedupe_key="k") == kept
+            gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, **{option: "k "})
+    assert row_count(env) == 1 and gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, dedupe_key="k") == kept
 
 
 def test_run_at_before_the_year_1000_is_due_and_reads_back(env: Env) -> None:
     """SQLite compares timestamps as text: '999-…' (strftime's %Y) sorted after every real date."""
     long_ago = dt.datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC)
-    task_id = gta_core.submit(None, "record", {"n": 1}, run_at=long_ago)
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, run_at=long_ago)
     stored = env.store.get(task_id)
     assert stored is not None and stored["run_at"] == long_ago
     assert [task.id for task in env.store.lease("probe", ("default",), 5, 30.0)] == [task_id]
@@ -214,7 +214,7 @@ def test_run_at_before_the_year_1000_is_due_and_reads_back(env: Env) -> None:
 def test_cancel_takes_ids_or_names_the_problem(env: Env, task_ids: Any) -> None:
     """`gta_core.cancel` with anything for ids: a dict of the given ids it found, or a `GTAError`;
     either way no task it was not given changes."""
-    gta_core.submit(None, "record", {"n": 1}, delay=3600)
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, delay=3600)
     everything = [row[0] for row in env.runtime.db.execute_sql(f"SELECT id FROM {env.table}").fetchall()]
     before = env.statuses(everything)
     given_ids: set[Any] = set()

@@ -48,9 +48,11 @@ def submitter_main(out: str, rounds: int, name: str) -> None:
             entry: dict[str, Any] = {"tag": tag, "ids": [], "errors": [], "retried": 0}
             args = {"seconds": 0.01, "tag": tag}
             try:
-                entry["ids"].append(gta_core.submit(None, "chaos_work", args))
-                entry["ids"] += gta_core.submit_many(None, [gta_core.TaskRequest("chaos_work", args)] * 5)
-                entry["ids"].append(gta_core.submit(None, "chaos_work", args, dedupe_key=f"storm-{number}"))
+                entry["ids"].append(gta_core.submit(gta_core.OWN_TRANSACTION, "chaos_work", args))
+                entry["ids"] += gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                                     [gta_core.TaskRequest("chaos_work", args)] * 5)
+                entry["ids"].append(gta_core.submit(gta_core.OWN_TRANSACTION,
+                                                    "chaos_work", args, dedupe_key=f"storm-{number}"))
                 while True:
                     try:
                         with db.atomic():

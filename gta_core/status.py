@@ -1,0 +1,64 @@
+"""Reading a task's state from Python: ``gta_core.status(task_id)``.
+
+A snapshot of one row, as a frozen `TaskState`, or None when no row has the id (it never
+existed, or cleanup/``gta purge`` deleted it after it finished: both are ordinary outcomes a
+caller must handle, so they are a value, not an exception). Fields are added at the end with
+defaults, so code that reads a `TaskState` keeps working as GTA stores more (results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from .runtime import get_runtime
+from .sql import FINAL_STATUSES
+from .submit import OWN_TRANSACTION, resolve_handle, task_id_list
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskState:
+    """One task as its row stood when `status` read it (timestamps aware UTC)."""
+
+    id: int
+    key: str
+    queue: str
+    status: str  # pending, running, succeeded, failed or cancelled
+    attempts: int  # attempts started so far (a running task counts its current one)
+    max_attempts: int
+    priority: int
+    run_at: dt.datetime | None  # when it is (or was last) due
+    last_error: str | None  # the latest failure's message and traceback, kept after a retry succeeds
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    started_at: dt.datetime | None  # the latest attempt's start
+    finished_at: dt.datetime | None
+    parent_id: int | None = None
+    dedupe_key: str | None = None
+    order_key: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """True once the task is succeeded, failed or cancelled (it changes no more unless an
+        operator runs ``gta retry``)."""
+        return self.status in FINAL_STATUSES
+
+
+FIELDS = tuple(field.name for field in dataclasses.fields(TaskState))
+
+
+def status(task_id: int, db: Any = OWN_TRANSACTION) -> TaskState | None:
+    """The state of task ``task_id``, or None when no row has that id.
+
+    ``db`` is a handle as for `submit` (by default GTA's own connection); pass your transaction
+    to see a task it submitted and has not committed yet.
+    """
+    (checked,) = task_id_list([task_id])
+    runtime = get_runtime()
+    row = runtime.store_for(resolve_handle(db, runtime, "db")).get(checked)
+    return None if row is None else from_row(row)
+
+
+def from_row(row: dict[str, Any]) -> TaskState:
+    """A `TaskState` from `TaskStore.get`'s columns."""
+    return TaskState(**{name: row[name] for name in FIELDS})
