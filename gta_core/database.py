@@ -119,12 +119,50 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
                       init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         if not common["user"]:
             common["user"] = "root"
-        return peewee.MySQLDatabase(name, **common)
+        return MySQLDatabase(name, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
 
 
-class PostgresDatabase(peewee.PostgresqlDatabase):
-    """peewee's PostgreSQL database with two round trips less on a small transaction.
+class DropsDeadConnections(peewee.Database):
+    """A database that never hands out a connection its driver knows is closed.
+
+    peewee only knows a connection is closed when it closed it itself: after the server
+    ended a session (``pg_terminate_backend``, ``KILL``, a restart) the statement that found
+    out fails, and every later statement of that thread is sent to the same dead connection
+    and fails as well ("connection already closed"), forever, unless something calls
+    `drop_connection`. The transaction helpers do; a plain read outside them did not, and a
+    supervisor thread retrying one wedged there and rescued no lease again (issue 14). Here
+    the next statement outside a transaction opens a new connection instead. Inside a
+    transaction the dead connection is left to fail: the transaction is lost, and only its
+    owner (`in_transaction`, or the application) can run it again.
+    """
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        state = self._state  # type: ignore[attr-defined]
+        if not state.closed and not self.in_transaction() and driver_closed(state.conn):
+            drop_connection(self)
+        return super().cursor(named_cursor)
+
+
+def driver_closed(conn: Any) -> bool:
+    """Whether a DB-API connection knows it is closed: psycopg's ``closed``, PyMySQL's and
+    mysqlclient's ``open``; False when the driver does not say (SQLite cannot lose one)."""
+    closed = getattr(conn, "closed", None)
+    if isinstance(closed, (bool, int)):
+        return bool(closed)
+    is_open = getattr(conn, "open", None)
+    if isinstance(is_open, (bool, int)):
+        return not is_open
+    return False
+
+
+class MySQLDatabase(DropsDeadConnections, peewee.MySQLDatabase):
+    """peewee's MySQL/MariaDB database that reconnects after a lost connection (`DropsDeadConnections`)."""
+
+
+class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
+    """peewee's PostgreSQL database with two round trips less on a small transaction, that
+    reconnects after a lost connection (`DropsDeadConnections`).
 
     - ``BEGIN`` rides with the transaction's first statement. peewee runs the driver in
       autocommit mode and sends ``BEGIN`` as a round trip of its own, a sixth of a one-task

@@ -1,0 +1,80 @@
+"""Workers SIGKILLed while the database ends every session: after the storm, nothing stays stuck.
+
+Found in use (issue 14): two supervisors drained short tasks on PostgreSQL while a worker
+that ran a task was SIGKILLed every second and every session of the database was ended
+from the server every few seconds. Both supervisors stayed up, yet minutes after the faults
+stopped ~50 rows were still ``running`` with their leases long expired: the janitor thread,
+which both gives a dead worker's leases back and rescues expired ones, was retrying a read
+on a connection the server had ended (peewee kept handing the dead connection out), so no
+lease was rescued any more.
+
+The scenario runs on the shared servers and ends only the sessions of its own database
+(PostgreSQL ``pg_terminate_backend``, MariaDB ``KILL``); on SQLite, which has no sessions to
+end, the worker kills alone. The invariant (`ChaosHarness.check`): once the faults stop no
+row outlives its lease by more than the rescue grace, every task ends succeeded, and each
+ran at least once (duplicates only where the fault log explains them).
+"""
+from __future__ import annotations
+
+import time
+
+import peewee
+import pytest
+
+from gta_core.database import open_database
+
+from .harness import ChaosHarness
+
+pytestmark = pytest.mark.chaos
+
+LEASE = 3.0
+TASKS = 3000
+STORM = 15.0
+#: per database: the sessions of the current database other than the killer's own
+OTHER_SESSIONS = {
+    "postgres": "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    "mariadb": "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+}
+END_SESSION = {"postgres": "SELECT pg_terminate_backend(%s)", "mariadb": "KILL %s"}
+
+
+def end_sessions(db_url: str, backend: str) -> int:
+    """End every other session of this test's database from the server side; how many."""
+    db = open_database(db_url, statement_timeout=10)
+    try:
+        ended = 0
+        for (session,) in db.execute_sql(OTHER_SESSIONS[backend]).fetchall():
+            try:
+                db.execute_sql(END_SESSION[backend] % int(session))
+                ended += 1
+            except peewee.DatabaseError:  # it ended on its own meanwhile
+                pass
+        return ended
+    finally:
+        db.close()
+
+
+@pytest.mark.chaos(lease_timeout=LEASE, workers=2, threads=1)
+def test_workers_killed_while_the_server_ends_every_session(chaos: ChaosHarness, backend: str) -> None:
+    ids = chaos.submit("chaos_work", [{"seconds": 0.02}] * TASKS)
+    chaos.supervisor()
+    chaos.supervisor()
+    ended = kills = 0
+    started = time.monotonic()
+    next_end = started + 1.0
+    while time.monotonic() - started < STORM:
+        time.sleep(1.0)
+        if backend != "sqlite" and time.monotonic() >= next_end:  # first, so that a kill finds them dead
+            next_end += 3.0
+            chaos.faults.record("db-end-sessions")
+            ended += end_sessions(chaos.db_url, backend)
+        ran = {execution.pid for execution in chaos.executions()}
+        victims = [pid for pid in chaos.worker_pids() if pid in ran]
+        if victims:
+            chaos.kill(victims[kills % len(victims)])
+            kills += 1
+    assert kills >= STORM / 2, f"only {kills} workers were killed: the scenario did not bite"
+    if backend != "sqlite":
+        assert ended >= 8, f"only {ended} sessions were ended: the scenario did not bite"
+    report = chaos.check("kill-storm", ids, within=60)
+    assert report.succeeded == len(ids) and report.lost == 0, report.line()
