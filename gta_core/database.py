@@ -307,7 +307,8 @@ class _ReplyWatchdog:
     a middlebox that lost the route), so a connection that accepts bytes but never answers
     would block its thread forever: a worker alive but idle, a shutdown that never ends.
     One thread per process shuts down the socket of each overdue statement; libpq then fails
-    it as a lost connection, which every caller already handles.
+    it as a lost connection, which every caller already handles. Should that thread ever
+    die, the next statement watched starts it again (and says so).
     """
 
     def __init__(self) -> None:
@@ -315,13 +316,19 @@ class _ReplyWatchdog:
         self._watched: dict[int, tuple[float, int]] = {}  # token -> (deadline, socket fd)
         self._tokens = itertools.count()
         self._pid = 0
+        self._thread: threading.Thread | None = None
 
     def watch(self, fd: int, seconds: float) -> int:
         with self._lock:
             if self._pid != os.getpid():  # first use here, or a forked child the thread did not follow
                 self._pid = os.getpid()
                 self._watched.clear()
-                threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True).start()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                if self._thread is not None:
+                    log.error("the reply watchdog thread had died; starting it again")
+                self._thread = threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True)
+                self._thread.start()
             token = next(self._tokens)
             self._watched[token] = (time.monotonic() + seconds, fd)
             return token
