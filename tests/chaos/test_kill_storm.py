@@ -18,38 +18,32 @@ from __future__ import annotations
 
 import time
 
-import peewee
 import pytest
 
 from gta_core.database import open_database
 
 from .harness import ChaosHarness
+from .servers import end_sessions
 
 pytestmark = pytest.mark.chaos
 
 LEASE = 3.0
 TASKS = 3000
 STORM = 15.0
-#: per database: the sessions of the current database other than the killer's own
-OTHER_SESSIONS = {
-    "postgres": "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    "mariadb": "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+#: per database: the sessions of the current database other than the killer's own, and how to end one
+SESSIONS = {
+    "postgres": ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                 "SELECT pg_terminate_backend({})"),
+    "mariadb": ("SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+                "KILL {}"),
 }
-END_SESSION = {"postgres": "SELECT pg_terminate_backend(%s)", "mariadb": "KILL %s"}
 
 
-def end_sessions(db_url: str, backend: str) -> int:
-    """End every other session of this test's database from the server side; how many."""
+def end_other_sessions(db_url: str, backend: str) -> int:
+    """End every other session of this test's database (never another database's) from the server."""
     db = open_database(db_url, statement_timeout=10)
     try:
-        ended = 0
-        for (session,) in db.execute_sql(OTHER_SESSIONS[backend]).fetchall():
-            try:
-                db.execute_sql(END_SESSION[backend] % int(session))
-                ended += 1
-            except peewee.DatabaseError:  # it ended on its own meanwhile
-                pass
-        return ended
+        return end_sessions(db, *SESSIONS[backend])
     finally:
         db.close()
 
@@ -67,7 +61,7 @@ def test_workers_killed_while_the_server_ends_every_session(chaos: ChaosHarness,
         if backend != "sqlite" and time.monotonic() >= next_end:  # first, so that a kill finds them dead
             next_end += 3.0
             chaos.faults.record("db-end-sessions")
-            ended += end_sessions(chaos.db_url, backend)
+            ended += end_other_sessions(chaos.db_url, backend)
         ran = {execution.pid for execution in chaos.executions()}
         victims = [pid for pid in chaos.worker_pids() if pid in ran]
         if victims:
