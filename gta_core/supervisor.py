@@ -1,4 +1,4 @@
-"""The supervisor: keeps N worker processes alive and the cluster's leases honest.
+"""The supervisor: keeps N worker processes alive, and its services running.
 
 Signal handlers only queue the signal; the main loop dispatches it (as in gunicorn's arbiter).
 The main loop never waits on the database: it select()s on the signal pipe, the local wake-up
@@ -116,6 +116,7 @@ class Supervisor:
         finally:
             self._kill_all()
             self.done.set()
+            self.janitor.interrupt()
             self.services.join(self.settings.lease_timeout)  # one wait for all, each may hang on a query
             self.janitor.settle_all(self.done)
             self.metrics.close()

@@ -48,14 +48,20 @@ class Janitor(Service):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.jobs: queue.SimpleQueue[DeadWorker] = queue.SimpleQueue()
+        #: dead workers to settle; None only wakes the loop (to see that the supervisor stops)
+        self.jobs: queue.SimpleQueue[DeadWorker | None] = queue.SimpleQueue()
+
+    def interrupt(self) -> None:
+        """End the wait for a job now (the supervisor is stopping)."""
+        self.jobs.put(None)
 
     def step(self, done: threading.Event) -> None:
         try:
             job = self.jobs.get(timeout=IDLE_STEP)
         except queue.Empty:
             return
-        self.settle(job, done)
+        if job is not None:
+            self.settle(job, done)
 
     def settle(self, job: DeadWorker, done: threading.Event) -> bool:
         """Give a dead worker's leases back; False when the database could not be reached
@@ -86,6 +92,8 @@ class Janitor(Service):
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 return
+            if job is None:
+                continue
             if reachable:
                 reachable = self.settle(job, done)
             else:

@@ -50,6 +50,9 @@ def end_other_sessions(db_url: str, backend: str) -> int:
 
 @pytest.mark.chaos(lease_timeout=LEASE, workers=2, threads=1)
 def test_workers_killed_while_the_server_ends_every_session(chaos: ChaosHarness, backend: str) -> None:
+    """Each second a worker that ran a task is SIGKILLed; every third second the server first
+    ends every session, then a worker of each supervisor is killed at once, so that each
+    supervisor has a dead worker to settle while its own connections are dead."""
     ids = chaos.submit("chaos_work", [{"seconds": 0.02}] * TASKS)
     chaos.supervisor()
     chaos.supervisor()
@@ -58,15 +61,18 @@ def test_workers_killed_while_the_server_ends_every_session(chaos: ChaosHarness,
     next_end = started + 1.0
     while time.monotonic() - started < STORM:
         time.sleep(1.0)
-        if backend != "sqlite" and time.monotonic() >= next_end:  # first, so that a kill finds them dead
+        ran = {execution.pid for execution in chaos.executions()}
+        victims = [[pid for pid in process.worker_pids() if pid in ran] for process in chaos.live_supervisors()]
+        if backend != "sqlite" and time.monotonic() >= next_end:
             next_end += 3.0
             chaos.faults.record("db-end-sessions")
             ended += end_other_sessions(chaos.db_url, backend)
-        ran = {execution.pid for execution in chaos.executions()}
-        victims = [pid for pid in chaos.worker_pids() if pid in ran]
-        if victims:
-            chaos.kill(victims[kills % len(victims)])
-            kills += 1
+        else:  # one worker of one supervisor
+            victims = [pids for pids in victims[kills % max(1, len(victims)):] if pids][:1]
+        for pids in victims:
+            if pids:
+                chaos.kill(pids[kills % len(pids)])
+                kills += 1
     assert kills >= STORM / 2, f"only {kills} workers were killed: the scenario did not bite"
     if backend != "sqlite":
         assert ended >= 8, f"only {ended} sessions were ended: the scenario did not bite"
