@@ -122,12 +122,50 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
                       init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         if not common["user"]:
             common["user"] = "root"
-        return peewee.MySQLDatabase(name, **common)
+        return MySQLDatabase(name, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
 
 
-class PostgresDatabase(peewee.PostgresqlDatabase):
-    """peewee's PostgreSQL database with two round trips less on a small transaction.
+class DropsDeadConnections(peewee.Database):
+    """A database that never hands out a connection its driver knows is closed.
+
+    peewee only knows a connection is closed when it closed it itself: after the server
+    ended a session (``pg_terminate_backend``, ``KILL``, a restart) the statement that found
+    out fails, and every later statement of that thread is sent to the same dead connection
+    and fails as well ("connection already closed"), forever, unless something calls
+    `drop_connection`. The transaction helpers do; a plain read outside them did not, and a
+    supervisor thread retrying one wedged there and rescued no lease again (issue 14). Here
+    the next statement outside a transaction opens a new connection instead. Inside a
+    transaction the dead connection is left to fail: the transaction is lost, and only its
+    owner (`in_transaction`, or the application) can run it again.
+    """
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        state = self._state  # type: ignore[attr-defined]
+        if not state.closed and not self.in_transaction() and driver_closed(state.conn):
+            drop_connection(self)
+        return super().cursor(named_cursor)
+
+
+def driver_closed(conn: Any) -> bool:
+    """Whether a DB-API connection knows it is closed: psycopg's ``closed``, PyMySQL's and
+    mysqlclient's ``open``; False when the driver does not say (SQLite cannot lose one)."""
+    closed = getattr(conn, "closed", None)
+    if isinstance(closed, (bool, int)):
+        return bool(closed)
+    is_open = getattr(conn, "open", None)
+    if isinstance(is_open, (bool, int)):
+        return not is_open
+    return False
+
+
+class MySQLDatabase(DropsDeadConnections, peewee.MySQLDatabase):
+    """peewee's MySQL/MariaDB database that reconnects after a lost connection (`DropsDeadConnections`)."""
+
+
+class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
+    """peewee's PostgreSQL database with two round trips less on a small transaction, that
+    reconnects after a lost connection (`DropsDeadConnections`).
 
     - ``BEGIN`` rides with the transaction's first statement. peewee runs the driver in
       autocommit mode and sends ``BEGIN`` as a round trip of its own, a sixth of a one-task
@@ -272,7 +310,8 @@ class _ReplyWatchdog:
     a middlebox that lost the route), so a connection that accepts bytes but never answers
     would block its thread forever: a worker alive but idle, a shutdown that never ends.
     One thread per process shuts down the socket of each overdue statement; libpq then fails
-    it as a lost connection, which every caller already handles.
+    it as a lost connection, which every caller already handles. Should that thread ever
+    die, the next statement watched starts it again (and says so).
     """
 
     def __init__(self) -> None:
@@ -280,13 +319,19 @@ class _ReplyWatchdog:
         self._watched: dict[int, tuple[float, int]] = {}  # token -> (deadline, socket fd)
         self._tokens = itertools.count()
         self._pid = 0
+        self._thread: threading.Thread | None = None
 
     def watch(self, fd: int, seconds: float) -> int:
         with self._lock:
             if self._pid != os.getpid():  # first use here, or a forked child the thread did not follow
                 self._pid = os.getpid()
                 self._watched.clear()
-                threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True).start()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                if self._thread is not None:
+                    log.error("the reply watchdog thread had died; starting it again")
+                self._thread = threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True)
+                self._thread.start()
             token = next(self._tokens)
             self._watched[token] = (time.monotonic() + seconds, fd)
             return token

@@ -29,12 +29,16 @@ class Runtime:
     def plugins(self) -> Plugins:
         return build_plugins(self.settings.plugins, self.settings.disable_plugins)
 
+    @property
+    def statement_timeout(self) -> float:
+        """Seconds a statement of GTA's own may run. One that outlasts a lease period protects
+        nothing any more (the lease is gone), and its timeout is what notices a connection
+        that never answers."""
+        return max(5.0, min(60.0, self.settings.lease_timeout))
+
     @functools.cached_property
     def db(self) -> peewee.Database:
-        # A statement of GTA's own that outlasts a lease period protects nothing any more (the
-        # lease is gone), and its timeout is what notices a connection that never answers.
-        return open_database(self.settings.database_url,
-                             statement_timeout=max(5.0, min(60.0, self.settings.lease_timeout)))
+        return open_database(self.settings.database_url, statement_timeout=self.statement_timeout)
 
     @functools.cached_property
     def store(self) -> TaskStore:

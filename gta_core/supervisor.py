@@ -1,17 +1,15 @@
-"""The supervisor: keeps N worker processes alive and the cluster's leases honest.
+"""The supervisor: keeps N worker processes alive, and its services running.
 
 Signal handlers only queue the signal; the main loop dispatches it (as in gunicorn's arbiter).
-The main loop never waits on the database: it select()s on the signal pipe, the wake-up
-sources and the workers' sentinels. Database work happens on two threads of its own:
-- the janitor releases a dead worker's leases at once and rescues expired leases
-  cluster-wide every rescue_interval (conditional and batched, see `TaskStore.rescue_expired`);
-- on PostgreSQL, the listener LISTENs for submit's NOTIFY and wakes the workers.
+The main loop never waits on the database: it select()s on the signal pipe, the local wake-up
+socket and the workers' sentinels. This module only manages worker processes; the database
+work of the supervisor (rescuer, janitor, periodic scheduler, PostgreSQL listener) is done
+by the loops of `gta_core.services`, which the main loop keeps running through a
+`ServiceRunner` (a loop that dies is logged, counted, restarted and reported to /healthz).
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import functools
 import logging
 import os
 import queue
@@ -25,17 +23,18 @@ from collections.abc import Callable
 from typing import Any
 
 import multiprocess
-import peewee
 
 from . import drivers
-from .database import check_connection, drop_connection, in_transaction, open_database
-from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
+from .database import REPLY_GRACE, check_connection
+from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
-from .plugins import first_hook_result, periodic_definitions, report_task_events
 from .runtime import Runtime
-from .schedules import Periodic
-from .submit import TaskRequest, prepare
-from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, describe_error, worker_main
+from .services import Service, ServiceRunner
+from .services.janitor import DeadWorker, Janitor
+from .services.listener import Listener
+from .services.rescuer import Rescuer
+from .services.scheduler import Scheduler, collect_periodics
+from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -57,20 +56,6 @@ class WorkerSlot:
     timed_out: list[int] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass
-class DeadWorker:
-    """A reaped worker whose leases must be given back.
-
-    Tasks in ``counted`` were executing and take the normal retry path with that error
-    (the attempt counts); every other lease of the worker is released without counting.
-    """
-
-    owner: str
-    counted: dict[int, BaseException]
-    #: tasks whose handler had succeeded and whose success write was still to come
-    succeeded: list[int] = dataclasses.field(default_factory=list)
-
-
 class Supervisor:
     def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None) -> None:
         self.runtime = runtime
@@ -79,11 +64,10 @@ class Supervisor:
         self.mp = multiprocess.get_context("spawn")
         self.slots = [WorkerSlot(index) for index in range(self.settings.workers)]
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.dead: queue.SimpleQueue[DeadWorker | None] = queue.SimpleQueue()
+        self.janitor = Janitor(runtime)
         self.stopping = False
         self.exit_code = 0
         self.done = threading.Event()
-        self.rescued_total = 0
         self.restarts_total = 0
         self._sigint_count = 0
         self.metrics = MetricsHost(self.settings)
@@ -95,6 +79,17 @@ class Supervisor:
         check_connection(self.runtime.db, self.settings.database_url)
         self.runtime.store.require_schema()
         self.periodics = collect_periodics(self.runtime)
+        self.runtime.db.close()  # the main loop sends no statement; the services open their own
+
+    def _services(self) -> ServiceRunner:
+        services: list[Service] = [Rescuer(self.runtime), self.janitor]
+        if self.periodics:
+            services.append(Scheduler(self.runtime, self.periodics, self.wake_workers))
+        if self.runtime.store.dialect == "postgres":
+            services.append(Listener(self.settings.database_url, self.settings.table, self.wake_workers))
+        # an iteration sends a few statements, each cut at the statement timeout
+        stuck_after = 3 * (self.runtime.statement_timeout + REPLY_GRACE) + self.settings.lease_timeout
+        return ServiceRunner(services, self.done, stuck_after=stuck_after, on_restart=self.metrics.service_restarted)
 
     def run(self) -> int:
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
@@ -110,13 +105,9 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._queue_signal)
         wake = self._open_wake_socket()
-        threads = [threading.Thread(target=self._janitor_loop, name="gta-janitor", daemon=True)]
-        if self.periodics:
-            threads.append(threading.Thread(target=self._periodic_loop, name="gta-periodic", daemon=True))
-        if self.runtime.store.dialect == "postgres":
-            threads.append(threading.Thread(target=self._listen_loop, name="gta-listener", daemon=True))
-        for thread in threads:
-            thread.start()
+        self.services = self._services()
+        self.metrics.services(self.services.names)
+        self.services.start()
         log.info("supervisor %d: %d worker(s) x %d thread(s) on %s, queues %s", os.getpid(),
                  self.settings.workers, self.settings.threads, self.runtime.store.dialect,
                  ",".join(self.settings.queues))
@@ -125,11 +116,9 @@ class Supervisor:
         finally:
             self._kill_all()
             self.done.set()
-            self.dead.put(None)
-            joined_by = time.monotonic() + self.settings.lease_timeout  # one wait for all, each may hang on a query
-            for thread in threads:
-                thread.join(timeout=max(0.0, joined_by - time.monotonic()))
-            self._release_everything()
+            self.janitor.interrupt()
+            self.services.join(self.settings.lease_timeout)  # one wait for all, each may hang on a query
+            self.janitor.settle_all(self.done)
             self.metrics.close()
             os.environ.pop(drivers.ENV, None)
             if wake is not None:
@@ -164,7 +153,8 @@ class Supervisor:
                     self._stop_slot(slot)
             self._enforce_timeouts()
             self._reap()
-            self.metrics.tick(self.slots, self.stopping)
+            self.services.watch()
+            self.metrics.tick(self.slots, self.stopping, self.services.health())
             if self.stopping:
                 if not any(slot.process is not None for slot in self.slots):
                     return
@@ -273,7 +263,7 @@ class Supervisor:
                            for task_id in running}
                 log.warning("worker %d (pid %d) died: %s; running tasks %s", slot.index, process.pid,
                             reason, running or "none")
-            self.dead.put(DeadWorker(owner, counted, succeeded))
+            self.janitor.jobs.put(DeadWorker(owner, counted, succeeded))
             if code == EXIT_BOOT_FAILED and not slot.channel.booted.is_set():
                 log.error("worker %d failed to boot; stopping the supervisor", slot.index)
                 self.exit_code = 1
@@ -317,184 +307,8 @@ class Supervisor:
             if slot.process is not None:
                 slot.process.join(5)
                 if slot.channel is not None:
-                    self.dead.put(DeadWorker(slot.channel.owner, {}))
+                    self.janitor.jobs.put(DeadWorker(slot.channel.owner, {}))
                 slot.process = None
-
-    # -- janitor thread --------------------------------------------------------------------
-    def _janitor_loop(self) -> None:
-        store = self.runtime.store
-        next_rescue = time.monotonic()
-        while True:
-            timeout = max(0.0, next_rescue - time.monotonic())
-            try:
-                job = self.dead.get(timeout=timeout)
-            except queue.Empty:
-                job = None
-                if self.done.is_set():
-                    return
-                next_rescue = time.monotonic() + self.settings.rescue_interval
-                self._rescue(store)
-                continue
-            if job is None:
-                return
-            self._release_dead(job)
-
-    def _rescue(self, store: Any) -> None:
-        try:
-            while True:
-                rescued = store.rescue_expired(limit=500)
-                for task in rescued:
-                    log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
-                report_task_events(self.runtime.plugins, "rescued", rescued)
-                self.rescued_total += len(rescued)
-                if len(rescued) < 500:
-                    return
-        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
-            log.warning("lease rescue failed: %s", exc)
-
-    def _record_successes(self, job: DeadWorker) -> None:
-        """Write the successes a dead worker had not written yet (fenced: a lease that expired and
-        was taken over meanwhile is left alone); they ran to the end, so they must not run again."""
-        store = self.runtime.store
-        tasks = {task.id: task for task in store.owned(job.owner) if task.id in job.succeeded}
-        accepted = store.complete_many(job.owner, list(tasks), [task.attempts for task in tasks.values()])
-        for task_id in sorted(accepted):
-            log.info("task %d: recorded the success its worker %s had not written before dying", task_id, job.owner)
-        report_task_events(self.runtime.plugins, "succeeded", [tasks[task_id] for task_id in sorted(accepted)])
-
-    def _release_dead(self, job: DeadWorker) -> bool:
-        """Give a dead worker's leases back at once; tasks it was running count an attempt.
-
-        False when the database could not be reached: the leases then expire and are rescued.
-        While exiting there is one try only, so an unreachable database cannot hold the exit up.
-        """
-        store = self.runtime.store
-        for attempt in range(1, 1000):
-            try:
-                if job.succeeded:
-                    self._record_successes(job)
-                if job.counted:
-                    for task in store.owned(job.owner):
-                        if task.id not in job.counted:
-                            continue
-                        error = job.counted[task.id]
-                        delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
-                        if delay is None:
-                            landed = store.fail(job.owner, task.id, describe_error(error), attempt=task.attempts)
-                            event = "failed"
-                        else:
-                            landed = store.retry(job.owner, task.id, float(delay), describe_error(error),
-                                                 attempt=task.attempts)
-                            event = "retried"
-                        if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
-                            report_task_events(self.runtime.plugins, event, [task], [error])
-                released = store.release(job.owner)
-                if released:
-                    log.info("released %d task(s) leased by %s", released, job.owner)
-                return True
-            except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
-                if self.done.is_set():
-                    log.error("could not release leases of %s (%s); they will expire and be rescued",
-                              job.owner, exc)
-                    return False
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
-        return False
-
-    def _release_everything(self) -> None:
-        """At exit: drain the janitor's queue in this thread (its thread has stopped). After one
-        failure the database is taken as unreachable: every statement would wait out its
-        timeout, so the other leases are left to expire and be rescued."""
-        reachable = True
-        while True:
-            try:
-                job = self.dead.get_nowait()
-            except queue.Empty:
-                return
-            if job is None:
-                continue
-            if reachable:
-                reachable = self._release_dead(job)
-            else:
-                log.error("could not release leases of %s (the database is unreachable); they will expire "
-                          "and be rescued", job.owner)
-
-    # -- periodic thread -------------------------------------------------------------------
-    def _periodic_loop(self) -> None:
-        """Enqueue each periodic task's latest slot once; the dedupe key makes it once cluster-wide.
-
-        A slot older than storage_timeout is not enqueued: its row (the dedupe memory) may
-        already be cleaned up, and running it again would be a duplicate, not a catch-up.
-        """
-        last: dict[str, str] = {}
-        # a list, not min(1.0, *intervals): with cron schedules only that is min(1.0), a TypeError
-        # that killed this thread, so cron-only periodic tasks were never enqueued
-        tick = max(0.2, min([1.0, *(p.every / 4 for p in self.periodics if p.every)]))
-        while not self.done.wait(0 if not last else tick):
-            now = dt.datetime.now(dt.timezone.utc)
-            for job in self.periodics:
-                slot = job.latest_slot(now)
-                if slot is None or last.get(job.name) == slot[0]:
-                    continue
-                label, moment = slot
-                if (now - moment).total_seconds() > self.settings.storage_timeout:
-                    last[job.name] = label
-                    continue
-                request = TaskRequest(job.key, job.args, run_at=moment, queue=job.queue, priority=job.priority,
-                                      dedupe_key=job.dedupe_key(label))
-                try:
-                    rows = [prepare(self.runtime, request)]
-                    in_transaction(self.runtime.db, functools.partial(self.runtime.store.insert, rows))
-                except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
-                    log.warning("could not enqueue periodic task %s slot %s: %s", job.name, label, exc)
-                    continue
-                last[job.name] = label
-                self.wake_workers()
-
-    # -- PostgreSQL listener thread ----------------------------------------------------------
-    def _listen_loop(self) -> None:
-        channel = f"gta_{self.settings.table}"
-        failures = 0
-        while not self.done.is_set():
-            db = open_database(self.settings.database_url, statement_timeout=0)
-            try:
-                conn = db.connection()
-                with conn.cursor() as cursor:
-                    cursor.execute(f'LISTEN "{channel}"')
-                failures = 0
-                self.wake_workers()  # anything committed while we were not listening
-                while not self.done.is_set():
-                    if select.select([conn], [], [], 1.0)[0]:
-                        conn.poll()
-                        if conn.notifies:
-                            conn.notifies.clear()
-                            self.wake_workers()
-            except Exception as exc:
-                failures += 1
-                log.warning("LISTEN connection failed (%s); reconnecting", exc)
-                self.done.wait(min(10.0, 0.2 * 2 ** failures))
-            finally:
-                drop_connection(db)
-
-
-def collect_periodics(runtime: Runtime) -> list[Periodic]:
-    """Every plugin's periodic tasks, checked now: a bad one stops the start (PluginError)."""
-    jobs: list[Periodic] = []
-    for job in periodic_definitions(runtime.plugins):
-        if any(other.name == job.name for other in jobs):
-            raise PluginError(f"two periodic tasks named {job.name!r}")
-        try:
-            prepare(runtime, TaskRequest(job.key, job.args, queue=job.queue, priority=job.priority))
-        except GTAError as exc:
-            raise PluginError(f"periodic task {job.name!r}: {exc}") from exc
-        # A slot's row is the dedupe memory that keeps every other supervisor (and this one
-        # after a restart) from enqueuing the slot again; deleting it on success made each
-        # supervisor run the slot once more.
-        if runtime.plugins.registry.get(job.key).clean_succeeded:
-            raise PluginError(f"periodic task {job.name!r}: task {job.key!r} is clean_succeeded, but a "
-                              "periodic slot's row must be kept so that the slot runs once; drop "
-                              "clean_succeeded (cleanup removes old rows)")
-        jobs.append(job)
-    return jobs
 
 
 def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None) -> int:

@@ -63,7 +63,7 @@ class MetricsHost:
         self._next_observe = 0.0
         self._next_status = 0.0
         self._down_since: float | None = None
-        self._status_written: tuple[int, int, float | None, bool] | None = None
+        self._status_written: tuple[int, int, float | None, bool, dict[str, Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -100,8 +100,20 @@ class MetricsHost:
         if self.directory is not None:
             self._metrics.restarts.labels(reason=restart_reason(exitcode)).inc()
 
-    def tick(self, slots: Sequence[WorkerSlotView], stopping: bool) -> None:
-        """From every pass of the main loop; does its work at most every `OBSERVE_EVERY` seconds."""
+    def services(self, names: Sequence[str]) -> None:
+        """Export the service-restart counter at 0 for each of the supervisor's loops."""
+        if self.directory is not None:
+            for name in names:
+                self._metrics.service_restarts.labels(service=name)
+
+    def service_restarted(self, name: str) -> None:
+        if self.directory is not None:
+            self._metrics.service_restarts.labels(service=name).inc()
+
+    def tick(self, slots: Sequence[WorkerSlotView], stopping: bool,
+             services: dict[str, dict[str, Any]] | None = None) -> None:
+        """From every pass of the main loop; does its work at most every `OBSERVE_EVERY` seconds.
+        ``services`` is `ServiceRunner.health`: how the supervisor's loops are doing."""
         now = time.monotonic()
         if self.directory is None or now < self._next_observe:
             return
@@ -115,7 +127,7 @@ class MetricsHost:
             self._down_since = None
         elif self._down_since is None:
             self._down_since = time.time()
-        status = (len(slots), len(live), self._down_since, stopping)
+        status = (len(slots), len(live), self._down_since, stopping, services or {})
         if now >= self._next_status or status != self._status_written:
             self._next_status, self._status_written = now + STATUS_EVERY, status
             SupervisorStatus(os.getpid(), time.time(), *status).write(self.directory.path)
@@ -167,6 +179,7 @@ class MetricsHost:
 class _SupervisorMetrics:
     workers: Any
     restarts: Any
+    service_restarts: Any
 
     @classmethod
     def create(cls) -> _SupervisorMetrics:
@@ -179,4 +192,7 @@ class _SupervisorMetrics:
         restarts = Counter("gta_worker_restarts_total", "Worker processes replaced, by reason: crashed "
                            "(non-zero exit), killed (a signal), recycled (--max-tasks-per-worker).",
                            ["reason"], registry=None)
-        return cls(workers, restarts)
+        service_restarts = Counter("gta_service_restarts_total", "Background loops of the supervisor (rescuer, "
+                                   "janitor, scheduler, listener) that died and were restarted.", ["service"],
+                                   registry=None)
+        return cls(workers, restarts, service_restarts)

@@ -337,9 +337,9 @@ class ChaosHarness:
 
     @property
     def connection_bound(self) -> int:
-        """Connections one supervisor tree may hold: the supervisor's main thread, janitor and
-        listener (+1 spare), and per worker its lease, heartbeat and completer threads plus
-        one per handler thread."""
+        """Connections one supervisor tree may hold: the supervisor's rescuer, janitor and
+        listener loops (+1: its main thread at start and exit), and per worker its lease,
+        heartbeat and completer threads plus one per handler thread."""
         if self.backend == "sqlite":
             return 0
         return 4 + self.settings.workers * (3 + self.settings.threads)

@@ -242,19 +242,23 @@ class PrivateMariaDB(PrivateServer):
     def kill_connections(self) -> int:
         db = self._admin()
         try:
-            ids = [row[0] for row in db.execute_sql(
-                "SELECT id FROM information_schema.processlist "
-                "WHERE id <> CONNECTION_ID() AND command <> 'Daemon' AND user <> 'system user'").fetchall()]
-            killed = 0
-            for session in ids:
-                try:
-                    db.execute_sql(f"KILL {int(session)}")
-                    killed += 1
-                except peewee.DatabaseError:  # it ended on its own meanwhile
-                    pass
-            return killed
+            return end_sessions(db, "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
+                                    "AND command <> 'Daemon' AND user <> 'system user'", "KILL {}")
         finally:
             db.close()
+
+
+def end_sessions(db: peewee.Database, select_sessions: str, end_session: str) -> int:
+    """End each session ``select_sessions`` names with ``end_session`` (``{}``: its id); how
+    many. One that ended on its own meanwhile is skipped."""
+    ended = 0
+    for (session,) in db.execute_sql(select_sessions).fetchall():
+        try:
+            db.execute_sql(end_session.format(int(session)))
+            ended += 1
+        except peewee.DatabaseError:
+            pass
+    return ended
 
 
 _CLASSES: dict[str, type[PrivateServer]] = {"postgres": PrivatePostgres, "mariadb": PrivateMariaDB}

@@ -1,0 +1,50 @@
+"""The rescuer: puts expired leases back, cluster-wide, every ``rescue_interval``.
+
+A lease expires when its worker stopped renewing it (hung, stopped, its host or supervisor
+gone). `TaskStore.rescue_expired` is conditional and batched, so every supervisor runs this
+loop and they never take the same row twice. This loop does nothing else: a slow or failing
+release of a dead worker's leases (the janitor's job) can no longer hold rescues up.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import peewee
+
+from ..database import drop_connection
+from ..errors import GTAError
+from ..plugins import report_task_events
+from ..runtime import Runtime
+from .runner import Service
+
+log = logging.getLogger("gta.supervisor")
+
+BATCH = 500
+
+
+class Rescuer(Service):
+    name = "rescuer"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def step(self, done: threading.Event) -> None:
+        self.rescue()
+        done.wait(self.runtime.settings.rescue_interval)
+
+    def rescue(self) -> None:
+        """Rescue every expired lease now, in batches; a database error waits for the next round."""
+        try:
+            while True:
+                rescued = self.runtime.store.rescue_expired(limit=BATCH)
+                for task in rescued:
+                    log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
+                report_task_events(self.runtime.plugins, "rescued", rescued)
+                if len(rescued) < BATCH:
+                    return
+        except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
+            log.warning("lease rescue failed: %s", exc)
+
+    def close(self) -> None:
+        drop_connection(self.runtime.db)
