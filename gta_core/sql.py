@@ -309,12 +309,18 @@ class Statements:
                                    "AND status = 'cancelled' AND id IN ({ids})")
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
-        self.rescue_set = (
-            "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
-            f"finished_at = CASE WHEN attempts >= max_attempts THEN {d.now} ELSE NULL END, "
-            f"last_error = {d.concat(repr('lease expired: worker '), 'lease_owner', repr(' stopped renewing it'))}, "
-            f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}"
-        )
+        # rescue reads expired leases, asks the retry policy about each (`outcomes.decide`), then
+        # writes each outcome fenced on the lease it read and on its still being expired: a task
+        # its worker renewed, finished or gave back meanwhile is left alone
+        self.expired_leases = fx(f"SELECT {returning} FROM {t} WHERE {self.expired} "
+                                 "ORDER BY lease_expires_at LIMIT ?")
+        still_expired = f"{fence} AND lease_expires_at < {d.now}"
+        self.rescue_retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
+                               f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
+                               f"WHERE {still_expired}")
+        self.rescue_fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "
+                              f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
+                              f"WHERE {still_expired}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
@@ -367,8 +373,15 @@ def statements(dialect_name: str, table: str) -> Statements:
     return Statements(DIALECTS[dialect_name], table)
 
 
-#: ``last_error`` of a task whose lease expired and was taken back by rescue (see ``rescue_set``)
+#: ``last_error`` of a task whose lease expired and was taken back by rescue (see `rescued_error`)
 RESCUED_ERROR_PREFIX = "lease expired"
+
+
+def rescued_error(owner: str | None) -> str:
+    """The ``last_error`` rescue writes for a lease ``owner`` let expire."""
+    return f"{RESCUED_ERROR_PREFIX}: worker {owner} stopped renewing it"
+
+
 #: ``last_error`` prefix of a task an operator put back to pending with ``gta retry``
 RERUN_ERROR_PREFIX = "retried by an operator; previous error: "
 

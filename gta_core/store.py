@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import peewee
@@ -26,6 +26,7 @@ from .sql import (
     OperationStatements,
     numbered,
     operation_statements,
+    rescued_error,
     statements,
 )
 from .tasks import TaskRecord
@@ -401,33 +402,38 @@ class TaskStore:
         """The tasks ``owner`` holds leases on."""
         return [_record(row) for row in self._execute(self.sql.owned, (owner,)).fetchall()]
 
-    def rescue_expired(self, limit: int = 500) -> list[TaskRecord]:
-        """Take back leases that expired: pending again (attempt counted) or failed when exhausted.
+    def rescue_expired(self, limit: int = 500,
+                       delay_of: Callable[[TaskRecord, str], float | None] | None = None) -> list[TaskRecord]:
+        """Take back up to ``limit`` expired leases, each counted as an attempt that failed with
+        ``rescued_error``: pending again after ``delay_of(task, error)`` seconds, or failed when
+        that is None. Without ``delay_of``: at once, failed when the attempts are used up.
 
-        Conditional and batched: a task completed between our read and our write is left alone.
+        Each write is fenced on the lease read and on its still being expired, so a task whose
+        worker renewed, finished or gave it back meanwhile is left alone; returns the tasks
+        taken back, as they are now.
         """
-        sql, d, t = self.sql, self._d, self.table
-        if self.dialect == "mysql":
-            select_ids = d.fix(f"SELECT id FROM {t} WHERE {sql.expired} ORDER BY lease_expires_at "
-                               "LIMIT ? FOR UPDATE SKIP LOCKED")
+        sql = self.sql
+        expired = [_record(row) for row in self._execute(sql.expired_leases, (limit,)).fetchall()]
+        if not expired:
+            return []
+        delay_of = delay_of or _retry_at_once
+        errors = [rescued_error(task.lease_owner) for task in expired]
+        # the policy is asked before the transaction: a plugin's slowness never holds row locks
+        plan = [(task, error, delay_of(task, error)) for task, error in zip(expired, errors, strict=True)]
 
-            def rescue_mysql() -> list[Any]:
-                ids = [row[0] for row in self._execute(select_ids, (limit,)).fetchall()]
-                if not ids:
-                    return []
-                id_list = _placeholders(len(ids))
-                self._execute(d.fix(f"UPDATE {t} SET {sql.rescue_set} WHERE id IN ({id_list}) AND {sql.expired}"),
-                              ids)
-                return list(self._execute(d.fix(f"SELECT {sql.task_columns} FROM {t} WHERE id IN ({id_list})"),
-                                          ids).fetchall())
-            rows = in_transaction(self.db, rescue_mysql)
-        else:
-            lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
-            statement = d.fix(f"UPDATE {t} SET {sql.rescue_set} WHERE id IN (SELECT id FROM {t} WHERE "
-                              f"{sql.expired} ORDER BY lease_expires_at LIMIT ?{lock}) AND {sql.expired} "
-                              f"RETURNING {sql.task_columns}")
-            rows = in_transaction(self.db, lambda: list(self._execute(statement, (limit,)).fetchall()))
-        return [_record(row) for row in rows]
+        def write() -> list[TaskRecord]:
+            rescued = []
+            for task, error, delay in plan:
+                fence = (task.id, task.lease_owner, task.attempts)
+                if delay is None:
+                    landed = self._execute(sql.rescue_fail, (error, *fence)).rowcount
+                else:
+                    landed = self._execute(sql.rescue_retry, (self._secs(delay), error, *fence)).rowcount
+                if landed:
+                    rescued.append(dataclasses.replace(task, status="failed" if delay is None else "pending",
+                                                       lease_owner=None, last_error=error))
+            return rescued
+        return in_transaction(self.db, write)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, task_id: int) -> dict[str, Any] | None:
@@ -565,6 +571,11 @@ class TaskStore:
                     self._execute(self.sql.notify, (f"gta_{self.table}", queue))
             return before
         return in_transaction(self.db, write)
+
+
+def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
+    """Rescue's default policy: no backoff; failed once the attempts are used up."""
+    return 0.0 if task.attempts < task.max_attempts else None
 
 
 def task_dict(row: Sequence[Any]) -> dict[str, Any]:

@@ -29,13 +29,14 @@ import peewee
 
 from . import drivers
 from .database import check_connection, drop_connection, in_transaction, open_database
-from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
+from .errors import DatabaseUnavailable, GTAError, LeaseExpired, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
-from .plugins import first_hook_result, periodic_definitions, report_task_events
+from .outcomes import Action, decide
+from .plugins import periodic_definitions, report_task_events
 from .runtime import Runtime
 from .schedules import Periodic
 from .submit import TaskRequest, prepare
-from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, describe_error, worker_main
+from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -342,7 +343,7 @@ class Supervisor:
     def _rescue(self, store: Any) -> None:
         try:
             while True:
-                rescued = store.rescue_expired(limit=500)
+                rescued = store.rescue_expired(500, self._rescue_delay)
                 for task in rescued:
                     log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
                 report_task_events(self.runtime.plugins, "rescued", rescued)
@@ -351,6 +352,10 @@ class Supervisor:
                     return
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
+
+    def _rescue_delay(self, task: Any, reason: str) -> float | None:
+        """The outcome rule for a lease nobody renewed: the retry policy's delay, None to fail."""
+        return decide(self.runtime.plugins, task, LeaseExpired(reason)).delay
 
     def _record_successes(self, job: DeadWorker) -> None:
         """Write the successes a dead worker had not written yet (fenced: a lease that expired and
@@ -378,16 +383,14 @@ class Supervisor:
                         if task.id not in job.counted:
                             continue
                         error = job.counted[task.id]
-                        delay = first_hook_result(self.runtime.plugins, "gta_retry_delay", task=task, error=error)
-                        if delay is None:
-                            landed = store.fail(job.owner, task.id, describe_error(error), attempt=task.attempts)
-                            event = "failed"
-                        else:
-                            landed = store.retry(job.owner, task.id, float(delay), describe_error(error),
+                        outcome = decide(self.runtime.plugins, task, error)
+                        if outcome.action is Action.RETRY:
+                            landed = store.retry(job.owner, task.id, outcome.delay or 0.0, outcome.error_text,
                                                  attempt=task.attempts)
-                            event = "retried"
+                        else:
+                            landed = store.fail(job.owner, task.id, outcome.error_text, attempt=task.attempts)
                         if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
-                            report_task_events(self.runtime.plugins, event, [task], [error])
+                            report_task_events(self.runtime.plugins, outcome.event, [task], [error])
                 released = store.release(job.owner)
                 if released:
                     log.info("released %d task(s) leased by %s", released, job.owner)

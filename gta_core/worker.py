@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,8 +34,9 @@ import peewee
 
 from . import runtime as runtime_module
 from .config import Settings
-from .errors import DatabaseUnavailable, Fail, GTAError, InvalidArguments, Retry, UnknownTask
-from .plugins import call_hook_safely, first_hook_result, report_task_events
+from .errors import DatabaseUnavailable, Fail, GTAError
+from .outcomes import Action, Outcome, decide, one_line
+from .plugins import call_hook_safely, report_task_events
 from .runtime import Runtime
 from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskDefinition, TaskRecord
@@ -474,16 +474,8 @@ class Worker:
             finally:
                 with self.lock:
                     self.contexts.pop(task.id, None)
-        except (UnknownTask, InvalidArguments) as exc:  # retrying cannot help
-            self._finish_failed(task, exc, time.perf_counter() - start)
-        except Fail as exc:
-            self._finish_failed(task, exc, time.perf_counter() - start)
-        except Retry as exc:
-            self._finish_retry(task, exc, exc.delay if task.attempts < task.max_attempts else None,
-                               time.perf_counter() - start)
         except BaseException as exc:  # a handler's SystemExit must not kill the thread silently
-            delay = first_hook_result(self.plugins, "gta_retry_delay", task=task, error=exc)
-            self._finish_retry(task, exc, delay, time.perf_counter() - start)
+            self._settle(task, decide(self.plugins, task, exc), time.perf_counter() - start)
         else:
             duration = time.perf_counter() - start
             children, delete = ctx.children, definition.clean_succeeded
@@ -563,23 +555,22 @@ class Worker:
             self._forget([task for task, _, _ in batch])
             self._nudge()
 
-    def _finish_retry(self, task: TaskRecord, exc: BaseException, delay: float | None, duration: float) -> None:
-        if delay is None:
-            self._finish_failed(task, exc, duration)
-            return
-        error = describe_error(exc)
-        if self._record(task, lambda: self.store.retry(self.owner, task.id, float(delay), error,
-                                                                attempt=task.attempts)):
-            _task_logger(task.key).info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id, task.attempts,
-                        task.max_attempts, _one_line(exc), delay)
-            self._event("retried", task, exc, duration)
-
-    def _finish_failed(self, task: TaskRecord, exc: BaseException, duration: float) -> None:
-        error = describe_error(exc)
-        if self._record(task, lambda: self.store.fail(self.owner, task.id, error, attempt=task.attempts)):
+    def _settle(self, task: TaskRecord, outcome: Outcome, duration: float) -> None:
+        """Write a failed attempt's outcome (retry or fail, from `outcomes.decide`), fenced."""
+        error = outcome.error
+        assert error is not None
+        if outcome.action is Action.RETRY:
+            delay = outcome.delay or 0.0
+            if self._record(task, lambda: self.store.retry(self.owner, task.id, delay, outcome.error_text,
+                                                           attempt=task.attempts)):
+                _task_logger(task.key).info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id,
+                                            task.attempts, task.max_attempts, one_line(error), delay)
+                self._event("retried", task, error, duration)
+        elif self._record(task, lambda: self.store.fail(self.owner, task.id, outcome.error_text,
+                                                        attempt=task.attempts)):
             _task_logger(task.key).warning(
-                "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, _one_line(exc))
-            self._event("failed", task, exc, duration)
+                "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, one_line(error))
+            self._event("failed", task, error, duration)
 
     def _record(self, task: TaskRecord, write: Callable[[], bool]) -> bool:
         """Run a fenced outcome write; True when it landed, False when the lease was lost
@@ -718,14 +709,3 @@ class Worker:
 def _task_logger(key: str) -> logging.Logger:
     """The ``gta.task.<key>`` logger (getLogger takes a global lock: once per key, not per task)."""
     return logging.getLogger(f"gta.task.{key}")
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` then the traceback, as stored in ``last_error``."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"{_one_line(exc)}\n\n{text}"
-
-
-def _one_line(exc: BaseException) -> str:
-    message = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
