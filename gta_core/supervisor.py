@@ -33,10 +33,11 @@ from .errors import DatabaseUnavailable, GTAError, LeaseExpired, PluginError, Ta
 from .metrics.host import MetricsHost
 from .outcomes import Action, decide
 from .plugins import periodic_definitions, report_task_events
+from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .schedules import Periodic
 from .submit import TaskRequest, prepare
-from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, worker_main
+from .worker import worker_main
 
 log = logging.getLogger("gta.supervisor")
 
