@@ -33,8 +33,9 @@ from .errors import (
 from .hookspecs import hookimpl
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
-from .submit import TaskRequest, cancel, submit, submit_many, transaction
+from .submit import cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
+from .validation import TaskRequest
 
 __all__ = [
     "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments", "Periodic",

@@ -24,8 +24,8 @@ from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import WorkerChannel
 from .runtime import Runtime
-from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskDefinition, TaskRecord
+from .validation import TaskRequest, capture_context, prepare
 
 log = logging.getLogger("gta.worker")
 

@@ -36,7 +36,7 @@ from .plugins import periodic_definitions, report_task_events
 from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .schedules import Periodic
-from .submit import TaskRequest, prepare
+from .validation import TaskRequest, prepare
 from .worker import worker_main
 
 log = logging.getLogger("gta.supervisor")

@@ -31,8 +31,8 @@ from .errors import TaskControl
 from .outcomes import Action, decide
 from .runtime import Runtime, get_runtime
 from .store import NewTask
-from .submit import TaskRequest, capture_context, prepare
 from .tasks import TaskContext, TaskRecord
+from .validation import TaskRequest, capture_context, prepare
 
 log = logging.getLogger("gta.testing")
 
