@@ -23,12 +23,11 @@ from .sql import (
     RESCUED_ERROR_PREFIX,
     SCHEMA_VERSION,
     TASK_COLUMNS,
-    OperationStatements,
     numbered,
-    operation_statements,
     rescued_error,
     statements,
 )
+from .sql_operations import OperationStatements, operation_statements
 from .tasks import TaskRecord
 
 log = logging.getLogger("gta.store")
@@ -159,8 +158,8 @@ class TaskStore:
 
     def drop(self) -> None:
         """Drop the task table and its schema table (tests and `gta purge --all` only)."""
-        self._execute(f"DROP TABLE IF EXISTS {self.table}")
-        self._execute(f"DROP TABLE IF EXISTS {self.table}_schema")
+        for statement in self.sql.drop:
+            self._execute(statement)
 
     # -- submitting ----------------------------------------------------------------------
     def insert(self, tasks: Sequence[NewTask]) -> list[int]:
@@ -260,27 +259,21 @@ class TaskStore:
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set."""
         sql, d = self.sql, self._d
-        due = sql.due.format(queues=_placeholders(len(queues)))
+        queue_marks = _placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
-            select_ids = d.fix(f"SELECT id FROM {self.table} WHERE {due} {sql.lease_order} "
-                               "LIMIT ? FOR UPDATE SKIP LOCKED")
+            select_ids = d.fix(sql.due_ids.format(queues=queue_marks))
 
             def lease_mysql() -> list[Any]:
                 ids = [row[0] for row in self._execute(select_ids, (*queues, limit)).fetchall()]
                 if not ids:
                     return []
                 id_list = _placeholders(len(ids))
-                self._execute(d.fix(f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN ({id_list})"),
-                              (*lease_params, *ids))
-                return list(self._execute(d.fix(f"SELECT {sql.lease_columns} FROM {self.table} "
-                                                f"WHERE id IN ({id_list})"), ids).fetchall())
+                self._execute(d.fix(sql.lease_ids.format(ids=id_list)), (*lease_params, *ids))
+                return list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
             rows = in_transaction(self.db, lease_mysql)
         else:
-            lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
-            statement = (f"UPDATE {self.table} SET {sql.lease_set} WHERE id IN "
-                         f"(SELECT id FROM {self.table} WHERE {due} {sql.lease_order} LIMIT ?{lock}) "
-                         f"RETURNING {sql.lease_columns}")
+            statement = sql.lease.format(queues=queue_marks)
             params = (*lease_params, *queues, limit)
             rows = in_statement(self.db, lambda: list(self._execute_hot(statement, params).fetchall()))
         tasks = [_record(row) for row in rows]
@@ -343,9 +336,8 @@ class TaskStore:
                                   (owner, *held))
                 return held
             return in_transaction(self.db, write_mysql)
-        update = self._d.fix(self.sql.complete_many.format(ids=marks, leases=leases))
-        return in_statement(self.db, lambda: {row[0] for row in self._execute(
-            f"{update} RETURNING id", params).fetchall()})
+        update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
+        return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})
 
     def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None) -> bool:
         """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
@@ -466,7 +458,7 @@ class TaskStore:
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
-        statement = self._d.fix(f"SELECT id, status FROM {self.table} WHERE id IN ({_placeholders(len(ids))})")
+        statement = self._d.fix(self.sql.statuses.format(ids=_placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
 
     # -- operations: the monitor, cleanup and the admin CLI ------------------------------------
