@@ -17,32 +17,19 @@ import peewee
 
 from .database import PostgresDatabase, dialect_of, in_statement, in_transaction, install_sqlite_functions, utc_text
 from .errors import SchemaError
+from .row_values import parse_timestamp, placeholders
 from .sql import (
     ALL_COLUMNS,
-    FINAL_STATUSES,
-    RESCUED_ERROR_PREFIX,
     SCHEMA_VERSION,
     TASK_COLUMNS,
     numbered,
     rescued_error,
     statements,
 )
-from .sql_operations import OperationStatements, operation_statements
+from .store_operations import OperationQueries
 from .tasks import TaskRecord
 
 log = logging.getLogger("gta.store")
-
-
-def _placeholders(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def parse_timestamp(value: Any) -> dt.datetime | None:
-    """Database timestamps as timezone-aware UTC datetimes."""
-    if value is None:
-        return None
-    moment: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
@@ -83,7 +70,7 @@ class NewTask:
     parent_id: int | None = None
 
 
-class TaskStore:
+class TaskStore(OperationQueries):
     """Queries on one task table through one peewee Database (thread-local connections)."""
 
     def __init__(self, db: peewee.Database, table: str) -> None:
@@ -259,7 +246,7 @@ class TaskStore:
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set."""
         sql, d = self.sql, self._d
-        queue_marks = _placeholders(len(queues))
+        queue_marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
             select_ids = d.fix(sql.due_ids.format(queues=queue_marks))
@@ -268,7 +255,7 @@ class TaskStore:
                 ids = [row[0] for row in self._execute(select_ids, (*queues, limit)).fetchall()]
                 if not ids:
                     return []
-                id_list = _placeholders(len(ids))
+                id_list = placeholders(len(ids))
                 self._execute(d.fix(sql.lease_ids.format(ids=id_list)), (*lease_params, *ids))
                 return list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
             rows = in_transaction(self.db, lease_mysql)
@@ -284,7 +271,7 @@ class TaskStore:
         """Extend the leases of ``ids`` still held by ``owner``, in one statement; rows renewed."""
         if not ids:
             return 0
-        statement = self._d.fix(self.sql.heartbeat.format(ids=_placeholders(len(ids))))
+        statement = self._d.fix(self.sql.heartbeat.format(ids=placeholders(len(ids))))
         return self._write(statement, (self._secs(lease_timeout), owner, *ids))
 
     def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False,
@@ -320,7 +307,7 @@ class TaskStore:
             arrays = (list(ids), list(attempts) if attempts is not None else [None] * len(ids), owner)
             return in_statement(self.db, lambda: {row[0] for row in preparer.execute_prepared(
                 self.sql.complete_many_arrays, arrays).fetchall()})
-        marks = _placeholders(len(ids))
+        marks = placeholders(len(ids))
         leases, pairs = "", []
         if attempts is not None:
             leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(ids)))
@@ -332,7 +319,7 @@ class TaskStore:
             def write_mysql() -> set[int]:
                 held = {row[0] for row in self._execute(select, params).fetchall()}
                 if held:
-                    self._execute(self._d.fix(self.sql.complete_many.format(ids=_placeholders(len(held)), leases="")),
+                    self._execute(self._d.fix(self.sql.complete_many.format(ids=placeholders(len(held)), leases="")),
                                   (owner, *held))
                 return held
             return in_transaction(self.db, write_mysql)
@@ -354,7 +341,7 @@ class TaskStore:
         ids = list(ids)
         if not ids:
             return 0
-        statement = self._d.fix(self.sql.release_ids.format(ids=_placeholders(len(ids))))
+        statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(ids))))
         return self._write(statement, (owner, *ids))
 
     def release_lease(self, owner: str, task_id: int, attempt: int) -> bool:
@@ -377,9 +364,9 @@ class TaskStore:
 
         def write() -> dict[int, str]:
             before = self.statuses(ids)
-            placeholders = _placeholders(len(ids))
-            self._execute(marks(self.sql.cancel_pending.format(ids=placeholders)), (reason, *ids))
-            self._execute(marks(self.sql.cancel_running.format(ids=placeholders)), (reason, *ids))
+            id_marks = placeholders(len(ids))
+            self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
+            self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
             return before
         return in_transaction(self.db, write)
 
@@ -387,7 +374,7 @@ class TaskStore:
         """Which of ``owner``'s tasks were cancelled while leased: id → cancelled with force."""
         if not ids:
             return {}
-        statement = self._d.fix(self.sql.cancelled_of_owner.format(ids=_placeholders(len(ids))))
+        statement = self._d.fix(self.sql.cancelled_of_owner.format(ids=placeholders(len(ids))))
         return {task_id: error == FORCE_CANCEL for task_id, error in self._execute(statement, (owner, *ids))}
 
     def owned(self, owner: str) -> list[TaskRecord]:
@@ -458,124 +445,13 @@ class TaskStore:
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
-        statement = self._d.fix(self.sql.statuses.format(ids=_placeholders(len(ids))))
+        statement = self._d.fix(self.sql.statuses.format(ids=placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
-
-    # -- operations: the monitor, cleanup and the admin CLI ------------------------------------
-    @property
-    def ops(self) -> OperationStatements:
-        return operation_statements(self.dialect, self.table)
-
-    def _moment(self, moment: dt.datetime) -> Any:
-        """An aware datetime as a parameter compared with timestamp columns."""
-        naive = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return utc_text(naive) if self.dialect == "sqlite" else naive
-
-    def _tasks(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        return [task_dict(row) for row in self._execute(sql, params).fetchall()]
-
-    def latest_start(self, dedupe_keys: Sequence[str]) -> dt.datetime | None:
-        """When the latest succeeded task among those with ``dedupe_keys`` started (the monitor's
-        watermark: its previous runs are the previous slots of its periodic definition)."""
-        if not dedupe_keys:
-            return None
-        statement = self._d.fix(self.ops.latest_start.format(keys=_placeholders(len(dedupe_keys))))
-        row = self._execute(statement, tuple(dedupe_keys)).fetchone()
-        return parse_timestamp(row[0]) if row else None
-
-    def running_too_long(self, seconds: float, limit: int) -> list[dict[str, Any]]:
-        """Running tasks started more than ``seconds`` ago (database clock), oldest first."""
-        return self._tasks(self.ops.running_too_long, (self._secs(-seconds), limit))
-
-    def pending_too_long(self, seconds: float, limit: int) -> list[dict[str, Any]]:
-        """Pending tasks due for more than ``seconds`` (database clock), longest waiting first."""
-        return self._tasks(self.ops.pending_too_long, (self._secs(-seconds), limit))
-
-    def failed_between(self, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        """Tasks that failed for good in (since, until]."""
-        return self._tasks(self.ops.failed_between, (self._moment(since), self._moment(until), limit))
-
-    def rescued_between(self, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        """Tasks whose expired lease was taken back by rescue in (since, until], as far as the
-        row still tells (see `OperationStatements.rescued_between`), by id."""
-        pattern = RESCUED_ERROR_PREFIX + "%"
-        a, b = self._moment(since), self._moment(until)
-        return self._tasks(self.ops.rescued_between,
-                           (pattern, a, b, pattern, a, b, pattern, a, a, b, pattern, a, b, limit))
-
-    def delete_finished(self, older_than: float, limit: int, statuses: Sequence[str] = FINAL_STATUSES) -> int:
-        """Delete up to ``limit`` tasks with one of the final ``statuses`` that finished more than
-        ``older_than`` seconds ago, in one short transaction; how many were deleted.
-
-        Ids are picked first on the finished_at index (``SKIP LOCKED`` where there is one, so
-        concurrent cleanups split the work) and deleted by primary key: pending and running
-        rows, which leasing locks, are never read or locked.
-        """
-        if not statuses or not set(statuses) <= set(FINAL_STATUSES):
-            raise ValueError(f"only finished tasks can be deleted, not {', '.join(statuses) or 'none'}")
-        marks, age = _placeholders(len(statuses)), self._secs(-older_than)
-        select = self._d.fix(self.ops.finished_ids.format(statuses=marks))
-
-        def batch() -> int:
-            ids = [row[0] for row in self._execute(select, (age, *statuses, limit)).fetchall()]
-            if not ids:
-                return 0
-            delete = self._d.fix(self.ops.delete_finished.format(ids=_placeholders(len(ids)), statuses=marks))
-            return int(self._execute(delete, (*ids, *statuses, age)).rowcount)
-        return int(in_transaction(self.db, batch))
-
-    def list_tasks(self, status: str | None = None, queue: str | None = None, key: str | None = None,
-                   limit: int = 50) -> list[dict[str, Any]]:
-        """The newest ``limit`` tasks matching every filter given, newest first."""
-        filters = [(column, value) for column, value in (("status", status), ("queue", queue),
-                                                          (self._d.q("key"), key)) if value is not None]
-        where = (" WHERE " + " AND ".join(f"{column} = ?" for column, _ in filters)) if filters else ""
-        statement = self._d.fix(self.ops.list.format(where=where))
-        return self._tasks(statement, (*(value for _, value in filters), limit))
-
-    def succeeded_per_queue(self, seconds: float) -> dict[str, int]:
-        """Tasks that succeeded in the last ``seconds`` (database clock), by queue."""
-        rows = self._execute(self.ops.succeeded_per_queue, (self._secs(-seconds),)).fetchall()
-        return {queue: int(count) for queue, count in rows}
-
-    def ids_with_status(self, status: str, after_id: int, limit: int) -> list[int]:
-        """Up to ``limit`` ids of tasks with ``status`` above ``after_id``, ascending (a cursor)."""
-        return [row[0] for row in self._execute(self.ops.ids_with_status, (status, after_id, limit)).fetchall()]
-
-    def rerun(self, ids: Sequence[int]) -> dict[int, str]:
-        """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, due now, attempts
-        reset (the previous error is kept in last_error). Other tasks are left alone.
-
-        Returns the status each id had before (ids that do not exist are left out). On
-        PostgreSQL the workers are notified in the same transaction.
-        """
-        ids = list(ids)
-        if not ids:
-            return {}
-        marks = _placeholders(len(ids))
-
-        def write() -> dict[int, str]:
-            before = self.statuses(ids)
-            if self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), ids).rowcount and \
-                    self.dialect == "postgres":
-                queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), ids).fetchall()
-                for (queue,) in sorted(queues):
-                    self._execute(self.sql.notify, (f"gta_{self.table}", queue))
-            return before
-        return in_transaction(self.db, write)
 
 
 def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
     """Rescue's default policy: no backoff; failed once the attempts are used up."""
     return 0.0 if task.attempts < task.max_attempts else None
-
-
-def task_dict(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of `ALL_COLUMNS` as a dict, timestamps as aware UTC datetimes (what `TaskStore.get` returns)."""
-    task = dict(zip(ALL_COLUMNS, row, strict=True))
-    for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
-        task[column] = parse_timestamp(task[column])
-    return task
 
 
 __all__ = ["TaskStore", "TASK_COLUMNS", "parse_timestamp"]
