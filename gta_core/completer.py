@@ -19,7 +19,7 @@ import peewee
 
 from .config import Settings
 from .errors import DatabaseUnavailable
-from .held import HeldLeases
+from .held import HeldLeases, Room
 from .outcomes import Action, Outcome, one_line
 from .plugins import Plugins, report_task_events
 from .protocol import WorkerChannel
@@ -30,7 +30,7 @@ log = logging.getLogger("gta.worker")
 T = TypeVar("T")
 
 
-class Completer:
+class Completer(Room):
     """Records outcomes for the runner: `defer_success` (batched), `succeed`, `settle`.
 
     A deferred success keeps its lease (and heartbeats) until its batched write lands, and
@@ -40,12 +40,8 @@ class Completer:
 
     def __init__(self, settings: Settings, store: Any, plugins: Plugins, channel: WorkerChannel,
                  book: HeldLeases, nudge: Callable[[], None]) -> None:
-        self.settings = settings
-        self.store = store
+        super().__init__(settings, store, channel, book)
         self.plugins = plugins
-        self.channel = channel
-        self.owner = channel.owner
-        self.book = book
         self.nudge = nudge
         self.completed: list[tuple[TaskRecord, float, int]] = []  # (task, duration, place in unwritten)
         self.completed_ready = threading.Condition(book.lock)

@@ -18,7 +18,7 @@ import peewee
 
 from .config import Settings
 from .errors import GTAError
-from .held import HeldLeases
+from .held import HeldLeases, Room
 from .protocol import EXIT_CANCEL_FORCED, WorkerChannel
 
 log = logging.getLogger("gta.worker")
@@ -26,16 +26,12 @@ log = logging.getLogger("gta.worker")
 CANCEL_CHECK_INTERVAL = 1.0
 
 
-class Heartbeat:
+class Heartbeat(Room):
     """The heartbeat thread's loop and the cancellation checks it makes."""
 
     def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
                  parent_pid: int, unpark: Callable[[], None]) -> None:
-        self.settings = settings
-        self.store = store
-        self.channel = channel
-        self.owner = channel.owner
-        self.book = book
+        super().__init__(settings, store, channel, book)
         self.parent_pid = parent_pid
         self.unpark = unpark
 

@@ -7,7 +7,10 @@ lock guards every field, so each room sees a consistent picture.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+from .config import Settings
+from .protocol import WorkerChannel
 from .tasks import TaskContext, TaskRecord
 
 PACE_WEIGHT = 0.2  # weight of the newest task in the moving average of task run time
@@ -96,3 +99,14 @@ class HeldLeases:
             self.inflight.clear()
         return leftover
 
+
+class Room:
+    """What each room of a worker process (leasing, runner, completer, heartbeat) works with:
+    the settings, the store, the channel shared with the supervisor and the book of leases."""
+
+    def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases) -> None:
+        self.settings = settings
+        self.store = store
+        self.channel = channel
+        self.owner = channel.owner
+        self.book = book

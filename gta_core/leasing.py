@@ -18,7 +18,7 @@ import peewee
 
 from .config import Settings
 from .errors import DatabaseUnavailable, GTAError
-from .held import HeldLeases
+from .held import HeldLeases, Room
 from .protocol import WorkerChannel
 from .tasks import TaskRecord
 
@@ -33,7 +33,7 @@ LONG_TASK = 0.25
 UNPARK_AFTER = 1.0
 
 
-class Leaser:
+class Leaser(Room):
     """Leases tasks into ``todo`` for the runner and gives back leases that must not run here.
 
     Runs on the worker's main thread (`loop`); `unpark` runs on the heartbeat thread and
@@ -42,11 +42,7 @@ class Leaser:
 
     def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
                  todo: queue.SimpleQueue[TaskRecord | None]) -> None:
-        self.settings = settings
-        self.store = store
-        self.channel = channel
-        self.owner = channel.owner
-        self.book = book
+        super().__init__(settings, store, channel, book)
         self.todo = todo
         self.nudged = False  # `nudge` rang the lease loop since it last looked
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .completer import Completer, task_logger
 from .errors import Fail
-from .held import HeldLeases
+from .held import HeldLeases, Room
 from .leasing import Leaser
 from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
@@ -30,17 +30,14 @@ from .validation import TaskRequest, capture_context, prepare
 log = logging.getLogger("gta.worker")
 
 
-class ThreadRunner:
+class ThreadRunner(Room):
     """``threads`` handler threads fed from ``todo``; ``None`` in the queue stops one."""
 
     def __init__(self, runtime: Runtime, channel: WorkerChannel, book: HeldLeases,
                  todo: queue.SimpleQueue[TaskRecord | None], leaser: Leaser, completer: Completer) -> None:
+        super().__init__(runtime.settings, runtime.store, channel, book)
         self.runtime = runtime
-        self.settings = runtime.settings
         self.plugins = runtime.plugins
-        self.channel = channel
-        self.owner = channel.owner
-        self.book = book
         self.todo = todo
         self.leaser = leaser
         self.completer = completer
