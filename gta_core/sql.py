@@ -237,6 +237,11 @@ class Statements:
         self.insert_row_at = f"(?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, {d.now}, {d.now})"
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
         self.notify = fx("SELECT pg_notify(?, ?)")
+        # what an insert returns: the ids; on PostgreSQL also the NOTIFY of each row's queue, so a
+        # submit costs no round trip of its own for the wake-up (the server drops duplicate
+        # notifications within a transaction, and delivers none if it rolls back)
+        self.insert_returning = (f" RETURNING id, pg_notify('gta_{t}', queue)" if d.name == "postgres"
+                                 else " RETURNING id")
         self._bulk_inserts: dict[tuple[bool, ...], str] = {}
         # PostgreSQL's one-row insert, prepared once per connection (planning the VALUES row's
         # clock expressions was a fifth of a one-task submit): the `BULK_COLUMNS` in order

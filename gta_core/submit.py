@@ -16,7 +16,8 @@ import peewee
 from .database import in_transaction
 from .errors import GTAError, InvalidArguments, SubmitError
 from .runtime import Runtime, get_runtime
-from .store import NewTask, TaskStore
+from .store import TaskStore
+from .store_insert import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
 from .wake import notify_local
 

@@ -30,7 +30,7 @@ from typing import Any
 from .errors import TaskControl
 from .outcomes import Action, decide
 from .runtime import Runtime, get_runtime
-from .store import NewTask
+from .store_insert import NewTask
 from .tasks import TaskContext, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
 

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import InvalidArguments
 from .plugins import call_hook_safely
 from .runtime import Runtime
-from .store import NewTask
+from .store_insert import NewTask
 from .tasks import dump_args
 
 Delay = float | int | dt.timedelta
