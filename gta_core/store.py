@@ -55,7 +55,10 @@ FORCE_CANCEL = "cancelled (force)"
 
 
 class TaskStore(InsertQueries, OperationQueries):
-    """Queries on one task table through one peewee Database (thread-local connections)."""
+    """Queries on one task table through one peewee Database (thread-local connections): the
+    engine's here (schema, leasing, outcomes, rescue, reading), the submit side's from
+    `InsertQueries`, the operations side's from `OperationQueries`. Every statement comes from
+    `sql`/`sql_operations`, built once per (dialect, table)."""
 
     def __init__(self, db: peewee.Database, table: str) -> None:
         self.db = db

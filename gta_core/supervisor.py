@@ -4,7 +4,8 @@ Signal handlers only queue the signal; the main loop dispatches it (as in gunico
 The main loop never waits on the database: it select()s on the signal pipe, the wake-up
 sources and the workers' sentinels. Database work happens on two threads of its own:
 - the janitor releases a dead worker's leases at once and rescues expired leases
-  cluster-wide every rescue_interval (conditional and batched, see `TaskStore.rescue_expired`);
+  cluster-wide every rescue_interval, each after the retry policy's delay (`outcomes.decide`,
+  `TaskStore.rescue_expired`);
 - on PostgreSQL, the listener LISTENs for submit's NOTIFY and wakes the workers.
 """
 from __future__ import annotations
@@ -74,6 +75,9 @@ class DeadWorker:
 
 
 class Supervisor:
+    """Keeps ``workers`` worker processes alive and settles their leases when they die; its
+    janitor, periodic and listener threads do the cluster's housekeeping (see the module doc)."""
+
     def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
