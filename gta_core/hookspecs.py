@@ -19,15 +19,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def gta_handlers() -> list[Any]:  # type: ignore[empty-body]
+def gta_handlers(gta: Any) -> list[Any]:  # type: ignore[empty-body]
     """Return this plugin's task definitions (objects made by ``@gta_core.task``).
+
+    ``gta``, like in every hook that takes it, is this process's `gta_core.runtime.Runtime`:
+    its ``settings`` and ``store`` (opened on first use). A plugin needs no global to read
+    them; an implementation may leave the argument out (pluggy passes only what it names).
 
     Two definitions with one key, across all plugins, fail at start.
     """
 
 
 @hookspec(firstresult=True)
-def gta_retry_delay(task: Any, error: BaseException) -> float | None:  # type: ignore[empty-body]
+def gta_retry_delay(task: Any, error: BaseException, gta: Any) -> float | None:  # type: ignore[empty-body]
     """Seconds until the next attempt of ``task`` after ``error``, or None to give up.
 
     ``task`` is the `TaskRecord` whose attempt just failed (``task.attempts`` counts it);
@@ -41,7 +45,7 @@ def gta_retry_delay(task: Any, error: BaseException) -> float | None:  # type: i
 
 
 @hookspec
-def gta_periodic() -> list[Any]:  # type: ignore[empty-body]
+def gta_periodic(gta: Any) -> list[Any]:  # type: ignore[empty-body]
     """Return periodic task definitions (interval or cron-like schedules).
 
     Each slot is enqueued once cluster-wide, with dedupe key ``periodic:<name>:<slot>``.

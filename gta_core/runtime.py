@@ -30,7 +30,7 @@ class Runtime:
 
     @functools.cached_property
     def plugins(self) -> Plugins:
-        return build_plugins(self.settings.plugins, self.settings.disable_plugins)
+        return build_plugins(self.settings.plugins, self.settings.disable_plugins, gta=self)
 
     @functools.cached_property
     def db(self) -> peewee.Database:
