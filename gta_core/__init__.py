@@ -35,8 +35,9 @@ from .hookspecs import hookimpl
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .status import TaskState, status
-from .submit import OWN_TRANSACTION, TaskRequest, cancel, submit, submit_many, transaction
+from .submit import OWN_TRANSACTION, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
+from .validation import TaskRequest
 
 __all__ = [
     "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",

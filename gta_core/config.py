@@ -193,35 +193,41 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    """The default of the `Settings` field ``name``: its `Setting`'s."""
+    return SETTINGS_BY_NAME[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Validated settings. Build with `load_settings`; every field has a `Setting`."""
+    """Validated settings. Build with `load_settings`; every field has a `Setting`, whose
+    default is the field's (written once, in `SETTINGS`)."""
 
-    database_url: str = "sqlite:///gta.db"
-    table: str = "gta_tasks"
-    workers: int = 2
-    threads: int = 1
-    batch: int = 100
-    prefetch: int = 200
-    queues: tuple[str, ...] = ("default",)
-    lease_timeout: float = 30.0
-    scan_interval: float = 5.0
-    instant_scan_interval: float = 0.1
-    shutdown_timeout: float = 30.0
-    storage_timeout: float = 7 * 86400.0
-    initialized_timeout: float = 300.0
-    running_timeout: float = 1800.0
-    monitor_interval: float = 60.0
-    cleanup_interval: float = 300.0
-    cleanup_batch: int = 1000
-    retry_base: float = 1.0
-    retry_cap: float = 3600.0
-    max_tasks_per_worker: int = 0
-    metrics: bool = True
-    metrics_bind: str = "127.0.0.1:9464"
-    plugins: tuple[str, ...] = ()
-    disable_plugins: tuple[str, ...] = ()
-    log_level: str = "INFO"
+    database_url: str = _default("database_url")
+    table: str = _default("table")
+    workers: int = _default("workers")
+    threads: int = _default("threads")
+    batch: int = _default("batch")
+    prefetch: int = _default("prefetch")
+    queues: tuple[str, ...] = _default("queues")
+    lease_timeout: float = _default("lease_timeout")
+    scan_interval: float = _default("scan_interval")
+    instant_scan_interval: float = _default("instant_scan_interval")
+    shutdown_timeout: float = _default("shutdown_timeout")
+    storage_timeout: float = _default("storage_timeout")
+    initialized_timeout: float = _default("initialized_timeout")
+    running_timeout: float = _default("running_timeout")
+    monitor_interval: float = _default("monitor_interval")
+    cleanup_interval: float = _default("cleanup_interval")
+    cleanup_batch: int = _default("cleanup_batch")
+    retry_base: float = _default("retry_base")
+    retry_cap: float = _default("retry_cap")
+    max_tasks_per_worker: int = _default("max_tasks_per_worker")
+    metrics: bool = _default("metrics")
+    metrics_bind: str = _default("metrics_bind")
+    plugins: tuple[str, ...] = _default("plugins")
+    disable_plugins: tuple[str, ...] = _default("disable_plugins")
+    log_level: str = _default("log_level")
 
     @property
     def heartbeat_interval(self) -> float:

@@ -89,4 +89,8 @@ class TaskTimeout(GTAError):
 
 
 class LeaseExpired(GTAError):
-    """The task's lease expired before its worker finished it."""
+    """The task's lease expired before its worker finished it.
+
+    Never raised: rescue hands it to the retry policy (`gta_retry_delay`) as the error of the
+    attempt it takes back (`gta_core.outcomes`).
+    """

@@ -19,18 +19,25 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def gta_handlers() -> list[Any]:  # type: ignore[empty-body]
+def gta_handlers(gta: Any) -> list[Any]:  # type: ignore[empty-body]
     """Return this plugin's task definitions (objects made by ``@gta_core.task``).
+
+    ``gta``, like in every hook that takes it, is this process's `gta_core.runtime.Runtime`:
+    its ``settings`` and ``store`` (opened on first use). A plugin needs no global to read
+    them; an implementation may leave the argument out (pluggy passes only what it names).
 
     Two definitions with one key, across all plugins, fail at start.
     """
 
 
 @hookspec(firstresult=True)
-def gta_retry_delay(task: Any, error: BaseException) -> float | None:  # type: ignore[empty-body]
+def gta_retry_delay(task: Any, error: BaseException, gta: Any) -> float | None:  # type: ignore[empty-body]
     """Seconds until the next attempt of ``task`` after ``error``, or None to give up.
 
-    ``task`` is the `TaskRecord` whose attempt just failed (``task.attempts`` counts it).
+    ``task`` is the `TaskRecord` whose attempt just failed (``task.attempts`` counts it);
+    ``error`` is what the handler raised, or `TaskTimeout`, `WorkerDied` or `LeaseExpired`
+    (rescue took back a lease nobody renewed) for attempts that ended without one. The rule
+    that asks is `gta_core.outcomes.decide`.
     The first non-None answer wins; the built-in ``retry`` plugin answers with capped
     exponential backoff with jitter and None once ``max_attempts`` is reached. If every
     plugin answers None, the task fails.
@@ -38,7 +45,7 @@ def gta_retry_delay(task: Any, error: BaseException) -> float | None:  # type: i
 
 
 @hookspec
-def gta_periodic() -> list[Any]:  # type: ignore[empty-body]
+def gta_periodic(gta: Any) -> list[Any]:  # type: ignore[empty-body]
     """Return periodic task definitions (interval or cron-like schedules).
 
     Each slot is enqueued once cluster-wide, with dedupe key ``periodic:<name>:<slot>``.
@@ -61,8 +68,10 @@ def gta_abnormal_tasks(kind: str, tasks: list[Any]) -> None:
 def gta_task_event(event: str, task: Any, error: BaseException | None, duration: float | None) -> None:
     """Observe a task's lifecycle; metrics and tracing plug in here.
 
-    ``event`` is one of ``started``, ``succeeded``, ``retried``, ``failed``, ``rescued``,
-    ``released`` or ``lost`` (a write rejected by the lease fence). ``error`` is the
+    ``event`` is one of ``started``, ``succeeded``, ``retried``, ``failed``, ``rescued``
+    (an expired lease taken back: ``task.status`` says whether it is ``pending`` again or
+    ``failed``) or ``lost`` (a write rejected by the lease fence). Leases given back unrun
+    (shutdown, a dead worker's other tasks) report no event. ``error`` is the
     exception for retried/failed, ``duration`` the handler's run time in seconds for
     succeeded/retried/failed. Called in the process where the event happened.
 

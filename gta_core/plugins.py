@@ -44,6 +44,8 @@ class Plugins:
     manager: pluggy.PluginManager
     registry: Registry
     hook_errors: int = 0
+    #: what hooks that take ``gta`` receive: the process's `Runtime` (see `hookspecs.gta_handlers`)
+    gta: Any = dataclasses.field(default=None, repr=False)
     _impls: dict[str, list[Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -72,8 +74,11 @@ class Plugins:
         return found
 
 
-def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Plugins:
+def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (), gta: Any = None) -> Plugins:
     """Specs, then entry-point plugins (the built-ins among them), then named modules.
+
+    ``gta`` is what hooks taking that argument receive: the `Runtime` building the plugins
+    (None: this process's, `get_runtime`).
 
     Raises `PluginError` for a module that cannot be imported, a hookimpl that matches no
     spec, or two tasks with one key.
@@ -99,7 +104,10 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin hook matches no hook specification: {_one_line(exc)}") from exc
-    return Plugins(manager, _build_registry(manager))
+    if gta is None:
+        from .runtime import get_runtime  # the runtime module builds plugins: imported on use
+        gta = get_runtime()
+    return Plugins(manager, _build_registry(manager, gta), gta=gta)
 
 
 def _register(manager: pluggy.PluginManager, module: Any, name: str) -> None:
@@ -120,13 +128,13 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def _build_registry(manager: pluggy.PluginManager) -> Registry:
+def _build_registry(manager: pluggy.PluginManager, gta: Any) -> Registry:
     tasks: dict[str, TaskDefinition] = {}
     owners: dict[str, str] = {}
     for impl in manager.hook.gta_handlers.get_hookimpls():
         plugin_name = impl.plugin_name
         try:
-            definitions = impl.function() or []
+            definitions = impl.function(*_given(impl, gta)) or []
         except Exception as exc:
             raise PluginError(f"plugin {plugin_name!r}: gta_handlers() raised {exc!r}") from exc
         # a bare `return my_task` would otherwise escape as "not iterable" TypeError, a traceback
@@ -149,7 +157,9 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
     """Call a broadcast hook, logging (never raising) what a faulty plugin throws.
 
     Each implementation is called on its own, so one plugin's error does not hide the others.
+    Hooks that take ``gta`` get `Plugins.gta`.
     """
+    kwargs.setdefault("gta", plugins.gta)
     results = []
     for impl in plugins.impls(name):
         result = _call_guarded(plugins, impl, name, kwargs)
@@ -160,6 +170,7 @@ def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
 
 def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
     """Call a firstresult hook guarded like `call_hook_safely`: the first non-None answer wins."""
+    kwargs.setdefault("gta", plugins.gta)
     for impl in plugins.impls(name):
         result = _call_guarded(plugins, impl, name, kwargs)
         if result is not None:
@@ -184,6 +195,12 @@ def report_task_events(plugins: Plugins, event: str, tasks: Sequence[Any],
                           {"event": event, "task": task, "error": error, "duration": duration})
 
 
+def _given(impl: Any, gta: Any) -> list[Any]:
+    """The arguments of a hook whose only argument is ``gta``, for an implementation that
+    names it or not."""
+    return [gta] if "gta" in impl.argnames else []
+
+
 def _call_guarded(plugins: Plugins, impl: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
     """One hook implementation's answer; None, logged and counted, when it raises."""
     try:
@@ -199,7 +216,7 @@ def periodic_definitions(plugins: Plugins) -> list[Periodic]:
     found: list[Periodic] = []
     for impl in plugins.manager.hook.gta_periodic.get_hookimpls():
         try:
-            jobs: list[Any] = list(cast("Iterable[Any]", impl.function() or []))
+            jobs: list[Any] = list(cast("Iterable[Any]", impl.function(*_given(impl, plugins.gta)) or []))
         except Exception as exc:
             raise PluginError(f"plugin {impl.plugin_name!r}: gta_periodic() raised {exc!r}") from exc
         for job in jobs:

@@ -21,13 +21,16 @@ from .wake import wake_key
 
 @dataclasses.dataclass
 class Runtime:
+    """One process's GTA: its settings, and the plugins, database and store built from them on
+    first use (never at import), so a process that only submits never loads what it does not need."""
+
     settings: Settings
     #: set by `gta_core.testing.eager`: submits run inline after commit instead of being stored
     eager: Any = None
 
     @functools.cached_property
     def plugins(self) -> Plugins:
-        return build_plugins(self.settings.plugins, self.settings.disable_plugins)
+        return build_plugins(self.settings.plugins, self.settings.disable_plugins, gta=self)
 
     @property
     def statement_timeout(self) -> float:

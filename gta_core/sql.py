@@ -1,4 +1,5 @@
-"""Every statement GTA sends, per dialect, built once per (dialect, table).
+"""The engine's statements (`Statements`), per dialect, built once per (dialect, table); the
+operations side's are in `sql_operations`.
 
 Statements are written with ``?`` placeholders and converted to the driver's style. The
 clock is the database's where it has one (PostgreSQL, MySQL/MariaDB), so a host with a
@@ -236,6 +237,11 @@ class Statements:
         self.insert_row_at = f"(?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, {d.now}, {d.now})"
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
         self.notify = fx("SELECT pg_notify(?, ?)")
+        # what an insert returns: the ids; on PostgreSQL also the NOTIFY of each row's queue, so a
+        # submit costs no round trip of its own for the wake-up (the server drops duplicate
+        # notifications within a transaction, and delivers none if it rolls back)
+        self.insert_returning = (f" RETURNING id, pg_notify('gta_{t}', queue)" if d.name == "postgres"
+                                 else " RETURNING id")
         self._bulk_inserts: dict[tuple[bool, ...], str] = {}
         # PostgreSQL's one-row insert, prepared once per connection (planning the VALUES row's
         # clock expressions was a fifth of a one-task submit): the `BULK_COLUMNS` in order
@@ -265,6 +271,13 @@ class Statements:
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
                     "AND prior.status IN ('pending', 'running')))")
         self.lease_order = "ORDER BY priority DESC, run_at, id"
+        skip_locked = "" if d.name == "sqlite" else " FOR UPDATE SKIP LOCKED"  # SQLite: BEGIN IMMEDIATE
+        self.due_ids = f"SELECT id FROM {t} WHERE {self.due} {self.lease_order} LIMIT ?{skip_locked}"
+        # a lease is one statement where UPDATE … RETURNING exists; on MySQL, in one transaction,
+        # `due_ids` locks the rows, `lease_ids` leases them and `leased_rows` reads them back
+        self.lease = f"UPDATE {t} SET {lease_set} WHERE id IN ({self.due_ids}) RETURNING {self.lease_columns}"
+        self.lease_ids = f"UPDATE {t} SET {lease_set} WHERE id IN ({{ids}})"
+        self.leased_rows = f"SELECT {self.lease_columns} FROM {t} WHERE id IN ({{ids}})"
 
         self.heartbeat = (f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} "
                           "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
@@ -281,6 +294,7 @@ class Statements:
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
         self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
+        self.complete_many_returning = f"{self.complete_many} RETURNING id"
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
         # the batch's ids and (id, attempt) pairs took as long as running it); a NULL attempt
         # fences on owner and status only, as in `fence`
@@ -309,13 +323,21 @@ class Statements:
                                    "AND status = 'cancelled' AND id IN ({ids})")
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
-        self.rescue_set = (
-            "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
-            f"finished_at = CASE WHEN attempts >= max_attempts THEN {d.now} ELSE NULL END, "
-            f"last_error = {d.concat(repr('lease expired: worker '), 'lease_owner', repr(' stopped renewing it'))}, "
-            f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}"
-        )
+        # rescue reads expired leases, asks the retry policy about each (`outcomes.decide`), then
+        # writes each outcome fenced on the lease it read and on its still being expired: a task
+        # its worker renewed, finished or gave back meanwhile is left alone
+        self.expired_leases = fx(f"SELECT {returning} FROM {t} WHERE {self.expired} "
+                                 "ORDER BY lease_expires_at LIMIT ?")
+        still_expired = f"{fence} AND lease_expires_at < {d.now}"
+        self.rescue_retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
+                               f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
+                               f"WHERE {still_expired}")
+        self.rescue_fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "
+                              f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
+                              f"WHERE {still_expired}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
+        self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
+        self.drop = [f"DROP TABLE IF EXISTS {t}", f"DROP TABLE IF EXISTS {t}_schema"]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.
@@ -367,75 +389,14 @@ def statements(dialect_name: str, table: str) -> Statements:
     return Statements(DIALECTS[dialect_name], table)
 
 
-#: ``last_error`` of a task whose lease expired and was taken back by rescue (see ``rescue_set``)
+#: ``last_error`` of a task whose lease expired and was taken back by rescue (see `rescued_error`)
 RESCUED_ERROR_PREFIX = "lease expired"
+
+
+def rescued_error(owner: str | None) -> str:
+    """The ``last_error`` rescue writes for a lease ``owner`` let expire."""
+    return f"{RESCUED_ERROR_PREFIX}: worker {owner} stopped renewing it"
+
+
 #: ``last_error`` prefix of a task an operator put back to pending with ``gta retry``
 RERUN_ERROR_PREFIX = "retried by an operator; previous error: "
-
-
-class OperationStatements:
-    """Statements of the operations side: the monitor, cleanup and the admin CLI.
-
-    Kept apart from `Statements` (the engine's hot path) and built the same way, once per
-    (dialect, table); see `operation_statements`. ``{ids}``/``{statuses}`` are filled with
-    ``?`` placeholders by the store.
-    """
-
-    def __init__(self, dialect: Dialect, table: str) -> None:
-        d, t, fx = dialect, table, dialect.fix
-        columns = statements(dialect.name, table).all_columns
-        lock = " FOR UPDATE SKIP LOCKED" if d.name in ("postgres", "mysql") else ""
-
-        # -- monitor ---------------------------------------------------------------------
-        # The monitor's watermark: when the latest successful run of the given slots started.
-        self.latest_start = (f"SELECT MAX(started_at) FROM {t} "
-                             "WHERE dedupe_key IN ({keys}) AND status = 'succeeded'")
-        # Parameters: minus the threshold in seconds, then a row limit. Partial indexes (or
-        # status-leading ones on MySQL) keep finished rows out of both.
-        self.running_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'running' "
-                                   f"AND started_at < {d.now_plus()} ORDER BY started_at LIMIT ?")
-        self.pending_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'pending' "
-                                   f"AND run_at < {d.now_plus()} ORDER BY run_at LIMIT ?")
-        # Parameters: since, until, limit. finished_at is indexed.
-        self.failed_between = fx(f"SELECT {columns} FROM {t} WHERE finished_at > ? AND finished_at <= ? "
-                                 "AND status = 'failed' ORDER BY finished_at LIMIT ?")
-        # A rescue writes last_error and updated_at; the row then stays pending (or failed) until
-        # a worker leases it again, which sets started_at. So the moment a rescue is dated by
-        # is updated_at while pending, started_at once re-leased (running, then succeeded; a
-        # retry or a failure overwrites last_error), finished_at when the rescue failed it.
-        # One branch per state, each on an index (finished_at > since is implied for a
-        # succeeded row dated by started_at, and lets it use the finished_at index).
-        branch = f"SELECT {columns} FROM {t} WHERE last_error LIKE ? AND "
-        self.rescued_between = fx(
-            f"SELECT * FROM ({branch}status = 'pending' AND updated_at > ? AND updated_at <= ? "
-            f"UNION ALL {branch}status = 'running' AND started_at > ? AND started_at <= ? "
-            f"UNION ALL {branch}finished_at > ? AND status = 'succeeded' AND started_at > ? AND started_at <= ? "
-            f"UNION ALL {branch}finished_at > ? AND finished_at <= ? AND status = 'failed'"
-            ") rescued ORDER BY id LIMIT ?")
-
-        # -- cleanup and purge -------------------------------------------------------------
-        # One batch: pick ids on the finished_at index (skipping rows another cleanup holds),
-        # then delete exactly those by primary key, re-checking the condition.
-        # Parameters: statuses, minus the age in seconds, limit / ids, statuses, minus the age.
-        self.finished_ids = (f"SELECT id FROM {t} WHERE finished_at < {d.now_plus()} AND status IN ({{statuses}}) "
-                             f"ORDER BY finished_at LIMIT ?{lock}")
-        self.delete_finished = (f"DELETE FROM {t} WHERE id IN ({{ids}}) AND status IN ({{statuses}}) "
-                                f"AND finished_at < {d.now_plus()}")
-
-        # -- admin -------------------------------------------------------------------------
-        self.list = f"SELECT {columns} FROM {t}{{where}} ORDER BY id DESC LIMIT ?"
-        # Parameter: minus the window in seconds. finished_at is indexed.
-        self.succeeded_per_queue = fx(f"SELECT queue, COUNT(*) FROM {t} WHERE finished_at >= {d.now_plus()} "
-                                      "AND status = 'succeeded' GROUP BY queue")
-        self.ids_with_status = fx(f"SELECT id FROM {t} WHERE status = ? AND id > ? ORDER BY id LIMIT ?")
-        # GTA's ForceRerunTasks: a failed or cancelled task starts over, due now.
-        previous = d.concat(repr(RERUN_ERROR_PREFIX), "COALESCE(last_error, '')")
-        self.rerun = (f"UPDATE {t} SET status = 'pending', attempts = 0, run_at = {d.now}, finished_at = NULL, "
-                      f"started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = {previous}, "
-                      f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')")
-        self.queues_of = "SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})"
-
-
-@functools.cache
-def operation_statements(dialect_name: str, table: str) -> OperationStatements:
-    return OperationStatements(DIALECTS[dialect_name], table)

@@ -2,13 +2,11 @@
 
 The row is written with the caller's own connection, so it exists if and only if the
 caller's transaction commits. Everything that can be checked is checked before the first
-byte is written: arguments are JSON-encodable, the key is known, the arguments bind to the
-handler's signature.
+byte is written (`validation.prepare`).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -17,19 +15,11 @@ import peewee
 
 from .database import in_transaction
 from .errors import GTAError, InvalidArguments, SubmitError
-from .plugins import call_hook_safely
 from .runtime import Runtime, get_runtime
-from .store import NewTask, TaskStore
-from .tasks import dump_args
+from .store import TaskStore
+from .store_insert import NewTask
+from .validation import Delay, TaskRequest, capture_context, integer, prepare
 from .wake import notify_local
-
-Delay = float | int | dt.timedelta
-#: bounds of the INTEGER columns (priority, max_attempts) on PostgreSQL and MySQL
-INT_LIMIT = 2**31
-#: the longest delay: far beyond any real schedule, and run_at stays a representable timestamp
-MAX_DELAY = 100 * 365.25 * 86400
-STORABLE_RULE = ("must be a non-empty string of at most 191 characters, without NUL or lone surrogates, "
-                 "not ending in a space")
 
 
 class _OwnTransaction:
@@ -46,22 +36,6 @@ class _OwnTransaction:
 #: variable, a context manager that yields nothing) never loses that promise silently.
 OWN_TRANSACTION: Any = _OwnTransaction()
 
-
-@dataclasses.dataclass(frozen=True)
-class TaskRequest:
-    """One task to submit; see `submit` for the meaning of each field."""
-
-    key: str
-    args: Mapping[str, Any] | None = None
-    delay: Delay | None = None
-    run_at: dt.datetime | None = None
-    priority: int | None = None
-    queue: str | None = None
-    dedupe_key: str | None = None
-    order_key: str | None = None
-    max_attempts: int | None = None
-    context: Mapping[str, Any] | None = None
-    parent_id: int | None = None
 
 
 def submit(
@@ -90,7 +64,9 @@ def submit(
 
 
 def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
-    """Insert many tasks in one statement (per 500 rows); ids in the order given."""
+    """Insert many tasks in one statement per chunk (500 rows; 5,000 on PostgreSQL, whose
+    bulk insert takes a parameter per column, not per value); ids in the order given. Rows
+    with a dedupe key are inserted one by one."""
     runtime = get_runtime()
     db = resolve_handle(db_tx, runtime)
     requests = [_request(item) for item in items]
@@ -138,7 +114,7 @@ def task_id_list(task_ids: Any) -> list[int]:
         raise GTAError(f"task ids must be an int or an iterable of ints, not {type(task_ids).__name__}")
     ids = list(task_ids)
     for task_id in ids:
-        if not _integer(task_id, -(2**63), 2**63 - 1):
+        if not integer(task_id, -(2**63), 2**63 - 1):
             raise GTAError(f"task ids must be 64-bit integers, not {task_id!r:.40}")
     return ids
 
@@ -170,88 +146,6 @@ def resolve_handle(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee
         return db
     raise SubmitError(f"{name} must be a peewee Database, what db.atomic() returned, or gta_core.OWN_TRANSACTION; "
                       f"got {type(handle).__name__}")
-
-
-def capture_context(runtime: Runtime) -> dict[str, Any]:
-    """What every plugin's ``gta_capture_context`` returns, merged: the context a task submitted
-    now (by `submit`, or by ``ctx.submit`` inside a handler) carries to its handler."""
-    merged: dict[str, Any] = {}
-    for part in call_hook_safely(runtime.plugins, "gta_capture_context"):
-        if isinstance(part, Mapping):
-            merged.update(part)
-    return merged
-
-
-def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] | None = None) -> NewTask:
-    """Check a request completely and turn it into the row to insert; raises `SubmitError`."""
-    key = request.key
-    if not isinstance(key, str):
-        raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
-    definition = runtime.plugins.registry.get(key)
-    args_text = dump_args(key, request.args)
-    definition.check_args(request.args or {})  # its keys are the stored ones: dump_args refuses others
-    context = {**(captured or {}), **_mapping(key, request.context)}
-    context_text = dump_args(key, context, "context") if context else None
-    priority = definition.priority if request.priority is None else request.priority
-    max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
-    queue = definition.queue if request.queue is None else request.queue
-    _check(_integer(priority, -INT_LIMIT, INT_LIMIT - 1), key, "priority must be an integer that fits 32 bits")
-    _check(_integer(max_attempts, 1, INT_LIMIT - 1), key, "max_attempts must be an integer from 1 to 2**31 - 1")
-    _check(_storable(queue), key, f"queue {STORABLE_RULE}")
-    for name in ("dedupe_key", "order_key"):
-        value = getattr(request, name)
-        _check(value is None or _storable(value), key, f"{name} {STORABLE_RULE}")
-    _check(request.parent_id is None or _integer(request.parent_id, 1, 2**63 - 1), key,
-           "parent_id must be a task id")
-    if request.run_at is not None and request.delay is not None:
-        raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
-    if request.run_at is not None:
-        if not isinstance(request.run_at, dt.datetime) or request.run_at.tzinfo is None:
-            raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime "
-                                   "(a naive one is ambiguous)")
-        try:
-            run_at = request.run_at.astimezone(dt.timezone.utc)
-        except OverflowError:
-            raise InvalidArguments(f"task {key!r}: run_at is outside the years 1 to 9999 in UTC") from None
-        return NewTask(key, queue, priority, args_text, context_text, max_attempts, run_at=run_at,
-                       dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
-    delay = request.delay or 0
-    delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-    # a chained comparison, not math.isfinite: that raises on an int too large for a float
-    _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY,
-           key, "delay must be a number of seconds from 0 to 100 years")
-    return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
-                   dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
-
-
-def _check(ok: bool, key: str, rule: str) -> None:
-    if not ok:
-        raise InvalidArguments(f"task {key!r}: {rule}")
-
-
-def _integer(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _storable(value: Any) -> bool:
-    """A string every database keeps unchanged and distinct in a VARCHAR(191) column:
-    PostgreSQL refuses NUL, no driver encodes a lone surrogate, and MariaDB's PAD SPACE
-    collation compares 'a ' equal to 'a' (one dedupe key, one queue, one FIFO for both)."""
-    if not isinstance(value, str) or not 0 < len(value) <= 191 or "\x00" in value or value.endswith(" "):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _mapping(key: str, context: Any) -> Mapping[str, Any]:
-    if context is None:
-        return {}
-    if not isinstance(context, Mapping):
-        raise InvalidArguments(f"context for task {key!r} must be a dict, not {type(context).__name__}")
-    return context
 
 
 def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> list[int]:

@@ -28,13 +28,14 @@ from . import drivers
 from .database import REPLY_GRACE, check_connection
 from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
+from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .services import Service, ServiceRunner
 from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.rescuer import Rescuer
 from .services.scheduler import Scheduler, collect_periodics
-from .worker import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, worker_main
+from .worker import worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -57,6 +58,9 @@ class WorkerSlot:
 
 
 class Supervisor:
+    """Keeps ``workers`` worker processes alive and settles their leases when they die; its
+    janitor, periodic and listener threads do the cluster's housekeeping (see the module doc)."""
+
     def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings

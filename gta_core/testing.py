@@ -10,8 +10,10 @@
 
 Submits are checked exactly as in production (JSON args, known key, signature), but nothing
 is written to the task table: the handler runs when the caller's transaction commits, and
-never when it rolls back. `Retry` re-runs the handler at once (no waiting) until
-``max_attempts``; other exceptions propagate by default so a test sees them. Children a
+never when it rolls back. What becomes of an attempt is decided by the same rule as in a
+worker (`gta_core.outcomes`), except that a retry runs at once (no waiting): `Retry` re-runs
+the handler until ``max_attempts``, `Fail` fails it. Other exceptions propagate by default so
+a test sees them; with ``propagate=False`` they go through the retry policy as in production. Children a
 handler submits with ``ctx.submit`` run right after their parent succeeded (never after it
 failed), each once, with ``parent_id`` set; delays are not waited for.
 """
@@ -25,11 +27,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import Fail, Retry
+from .errors import TaskControl
+from .outcomes import Action, decide
 from .runtime import Runtime, get_runtime
-from .store import NewTask
-from .submit import TaskRequest, capture_context, prepare
-from .tasks import TaskContext
+from .store_insert import NewTask
+from .tasks import TaskContext, TaskRecord
+from .validation import TaskRequest, capture_context, prepare
 
 log = logging.getLogger("gta.testing")
 
@@ -80,22 +83,20 @@ class EagerRun:
                               prepare_child=prepare_child)
             try:
                 value = definition.fn(ctx, **args)
-            except Retry:
-                continue
-            except Fail as exc:
-                result("failed", attempt, error=exc)
-                return
             except Exception as exc:
-                result("failed", attempt, error=exc)
-                if self.propagate:
+                if self.propagate and not isinstance(exc, TaskControl):
+                    result("failed", attempt, error=exc)
                     raise
+                record = TaskRecord(task_id, key, queue, args_text, context_text, attempt, max_attempts)
+                if decide(runtime.plugins, record, exc).action is Action.RETRY:
+                    continue  # at once: eager mode never waits
+                result("failed", attempt, error=exc)
                 return
             result("succeeded", attempt, value=value)
             for child in ctx.children:
                 self.execute(runtime, self.next_id(), child.key, child.args, child.context, child.queue,
                              child.max_attempts, parent_id=task_id)
             return
-        result("failed", max_attempts, error=Fail("retried until max_attempts"))
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from gta_core import Periodic, Settings, TaskContext, TaskDefinition, get_runtime, hookimpl, periodic, task
+from gta_core.runtime import Runtime
 from gta_core.store import TaskStore
 
 log = logging.getLogger("gta.cleanup")
@@ -58,12 +59,12 @@ def cleanup(ctx: TaskContext) -> int:
 
 
 @hookimpl
-def gta_handlers() -> list[TaskDefinition]:
-    timeout = cleanup_budget(get_runtime().settings) + 120.0  # a batch that hangs past the budget
+def gta_handlers(gta: Runtime) -> list[TaskDefinition]:
+    timeout = cleanup_budget(gta.settings) + 120.0  # a batch that hangs past the budget
     return [task(key=KEY, max_attempts=2, timeout=timeout, priority=PRIORITY)(cleanup)]
 
 
 @hookimpl
-def gta_periodic() -> list[Periodic]:
-    settings = get_runtime().settings
+def gta_periodic(gta: Runtime) -> list[Periodic]:
+    settings = gta.settings
     return [periodic(NAME, key=KEY, every=settings.cleanup_interval, queue=settings.queues[0], priority=PRIORITY)]

@@ -30,6 +30,7 @@ from typing import Any
 
 from gta_core import Periodic, Settings, TaskContext, TaskDefinition, get_runtime, hookimpl, periodic, task
 from gta_core.plugins import call_hook_safely
+from gta_core.runtime import Runtime
 from gta_core.store import TaskStore
 
 log = logging.getLogger("gta.monitor")
@@ -88,14 +89,14 @@ def watermark(store: TaskStore, dedupe_key: str | None, until: dt.datetime, ever
 
 
 @hookimpl
-def gta_handlers() -> list[TaskDefinition]:
-    settings = get_runtime().settings
+def gta_handlers(gta: Runtime) -> list[TaskDefinition]:
+    settings = gta.settings
     return [task(key=KEY, max_attempts=2, timeout=monitor_timeout(settings), priority=PRIORITY)(monitor)]
 
 
 @hookimpl
-def gta_periodic() -> list[Periodic]:
-    settings = get_runtime().settings
+def gta_periodic(gta: Runtime) -> list[Periodic]:
+    settings = gta.settings
     # the first queue this supervisor serves: whichever supervisor enqueues a slot also runs it
     return [periodic(NAME, key=KEY, every=settings.monitor_interval, queue=settings.queues[0], priority=PRIORITY)]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from gta_core import get_runtime, hookimpl
+from gta_core import hookimpl
+from gta_core.runtime import Runtime
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -19,8 +20,8 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
 
 
 @hookimpl(trylast=True)
-def gta_retry_delay(task: Any, error: BaseException) -> float | None:
+def gta_retry_delay(task: Any, error: BaseException, gta: Runtime) -> float | None:
     if task.attempts >= task.max_attempts:
         return None
-    settings = get_runtime().settings
+    settings = gta.settings
     return backoff(task.attempts, settings.retry_base, settings.retry_cap)

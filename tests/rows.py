@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gta_core
-from gta_core.worker import describe_error
+from gta_core.outcomes import describe_error
 
 from .helpers import Env
 

@@ -75,6 +75,7 @@ def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env:
     def all_leased() -> bool:
         return all(row(env, task_id)["status"] == "running" for task_id in ids)
     wait_for(all_leased, 20, "the worker to hold one running and three prefetched leases")
+    first_owner = row(env, first["id"])["lease_owner"]  # before the kill: the janitor clears it at once
     os.kill(first["pid"], signal.SIGKILL)
 
     def settled() -> dict[int, Any] | None:
@@ -83,7 +84,6 @@ def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env:
         return rows if rows[first["id"]]["status"] != "running" and others and all(
             other["status"] in ("pending", "running") and other["lease_owner"] != first_owner for other in others
         ) else None
-    first_owner = row(env, first["id"])["lease_owner"]
     rows = wait_for(settled, 20, "the dead worker's leases to be given back")
     assert rows[first["id"]]["attempts"] == 1 and "WorkerDied" in (rows[first["id"]]["last_error"] or "")
     never_started = [task_id for task_id in ids if task_id != first["id"] and not entries(env, "start", task_id)]

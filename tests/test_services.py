@@ -116,7 +116,7 @@ def test_the_rescuer_killed_for_real_comes_back(env: Env, monkeypatch: pytest.Mo
     assert "service rescuer restarted" in log, log[-3000:]
 
     # a lease nobody renews, on a queue this supervisor's worker does not serve
-    task_id = gta_core.submit(None, "record", {"n": 1}, queue="elsewhere")
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, queue="elsewhere")
     assert [task.id for task in env.store.lease("ghost", ["elsewhere"], 1, 0.1)] == [task_id]
     wait_for(lambda: (row := env.store.get(task_id)) is not None and row["status"] == "pending", 30,
              "the restarted rescuer to rescue the expired lease")
@@ -129,7 +129,7 @@ def test_a_worker_whose_thread_dies_exits_5_and_is_replaced(env: Env, monkeypatc
     poison(monkeypatch, tmp_path, thread).touch()
     supervisor = env.supervisor(1, wait_ready=False)
     wait_for(lambda: "exit code 5" in supervisor.log(), 30, "the worker to exit 5")
-    task_id = gta_core.submit(None, "record", {"n": 1})
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     assert env.wait_final([task_id]) == {task_id: "succeeded"}
     log = supervisor.log()
     assert f"worker thread gta-{thread}" in log and "died; exiting so the supervisor replaces" in log, log[-3000:]

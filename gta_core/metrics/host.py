@@ -51,6 +51,9 @@ def restart_reason(exitcode: int | None) -> str:
 
 
 class MetricsHost:
+    """The supervisor's side of metrics: the prometheus multiprocess directory its workers write
+    to, the worker states and restarts it publishes, and the sidecar process it keeps running."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory: MultiprocDir | None = None

@@ -35,6 +35,8 @@ HEADER = 8  # bytes; prometheus_client creates a file empty and sizes it a momen
 
 @dataclasses.dataclass(frozen=True)
 class MultiprocDir:
+    """The prometheus_client multiprocess directory one supervisor's processes share."""
+
     path: Path
 
     @classmethod

@@ -18,9 +18,9 @@ import peewee
 
 from ..database import drop_connection
 from ..errors import GTAError
-from ..plugins import first_hook_result, report_task_events
+from ..outcomes import Action, decide
+from ..plugins import report_task_events
 from ..runtime import Runtime
-from ..worker import describe_error
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")
@@ -109,16 +109,14 @@ class Janitor(Service):
                 if task.id not in job.counted:
                     continue
                 error = job.counted[task.id]
-                delay = first_hook_result(plugins, "gta_retry_delay", task=task, error=error)
-                if delay is None:
-                    landed = store.fail(job.owner, task.id, describe_error(error), attempt=task.attempts)
-                    event = "failed"
-                else:
-                    landed = store.retry(job.owner, task.id, float(delay), describe_error(error),
+                outcome = decide(plugins, task, error)
+                if outcome.action is Action.RETRY:
+                    landed = store.retry(job.owner, task.id, outcome.delay or 0.0, outcome.error_text,
                                          attempt=task.attempts)
-                    event = "retried"
+                else:
+                    landed = store.fail(job.owner, task.id, outcome.error_text, attempt=task.attempts)
                 if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
-                    report_task_events(plugins, event, [task], [error])
+                    report_task_events(plugins, outcome.event, [task], [error])
         released = store.release(job.owner)
         if released:
             log.info("released %d task(s) leased by %s", released, job.owner)

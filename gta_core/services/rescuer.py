@@ -1,7 +1,8 @@
 """The rescuer: puts expired leases back, cluster-wide, every ``rescue_interval``.
 
 A lease expires when its worker stopped renewing it (hung, stopped, its host or supervisor
-gone). `TaskStore.rescue_expired` is conditional and batched, so every supervisor runs this
+gone). Each rescued attempt goes through the retry policy and its backoff (`outcomes.decide`);
+`TaskStore.rescue_expired` is conditional and batched, so every supervisor runs this
 loop and they never take the same row twice. This loop does nothing else: a slow or failing
 release of a dead worker's leases (the janitor's job) can no longer hold rescues up.
 """
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import peewee
 
 from ..database import drop_connection
-from ..errors import GTAError
+from ..errors import GTAError, LeaseExpired
+from ..outcomes import decide
 from ..plugins import report_task_events
 from ..runtime import Runtime
 from .runner import Service
@@ -37,7 +40,7 @@ class Rescuer(Service):
         """Rescue every expired lease now, in batches; a database error waits for the next round."""
         try:
             while True:
-                rescued = self.runtime.store.rescue_expired(limit=BATCH)
+                rescued = self.runtime.store.rescue_expired(BATCH, self._delay)
                 for task in rescued:
                     log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
                 report_task_events(self.runtime.plugins, "rescued", rescued)
@@ -45,6 +48,10 @@ class Rescuer(Service):
                     return
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
+
+    def _delay(self, task: Any, reason: str) -> float | None:
+        """The outcome rule for a lease nobody renewed: the retry policy's delay, None to fail."""
+        return decide(self.runtime.plugins, task, LeaseExpired(reason)).delay
 
     def close(self) -> None:
         drop_connection(self.runtime.db)

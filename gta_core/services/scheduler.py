@@ -18,7 +18,7 @@ from ..errors import GTAError, PluginError
 from ..plugins import periodic_definitions
 from ..runtime import Runtime
 from ..schedules import Periodic
-from ..submit import TaskRequest, prepare
+from ..validation import TaskRequest, prepare
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")

@@ -1,0 +1,143 @@
+"""A worker's running room: the thread runner, which runs handlers on ``threads`` threads.
+
+Each handler slot takes a leased task from the worker's queue, publishes it in the shared
+channel while it runs (so the supervisor knows, if this process dies, which tasks were really
+executing and count an attempt, and which were only leased), asks `outcomes.decide` what its
+ending means and hands that to the `Completer`. Leasing and completion know nothing of threads:
+another runner (asyncio) can take tasks from the same queue and report to the same completer.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .completer import Completer, task_logger
+from .errors import Fail
+from .held import HeldLeases, Room
+from .leasing import Leaser
+from .outcomes import decide
+from .plugins import call_hook_safely, report_task_events
+from .protocol import WorkerChannel
+from .runtime import Runtime
+from .tasks import TaskContext, TaskDefinition, TaskRecord
+from .validation import TaskRequest, capture_context, prepare
+
+log = logging.getLogger("gta.worker")
+
+
+class ThreadRunner(Room):
+    """``threads`` handler threads fed from ``todo``; ``None`` in the queue stops one."""
+
+    def __init__(self, runtime: Runtime, channel: WorkerChannel, book: HeldLeases,
+                 todo: queue.SimpleQueue[TaskRecord | None], leaser: Leaser, completer: Completer) -> None:
+        super().__init__(runtime.settings, runtime.store, channel, book)
+        self.runtime = runtime
+        self.plugins = runtime.plugins
+        self.todo = todo
+        self.leaser = leaser
+        self.completer = completer
+        self.stopping = threading.Event()
+
+    def threads(self, vital: Callable[..., None]) -> list[threading.Thread]:
+        """The handler threads, each running its loop under ``vital`` (not started)."""
+        return [threading.Thread(target=vital, args=(self.loop, slot), name=f"gta-handler-{slot}", daemon=True)
+                for slot in range(self.settings.threads)]
+
+    def stop(self) -> None:
+        """Let the running tasks finish; start no more."""
+        self.stopping.set()
+        for _ in range(self.settings.threads):
+            self.todo.put(None)
+
+    def running(self) -> list[int]:
+        """Ids of the tasks the handler slots run now."""
+        with self.book.lock:
+            return [task_id for task_id in self.channel.running if task_id]
+
+    def loop(self, slot: int) -> None:
+        channel = self.channel
+        while True:
+            task = self.todo.get()
+            if task is None or self.stopping.is_set():
+                return
+            if self.leaser.lapsed(task):
+                continue
+            started = time.time()
+            definition = self.plugins.registry.tasks.get(task.key)
+            timeout = definition.timeout if definition is not None else None
+            # deadline before id, and id cleared before deadline: the supervisor never pairs
+            # a task with another task's deadline
+            channel.deadlines[slot] = started + timeout if timeout else 0.0
+            channel.started[slot] = started
+            channel.running[slot] = task.id
+            began = time.perf_counter()
+            # An exception escaping `run` (a plugin's SystemExit, say) ends the process
+            # (`Worker._vital`) with this task still published as running: its attempt counts,
+            # so a task that keeps killing its thread ends failed instead of looping.
+            deferred = self.run(task)
+            channel.running[slot] = 0
+            channel.deadlines[slot] = 0.0
+            if not deferred:
+                self.book.forget([task])
+            self.book.ran(time.perf_counter() - began)
+            self.leaser.nudge()
+
+    def run(self, task: TaskRecord) -> bool:
+        """Run one task and record its outcome; True when a plain success was handed to the
+        completer thread (which records it, batched with others, and then forgets the task)."""
+        logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
+        report_task_events(self.plugins, "started", [task])
+        start = time.perf_counter()
+        try:
+            task.check_attempts()
+            definition = self.plugins.registry.get(task.key)
+            args = task.decoded_args()
+            definition.check_args(args)
+            self._check_init_timeout(task, definition)
+            context = task.decoded_context()
+            call_hook_safely(self.plugins, "gta_restore_context", context=context)
+            ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
+                              prepare_child=self._prepare_child, lease_owner=self.owner)
+            with self.book.lock:
+                self.book.contexts[task.id] = ctx
+            try:
+                definition.fn(ctx, **args)
+            finally:
+                with self.book.lock:
+                    self.book.contexts.pop(task.id, None)
+        except BaseException as exc:  # a handler's SystemExit must not kill the thread silently
+            self.completer.settle(task, decide(self.plugins, task, exc), time.perf_counter() - start)
+            return False
+        duration = time.perf_counter() - start
+        children, delete = ctx.children, definition.clean_succeeded
+        if not children and not delete and self.completer.defer_success(task, duration):
+            return True
+        self.completer.succeed(task, children, delete, duration)
+        return False
+
+    def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
+        """Validate a child task now (as submit would); the row is inserted with the parent's success.
+
+        Runs on the handler's thread, where the parent's context was restored, so the child
+        captures it as any submit would (a request or trace id follows the work it caused).
+        """
+        return prepare(self.runtime, TaskRequest(key, args, **options), capture_context(self.runtime))
+
+    def _check_init_timeout(self, task: TaskRecord, definition: TaskDefinition) -> None:
+        """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.
+
+        The wait counts from the task's due time (``run_at``), so a delayed task is judged by
+        how late it starts, not by how far ahead it was scheduled.
+        """
+        due = task.run_at or task.created_at
+        if not definition.init_timeout_sensitive or due is None:
+            return
+        waited = (dt.datetime.now(dt.timezone.utc) - due).total_seconds()
+        if waited > self.settings.initialized_timeout:
+            raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
+                       f"({self.settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")

@@ -1,0 +1,77 @@
+"""The statements of the operations side (the monitor, cleanup and the admin CLI), per dialect.
+
+Kept apart from `sql.Statements` (the engine's hot path) and built the same way.
+"""
+from __future__ import annotations
+
+import functools
+
+from .sql import DIALECTS, RERUN_ERROR_PREFIX, Dialect, statements
+
+
+class OperationStatements:
+    """Statements of the operations side: the monitor, cleanup and the admin CLI.
+
+    Kept apart from `Statements` (the engine's hot path) and built the same way, once per
+    (dialect, table); see `operation_statements`. ``{ids}``/``{statuses}`` are filled with
+    ``?`` placeholders by the store.
+    """
+
+    def __init__(self, dialect: Dialect, table: str) -> None:
+        d, t, fx = dialect, table, dialect.fix
+        columns = statements(dialect.name, table).all_columns
+        lock = " FOR UPDATE SKIP LOCKED" if d.name in ("postgres", "mysql") else ""
+
+        # -- monitor ---------------------------------------------------------------------
+        # The monitor's watermark: when the latest successful run of the given slots started.
+        self.latest_start = (f"SELECT MAX(started_at) FROM {t} "
+                             "WHERE dedupe_key IN ({keys}) AND status = 'succeeded'")
+        # Parameters: minus the threshold in seconds, then a row limit. Partial indexes (or
+        # status-leading ones on MySQL) keep finished rows out of both.
+        self.running_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'running' "
+                                   f"AND started_at < {d.now_plus()} ORDER BY started_at LIMIT ?")
+        self.pending_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'pending' "
+                                   f"AND run_at < {d.now_plus()} ORDER BY run_at LIMIT ?")
+        # Parameters: since, until, limit. finished_at is indexed.
+        self.failed_between = fx(f"SELECT {columns} FROM {t} WHERE finished_at > ? AND finished_at <= ? "
+                                 "AND status = 'failed' ORDER BY finished_at LIMIT ?")
+        # A rescue writes last_error and updated_at; the row then stays pending (or failed) until
+        # a worker leases it again, which sets started_at. So the moment a rescue is dated by
+        # is updated_at while pending, started_at once re-leased (running, then succeeded; a
+        # retry or a failure overwrites last_error), finished_at when the rescue failed it.
+        # One branch per state, each on an index (finished_at > since is implied for a
+        # succeeded row dated by started_at, and lets it use the finished_at index).
+        branch = f"SELECT {columns} FROM {t} WHERE last_error LIKE ? AND "
+        self.rescued_between = fx(
+            f"SELECT * FROM ({branch}status = 'pending' AND updated_at > ? AND updated_at <= ? "
+            f"UNION ALL {branch}status = 'running' AND started_at > ? AND started_at <= ? "
+            f"UNION ALL {branch}finished_at > ? AND status = 'succeeded' AND started_at > ? AND started_at <= ? "
+            f"UNION ALL {branch}finished_at > ? AND finished_at <= ? AND status = 'failed'"
+            ") rescued ORDER BY id LIMIT ?")
+
+        # -- cleanup and purge -------------------------------------------------------------
+        # One batch: pick ids on the finished_at index (skipping rows another cleanup holds),
+        # then delete exactly those by primary key, re-checking the condition.
+        # Parameters: statuses, minus the age in seconds, limit / ids, statuses, minus the age.
+        self.finished_ids = (f"SELECT id FROM {t} WHERE finished_at < {d.now_plus()} AND status IN ({{statuses}}) "
+                             f"ORDER BY finished_at LIMIT ?{lock}")
+        self.delete_finished = (f"DELETE FROM {t} WHERE id IN ({{ids}}) AND status IN ({{statuses}}) "
+                                f"AND finished_at < {d.now_plus()}")
+
+        # -- admin -------------------------------------------------------------------------
+        self.list = f"SELECT {columns} FROM {t}{{where}} ORDER BY id DESC LIMIT ?"
+        # Parameter: minus the window in seconds. finished_at is indexed.
+        self.succeeded_per_queue = fx(f"SELECT queue, COUNT(*) FROM {t} WHERE finished_at >= {d.now_plus()} "
+                                      "AND status = 'succeeded' GROUP BY queue")
+        self.ids_with_status = fx(f"SELECT id FROM {t} WHERE status = ? AND id > ? ORDER BY id LIMIT ?")
+        # GTA's ForceRerunTasks: a failed or cancelled task starts over, due now.
+        previous = d.concat(repr(RERUN_ERROR_PREFIX), "COALESCE(last_error, '')")
+        self.rerun = (f"UPDATE {t} SET status = 'pending', attempts = 0, run_at = {d.now}, finished_at = NULL, "
+                      f"started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = {previous}, "
+                      f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')")
+        self.queues_of = "SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})"
+
+
+@functools.cache
+def operation_statements(dialect_name: str, table: str) -> OperationStatements:
+    return OperationStatements(DIALECTS[dialect_name], table)

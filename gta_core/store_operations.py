@@ -1,0 +1,133 @@
+"""The operations side's queries (the monitor, cleanup and the admin CLI), mixed into `TaskStore`.
+
+Kept apart from the engine's queries in `store.py` as their statements are kept apart in
+`sql_operations.py`: none of them runs on a worker's hot path.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+
+from .database import in_transaction, utc_text
+from .row_values import parse_timestamp, placeholders, task_dict
+from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Dialect, Statements
+from .sql_operations import OperationStatements, operation_statements
+
+
+class OperationQueries:
+    """What the operations side asks of the task table; `TaskStore` provides the connection."""
+
+    db: peewee.Database
+    table: str
+    dialect: str
+    sql: Statements
+    _d: Dialect
+    _execute: Callable[..., Any]
+    _write: Callable[..., int]
+    statuses: Callable[[Sequence[int]], dict[int, str]]
+    _secs: Callable[[float], float | int]
+
+    @property
+    def ops(self) -> OperationStatements:
+        return operation_statements(self.dialect, self.table)
+
+    def _moment(self, moment: dt.datetime) -> Any:
+        """An aware datetime as a parameter compared with timestamp columns."""
+        naive = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return utc_text(naive) if self.dialect == "sqlite" else naive
+
+    def _tasks(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        return [task_dict(row) for row in self._execute(sql, params).fetchall()]
+
+    def latest_start(self, dedupe_keys: Sequence[str]) -> dt.datetime | None:
+        """When the latest succeeded task among those with ``dedupe_keys`` started (the monitor's
+        watermark: its previous runs are the previous slots of its periodic definition)."""
+        if not dedupe_keys:
+            return None
+        statement = self._d.fix(self.ops.latest_start.format(keys=placeholders(len(dedupe_keys))))
+        row = self._execute(statement, tuple(dedupe_keys)).fetchone()
+        return parse_timestamp(row[0]) if row else None
+
+    def running_too_long(self, seconds: float, limit: int) -> list[dict[str, Any]]:
+        """Running tasks started more than ``seconds`` ago (database clock), oldest first."""
+        return self._tasks(self.ops.running_too_long, (self._secs(-seconds), limit))
+
+    def pending_too_long(self, seconds: float, limit: int) -> list[dict[str, Any]]:
+        """Pending tasks due for more than ``seconds`` (database clock), longest waiting first."""
+        return self._tasks(self.ops.pending_too_long, (self._secs(-seconds), limit))
+
+    def failed_between(self, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
+        """Tasks that failed for good in (since, until]."""
+        return self._tasks(self.ops.failed_between, (self._moment(since), self._moment(until), limit))
+
+    def rescued_between(self, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
+        """Tasks whose expired lease was taken back by rescue in (since, until], as far as the
+        row still tells (see `OperationStatements.rescued_between`), by id."""
+        pattern = RESCUED_ERROR_PREFIX + "%"
+        a, b = self._moment(since), self._moment(until)
+        return self._tasks(self.ops.rescued_between,
+                           (pattern, a, b, pattern, a, b, pattern, a, a, b, pattern, a, b, limit))
+
+    def delete_finished(self, older_than: float, limit: int, statuses: Sequence[str] = FINAL_STATUSES) -> int:
+        """Delete up to ``limit`` tasks with one of the final ``statuses`` that finished more than
+        ``older_than`` seconds ago, in one short transaction; how many were deleted.
+
+        Ids are picked first on the finished_at index (``SKIP LOCKED`` where there is one, so
+        concurrent cleanups split the work) and deleted by primary key: pending and running
+        rows, which leasing locks, are never read or locked.
+        """
+        if not statuses or not set(statuses) <= set(FINAL_STATUSES):
+            raise ValueError(f"only finished tasks can be deleted, not {', '.join(statuses) or 'none'}")
+        marks, age = placeholders(len(statuses)), self._secs(-older_than)
+        select = self._d.fix(self.ops.finished_ids.format(statuses=marks))
+
+        def batch() -> int:
+            ids = [row[0] for row in self._execute(select, (age, *statuses, limit)).fetchall()]
+            if not ids:
+                return 0
+            delete = self._d.fix(self.ops.delete_finished.format(ids=placeholders(len(ids)), statuses=marks))
+            return int(self._execute(delete, (*ids, *statuses, age)).rowcount)
+        return int(in_transaction(self.db, batch))
+
+    def list_tasks(self, status: str | None = None, queue: str | None = None, key: str | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` tasks matching every filter given, newest first."""
+        filters = [(column, value) for column, value in (("status", status), ("queue", queue),
+                                                          (self._d.q("key"), key)) if value is not None]
+        where = (" WHERE " + " AND ".join(f"{column} = ?" for column, _ in filters)) if filters else ""
+        statement = self._d.fix(self.ops.list.format(where=where))
+        return self._tasks(statement, (*(value for _, value in filters), limit))
+
+    def succeeded_per_queue(self, seconds: float) -> dict[str, int]:
+        """Tasks that succeeded in the last ``seconds`` (database clock), by queue."""
+        rows = self._execute(self.ops.succeeded_per_queue, (self._secs(-seconds),)).fetchall()
+        return {queue: int(count) for queue, count in rows}
+
+    def ids_with_status(self, status: str, after_id: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids of tasks with ``status`` above ``after_id``, ascending (a cursor)."""
+        return [row[0] for row in self._execute(self.ops.ids_with_status, (status, after_id, limit)).fetchall()]
+
+    def rerun(self, ids: Sequence[int]) -> dict[int, str]:
+        """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, due now, attempts
+        reset (the previous error is kept in last_error). Other tasks are left alone.
+
+        Returns the status each id had before (ids that do not exist are left out). On
+        PostgreSQL the workers are notified in the same transaction.
+        """
+        ids = list(ids)
+        if not ids:
+            return {}
+        marks = placeholders(len(ids))
+
+        def write() -> dict[int, str]:
+            before = self.statuses(ids)
+            if self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), ids).rowcount and \
+                    self.dialect == "postgres":
+                queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), ids).fetchall()
+                for (queue,) in sorted(queues):
+                    self._execute(self.sql.notify, (f"gta_{self.table}", queue))
+            return before
+        return in_transaction(self.db, write)

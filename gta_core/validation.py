@@ -1,0 +1,128 @@
+"""Checking a submit request completely before anything is written, and turning it into the row.
+
+`submit`/`submit_many`, a handler's ``ctx.submit`` of a child (checked when it is called, inserted
+with its parent's success), eager mode and the supervisor's periodic slots all go through
+`prepare`, so a request is refused the same way wherever it comes from: arguments are
+JSON-encodable, the key is known, the arguments bind to the handler's signature, every option
+fits its column.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidArguments
+from .plugins import call_hook_safely
+from .runtime import Runtime
+from .store_insert import NewTask
+from .tasks import dump_args
+
+Delay = float | int | dt.timedelta
+#: bounds of the INTEGER columns (priority, max_attempts) on PostgreSQL and MySQL
+INT_LIMIT = 2**31
+#: the longest delay: far beyond any real schedule, and run_at stays a representable timestamp
+MAX_DELAY = 100 * 365.25 * 86400
+STORABLE_RULE = ("must be a non-empty string of at most 191 characters, without NUL or lone surrogates, "
+                 "not ending in a space")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRequest:
+    """One task to submit; see `submit` for the meaning of each field."""
+
+    key: str
+    args: Mapping[str, Any] | None = None
+    delay: Delay | None = None
+    run_at: dt.datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    dedupe_key: str | None = None
+    order_key: str | None = None
+    max_attempts: int | None = None
+    context: Mapping[str, Any] | None = None
+    parent_id: int | None = None
+
+
+def capture_context(runtime: Runtime) -> dict[str, Any]:
+    """What every plugin's ``gta_capture_context`` returns, merged: the context a task submitted
+    now (by `submit`, or by ``ctx.submit`` inside a handler) carries to its handler."""
+    merged: dict[str, Any] = {}
+    for part in call_hook_safely(runtime.plugins, "gta_capture_context"):
+        if isinstance(part, Mapping):
+            merged.update(part)
+    return merged
+
+
+def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] | None = None) -> NewTask:
+    """Check a request completely and turn it into the row to insert; raises `SubmitError`."""
+    key = request.key
+    if not isinstance(key, str):
+        raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
+    definition = runtime.plugins.registry.get(key)
+    args_text = dump_args(key, request.args)
+    definition.check_args(request.args or {})  # its keys are the stored ones: dump_args refuses others
+    context = {**(captured or {}), **_mapping(key, request.context)}
+    context_text = dump_args(key, context, "context") if context else None
+    priority = definition.priority if request.priority is None else request.priority
+    max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
+    queue = definition.queue if request.queue is None else request.queue
+    _check(integer(priority, -INT_LIMIT, INT_LIMIT - 1), key, "priority must be an integer that fits 32 bits")
+    _check(integer(max_attempts, 1, INT_LIMIT - 1), key, "max_attempts must be an integer from 1 to 2**31 - 1")
+    _check(_storable(queue), key, f"queue {STORABLE_RULE}")
+    for name in ("dedupe_key", "order_key"):
+        value = getattr(request, name)
+        _check(value is None or _storable(value), key, f"{name} {STORABLE_RULE}")
+    _check(request.parent_id is None or integer(request.parent_id, 1, 2**63 - 1), key,
+           "parent_id must be a task id")
+    if request.run_at is not None and request.delay is not None:
+        raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
+    if request.run_at is not None:
+        if not isinstance(request.run_at, dt.datetime) or request.run_at.tzinfo is None:
+            raise InvalidArguments(f"task {key!r}: run_at must be a timezone-aware datetime "
+                                   "(a naive one is ambiguous)")
+        try:
+            run_at = request.run_at.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise InvalidArguments(f"task {key!r}: run_at is outside the years 1 to 9999 in UTC") from None
+        return NewTask(key, queue, priority, args_text, context_text, max_attempts, run_at=run_at,
+                       dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
+    delay = request.delay or 0
+    delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+    # a chained comparison, not math.isfinite: that raises on an int too large for a float
+    _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY,
+           key, "delay must be a number of seconds from 0 to 100 years")
+    return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
+                   dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
+
+
+def _check(ok: bool, key: str, rule: str) -> None:
+    if not ok:
+        raise InvalidArguments(f"task {key!r}: {rule}")
+
+
+def integer(value: Any, low: int, high: int) -> bool:
+    """An int (not a bool) from ``low`` to ``high``: what an INTEGER or BIGINT column takes."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _storable(value: Any) -> bool:
+    """A string every database keeps unchanged and distinct in a VARCHAR(191) column:
+    PostgreSQL refuses NUL, no driver encodes a lone surrogate, and MariaDB's PAD SPACE
+    collation compares 'a ' equal to 'a' (one dedupe key, one queue, one FIFO for both)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 191 or "\x00" in value or value.endswith(" "):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _mapping(key: str, context: Any) -> Mapping[str, Any]:
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise InvalidArguments(f"context for task {key!r} must be a dict, not {type(context).__name__}")
+    return context
