@@ -31,7 +31,7 @@ from . import drivers
 from .database import check_connection, drop_connection, in_transaction, open_database
 from .errors import DatabaseUnavailable, GTAError, PluginError, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
-from .plugins import first_hook_result, periodic_definitions, report_task_events
+from .plugins import call_hook_safely, first_hook_result, periodic_definitions, report_task_events
 from .runtime import Runtime
 from .schedules import Periodic
 from .submit import TaskRequest, prepare
@@ -103,6 +103,8 @@ class Supervisor:
         except BaseException:
             self.metrics.close()
             raise
+        call_hook_safely(self.runtime.plugins, "gta_supervisor_started",
+                         tasks=list(self.runtime.plugins.registry.tasks.values()), queues=list(self.settings.queues))
         os.environ[drivers.ENV] = self.runtime.store.dialect  # workers and sidecar import one driver
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)
