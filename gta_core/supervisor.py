@@ -115,7 +115,7 @@ class Supervisor:
         threads = [threading.Thread(target=self._janitor_loop, name="gta-janitor", daemon=True)]
         if self.periodics:
             threads.append(threading.Thread(target=self._periodic_loop, name="gta-periodic", daemon=True))
-        if self.runtime.store.dialect == "postgres":
+        if self.runtime.store.dialect == "postgres" and self.settings.listen_url != "off":
             threads.append(threading.Thread(target=self._listen_loop, name="gta-listener", daemon=True))
         for thread in threads:
             thread.start()
@@ -457,7 +457,7 @@ class Supervisor:
         channel = f"gta_{self.settings.table}"
         failures = 0
         while not self.done.is_set():
-            db = open_database(self.settings.database_url, statement_timeout=0)
+            db = open_database(self.settings.listen_url or self.settings.database_url, statement_timeout=0)
             try:
                 conn = db.connection()
                 with conn.cursor() as cursor:
