@@ -91,10 +91,18 @@ class Dialect:
                 "finished": self.finished_index(table), "parent": self.parent_index(table)}
 
     def upgrades(self, table: str) -> dict[int, list[str]]:
-        """Statements that bring a table from the version before each key to that version."""
-        return {2: [statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
-                                                   ("finished", self.finished_index), ("parent", self.parent_index))
-                    for statement in (self.drop_index(table, name), create(table))]}
+        """Statements that bring a table from the version before each key to that version.
+
+        Each upgrade must leave the table usable by the previous version's processes, which run
+        on during a rolling upgrade. Version 1 inserts with ``ON CONFLICT (dedupe_key)``, which
+        only a full unique index answers (a partial one needs the ``WHERE`` of version 2), so the
+        upgrade to 2 keeps one beside the partial index: ``<table>_dedupe_v1``, to be dropped
+        once no version 1 process is left (docs/operations.md).
+        """
+        return {2: [f"CREATE UNIQUE INDEX {table}_dedupe_v1 ON {table} (dedupe_key)",
+                    *(statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
+                                                     ("finished", self.finished_index), ("parent", self.parent_index))
+                      for statement in (self.drop_index(table, name), create(table)))]}
 
     def row_list(self, count: int) -> str:
         """``count`` rows of two parameters, the right side of ``(a, b) IN (…)``."""
