@@ -176,7 +176,7 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         begin = self._take_deferred_begin()
         if not begin:
             return super().execute_sql(sql, params)
-        self._local.begin_unanswered = True
+        self._local.begin_unanswered, self._local.begin_sent = True, begin
         cursor = super().execute_sql(f"{begin}; {sql}", params)
         self._local.begin_unanswered = False
         return cursor
@@ -217,9 +217,12 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         pooler such as PgBouncer in transaction mode, which hands each transaction whichever
         server connection is free) fails the ``EXECUTE``, and a session shared that way may
         already hold the name another client prepared, failing the ``PREPARE``; either way, from
-        then on this database runs the statements unprepared. That failure is retryable
-        (`is_retryable`): GTA's own statements and transactions run again at once, unprepared;
-        a caller's transaction fails, as on any database error (the server has aborted it).
+        then on this database runs the statements unprepared. When the failed statement carried
+        its transaction's ``BEGIN`` (nothing of the transaction ran), the transaction is begun
+        again and the statement runs unprepared at once, a caller's transaction included.
+        Otherwise the failure is retryable (`is_retryable`): GTA's own statements and
+        transactions run again at once, unprepared; a caller's transaction that had already
+        run statements fails, as on any database error (the server has aborted it).
         """
         if self.is_closed():
             self.connect()
@@ -239,7 +242,13 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
             log.warning("the database session does not keep this connection's prepared statements (DISCARD "
                         "ALL, or a connection pooler in transaction mode?); GTA runs its statements unprepared "
                         "from now on")
-            raise
+            if not (self.failed_at_begin() and self.in_transaction()):
+                raise
+            # it was the transaction's first statement, so nothing of it ran: begin it again,
+            # unprepared, rather than fail the caller's transaction for GTA's own choice
+            peewee.PostgresqlDatabase.execute_sql(self, "ROLLBACK")
+            self._local.deferred_begin = (self._local.conn, self._local.begin_sent)
+            return self.execute_sql(unprepared(statement), params)
 
 
 def session_not_ours(exc: BaseException) -> bool:

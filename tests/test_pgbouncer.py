@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not DIRECT, reason="PgBouncer runs in front of P
 @pytest.fixture
 def pgbouncer(tmp_path: Path) -> Iterator[PgBouncer]:
     assert DIRECT
-    server = PgBouncer(tmp_path, DIRECT)
+    server = PgBouncer(tmp_path, DIRECT, pool_size=3)  # few server sessions: clients share them all the time
     yield server
     server.stop()
 
@@ -157,3 +157,19 @@ def test_without_a_listen_url_a_supervisor_behind_pgbouncer_polls(env: Env, pgbo
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime in clock ticks
+
+
+def test_a_callers_own_transactions_through_pgbouncer_never_fail(env: Env, pgbouncer: PgBouncer) -> None:
+    """The submit that finds the pooled session without GTA's prepared statement is the first
+    statement of the caller's transaction: GTA begins that transaction again, unprepared,
+    instead of failing it."""
+    supervisor = env.supervisor(2, "--listen-url", DIRECT)  # other clients keep the pool's sessions moving
+    db = env.runtime.db
+    ids = []
+    for n in range(150):
+        with db.atomic():
+            ids.append(gta_core.submit(db, "record", {"n": n}))
+        time.sleep(0.02)  # the woken workers take the pool's sessions meanwhile
+    wait_for(lambda: all_final(env, ids), what="every task final")
+    assert set(statuses(env, ids).values()) == {"succeeded"}
+    clean_log(supervisor)
