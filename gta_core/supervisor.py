@@ -100,6 +100,7 @@ class Supervisor:
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
         try:
             self.check()
+            self.metrics.bind()
         except BaseException:
             self.metrics.close()
             raise

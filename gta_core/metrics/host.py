@@ -6,7 +6,7 @@ write multiprocess files. Then, from the supervisor's main loop, `tick` records 
 workers are busy, idle or down (it alone can read their shared ``running`` arrays), writes the
 status file ``/healthz`` reads, retires dead workers' files and keeps the sidecar running.
 
-The supervisor binds the metrics address itself, in `open`, and hands the listening socket to
+The supervisor binds the metrics address itself, in `bind`, and hands the listening socket to
 each sidecar it starts: a second supervisor on a host whose port is taken fails at start with
 one line naming the address and the setting to change (not a sidecar retrying every minute
 while its metrics are silently missing), a sidecar restart never loses the port to another
@@ -88,12 +88,18 @@ class MetricsHost:
         if client is not None and not getattr(client.ValueClass, "_multiprocess", False):
             log.warning("prometheus_client was imported before the supervisor started: metrics "
                         "recorded in this process will not reach the sidecar")
-        self.listener = listen(self.settings.metrics_bind)
-        host, port = self.listener.getsockname()[:2]
-        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.directory = MultiprocDir.create()
         self._previous_env = os.environ.get(ENV)
         os.environ[ENV] = str(self.directory.path)
+
+    def bind(self) -> None:
+        """Take the metrics address (a GTAError when it is taken), after the plugins and the
+        database checked out: those errors come first."""
+        if self.directory is None:
+            return
+        self.listener = listen(self.settings.metrics_bind)
+        host, port = self.listener.getsockname()[:2]
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def close(self) -> None:
         """Stop the sidecar, restore the environment, remove the directory."""
