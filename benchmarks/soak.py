@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 from common import emit, parser
 
 from gta_core.database import open_database
-from tests.chaos.harness import ChaosHarness, InvariantError, new_table
+from tests.chaos.harness import ChaosHarness, InvariantError, client_ports, new_table
 from tests.helpers import SupervisorProcess, children, cmdline
 from tests.servers import free_port
 
@@ -139,22 +139,7 @@ def soak_pids(harness: ChaosHarness) -> list[int]:
 
 def soak_client_ports(harness: ChaosHarness) -> set[int]:
     """Local ports of the soak processes' TCP connections to the database."""
-    inodes: set[str] = set()
-    for pid in soak_pids(harness):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    ports, remote = set(), database_port(harness)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as handle:
-            for line in list(handle)[1:]:
-                fields = line.split()
-                if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == remote:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return client_ports(soak_pids(harness), database_port(harness))
 
 
 def server_sessions(admin: object, backend: str, ports: set[int]) -> list[int]:

@@ -239,9 +239,9 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
             if not session_not_ours(exc):
                 raise
             self._prepared_statements_last = False
-            log.warning("the database session does not keep this connection's prepared statements (DISCARD "
-                        "ALL, or a connection pooler in transaction mode?); GTA runs its statements unprepared "
-                        "from now on")
+            log.warning("the database session forgot a prepared statement, or has one another connection "
+                        "prepared (DISCARD ALL, or a connection pooler in transaction mode?); GTA runs its "
+                        "statements unprepared from now on")
             if not (self.failed_at_begin() and self.in_transaction()):
                 raise
             # it was the transaction's first statement, so nothing of it ran: begin it again,

@@ -7,7 +7,6 @@ The pgbouncer binary is required (Debian package ``pgbouncer``): missing, these 
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 import gta_core
 from gta_core.database import open_database
 
+from .chaos.harness import client_ports
 from .conftest import BACKENDS
 from .helpers import Env, SupervisorProcess, wait_for
 from .rows import age, make
@@ -116,21 +116,9 @@ def test_a_listen_url_wakes_workers_at_once_through_pgbouncer(env: Env, pgbounce
     listening = env.runtime.db.execute_sql(
         "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
         (f'LISTEN "gta_{env.table}"',)).fetchall()
-    assert [port for (port,) in listening] and {port for (port,) in listening} <= local_ports(supervisor.pid)
+    ours = client_ports([supervisor.pid], urlsplit(DIRECT).port or 5432)
+    assert [port for (port,) in listening] and {port for (port,) in listening} <= ours
     clean_log(supervisor)
-
-
-def local_ports(pid: int) -> set[int]:
-    """Local ports of the TCP sockets ``pid`` holds."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 @pytest.mark.parametrize("listen", [None, "off"], ids=["default", "off"])
