@@ -72,7 +72,9 @@ def compile_bytecode() -> None:
 def supervisor(*args: str) -> Iterator[subprocess.Popen[bytes]]:
     """A ``gta-supervisor`` process on the configured table; SIGTERM and wait on exit."""
     compile_bytecode()
-    process = subprocess.Popen([sys.executable, "-m", "gta_core.cli_supervisor", "--log-level", "WARNING", *args],
+    # a sidecar on any free port: another supervisor on the host may hold the default one
+    process = subprocess.Popen([sys.executable, "-m", "gta_core.cli_supervisor", "--log-level", "WARNING",
+                                "--metrics-bind", "127.0.0.1:0", *args],
                                env=os.environ.copy())
     try:
         yield process

@@ -44,7 +44,7 @@ def main() -> None:
         store = runtime.store
         with runtime.db.atomic() as tx:
             submit_many(tx, [TaskRequest("bench_noop")] * args.tasks)
-        with supervisor("--workers", str(args.workers), "--metrics-bind", "127.0.0.1:0") as process:
+        with supervisor("--workers", str(args.workers)) as process:
             peaks: dict[int, tuple[str, int]] = {}
 
             def sample() -> bool:

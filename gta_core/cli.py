@@ -244,15 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:
     check_connection(runtime.db, runtime.settings.database_url)
+    problems = runtime.store.schema_problems()
     before, after = runtime.store.migrate()
     if args.json:
         print(json.dumps({"table": runtime.settings.table, "database": describe_url(runtime.settings.database_url),
                           "version_before": before, "version": after}))
         return 0
     where = f"{runtime.settings.table} on {describe_url(runtime.settings.database_url)}"
-    print(f"created {where} at schema version {after}" if before is None
-          else f"{where} is at schema version {after}" if before == after
-          else f"upgraded {where} from schema version {before} to {after}")
+    table = runtime.settings.table
+    if problems == [f"table {table}_schema is missing", f"table {table} is missing"]:
+        print(f"created {where} at schema version {after}")
+        return 0
+    for problem in problems:  # each was created by migrate, or it raised
+        print(f"repaired {where}: {problem}")
+    print(f"upgraded {where} from schema version {before} to {after}" if before not in (None, after)
+          else f"{where} is at schema version {after}")
     return 0
 
 

@@ -96,6 +96,15 @@ def _database_url(text: str) -> str:
     return str(text)
 
 
+def _listen_url(text: str) -> str:
+    """Empty (LISTEN on the database URL), ``off`` (no LISTEN: poll), or a PostgreSQL URL."""
+    value = str(text).strip()
+    if value in ("", "off") or value.split("://", 1)[0] in {"postgres", "postgresql"} and "://" in value:
+        return value
+    raise ValueError("must be a postgresql://... URL of a direct connection (not through a transaction "
+                     "pooler), or off")
+
+
 def _table_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,50}", str(text)):
         raise ValueError("must be a plain SQL identifier of at most 51 characters")
@@ -154,6 +163,10 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL"),
     Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
+    Setting("listen_url", _listen_url, "",
+            "PostgreSQL: the supervisor's LISTEN connection, when the database URL goes through a pooler in "
+            "transaction mode such as PgBouncer (default: the database URL; off: no LISTEN, idle "
+            "workers poll every scan_interval)", "URL|off"),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
     Setting("batch", _positive_int, 100, "most tasks leased by one statement", "N"),
@@ -205,6 +218,7 @@ class Settings:
 
     database_url: str = _default("database_url")
     table: str = _default("table")
+    listen_url: str = _default("listen_url")
     workers: int = _default("workers")
     threads: int = _default("threads")
     batch: int = _default("batch")

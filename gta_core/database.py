@@ -217,7 +217,7 @@ class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
         begin = self._take_deferred_begin()
         if not begin:
             return super().execute_sql(sql, params)
-        self._local.begin_unanswered = True
+        self._local.begin_unanswered, self._local.begin_sent = True, begin
         cursor = super().execute_sql(f"{begin}; {sql}", params)
         self._local.begin_unanswered = False
         return cursor
@@ -256,10 +256,14 @@ class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
         them), so one prepared is known to exist for as long as its connection object does.
         A session that forgets them (``DISCARD ALL`` or ``DEALLOCATE`` behind GTA's back, or a
         pooler such as PgBouncer in transaction mode, which hands each transaction whichever
-        server connection is free) fails the ``EXECUTE``; from then on this database runs the
-        statements unprepared. That failure is retryable (`is_retryable`): GTA's own statements
-        and transactions run again at once, unprepared; a caller's transaction fails, as on
-        any database error (the server has aborted it).
+        server connection is free) fails the ``EXECUTE``, and a session shared that way may
+        already hold the name another client prepared, failing the ``PREPARE``; either way, from
+        then on this database runs the statements unprepared. When the failed statement carried
+        its transaction's ``BEGIN`` (nothing of the transaction ran), the transaction is begun
+        again and the statement runs unprepared at once, a caller's transaction included.
+        Otherwise the failure is retryable (`is_retryable`): GTA's own statements and
+        transactions run again at once, unprepared; a caller's transaction that had already
+        run statements fails, as on any database error (the server has aborted it).
         """
         if self.is_closed():
             self.connect()
@@ -267,23 +271,33 @@ class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
             return self.execute_sql(unprepared(statement), params)
         name = prepared_name(statement)
         prepared = _PREPARED.setdefault(self._local.conn, set())
-        if name not in prepared:
-            self.execute_sql(f"PREPARE {name} AS {statement}")
-            prepared.add(name)
         try:
+            if name not in prepared:
+                self.execute_sql(f"PREPARE {name} AS {statement}")
+                prepared.add(name)
             return self.execute_sql(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
-        except peewee.OperationalError as exc:
-            if not forgot_prepared_statement(exc):
+        except peewee.DatabaseError as exc:
+            if not session_not_ours(exc):
                 raise
             self._prepared_statements_last = False
-            log.warning("the database session forgot a prepared statement (DISCARD ALL, or a connection "
-                        "pooler in transaction mode?); GTA runs its statements unprepared from now on")
-            raise
+            log.warning("the database session forgot a prepared statement, or has one another connection "
+                        "prepared (DISCARD ALL, or a connection pooler in transaction mode?); GTA runs its "
+                        "statements unprepared from now on")
+            if not (self.failed_at_begin() and self.in_transaction()):
+                raise
+            # it was the transaction's first statement, so nothing of it ran: begin it again,
+            # unprepared, rather than fail the caller's transaction for GTA's own choice
+            peewee.PostgresqlDatabase.execute_sql(self, "ROLLBACK")
+            self._local.deferred_begin = (self._local.conn, self._local.begin_sent)
+            return self.execute_sql(unprepared(statement), params)
 
 
-def forgot_prepared_statement(exc: BaseException) -> bool:
-    """Whether PostgreSQL refused an ``EXECUTE`` naming no prepared statement (SQLSTATE 26000)."""
-    return getattr(getattr(exc, "orig", None), "pgcode", None) == "26000"
+def session_not_ours(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused an ``EXECUTE`` naming no prepared statement (SQLSTATE 26000)
+    or a ``PREPARE`` of a name the session already has (42P05): the session forgot what this
+    connection prepared, or is shared with other connections (a pooler in transaction mode
+    gives each transaction whichever server session is free, one another client prepared on)."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None) in ("26000", "42P05")
 
 
 def unprepared(statement: str) -> str:
@@ -417,8 +431,8 @@ def is_retryable(exc: BaseException) -> bool:
     """A conflict that a fresh attempt of the same transaction will most likely get past."""
     if mysql_code(exc) in MYSQL_RETRYABLE:
         return True
-    if forgot_prepared_statement(exc):
-        return True  # a prepared statement the session forgot: the database now runs them unprepared
+    if session_not_ours(exc):
+        return True  # prepared statements do not hold in this session: the database now runs them unprepared
     text = str(_driver_error(exc)).lower()
     return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
 
@@ -492,7 +506,7 @@ def _with_retries(db: peewee.Database, fn: Callable[[], T], attempts: int, *, tr
             with db.atomic():
                 began = True
                 return fn()
-        except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
+        except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError, peewee.ProgrammingError) as exc:
             if is_disconnect(exc):
                 nothing_ran = not began or (isinstance(db, PostgresDatabase) and db.failed_at_begin())
                 drop_connection(db)

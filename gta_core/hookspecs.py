@@ -95,6 +95,16 @@ def gta_task_events(event: str, tasks: list[Any], errors: list[BaseException | N
 
 
 @hookspec
+def gta_supervisor_started(tasks: list[Any], queues: list[str]) -> None:
+    """Called once in a supervisor, after its plugins are loaded and before its first worker
+    starts, with every registered task definition and the queues it serves.
+
+    A plugin prepares what it reports here: the metrics plugin exports every task series at 0
+    so that ``rate()`` and alerts see a series before its first event.
+    """
+
+
+@hookspec
 def gta_capture_context() -> dict[str, Any] | None:  # type: ignore[empty-body]
     """At submit, return JSON-serializable context to carry to the handler (trace ids, tenant).
 

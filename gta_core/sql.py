@@ -85,11 +85,25 @@ class Dialect:
     def drop_index(self, table: str, name: str) -> str:
         return f"DROP INDEX {table}_{name}"
 
+    def indexes(self, table: str) -> dict[str, str]:
+        """Each index of the task table (named ``<table>_<key>``) with the statement creating it."""
+        return {"lease": self.lease_index(table), "expiry": self.expiry_index(table), "owner": self.owner_index(table),
+                "dedupe": self.dedupe_index(table), "order": self.order_index(table),
+                "finished": self.finished_index(table), "parent": self.parent_index(table)}
+
     def upgrades(self, table: str) -> dict[int, list[str]]:
-        """Statements that bring a table from the version before each key to that version."""
-        return {2: [statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
-                                                   ("finished", self.finished_index), ("parent", self.parent_index))
-                    for statement in (self.drop_index(table, name), create(table))]}
+        """Statements that bring a table from the version before each key to that version.
+
+        Each upgrade must leave the table usable by the previous version's processes, which run
+        on during a rolling upgrade. Version 1 inserts with ``ON CONFLICT (dedupe_key)``, which
+        only a full unique index answers (a partial one needs the ``WHERE`` of version 2), so the
+        upgrade to 2 keeps one beside the partial index: ``<table>_dedupe_v1``, to be dropped
+        once no version 1 process is left (docs/operations.md).
+        """
+        return {2: [f"CREATE UNIQUE INDEX {table}_dedupe_v1 ON {table} (dedupe_key)",
+                    *(statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
+                                                     ("finished", self.finished_index), ("parent", self.parent_index))
+                      for statement in (self.drop_index(table, name), create(table)))]}
 
     def row_list(self, count: int) -> str:
         """``count`` rows of two parameters, the right side of ``(a, b) IN (…)``."""
@@ -196,38 +210,23 @@ class Statements:
         self.lease_columns = ", ".join(k if c == "key" else c for c in TASK_COLUMNS if c not in LEASE_SKIPS)
         self.all_columns = ", ".join(k if c == "key" else c for c in ALL_COLUMNS)
         ts, tx = d.timestamp, d.text
-        self.create = [
-            f"CREATE TABLE {t}_schema (version INTEGER NOT NULL){d.table_options}",
-            f"""CREATE TABLE {t} (
-                {d.id_column},
-                {k} VARCHAR(191) NOT NULL,
-                queue VARCHAR(191) NOT NULL,
-                status VARCHAR(16) NOT NULL,
-                priority INTEGER NOT NULL DEFAULT 0,
-                args {tx} NOT NULL,
-                context {tx} NULL,
-                run_at {ts} NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                max_attempts INTEGER NOT NULL,
-                lease_owner VARCHAR(191) NULL,
-                lease_expires_at {ts} NULL,
-                dedupe_key VARCHAR(191) NULL,
-                order_key VARCHAR(191) NULL,
-                parent_id BIGINT NULL,
-                last_error {tx} NULL,
-                created_at {ts} NOT NULL,
-                updated_at {ts} NOT NULL,
-                started_at {ts} NULL,
-                finished_at {ts} NULL
-            ){d.table_options}""",
-            d.lease_index(t),
-            d.expiry_index(t),
-            d.owner_index(t),
-            d.dedupe_index(t),
-            d.order_index(t),
-            d.finished_index(t),
-            d.parent_index(t),
-        ]
+        #: every column but ``id`` with its definition: `TaskStore.migrate` adds the missing ones
+        self.columns = {
+            "key": "VARCHAR(191) NOT NULL", "queue": "VARCHAR(191) NOT NULL", "status": "VARCHAR(16) NOT NULL",
+            "priority": "INTEGER NOT NULL DEFAULT 0", "args": f"{tx} NOT NULL", "context": f"{tx} NULL",
+            "run_at": f"{ts} NOT NULL", "attempts": "INTEGER NOT NULL DEFAULT 0", "max_attempts": "INTEGER NOT NULL",
+            "lease_owner": "VARCHAR(191) NULL", "lease_expires_at": f"{ts} NULL", "dedupe_key": "VARCHAR(191) NULL",
+            "order_key": "VARCHAR(191) NULL", "parent_id": "BIGINT NULL", "last_error": f"{tx} NULL",
+            "created_at": f"{ts} NOT NULL", "updated_at": f"{ts} NOT NULL", "started_at": f"{ts} NULL",
+            "finished_at": f"{ts} NULL",
+        }
+        self.indexes = d.indexes(t)
+        self.create_schema_table = f"CREATE TABLE {t}_schema (version INTEGER NOT NULL){d.table_options}"
+        self.create_table = (f"CREATE TABLE {t} ({d.id_column}, "
+                             + ", ".join(f"{d.q(name) if name == 'key' else name} {definition}"
+                                         for name, definition in self.columns.items())
+                             + f"){d.table_options}")
+        self.create = [self.create_schema_table, self.create_table, *self.indexes.values()]
         self.schema_version = f"SELECT MAX(version) FROM {t}_schema"
         self.set_schema_version = fx(f"INSERT INTO {t}_schema (version) VALUES (?)")
 
@@ -349,6 +348,9 @@ class Statements:
         self.running_summary = fx(
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")
+
+    def add_column(self, name: str) -> str:
+        return f"ALTER TABLE {self.table} ADD COLUMN {self.dialect.q(name)} {self.columns[name]}"
 
     def bulk_insert(self, varying: tuple[bool, ...]) -> str:
         """PostgreSQL's many-row insert, for the columns of `BULK_COLUMNS`: ``varying`` says which

@@ -28,6 +28,7 @@ from . import drivers
 from .database import REPLY_GRACE, check_connection
 from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from .metrics.host import MetricsHost
+from .plugins import call_hook_safely
 from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .services import Service, ServiceRunner
@@ -89,8 +90,10 @@ class Supervisor:
         services: list[Service] = [Rescuer(self.runtime), self.janitor]
         if self.periodics:
             services.append(Scheduler(self.runtime, self.periodics, self.wake_workers))
-        if self.runtime.store.dialect == "postgres":
-            services.append(Listener(self.settings.database_url, self.settings.table, self.wake_workers))
+        if self.runtime.store.dialect == "postgres" and self.settings.listen_url != "off":
+            # behind a transaction pooler LISTEN needs a direct connection: --listen-url
+            listen_url = self.settings.listen_url or self.settings.database_url
+            services.append(Listener(listen_url, self.settings.table, self.wake_workers))
         # an iteration sends a few statements, each cut at the statement timeout
         stuck_after = 3 * (self.runtime.statement_timeout + REPLY_GRACE) + self.settings.lease_timeout
         return ServiceRunner(services, self.done, stuck_after=stuck_after, on_restart=self.metrics.service_restarted)
@@ -99,9 +102,12 @@ class Supervisor:
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
         try:
             self.check()
+            self.metrics.bind()
         except BaseException:
             self.metrics.close()
             raise
+        call_hook_safely(self.runtime.plugins, "gta_supervisor_started",
+                         tasks=list(self.runtime.plugins.registry.tasks.values()), queues=list(self.settings.queues))
         os.environ[drivers.ENV] = self.runtime.store.dialect  # workers and sidecar import one driver
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)

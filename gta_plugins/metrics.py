@@ -11,6 +11,9 @@ the late write of the worker that lost that lease is counted as lost, not again 
 The metric objects (and prometheus_client itself) are created on the first event, never at
 import: a process that only submits tasks never touches prometheus_client, and neither does a
 supervisor's worker with metrics off (no multiprocess directory: no sidecar would read them).
+The supervisor creates them at start (`gta_supervisor_started`) with every series whose label
+values it knows (each registered task on its queue, each outcome) at 0: a counter that is
+absent until its first event is invisible to ``rate()`` and to the shipped alerts.
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from gta_core.metrics.multiproc import ENV
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
            600.0, 1800.0, 3600.0)
+
+
+OUTCOMES = ("succeeded", "retried", "failed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +80,8 @@ def _create_metrics() -> TaskMetrics:
 
 def child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, looked up once per process: ``.labels()`` takes a lock and
-    builds a dict, too slow to repeat for each event of a fast task. A series appears when its
-    first event happens, as with ``.labels()`` (no zero series for what never happened)."""
+    builds a dict, too slow to repeat for each event of a fast task. Creating a child exports
+    its series at 0 (in multiprocess mode its value is written to the process's file)."""
     key = (id(metric), labels)  # the metric objects live as long as the process
     found = _children.get(key)
     if found is None:
@@ -105,6 +111,20 @@ def observe_all(histogram: Any, amounts: Sequence[float]) -> None:
     for bucket, count in zip(histogram._buckets, counts, strict=True):
         if count:
             bucket.inc(count)
+
+
+@hookimpl
+def gta_supervisor_started(tasks: list[Any], queues: list[str]) -> None:
+    """Every task series at 0, for each registered task on its own queue."""
+    if ENV not in os.environ:  # metrics are off
+        return
+    metrics = task_metrics()
+    for definition in tasks:
+        labels = (definition.key, definition.queue)
+        for metric in (metrics.started, metrics.duration, metrics.wait, metrics.rescued, metrics.lost):
+            child(metric, *labels)
+        for outcome in OUTCOMES:
+            child(metrics.completed, *labels, outcome)
 
 
 @hookimpl

@@ -1,7 +1,8 @@
-"""Servers the metrics tests run: a real Prometheus, and a TCP proxy that can cut a database off."""
+"""Servers the tests run: a real Prometheus, a TCP proxy that can cut a database off, PgBouncer."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -152,3 +153,59 @@ class TcpProxy:
             except OSError:
                 pass
             sock.close()
+
+
+class PgBouncer:
+    """``pgbouncer`` on 127.0.0.1 in transaction pooling mode, in front of a PostgreSQL server.
+
+    Its configuration lives in ``tmp_path``; it trusts every user (the server behind it decides).
+    As root (CI containers) it runs as ``nobody``, since it refuses to run as root; its log goes
+    to a file this process opened, so no file needs to be writable by that user.
+    """
+
+    def __init__(self, tmp_path: Path, server_url: str, pool_size: int = 20) -> None:
+        binary = shutil.which("pgbouncer") or next(
+            (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if Path(path).exists()), None)
+        assert binary, "pgbouncer is not installed (Debian package `pgbouncer`: apt-get install -y pgbouncer)"
+        server = urllib.parse.urlsplit(server_url)
+        self.server_url, self.port = server_url, free_port()
+        root = tmp_path / f"pgbouncer-{self.port}"
+        root.mkdir()
+        (root / "users.txt").write_text(f'"{server.username or "postgres"}" ""\n')
+        config = root / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\n"
+            f"* = host={server.hostname or '127.0.0.1'} port={server.port or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {root / 'users.txt'}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 1000\n"
+            # GTA sets statement_timeout through `options`, which pgbouncer 1.18 cannot pass on
+            "ignore_startup_parameters = extra_float_digits,options\n")
+        self.log_path = root / "pgbouncer.log"
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        with open(self.log_path, "wb") as log_file:
+            self.process = subprocess.Popen([binary, *user, str(config)], stdout=log_file, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_for(lambda: self.process.poll() is not None or "listening on 127.0.0.1" in self.log(),
+                 what="pgbouncer to listen")
+        assert self.process.poll() is None, self.log()
+
+    @property
+    def url(self) -> str:
+        """The server URL with pgbouncer's address in place of the server's."""
+        server = urllib.parse.urlsplit(self.server_url)
+        netloc = f"{server.username or 'postgres'}@127.0.0.1:{self.port}"
+        return urllib.parse.urlunsplit(server._replace(netloc=netloc))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -88,6 +88,8 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
     ("queues-only-commas", {}, {"GTA_QUEUES": " , ,"}, "queues"),
     ("metrics-bind", {"metrics_bind": "nope"}, {}, "metrics_bind"),
     ("metrics-bind-port", {"metrics_bind": "127.0.0.1:99999"}, {}, "metrics_bind"),
+    ("listen-url-mysql", {"listen_url": "mysql://root@db/app"}, {}, "listen_url"),
+    ("listen-url-word", {}, {"GTA_LISTEN_URL": "yes"}, "listen_url"),
     ("log-level", {"log_level": "loud"}, {}, "log_level"),
     ("instant-over-scan", {"instant_scan_interval": "10s", "scan_interval": "5s"}, {}, "instant_scan_interval"),
     ("instant-over-scan-env", {}, {"GTA_INSTANT_SCAN_INTERVAL": "2s", "GTA_SCAN_INTERVAL": "1s"},

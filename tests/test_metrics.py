@@ -220,9 +220,9 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
     expected = database_says(env)
     assert expected["completed"]["retried"] >= 2 * 2 + 2 * 2 + 1 + 1  # flaky, always_fails, rescued, killed
 
-    def counters() -> dict[str, Any]:
-        return {"started": prom.by("sum by (task) (gta_tasks_started_total)", "task"),
-                "completed": prom.by("sum by (outcome) (gta_tasks_completed_total)", "outcome")}
+    def counters() -> dict[str, Any]:  # the series of what happened (every series exists from the start)
+        return {"started": prom.by("sum by (task) (gta_tasks_started_total) > 0", "task"),
+                "completed": prom.by("sum by (outcome) (gta_tasks_completed_total) > 0", "outcome")}
     try:
         wait_for(lambda: counters() == expected, what="prometheus counters to match the database")
     except AssertionError:
@@ -233,8 +233,8 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
     # the rescued attempt and the killed worker's attempt ended in the supervisor, unmeasured
     assert prom.scalar("sum(gta_task_duration_seconds_count)") == completed - 2
     assert prom.scalar("sum(gta_leases_rescued_total)") == 1
-    assert prom.by("sum by (task) (gta_leases_lost_total)", "task") == {"sleepy": 1}
-    wait_for(lambda: prom.by("sum by (reason) (gta_worker_restarts_total)", "reason") == {"killed": 1},
+    assert prom.by("sum by (task) (gta_leases_lost_total) > 0", "task") == {"sleepy": 1}
+    wait_for(lambda: prom.by("sum by (reason) (gta_worker_restarts_total) > 0", "reason") == {"killed": 1},
              what="the restart in prometheus")
     for name in ("gta_tasks_started_total", "gta_tasks_completed_total", "gta_task_duration_seconds_count"):
         assert prom.scalar(f"sum(resets({name}[10m]))") == 0, f"{name} went backwards"
@@ -337,6 +337,49 @@ def test_healthz_follows_the_database(env: Env, backend: str) -> None:
         proxy.stop()
 
 
+def documented_series() -> dict[str, list[str]]:
+    """Each metric of docs/metrics.md's reference table, with its labels."""
+    rows = re.findall(r"^\| `(gta_[a-z_]+)` \| \w+ \| ([a-z, ]*) \|", (REPO / "docs" / "metrics.md").read_text(), re.M)
+    return {name: [label.strip() for label in labels.split(",") if label.strip()] for name, labels in rows}
+
+
+def test_every_documented_series_is_exported_at_zero_before_any_task(env: Env) -> None:
+    """A counter absent until its first event is invisible to rate() and to the alerts."""
+    _, bind = with_metrics(env, 1, "--queues", "default,mail")
+    tasks = [(key, definition.queue) for key, definition in env.runtime.plugins.registry.tasks.items()]
+    expected: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    for name, labels in documented_series().items():
+        values: dict[str, list[str]] = {
+            "outcome": ["succeeded", "retried", "failed"], "reason": ["crashed", "killed", "recycled"],
+            "state": ["busy", "idle", "down"], "status": ["pending", "running"],
+            "kind": ["initialized_timeout", "running_timeout"]}
+        if "task" in labels:  # each registered task on its own queue
+            combos = [{"task": key, "queue": queue} for key, queue in tasks]
+        elif "queue" in labels:  # each served queue
+            combos = [{"queue": queue} for queue in ("default", "mail")]
+        else:
+            combos = [{}]
+        for label in set(labels) - {"task", "queue"}:
+            combos = [{**combo, label: value} for combo in combos for value in values[label]]
+        expected[name] = {tuple(sorted(combo.items())) for combo in combos}
+    assert set(expected) == DESIGN_NAMES
+
+    def missing() -> list[str]:
+        samples = scrape(bind)
+        seen: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+        for name, labels in samples:
+            if not name.endswith(("_bucket", "_created")):
+                seen.setdefault(base_name(name), set()).add(labels)
+        return [f"{name}{dict(labels)}" for name, combos in expected.items() for labels in combos
+                if labels not in seen.get(name, set())]
+    wait_for(lambda: not missing(), what="every documented series in a fresh sidecar's scrape")
+    samples = scrape(bind)
+    counted = {name for name in DESIGN_NAMES if name.endswith("_total")} | HISTOGRAMS
+    assert {value for (name, _), value in samples.items() if base_name(name) in counted} == {0.0}
+    scraped = {base_name(name) for name, _ in samples}
+    assert metric_names(alert_exprs()) | {base_name(name) for name in metric_names(dashboard_exprs())} <= scraped
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_sidecar_lives_and_dies_with_its_supervisor(env: Env) -> None:
     supervisor, bind = with_metrics(env, 1)
@@ -364,6 +407,33 @@ def test_sidecar_lives_and_dies_with_its_supervisor(env: Env) -> None:
     second.popen.kill()  # SIGKILL: nothing cleans up, the sidecar must notice by itself
     second.wait()
     wait_gone([sidecar], 15)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_second_supervisor_on_a_taken_metrics_port_fails_at_start(env: Env) -> None:
+    """Two supervisors on one host with one port (the default, say): the second one stops at
+    once with one line naming the address and the setting, rather than running without metrics."""
+    first, bind = with_metrics(env, 1)
+    second = env.supervisor(1, "--metrics", "on", "--metrics-bind", bind, wait_ready=False)
+    assert second.wait() == 2
+    lines = second.log().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("gta-supervisor: error: metrics address ") and bind in lines[0], lines[0]
+    assert "already in use" in lines[0] and "--metrics-bind" in lines[0] and "GTA_METRICS_BIND" in lines[0]
+    assert not children(second.pid)
+    status, body = health(bind)  # the first one's sidecar still answers for it
+    assert status == 200 and body["supervisor"]["pid"] == first.pid
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_port_zero_serves_on_a_free_port_that_is_logged(env: Env) -> None:
+    supervisor = env.supervisor(1, "--metrics", "on", "--metrics-bind", "127.0.0.1:0", "--log-level", "INFO")
+    found = wait_for(lambda: re.search(r"metrics sidecar started \(pid \d+\) on http://(127\.0\.0\.1:\d+)/metrics",
+                                       supervisor.log()), what="the sidecar's address in the log")
+    bind = found.group(1)
+    assert not bind.endswith(":0")
+    wait_for(lambda: health(bind)[0] == 200, what="the sidecar on the logged port")
+    assert health(bind)[1]["supervisor"]["pid"] == supervisor.pid
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -149,11 +149,27 @@ def test_a_session_that_forgets_prepared_statements_gets_them_unprepared(
     assert count(pg) == 3
 
 
+def test_a_forgotten_prepared_statement_as_the_first_statement_of_a_transaction_is_run_again(pg: Env) -> None:
+    """Nothing of the caller's transaction ran before: GTA begins it again, unprepared."""
+    db = pg.runtime.db
+    gta_core.submit(None, "record", {"n": 0})
+    db.execute_sql("DEALLOCATE ALL")
+    with db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 1})
+        db.execute_sql("SELECT 1")  # the transaction goes on
+    with db.atomic() as tx:
+        gta_core.submit(tx, "record", {"n": 2})
+        tx.rollback()  # and is the caller's still: its rollback takes the task along
+    assert [row[0] for row in db.execute_sql(f"SELECT args FROM {pg.table} ORDER BY id").fetchall()] == [
+        '{"n":0}', '{"n":1}']
+
+
 def test_a_forgotten_prepared_statement_fails_only_its_own_transaction(pg: Env) -> None:
     db = pg.runtime.db
     gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})
     db.execute_sql("DEALLOCATE ALL")
     with pytest.raises(peewee.OperationalError, match="does not exist"), db.atomic() as tx:
+        db.execute_sql("SELECT 1")  # the caller's own statement ran first: nothing can re-run the transaction
         gta_core.submit(tx, "record", {"n": 1})  # the server aborted the transaction: it fails, whole
     with db.atomic() as tx:
         gta_core.submit(tx, "record", {"n": 2})

@@ -6,6 +6,12 @@ write multiprocess files. Then, from the supervisor's main loop, `tick` records 
 workers are busy, idle or down (it alone can read their shared ``running`` arrays), writes the
 status file ``/healthz`` reads, retires dead workers' files and keeps the sidecar running.
 
+The supervisor binds the metrics address itself, in `bind`, and hands the listening socket to
+each sidecar it starts: a second supervisor on a host whose port is taken fails at start with
+one line naming the address and the setting to change (not a sidecar retrying every minute
+while its metrics are silently missing), a sidecar restart never loses the port to another
+process, and ``HOST:0`` means "any free port", logged once bound.
+
 The sidecar is a plain ``python -m gta_core.metrics.sidecar`` child rather than a
 ``multiprocess`` one: it needs no shared memory, and its command line tells it apart from
 the workers in ``ps`` and in anything that counts ``spawn_main`` children as workers.
@@ -13,10 +19,12 @@ the workers in ``ps`` and in anything that counts ``spawn_main`` children as wor
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..config import Settings
+from ..errors import GTAError
 from .health import SupervisorStatus
 from .multiproc import ENV, MultiprocDir
 
@@ -43,6 +52,9 @@ class WorkerSlotView(Protocol):
     channel: Any
 
 
+RESTART_REASONS = ("crashed", "killed", "recycled")
+
+
 def restart_reason(exitcode: int | None) -> str:
     """``recycled`` (exited 0 after --max-tasks-per-worker), ``killed`` (a signal) or ``crashed``."""
     if exitcode == 0:
@@ -59,6 +71,8 @@ class MetricsHost:
         self.directory: MultiprocDir | None = None
         self._previous_env: str | None = None
         self._unretired: list[int] = []
+        self.listener: socket.socket | None = None
+        self.address = settings.metrics_bind  # the bound HOST:PORT once open
         self._sidecar: subprocess.Popen[bytes] | None = None
         self._sidecar_started = 0.0
         self._sidecar_failures = 0
@@ -81,8 +95,20 @@ class MetricsHost:
         self._previous_env = os.environ.get(ENV)
         os.environ[ENV] = str(self.directory.path)
 
+    def bind(self) -> None:
+        """Take the metrics address (a GTAError when it is taken), after the plugins and the
+        database checked out: those errors come first."""
+        if self.directory is None:
+            return
+        self.listener = listen(self.settings.metrics_bind)
+        host, port = self.listener.getsockname()[:2]
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def close(self) -> None:
         """Stop the sidecar, restore the environment, remove the directory."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.directory is None:
             return
         self._stop_sidecar()
@@ -157,14 +183,15 @@ class MetricsHost:
             log.warning("metrics sidecar exited with code %s; starting it again in %.0fs", code, delay)
         if now < self._sidecar_due:
             return
+        assert self.listener is not None
         settings = json.dumps(dataclasses.asdict(self.settings))
+        listener = str(self.listener.fileno())
         self._sidecar = subprocess.Popen(  # the URL may hold a password: environment, not argv
-            [sys.executable, "-m", "gta_core.metrics.sidecar", str(os.getpid())],
-            env={**os.environ, SETTINGS_ENV: settings}, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "gta_core.metrics.sidecar", str(os.getpid()), listener],
+            env={**os.environ, SETTINGS_ENV: settings}, stdin=subprocess.DEVNULL, pass_fds=(self.listener.fileno(),),
         )
         self._sidecar_started = now
-        log.info("metrics sidecar started (pid %d) on http://%s/metrics", self._sidecar.pid,
-                 self.settings.metrics_bind)
+        log.info("metrics sidecar started (pid %d) on http://%s/metrics", self._sidecar.pid, self.address)
 
     def _stop_sidecar(self) -> None:
         sidecar, self._sidecar = self._sidecar, None
@@ -176,6 +203,26 @@ class MetricsHost:
         except subprocess.TimeoutExpired:
             sidecar.kill()
             sidecar.wait()
+
+
+def listen(bind: str) -> socket.socket:
+    """A listening TCP socket on ``HOST:PORT``, or a GTAError naming the address and the way out."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        listener.bind((host, int(port)))
+        listener.listen(64)
+    except OSError as exc:
+        listener.close()
+        reason = "is already in use (another gta-supervisor on this host?)" if exc.errno == errno.EADDRINUSE \
+            else f"cannot be bound: {exc.strerror or exc}"
+        raise GTAError(f"metrics address {bind} {reason}: give each supervisor its own port with "
+                       f"--metrics-bind HOST:PORT (GTA_METRICS_BIND; port 0 picks a free one), "
+                       f"or turn the sidecar off with --no-metrics") from None
+    return listener
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +242,8 @@ class _SupervisorMetrics:
         restarts = Counter("gta_worker_restarts_total", "Worker processes replaced, by reason: crashed "
                            "(non-zero exit), killed (a signal), recycled (--max-tasks-per-worker).",
                            ["reason"], registry=None)
+        for reason in RESTART_REASONS:  # each at 0 from the start: rate() and alerts need a series
+            restarts.labels(reason=reason)
         service_restarts = Counter("gta_service_restarts_total", "Background loops of the supervisor (rescuer, "
                                    "janitor, scheduler, listener) that died and were restarted.", ["service"],
                                    registry=None)

@@ -1,7 +1,8 @@
 """The metrics sidecar: ``/metrics`` and ``/healthz`` for one supervisor and its workers.
 
-Started by the supervisor (`host.MetricsHost`) as ``python -m gta_core.metrics.sidecar PID``
-with the supervisor's settings in the environment. It keeps no state worth saving: SIGTERM
+Started by the supervisor (`host.MetricsHost`) as ``python -m gta_core.metrics.sidecar PID FD``
+with the supervisor's settings in the environment; FD is the listening socket the supervisor
+bound (it keeps the port across sidecar restarts). It keeps no state worth saving: SIGTERM
 simply ends it, and it ends itself when its supervisor is gone (PDEATHSIG, plus a check of
 its parent for the moment before that was armed). Each scrape builds a fresh registry: a
 `MultiProcessCollector` over every process's files, and the queue gauges.
@@ -30,7 +31,6 @@ from .queues import QueueCollector, QueueProbe
 
 log = logging.getLogger("gta.metrics")
 
-EXIT_CANNOT_LISTEN = 2
 DATABASE_WAIT = 3.0  # longest a request waits for the database before answering without it
 _PR_SET_PDEATHSIG = 1
 
@@ -106,9 +106,11 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], sidecar: Sidecar) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, Handler)
+    def __init__(self, listener: socket.socket, sidecar: Sidecar) -> None:
+        self.address_family = listener.family
+        super().__init__(listener.getsockname(), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener  # bound and listening already, by the supervisor
         self.sidecar = sidecar
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -124,16 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(json.loads(os.environ[SETTINGS_ENV]), environ={})
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [metrics {os.getpid()}] %(name)s: %(message)s")
-    host, _, port = settings.metrics_bind.rpartition(":")
+    listener = socket.socket(fileno=int(argv[1]))
     sidecar = Sidecar(settings, MultiprocDir(Path(os.environ[ENV])), supervisor_pid)
-    try:
-        server = Server((host.strip("[]"), int(port)), sidecar)
-    except OSError as exc:
-        log.error("metrics sidecar cannot listen on %s: %s (choose another with --metrics-bind, "
-                  "or turn it off with --no-metrics)", settings.metrics_bind, exc.strerror or exc)
-        return EXIT_CANNOT_LISTEN
+    server = Server(listener, sidecar)
     threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="gta-metrics-parent", daemon=True).start()
-    log.info("serving http://%s/metrics and /healthz", settings.metrics_bind)
+    log.info("serving /metrics and /healthz on %s", listener.getsockname()[:2])
     server.serve_forever()
     return 0
 

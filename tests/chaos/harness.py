@@ -189,6 +189,12 @@ class Overdue:
 
 def tcp_connections(pids: Sequence[int], port: int) -> int:
     """TCP sockets held by ``pids`` whose peer is ``port`` (connections to the database)."""
+    return len(client_ports(pids, port))
+
+
+def client_ports(pids: Sequence[int], port: int) -> set[int]:
+    """The local ports of the TCP sockets ``pids`` hold whose peer is ``port``: the
+    ``client_port`` the database server sees for each of their sessions."""
     inodes: set[str] = set()
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -197,14 +203,14 @@ def tcp_connections(pids: Sequence[int], port: int) -> int:
                     target = os.readlink(f"/proc/{pid}/fd/{fd}")
                     if target.startswith("socket:["):
                         inodes.add(target[8:-1])
-    count = 0
+    ports: set[int] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as handle:
             for line in list(handle)[1:]:
                 fields = line.split()
                 if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                    count += 1
-    return count
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def process_state(pid: int) -> str | None:
