@@ -14,16 +14,18 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from gta_core.completer import Completer
+from gta_core.heartbeat import Heartbeat
+from gta_core.runner import ThreadRunner
 from gta_core.services.janitor import Janitor
 from gta_core.services.listener import Listener
 from gta_core.services.rescuer import Rescuer
 from gta_core.services.scheduler import Scheduler
-from gta_core.worker import Worker
 
 TARGETS: dict[str, tuple[type, str]] = {
     "rescuer": (Rescuer, "step"), "janitor": (Janitor, "step"), "scheduler": (Scheduler, "step"),
-    "listener": (Listener, "step"), "heartbeat": (Worker, "_heartbeat_loop"),
-    "completer": (Worker, "_completer_loop"), "handler": (Worker, "_handler_loop"),
+    "listener": (Listener, "step"), "heartbeat": (Heartbeat, "loop"),
+    "completer": (Completer, "loop"), "handler": (ThreadRunner, "loop"),
 }
 
 

@@ -59,7 +59,7 @@ def test_migrate_recreates_a_task_table_dropped_by_hand(env: Env) -> None:
     env.runtime.db.execute_sql(f"DROP TABLE {env.table}")
 
     out = ok("migrate")
-    task_id = gta_core.submit(None, "record", {"n": 1})  # was: relation ... does not exist
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})  # was: relation ... does not exist
     assert env.store.get(task_id)["status"] == "pending"  # type: ignore[index]
     assert f"repaired {env.table} on " in out and f"table {env.table} is missing" in out, out
     assert env.store.schema_problems() == []
@@ -67,7 +67,7 @@ def test_migrate_recreates_a_task_table_dropped_by_hand(env: Env) -> None:
 
 
 def test_migrate_adds_missing_columns_and_indexes_and_keeps_the_rows(env: Env) -> None:
-    kept = gta_core.submit(None, "record", {"n": 1}, dedupe_key="once")
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, dedupe_key="once")
     db, t, dialect = env.runtime.db, env.table, env.store.sql.dialect
     for name in ("lease", "dedupe"):
         db.execute_sql(dialect.drop_index(t, name))
@@ -82,12 +82,12 @@ def test_migrate_adds_missing_columns_and_indexes_and_keeps_the_rows(env: Env) -
     assert env.store.schema_problems() == []
     env.store.require_schema()
     # the recreated unique index decides again, and the old row is intact
-    assert gta_core.submit(None, "record", {"n": 2}, dedupe_key="once") == kept
+    assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, dedupe_key="once") == kept
     assert env.store.get(kept)["args"] == '{"n":1}'  # type: ignore[index]
 
 
 def test_migrate_names_a_column_it_cannot_add_and_changes_nothing(env: Env) -> None:
-    kept = gta_core.submit(None, "record", {"n": 1})
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     env.runtime.db.execute_sql(f"ALTER TABLE {env.table} DROP COLUMN max_attempts")
     fails(gta("migrate"), f"task table {env.table!r} lacks column(s) max_attempts", "restore the table")
     assert env.store.schema_problems() == ["column max_attempts is missing"]
@@ -95,7 +95,7 @@ def test_migrate_names_a_column_it_cannot_add_and_changes_nothing(env: Env) -> N
 
 
 def test_migrate_recreates_a_dropped_version_table(env: Env) -> None:
-    kept = gta_core.submit(None, "record", {"n": 1})
+    kept = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     env.runtime.db.execute_sql(f"DROP TABLE {env.table}_schema")
     out = ok("migrate")
     assert f"table {env.table}_schema is missing" in out, out

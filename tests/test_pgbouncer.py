@@ -75,11 +75,11 @@ def other_host_url(url: str) -> str:
 def test_submit_lease_complete_rescue_and_cancel_through_pgbouncer(env: Env, pgbouncer: PgBouncer) -> None:
     rescued = make(env, "running")  # leased by a worker that is gone: rescued, then run again
     age(env, [rescued], "lease_expires_at", 60)
-    many = gta_core.submit_many(None, [gta_core.TaskRequest("record", {"n": n}) for n in range(40)])
-    single = [gta_core.submit(None, "record", {"n": 100 + n}) for n in range(5)]
+    many = gta_core.submit_many(gta_core.OWN_TRANSACTION, [gta_core.TaskRequest("record", {"n": n}) for n in range(40)])
+    single = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 100 + n}) for n in range(5)]
     with env.runtime.db.atomic():  # a caller's transaction through the pooler
         single.append(gta_core.submit(env.runtime.db, "flaky", {"failures": 1}))
-    later = gta_core.submit(None, "record", {"n": 999}, delay=3600)
+    later = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 999}, delay=3600)
     assert gta_core.cancel(later) == {later: "cancelled"} or statuses(env, [later])[later] == "cancelled"
 
     supervisor = env.supervisor(2, "--threads", "2", "--listen-url", DIRECT, "--lease-timeout", "3")
@@ -93,7 +93,7 @@ def test_submit_lease_complete_rescue_and_cancel_through_pgbouncer(env: Env, pgb
     assert runs.pop(single[-1]) == 2 and runs == {task_id: 1 for task_id in ids[:-1]}  # nothing ran twice
 
     # a running task is cancelled through the pooler too
-    sleeper = gta_core.submit(None, "sleepy", {"seconds": 30})
+    sleeper = gta_core.submit(gta_core.OWN_TRANSACTION, "sleepy", {"seconds": 30})
     wait_for(lambda: statuses(env, [sleeper])[sleeper] == "running", what="the sleeper to start")
     gta_core.cancel(sleeper)
     assert statuses(env, [sleeper]) == {sleeper: "cancelled"}

@@ -152,7 +152,7 @@ def test_a_session_that_forgets_prepared_statements_gets_them_unprepared(
 def test_a_forgotten_prepared_statement_as_the_first_statement_of_a_transaction_is_run_again(pg: Env) -> None:
     """Nothing of the caller's transaction ran before: GTA begins it again, unprepared."""
     db = pg.runtime.db
-    gta_core.submit(None, "record", {"n": 0})
+    gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})
     db.execute_sql("DEALLOCATE ALL")
     with db.atomic() as tx:
         gta_core.submit(tx, "record", {"n": 1})

@@ -93,8 +93,9 @@ def test_previous_and_new_supervisors_share_a_table_across_migrate(env: Env, pre
     out = ok("migrate")  # while both run
     assert f"from schema version {PREVIOUS_VERSION} to {SCHEMA_VERSION}" in out, out
     new = env.supervisor(1)
-    ours = [gta_core.submit(None, "record", {"n": 1000 + n}, dedupe_key=f"new-{n}") for n in range(20)]
-    assert gta_core.submit(None, "record", {"n": 1000}, dedupe_key="new-0") == ours[0]
+    ours = [gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1000 + n}, dedupe_key=f"new-{n}")
+            for n in range(20)]
+    assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1000}, dedupe_key="new-0") == ours[0]
 
     stdout, stderr = submitter.communicate(timeout=120)
     assert submitter.returncode == 0, stderr  # the previous version's dedupe submits still work
