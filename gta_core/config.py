@@ -207,8 +207,9 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 def _default(name: str) -> Any:
-    """The default of the `Settings` field ``name``: its `Setting`'s."""
-    return SETTINGS_BY_NAME[name].default
+    """The default of the `Settings` field ``name``: its `Setting`'s, parsed as any value is."""
+    setting = SETTINGS_BY_NAME[name]
+    return setting.parse(setting.default)
 
 
 @dataclasses.dataclass(frozen=True)
