@@ -15,13 +15,13 @@ from typing import Any
 
 import peewee
 
-from .database import in_transaction
-from .errors import GTAError, InvalidArguments, SubmitError
+from . import handles
+from .errors import GTAError, InvalidArguments
+from .handles.peewee import wake_after_commit
 from .plugins import call_hook_safely
 from .runtime import Runtime, get_runtime
-from .store import NewTask, TaskStore
+from .store import NewTask
 from .tasks import dump_args
-from .wake import notify_local
 
 Delay = float | int | dt.timedelta
 #: bounds of the INTEGER columns (priority, max_attempts) on PostgreSQL and MySQL
@@ -67,7 +67,9 @@ def submit(
 
     ``db_tx`` is a peewee Database (its current transaction is used, or one of its own when
     none is open), what ``db.atomic()``/``db.transaction()`` returned, or None for the
-    configured database in a transaction of its own.
+    configured database in a transaction of its own; or the application's own handle: a
+    SQLAlchemy Session or Connection, a Django connection inside ``transaction.atomic()``,
+    or a sqlite3/psycopg2/psycopg/pymysql connection (see docs/integrations.md).
     """
     request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
     return submit_many(db_tx, [request])[0]
@@ -76,22 +78,15 @@ def submit(
 def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
     """Insert many tasks in one statement (per 500 rows); ids in the order given."""
     runtime = get_runtime()
-    db = _database_of(db_tx, runtime)
+    handle = handles.resolve(db_tx, runtime)
     requests = [_request(item) for item in items]
     if not requests:
         return []
     captured = capture_context(runtime)
     rows = [prepare(runtime, request, captured) for request in requests]
     if runtime.eager is not None:
-        return _run_eagerly(runtime, db, rows)
-    store = runtime.store_for(db)
-    if db.in_transaction():
-        ids = store.insert(rows)
-        _wake_after_commit(runtime, db, store)
-        return ids
-    ids = in_transaction(db, lambda: store.insert(rows))
-    _wake(runtime, db, store)
-    return ids
+        return _run_eagerly(runtime, handle, rows)
+    return handle.insert(runtime, rows)
 
 
 def _request(item: Any) -> TaskRequest:
@@ -102,14 +97,17 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
-def cancel(task_ids: int | Iterable[int], force: bool = False, db: peewee.Database | None = None) -> dict[int, str]:
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = None) -> dict[int, str]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
-    Returns each id's status before the call (ids that do not exist are left out).
+    ``db`` is a handle as for `submit` (the cancel then commits with its transaction), or None
+    for GTA's own connection. Returns each id's status before the call (ids that do not exist
+    are left out).
     """
     runtime = get_runtime()
-    return runtime.store_for(runtime.db if db is None else db).cancel(_task_ids(task_ids), force)
+    ids = _task_ids(task_ids)
+    return handles.resolve(db, runtime).cancel(runtime, ids, force)
 
 
 def _task_ids(task_ids: Any) -> list[int]:
@@ -133,19 +131,7 @@ def transaction(db: peewee.Database | None = None) -> Iterator[Any]:
     db = runtime.db if db is None else db
     with db.atomic() as tx:
         yield tx
-        _wake_after_commit(runtime, db, runtime.store_for(db))
-
-
-def _database_of(db_tx: Any, runtime: Runtime) -> peewee.Database:
-    if db_tx is None:
-        return runtime.db
-    if isinstance(db_tx, peewee.Database):
-        return db_tx
-    db = getattr(db_tx, "db", None)
-    if isinstance(db, peewee.Database):
-        return db
-    raise SubmitError(f"db_tx must be a peewee Database, what db.atomic() returned, or None; "
-                      f"got {type(db_tx).__name__}")
+        wake_after_commit(runtime, db, runtime.store_for(db))
 
 
 def capture_context(runtime: Runtime) -> dict[str, Any]:
@@ -230,7 +216,7 @@ def _mapping(key: str, context: Any) -> Mapping[str, Any]:
     return context
 
 
-def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> list[int]:
+def _run_eagerly(runtime: Runtime, handle: handles.Handle, rows: list[NewTask]) -> list[int]:
     """Eager mode (`gta_core.testing`): no row is written; handlers run once the caller commits."""
     run = runtime.eager
     ids = [run.next_id() for _ in rows]
@@ -238,41 +224,5 @@ def _run_eagerly(runtime: Runtime, db: peewee.Database, rows: list[NewTask]) -> 
     def execute() -> None:
         for task_id, row in zip(ids, rows, strict=True):
             run.execute(runtime, task_id, row.key, row.args, row.context, row.queue, row.max_attempts)
-
-    def after_commit() -> None:
-        """Run after COMMIT; if a handler raises, peewee answers by rolling back a transaction
-        that is already over, which SQLite refuses with an error that hides the handler's.
-        An empty transaction opened first gives that rollback something to end."""
-        try:
-            execute()
-        except BaseException:
-            try:
-                db.execute_sql("BEGIN")
-            except Exception:  # then the rollback's own error wins, the handler's stays its context
-                pass
-            raise
-    if db.in_transaction():
-        db.after_commit(after_commit)
-    else:
-        execute()
+    handle.after_commit(execute)
     return ids
-
-
-def _wake(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
-    if store.dialect != "postgres":
-        notify_local(runtime.wake_key(db))
-
-
-def _wake_after_commit(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
-    """Register one local wake-up for when the caller's outermost transaction commits."""
-    if store.dialect == "postgres":
-        return
-    transactions = db._state.transactions  # type: ignore[attr-defined]  # peewee's transaction stack
-    top = transactions[0] if transactions else None
-    if top is None or getattr(top, "_gta_wake", False):
-        return
-    try:
-        db.after_commit(lambda: _wake(runtime, db, store))
-    except ValueError:  # manual commit mode has no commit hook; polling will find the task
-        return
-    top._gta_wake = True
