@@ -3,6 +3,7 @@ caller holds, how it commits, rolls back and opens a savepoint. Shared by the ha
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -143,25 +144,25 @@ KINDS: dict[str, dict[str, Callable[[str], Caller]]] = {
 
 
 def django_alias(backend: str, url: str) -> str:
-    """Django configured once per process with one alias per backend ("default" is SQLite,
-    pointed at the test's own file each time); the alias for ``backend``."""
-    import django
-    from django.conf import settings
-    from django.db import connections
-    if not settings.configured:
-        pymysql.install_as_MySQLdb()  # Django's MySQL backend on PyMySQL
-        settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-                           USE_TZ=True, INSTALLED_APPS=[])
-        django.setup()
+    """Django set up once per process (`tests.django_app.settings`), with an alias for
+    ``backend`` pointed at ``url`` ("default" for SQLite, the test's own file); the alias."""
     alias = "default" if backend == "sqlite" else backend
-    if alias not in connections.settings:
-        parsed = urlparse(url)
-        engine = "postgresql" if backend == "postgres" else "mysql"
-        connections.settings[alias] = {**connections.settings["default"], "ENGINE": f"django.db.backends.{engine}",
-                                       "NAME": parsed.path.lstrip("/"), "USER": parsed.username or "",
-                                       "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "",
-                                       "PORT": str(parsed.port or "")}
-    if backend == "sqlite":
-        connections["default"].close()
-        connections["default"].settings_dict["NAME"] = sqlite_path(url)
+    use_django_database(alias, url)
     return alias
+
+
+def use_django_database(alias: str, url: str) -> None:
+    """Point Django's ``alias`` at the database of a GTA URL (closing what it had open)."""
+    import django
+    from django.apps import apps
+    from django.db import connections
+
+    from .django_app.settings import database_settings
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_app.settings")
+    if not apps.ready:
+        django.setup()
+    with contextlib.suppress(AttributeError):
+        getattr(connections._connections, alias).close()
+        delattr(connections._connections, alias)
+    connections.settings[alias] = {**connections.settings["default"], "USER": "", "PASSWORD": "", "HOST": "",
+                                   "PORT": "", **database_settings(url)}
