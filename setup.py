@@ -23,7 +23,8 @@ setup(
         "django": ["django>=5.2", "django-tasks>=0.8; python_version < '3.12'"],
         "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6",
                  "sqlalchemy>=2.0", "django>=5.2", "django-tasks>=0.8; python_version < '3.12'",
-                 "psycopg[binary]>=3.1", "flask>=3", "flask-sqlalchemy>=3.1", "fastapi>=0.110", "httpx>=0.27"],
+                 "psycopg[binary]>=3.1", "flask>=3", "flask-sqlalchemy>=3.1", "fastapi>=0.110", "httpx>=0.27",
+                 "httpx2>=2"],  # starlette >= 1.10 tests through httpx2 (httpx warns),
         "lint": ["ruff>=0.5", "mypy>=1.10"],
         # peers for benchmarks/compare.py (procrastinate, pgqueuer on PostgreSQL; huey; Celery on Redis)
         "bench": ["procrastinate", "psycopg[binary]", "pgqueuer", "asyncpg", "huey", "celery[redis]", "redis",
