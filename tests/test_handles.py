@@ -115,6 +115,17 @@ def test_bad_input_writes_nothing_and_leaves_the_transaction_usable(
     assert sum(env.store.counts().values()) == 2
 
 
+def test_a_dedupe_key_keeps_one_row(env: Env, open_caller: Callable[[], Caller]) -> None:
+    caller = open_caller()
+    first = gta_core.submit(caller.handle, "record", {"n": 1}, dedupe_key="order-7")
+    again = gta_core.submit(caller.handle, "record", {"n": 2}, dedupe_key="order-7")
+    other = gta_core.submit(caller.handle, "record", {"n": 3})  # the transaction goes on after the conflict
+    caller.commit()
+    assert again == first
+    assert env.statuses([first, other]) == {first: "pending", other: "pending"}
+    assert sum(env.store.counts().values()) == 2
+
+
 def test_cancel_commits_and_rolls_back_with_the_caller(env: Env, open_caller: Callable[[], Caller]) -> None:
     task_id = gta_core.submit(env.runtime.db, "record", {"n": 1})
     caller = open_caller()
