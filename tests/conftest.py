@@ -28,6 +28,15 @@ BACKENDS = {
     "mariadb": os.environ.get("GTA_TEST_MYSQL_URL"),
 }
 ENABLED = [name for name, url in BACKENDS.items() if name == "sqlite" or url]
+NOT_RUN = {  # why a server backend's tests did not run, and what to do about it
+    "postgres": "PostgreSQL tests not run: set GTA_TEST_POSTGRES_URL=postgresql://USER@HOST:5432/DB",
+    "mariadb": "MariaDB/MySQL tests not run: set GTA_TEST_MYSQL_URL=mysql://USER@HOST:3306/DB",
+}
+
+
+def only_on(backend: str) -> object:
+    """``pytest.param(backend)``, skipped with what to set when that backend is not configured."""
+    return pytest.param(backend, marks=pytest.mark.skipif(not BACKENDS[backend], reason=NOT_RUN[backend]))
 
 
 @pytest.fixture(params=ENABLED)
@@ -86,3 +95,13 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 def pytest_report_header() -> str:
     return f"gta backends: {', '.join(ENABLED)} (python {sys.version.split()[0]})"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say why a server backend did not run: most tests are simply not parametrised for it, so no
+    skip would say so."""
+    not_run = [reason for backend, reason in NOT_RUN.items() if backend not in ENABLED]
+    if not_run:
+        terminalreporter.write_sep("=", "databases not tested")
+        for reason in not_run:
+            terminalreporter.write_line(reason)

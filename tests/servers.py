@@ -37,7 +37,7 @@ class Prometheus:
 
     def __init__(self, tmp_path: Path, target: str) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "the prometheus server is not installed (apt-get install prometheus; .ci/run does it)"
+        assert binary, "the prometheus server is not installed (scripts/test installs it: scripts/prerequisites.txt)"
         self.port = free_port()
         root = tmp_path / f"prometheus-{self.port}"
         root.mkdir()

@@ -305,8 +305,8 @@ def test_counters_keep_a_killed_workers_work(env: Env) -> None:
 # -- health ---------------------------------------------------------------------------------------------
 def test_healthz_follows_the_database(env: Env, backend: str) -> None:
     if backend == "sqlite":
-        pytest.skip("a SQLite file cannot be made unreachable without breaking the workers' open "
-                    "connections; the outage runs through a TCP proxy on the server databases")
+        pytest.skip("server databases only, by design: a SQLite file cannot be made unreachable without breaking "
+                    "the workers' open connections; the outage runs through a TCP proxy")
     url = urlsplit(env.db_url)
     proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or (5432 if backend == "postgres" else 3306)))
     proxy.start()
@@ -575,7 +575,7 @@ def test_dashboard_and_alerts_use_only_the_designed_metrics() -> None:
 
 def test_promtool_accepts_the_alerts() -> None:
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed (apt-get install prometheus; .ci/run does it)"
+    assert promtool, "promtool is not installed (scripts/test installs it: scripts/prerequisites.txt)"
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 7 rules found" in result.stdout

@@ -10,7 +10,7 @@ import pytest
 import gta_core
 from gta_core.database import PostgresDatabase, drop_connection, in_transaction
 
-from .conftest import BACKENDS
+from .conftest import only_on
 from .helpers import Env
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -21,7 +21,7 @@ class Boom(Exception):
     """Raised to roll a transaction back."""
 
 
-@pytest.fixture(params=["postgres"] if BACKENDS["postgres"] else [])
+@pytest.fixture(params=[only_on("postgres")])
 def backend(request: pytest.FixtureRequest) -> str:
     """PostgreSQL only (conftest's fixture of the same name runs every configured database)."""
     return str(request.param)

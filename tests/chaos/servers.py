@@ -26,7 +26,7 @@ import pytest
 
 from gta_core.database import open_database
 
-from ..conftest import BACKENDS
+from ..conftest import only_on
 from ..helpers import wait_for
 from ..servers import free_port
 
@@ -45,7 +45,8 @@ def _require(*binaries: Path) -> None:
     missing = [str(binary) for binary in binaries if not os.access(binary, os.X_OK)]
     if missing:
         pytest.fail(f"cannot start a private server: {', '.join(missing)} not installed "
-                    "(the backend is enabled, so its chaos scenarios must run; .ci/run installs them)")
+                    "(the backend is enabled, so its chaos scenarios must run; scripts/test installs them: "
+                    "scripts/prerequisites.txt)")
 
 
 class PrivateServer(abc.ABC):
@@ -262,9 +263,7 @@ _BINARIES = {"postgres": (PG_BIN / "initdb", PG_BIN / "pg_ctl"), "mariadb": (MAR
 
 def server_params() -> list[object]:
     """``pytest.param`` per server backend; a disabled backend is skipped and says why."""
-    return [pytest.param(name, marks=pytest.mark.skipif(
-        not BACKENDS[name], reason=f"the {name} backend is disabled in this run (its GTA_TEST_*_URL is not set)"))
-        for name in SERVER_BACKENDS]
+    return [only_on(name) for name in SERVER_BACKENDS]
 
 
 class PrivateServers:

@@ -186,7 +186,7 @@ def check_batch(env: Env, supervisor: SupervisorProcess, known: set[str], batch:
 @pytest.fixture
 def sqlite_env(env: Env) -> Env:
     if env.store.dialect != "sqlite":
-        pytest.skip("PostgreSQL and MariaDB column types refuse these values at INSERT; only SQLite stores them")
+        pytest.skip("SQLite only, by design: PostgreSQL and MariaDB column types refuse these values at INSERT")
     return env
 
 

@@ -28,7 +28,7 @@ from gta_core import runtime as runtime_module
 from gta_core.database import in_transaction, is_retryable, open_database
 from gta_plugins.cleanup import delete_expired
 
-from ..conftest import BACKENDS
+from ..conftest import BACKENDS, NOT_RUN
 from ..helpers import wait_for
 from .harness import ChaosHarness, Report, new_table
 
@@ -131,8 +131,7 @@ def _deadlocks(db: peewee.Database) -> int:
     return int(db.execute_sql("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").fetchone()[1])
 
 
-@pytest.mark.skipif(not BACKENDS["mariadb"], reason="the mariadb backend is disabled in this run "
-                    "(GTA_TEST_MYSQL_URL is not set)")
+@pytest.mark.skipif(not BACKENDS["mariadb"], reason=NOT_RUN["mariadb"])
 def test_mariadb_storm_of_submit_lease_and_cleanup(tmp_path: Path) -> None:
     url = BACKENDS["mariadb"]
     assert url
@@ -189,8 +188,7 @@ def test_mariadb_storm_of_submit_lease_and_cleanup(tmp_path: Path) -> None:
         harness.close(drop=True)
 
 
-@pytest.mark.skipif(not BACKENDS["mariadb"], reason="the mariadb backend is disabled in this run "
-                    "(GTA_TEST_MYSQL_URL is not set)")
+@pytest.mark.skipif(not BACKENDS["mariadb"], reason=NOT_RUN["mariadb"])
 def test_mariadb_deadlock_is_retried_inside_gta() -> None:
     """The storm's deadlocks are rare and land anywhere: this one is certain. Two GTA
     transactions lock two rows in opposite orders; InnoDB kills one (1213), and
