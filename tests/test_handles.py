@@ -13,11 +13,15 @@ import pytest
 import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
 
-from .conftest import ENABLED
+from .conftest import ENABLED, only_on
 from .handles import KINDS, Caller, django_alias, sqlite_path
 from .helpers import Env
 
 PARAMS = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in KINDS[backend]]
+#: the kinds whose commit wakes a supervisor: all on PostgreSQL (NOTIFY); elsewhere those with a
+#: commit hook (a plain DB-API connection has none there: polling finds its tasks)
+WOKEN = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in KINDS[backend]
+         if backend == "postgres" or kind not in ("sqlite3", "pymysql")]
 
 
 class Boom(Exception):
@@ -59,13 +63,10 @@ def test_commit_runs_once_under_a_supervisor(env: Env, open_caller: Callable[[],
     assert env.runs_by_task() == dict.fromkeys(ids, 1)
 
 
-def test_commit_wakes_an_idle_supervisor(env: Env, open_caller: Callable[[], Caller],
-                                         backend_kind: tuple[str, str]) -> None:
+@pytest.mark.parametrize("backend_kind", WOKEN)
+def test_commit_wakes_an_idle_supervisor(env: Env, open_caller: Callable[[], Caller]) -> None:
     """With polls 5 minutes apart, only the wake-up sent at commit (NOTIFY on PostgreSQL, the
     commit hook's local datagram elsewhere) can get the second task run within the watchdog."""
-    backend, kind = backend_kind
-    if backend != "postgres" and kind in ("sqlite3", "pymysql"):
-        pytest.skip("a plain DB-API connection has no commit hook: polling finds its tasks")
     env.supervisor(1, extra_env={"GTA_SCAN_INTERVAL": "300", "GTA_INSTANT_SCAN_INTERVAL": "300"})
     ids = []
     for n in range(2):  # the first may be found by the worker's first poll; the second only by a wake-up
@@ -186,8 +187,7 @@ def test_a_connection_to_another_database_is_refused(env: Env, tmp_path: object)
     assert env.store.counts() == {}
 
 
-@pytest.mark.skipif("postgres" not in ENABLED, reason="needs a second kind of database")
-@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("backend", [only_on("postgres")])
 def test_a_connection_of_another_dialect_is_refused(env: Env, tmp_path: object) -> None:
     other = sqlite3.connect(":memory:")
     with pytest.raises(SubmitError, match="is on sqlite, GTA's database is postgres"):
