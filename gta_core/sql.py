@@ -33,6 +33,8 @@ class Dialect:
     text = "TEXT"
     table_options = ""
     insert_returns_ids = True
+    #: the connection's database (a file on SQLite) and whether a table of the name given is there
+    database_and_table = ""
     #: rows per insert statement (SQLite allows 32,766 parameters, an insert row takes 10)
     insert_chunk = 500
 
@@ -123,6 +125,8 @@ def numbered(statement: str) -> str:
 
 class SqliteDialect(Dialect):
     name = "sqlite"
+    database_and_table = ("SELECT (SELECT file FROM pragma_database_list WHERE name = 'main'), "
+                          "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?)")
     now = "gta_now()"
     id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
     timestamp = "TEXT"
@@ -136,6 +140,7 @@ class SqliteDialect(Dialect):
 
 class PostgresDialect(Dialect):
     name = "postgres"
+    database_and_table = "SELECT current_database(), to_regclass(?) IS NOT NULL"
     param = "%s"
     # statement_timestamp() is stable within a statement, so indexes can use it (clock_timestamp() can't)
     now = "(statement_timestamp() AT TIME ZONE 'UTC')"
@@ -148,6 +153,8 @@ class PostgresDialect(Dialect):
 
 class MySQLDialect(Dialect):
     name = "mysql"
+    database_and_table = ("SELECT DATABASE(), (SELECT COUNT(*) FROM information_schema.tables "
+                          "WHERE table_schema = DATABASE() AND table_name = ?)")
     param = "%s"
     quote = "`"
     now = "UTC_TIMESTAMP(6)"
@@ -254,6 +261,7 @@ class Statements:
         # MySQL connections) lets the read that follows see the winner's committed row.
         self.insert_or_skip = d.insert_or_skip
         self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
+        self.database_and_table = fx(d.database_and_table)
 
         # Counts the attempt only on a sound row: a counter edited out of range (negative,
         # exhausted, near the INTEGER limit, max_attempts < 1) becomes 0, never overflows, and

@@ -11,9 +11,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from .handles import OWN_TRANSACTION
+from .handles.peewee import database_of
 from .runtime import get_runtime
 from .sql import FINAL_STATUSES
-from .submit import OWN_TRANSACTION, resolve_handle, task_id_list
+from .submit import task_id_list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,7 @@ def status(task_id: int, db: Any = OWN_TRANSACTION) -> TaskState | None:
     """
     (checked,) = task_id_list([task_id])
     runtime = get_runtime()
-    row = runtime.store_for(resolve_handle(db, runtime, "db")).get(checked)
+    row = runtime.store_for(database_of(db, runtime, "db")).get(checked)
     return None if row is None else from_row(row)
 
 

@@ -95,6 +95,12 @@ class TaskStore(InsertQueries, OperationQueries):
         row = self._execute(self.sql.schema_version).fetchone()
         return row[0] if row else None
 
+    def database_and_table(self) -> tuple[str, bool]:
+        """The database this store's connection is on (the file's path on SQLite, "" for an
+        in-memory one) and whether the task table is there."""
+        database, found = self._execute(self.sql.database_and_table, (self.table,)).fetchone()
+        return str(database or ""), bool(found)
+
     def require_schema(self) -> None:
         version = self.schema_version()
         if version != SCHEMA_VERSION:
@@ -312,16 +318,19 @@ class TaskStore(InsertQueries, OperationQueries):
         ids = list(ids)
         if not ids:
             return {}
+        return in_transaction(self.db, lambda: self.cancel_in_transaction(ids, force))
+
+    def cancel_in_transaction(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+        """`cancel`'s statements, in the transaction already open on this store's connection."""
+        if not ids:
+            return {}
         marks = self._d.fix
         reason = FORCE_CANCEL if force else "cancelled"
-
-        def write() -> dict[int, str]:
-            before = self.statuses(ids)
-            id_marks = placeholders(len(ids))
-            self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
-            self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
-            return before
-        return in_transaction(self.db, write)
+        before = self.statuses(ids)
+        id_marks = placeholders(len(ids))
+        self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
+        self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
+        return before
 
     def cancelled_of(self, owner: str, ids: Sequence[int]) -> dict[int, bool]:
         """Which of ``owner``'s tasks were cancelled while leased: id → cancelled with force."""

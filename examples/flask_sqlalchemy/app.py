@@ -1,0 +1,52 @@
+"""Flask + Flask-SQLAlchemy: the order and its receipt task commit together, or neither does.
+
+Run: ``DATABASE_URL=sqlite:///shop.db GTA_DATABASE_URL=sqlite:///shop.db GTA_PLUGINS=examples.receipts
+flask --app examples.flask_sqlalchemy.app run`` beside ``gta migrate`` and
+``gta-supervisor --plugin examples.receipts`` (one database for the orders and the tasks).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from werkzeug.exceptions import BadRequest
+
+import gta_core
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Order(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "example_orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    total: Mapped[int]
+
+
+def create_app(database_url: str | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["DATABASE_URL"]
+    db.init_app(app)
+
+    @app.post("/orders")
+    def create_order() -> tuple[dict[str, Any], int]:
+        data = request.get_json()
+        order = Order(email=data["email"], total=data["total"])
+        db.session.add(order)
+        db.session.flush()  # the order's id, inside the session's transaction
+        gta_core.submit(db.session, "send_receipt", {"order_id": order.id})
+        if order.total <= 0:  # a failure after the submit: the request's rollback takes the task too
+            raise BadRequest("total must be positive")
+        db.session.commit()
+        return {"id": order.id}, 201
+
+    return app

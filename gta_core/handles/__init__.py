@@ -1,0 +1,84 @@
+"""Transaction handles: whatever an application keeps its transaction in, as GTA writes in it.
+
+`resolve` picks one adapter module by the handle's type (the top-level package of a class
+in its MRO), and imports it only then: no ORM is imported unless one of its handles is
+passed. Anything no adapter claims goes to the peewee adapter, which also decides what
+GTA's own connection is and refuses the rest with one clear error.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+    from ..store_insert import NewTask
+
+#: top-level package of a handle's class → the adapter module that writes through it
+ADAPTERS = {
+    "peewee": "peewee",
+    "playhouse": "peewee",
+    "sqlalchemy": "sqlalchemy",
+    "django": "django",
+    "sqlite3": "dbapi",
+    "psycopg2": "dbapi",
+    "psycopg": "dbapi",
+    "pymysql": "dbapi",
+}
+KINDS = ("a peewee Database or what db.atomic() returned, a SQLAlchemy Session or Connection, "
+         "a Django connection (django.db.connection or connections[alias]), or a sqlite3, psycopg2, "
+         "psycopg or pymysql connection")
+
+
+class Handle(abc.ABC):
+    """A caller's transaction, as the place GTA writes its rows in."""
+
+    @abc.abstractmethod
+    def insert(self, runtime: Runtime, rows: Sequence[NewTask]) -> list[int]:
+        """Insert checked rows in the caller's transaction and arrange the wake-up for its commit."""
+
+    @abc.abstractmethod
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
+        """`TaskStore.cancel` in the caller's transaction."""
+
+    @abc.abstractmethod
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the caller's outermost transaction commits (eager mode)."""
+
+
+class _OwnTransaction:
+    """The type of `OWN_TRANSACTION`: one instance, named in reprs and docs."""
+
+    def __repr__(self) -> str:
+        return "gta_core.OWN_TRANSACTION"
+
+
+#: The handle that leaves the caller's transaction on purpose: GTA's own connection to the
+#: configured database, in a transaction of its own (or the one open on that connection, as
+#: inside ``gta_core.transaction()``). The task is then committed whatever the caller's
+#: transaction does; ``None`` is refused, so that a handle that happens to be None (an unset
+#: variable, a context manager that yields nothing, ``with atomic() as a`` in Django) never
+#: loses that promise silently.
+OWN_TRANSACTION: Any = _OwnTransaction()
+
+
+def refuse_none(handle: Any, name: str) -> None:
+    """`SubmitError` for a handle that is None: it must never mean GTA's own transaction."""
+    if handle is None:
+        from ..errors import SubmitError
+        raise SubmitError(f"{name} is None: pass your transaction ({KINDS}) to write inside it, or "
+                          "gta_core.OWN_TRANSACTION to commit on GTA's own connection regardless of yours")
+
+
+def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
+    """The adapter for ``handle``; `SubmitError` (before anything is written) for what none takes."""
+    refuse_none(handle, name)
+    for klass in type(handle).__mro__:
+        module = ADAPTERS.get(klass.__module__.partition(".")[0])
+        if module is not None:
+            adapter: Any = importlib.import_module(f"{__name__}.{module}")
+            return adapter.adapt(handle, runtime)  # type: ignore[no-any-return]
+    from . import peewee
+    return peewee.adapt(handle, runtime, name)
