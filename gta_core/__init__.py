@@ -9,6 +9,8 @@ Public API::
 
     with db.atomic() as tx:
         submit(tx, "send_email", {"to": "a@example.com"})   # exists iff tx commits
+
+    pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .errors import (
     Fail,
     GTAError,
     InvalidArguments,
+    InvalidQueue,
     PluginError,
     Retry,
     SchemaError,
@@ -31,15 +34,16 @@ from .errors import (
     WorkerDied,
 )
 from .hookspecs import hookimpl
+from .queues import QueueChange, QueueState, pause_queue, queues, resume_queue
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .submit import TaskRequest, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 
 __all__ = [
-    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments", "Periodic",
-    "PluginError", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
-    "TaskNotFound", "TaskRecord", "TaskRequest", "TaskTimeout", "UnknownTask", "WorkerDied", "cancel",
-    "configure", "get_runtime", "hookimpl", "load_settings", "periodic", "submit", "submit_many", "task",
-    "transaction",
+    "ConfigError", "DatabaseError", "DatabaseUnavailable", "Fail", "GTAError", "InvalidArguments", "InvalidQueue",
+    "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError",
+    "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest", "TaskTimeout", "UnknownTask",
+    "WorkerDied", "cancel", "configure", "get_runtime", "hookimpl", "load_settings", "pause_queue", "periodic",
+    "queues", "resume_queue", "submit", "submit_many", "task", "transaction",
 ]

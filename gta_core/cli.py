@@ -167,6 +167,24 @@ def _admin_parser() -> argparse.ArgumentParser:
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
 
+    pause = commands.add_parser(
+        "pause", help="pause a queue on every supervisor",
+        description="Pause a queue cluster-wide: no worker of any supervisor sharing the database starts a new "
+                    "task of it (tasks already running finish); submitting still works and the tasks wait. "
+                    "A queue that nothing names yet can be paused too.")
+    pause.add_argument("queue", metavar="QUEUE")
+    pause.add_argument("--reason", default=None, metavar="TEXT", help="why, shown by gta queues")
+    pause.add_argument("--json", action="store_true", help="print JSON")
+    resume = commands.add_parser("resume", help="resume a paused queue",
+                                 description="Resume a paused queue; the workers are woken at once.")
+    resume.add_argument("queue", metavar="QUEUE")
+    resume.add_argument("--json", action="store_true", help="print JSON")
+    queue_list = commands.add_parser("queues", help="queues: paused or not, since when, by whom, why, depth",
+                                     description="Each queue with pending or running tasks, served by these settings, "
+                                                 "or ever paused: paused or active, since when, by whom and why, "
+                                                 "its pending and running tasks, and its oldest due task's wait.")
+    queue_list.add_argument("--json", action="store_true", help="print JSON")
+
     commands.add_parser("handlers", help="list every discovered task",
                         description="Every task the plugins provide, with its plugin, options, signature and schedule.")
     demo = commands.add_parser("demo", help="submit demo tasks, run them, print what became of each")
@@ -227,5 +245,8 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "purge": lambda runtime, a: admin.purge(runtime, a.older_than, a.status),
     "stats": lambda runtime, a: admin.stats(runtime, a.watch, a.interval),
     "handlers": lambda runtime, a: admin.handlers(runtime),
+    "pause": lambda runtime, a: admin.pause(runtime, a.queue, a.reason, a.json),
+    "resume": lambda runtime, a: admin.resume(runtime, a.queue, a.json),
+    "queues": lambda runtime, a: admin.queue_list(runtime, a.json),
     "demo": cmd_demo,
 }

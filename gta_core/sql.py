@@ -84,6 +84,10 @@ class Dialect:
     def drop_index(self, table: str, name: str) -> str:
         return f"DROP INDEX {table}_{name}"
 
+    def skip_existing(self, key: str) -> str:
+        """How an insert leaves a row alone whose primary ``key`` is taken."""
+        return f"ON CONFLICT ({key}) DO NOTHING"
+
     def upgrades(self, table: str) -> dict[int, list[str]]:
         """Statements that bring a table from the version before each key to that version."""
         return {2: [statement for name, create in (("order", self.order_index), ("dedupe", self.dedupe_index),
@@ -173,6 +177,9 @@ class MySQLDialect(Dialect):
     def drop_index(self, table: str, name: str) -> str:
         return f"DROP INDEX {table}_{name} ON {table}"
 
+    def skip_existing(self, key: str) -> str:
+        return f"ON DUPLICATE KEY UPDATE {key} = {key}"
+
     def upgrades(self, table: str) -> dict[int, list[str]]:
         return {2: [self.drop_index(table, "order"), self.order_index(table)]}
 
@@ -227,6 +234,14 @@ class Statements:
             d.finished_index(t),
             d.parent_index(t),
         ]
+        # Queue controls (`gta pause`): one row per queue ever paused, `paused` while it is. Its
+        # own table, created by `gta migrate` at the same schema version: a supervisor that
+        # predates it never reads it, and the task table's rows and indexes stay as they were.
+        self.queues_table = f"{t}_queues"
+        self.create_queues = (f"CREATE TABLE {t}_queues (name VARCHAR(191) NOT NULL PRIMARY KEY, "
+                              f"paused BOOLEAN NOT NULL, changed_at {ts} NOT NULL, changed_by VARCHAR(191) NULL, "
+                              f"reason {tx} NULL){d.table_options}")
+        self.create.append(self.create_queues)
         self.schema_version = f"SELECT MAX(version) FROM {t}_schema"
         self.set_schema_version = fx(f"INSERT INTO {t}_schema (version) VALUES (?)")
 
@@ -260,7 +275,11 @@ class Statements:
         # FIFO per order_key: only the oldest unfinished task of a key is ever due, so tasks
         # sharing a key run one at a time in submission (id) order; a task that ended for
         # good (succeeded, failed, cancelled) no longer holds the rest back.
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}) AND run_at <= {d.now} "
+        # A paused queue's rows are not due: the subquery reads the small queues table once per
+        # lease (PostgreSQL hashes it, MySQL/MariaDB and SQLite materialize it), and the lease
+        # index is still the one that finds the rows.
+        self.due = (f"status = 'pending' AND queue IN ({{queues}}) "
+                    f"AND queue NOT IN (SELECT name FROM {t}_queues WHERE paused) AND run_at <= {d.now} "
                     f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
                     "AND prior.status IN ('pending', 'running')))")
@@ -434,6 +453,20 @@ class OperationStatements:
                       f"started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = {previous}, "
                       f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')")
         self.queues_of = "SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})"
+
+        # -- queue controls (`gta pause`, `gta resume`, `gta queues`) -----------------------------
+        q = f"{t}_queues"
+        # a row to pause or resume: a new queue starts out not paused (racing pausers both pass)
+        self.add_queue = fx(f"INSERT INTO {q} (name, paused, changed_at) VALUES (?, FALSE, {d.now}) "
+                            + d.skip_existing("name"))
+        # Parameters: who, why, name. Zero rows: it was paused already (and keeps its since/by/why).
+        self.pause = fx(f"UPDATE {q} SET paused = TRUE, changed_at = {d.now}, changed_by = ?, reason = ? "
+                        "WHERE name = ? AND NOT paused")
+        # Parameters: who, name. Zero rows: it was not paused.
+        self.resume = fx(f"UPDATE {q} SET paused = FALSE, changed_at = {d.now}, changed_by = ?, reason = NULL "
+                         "WHERE name = ? AND paused")
+        self.queue_controls = f"SELECT name, paused, changed_at, changed_by, reason FROM {q} ORDER BY name"
+        self.queue_control = fx(f"SELECT name, paused, changed_at, changed_by, reason FROM {q} WHERE name = ?")
 
 
 @functools.cache

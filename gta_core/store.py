@@ -126,6 +126,9 @@ class TaskStore:
             found = "missing" if version is None else f"at version {version}"
             raise SchemaError(f"task table {self.table!r} is {found}, this GTA needs version "
                               f"{SCHEMA_VERSION}: run `gta migrate`")
+        if not self.db.table_exists(self.sql.queues_table):  # leasing reads it
+            raise SchemaError(f"task table {self.table!r} has no queue controls table "
+                              f"{self.sql.queues_table!r} yet: run `gta migrate`")
 
     def migrate(self) -> tuple[int | None, int]:
         """Create or upgrade the table; returns (version before, version after). Idempotent."""
@@ -146,6 +149,8 @@ class TaskStore:
             elif before > SCHEMA_VERSION:
                 raise SchemaError(f"task table {self.table!r} is at version {before}, newer than this "
                                   f"GTA ({SCHEMA_VERSION}): upgrade GTA")
+            if not self.db.table_exists(self.sql.queues_table):  # added at version 2, without a bump
+                self._execute(self.sql.create_queues)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead
@@ -157,9 +162,10 @@ class TaskStore:
         return in_transaction(self.db, upgrade)
 
     def drop(self) -> None:
-        """Drop the task table and its schema table (tests and `gta purge --all` only)."""
+        """Drop the task table, its schema and queues tables (tests and `gta purge --all` only)."""
         self._execute(f"DROP TABLE IF EXISTS {self.table}")
         self._execute(f"DROP TABLE IF EXISTS {self.table}_schema")
+        self._execute(f"DROP TABLE IF EXISTS {self.sql.queues_table}")
 
     # -- submitting ----------------------------------------------------------------------
     def insert(self, tasks: Sequence[NewTask]) -> list[int]:
@@ -565,6 +571,53 @@ class TaskStore:
                     self._execute(self.sql.notify, (f"gta_{self.table}", queue))
             return before
         return in_transaction(self.db, write)
+
+    # -- queue controls ----------------------------------------------------------------------
+    def pause_queue(self, name: str, by: str | None, reason: str | None) -> tuple[bool, QueueControl]:
+        """Pause a queue (leasing skips it from the commit on); whether this call paused it, and
+        its row (an already paused queue keeps its time, author and reason)."""
+        def write() -> tuple[bool, QueueControl]:
+            self._execute(self.ops.add_queue, (name,))
+            changed = self._execute(self.ops.pause, (by, reason, name)).rowcount == 1
+            control = self._queue_control(name)
+            assert control is not None  # added above, in this transaction
+            return changed, control
+        return in_transaction(self.db, write)
+
+    def resume_queue(self, name: str, by: str | None) -> tuple[bool, QueueControl | None]:
+        """Let leasing take a paused queue's tasks again; whether it was paused, and its row (None
+        for a queue never paused). On PostgreSQL the workers are notified in the same transaction."""
+        def write() -> tuple[bool, QueueControl | None]:
+            changed = self._execute(self.ops.resume, (by, name)).rowcount == 1
+            if changed and self.dialect == "postgres":
+                self._execute(self.sql.notify, (f"gta_{self.table}", name))
+            return changed, self._queue_control(name)
+        return in_transaction(self.db, write)
+
+    def queue_controls(self) -> list[QueueControl]:
+        """Every queue ever paused, by name: paused now or not, since when, by whom, why."""
+        return [_queue_control(row) for row in self._execute(self.ops.queue_controls).fetchall()]
+
+    def _queue_control(self, name: str) -> QueueControl | None:
+        row = self._execute(self.ops.queue_control, (name,)).fetchone()
+        return _queue_control(row) if row else None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueControl:
+    """A row of the queues table: whether ``name`` is paused, since when, by whom and why
+    (``changed_*`` of the latest pause or resume)."""
+
+    name: str
+    paused: bool
+    changed_at: dt.datetime | None
+    changed_by: str | None
+    reason: str | None
+
+
+def _queue_control(row: Sequence[Any]) -> QueueControl:
+    name, paused, changed_at, changed_by, reason = row
+    return QueueControl(name, bool(paused), parse_timestamp(changed_at), changed_by, reason)
 
 
 def task_dict(row: Sequence[Any]) -> dict[str, Any]:
