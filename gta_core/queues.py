@@ -62,14 +62,14 @@ def default_author() -> str:
 def pause_queue(name: str, reason: str | None = None, by: str | None = None) -> QueueChange:
     """Pause queue ``name`` cluster-wide: no worker leases its tasks from the commit on."""
     runtime = _ready(name, reason=reason, by=by)
-    changed, _ = runtime.store.pause_queue(name, by or default_author(), reason)
+    changed = runtime.store.pause_queue(name, by or default_author(), reason)
     return _change(runtime, name, changed)
 
 
 def resume_queue(name: str, by: str | None = None) -> QueueChange:
     """Resume queue ``name``: its due tasks are leased again, and the workers are woken at once."""
     runtime = _ready(name, by=by)
-    changed, _ = runtime.store.resume_queue(name, by or default_author())
+    changed = runtime.store.resume_queue(name, by or default_author())
     if changed and runtime.store.dialect != "postgres":  # PostgreSQL's NOTIFY rode with the write
         notify_local(runtime.wake_key(runtime.db))
     return _change(runtime, name, changed)

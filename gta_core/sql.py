@@ -466,7 +466,6 @@ class OperationStatements:
         self.resume = fx(f"UPDATE {q} SET paused = FALSE, changed_at = {d.now}, changed_by = ?, reason = NULL "
                          "WHERE name = ? AND paused")
         self.queue_controls = f"SELECT name, paused, changed_at, changed_by, reason FROM {q} ORDER BY name"
-        self.queue_control = fx(f"SELECT name, paused, changed_at, changed_by, reason FROM {q} WHERE name = ?")
 
 
 @functools.cache

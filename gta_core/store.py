@@ -573,34 +573,28 @@ class TaskStore:
         return in_transaction(self.db, write)
 
     # -- queue controls ----------------------------------------------------------------------
-    def pause_queue(self, name: str, by: str | None, reason: str | None) -> tuple[bool, QueueControl]:
-        """Pause a queue (leasing skips it from the commit on); whether this call paused it, and
-        its row (an already paused queue keeps its time, author and reason)."""
-        def write() -> tuple[bool, QueueControl]:
+    def pause_queue(self, name: str, by: str | None, reason: str | None) -> bool:
+        """Pause a queue (leasing skips it from the commit on); False when it was paused already
+        (it keeps its time, author and reason)."""
+        def write() -> bool:
             self._execute(self.ops.add_queue, (name,))
-            changed = self._execute(self.ops.pause, (by, reason, name)).rowcount == 1
-            control = self._queue_control(name)
-            assert control is not None  # added above, in this transaction
-            return changed, control
+            paused: bool = self._execute(self.ops.pause, (by, reason, name)).rowcount == 1
+            return paused
         return in_transaction(self.db, write)
 
-    def resume_queue(self, name: str, by: str | None) -> tuple[bool, QueueControl | None]:
-        """Let leasing take a paused queue's tasks again; whether it was paused, and its row (None
-        for a queue never paused). On PostgreSQL the workers are notified in the same transaction."""
-        def write() -> tuple[bool, QueueControl | None]:
-            changed = self._execute(self.ops.resume, (by, name)).rowcount == 1
+    def resume_queue(self, name: str, by: str | None) -> bool:
+        """Let leasing take a paused queue's tasks again; False when it was not paused. On
+        PostgreSQL the workers are notified in the same transaction."""
+        def write() -> bool:
+            changed: bool = self._execute(self.ops.resume, (by, name)).rowcount == 1
             if changed and self.dialect == "postgres":
                 self._execute(self.sql.notify, (f"gta_{self.table}", name))
-            return changed, self._queue_control(name)
+            return changed
         return in_transaction(self.db, write)
 
     def queue_controls(self) -> list[QueueControl]:
         """Every queue ever paused, by name: paused now or not, since when, by whom, why."""
         return [_queue_control(row) for row in self._execute(self.ops.queue_controls).fetchall()]
-
-    def _queue_control(self, name: str) -> QueueControl | None:
-        row = self._execute(self.ops.queue_control, (name,)).fetchone()
-        return _queue_control(row) if row else None
 
 
 @dataclasses.dataclass(frozen=True)
