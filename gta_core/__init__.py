@@ -9,6 +9,8 @@ Public API::
 
     with db.atomic() as tx:
         submit(tx, "send_email", {"to": "a@example.com"})   # exists iff tx commits
+
+    pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .errors import (
     Fail,
     GTAError,
     InvalidArguments,
+    InvalidQueue,
     PluginError,
     Retry,
     SchemaError,
@@ -32,6 +35,7 @@ from .errors import (
     WorkerDied,
 )
 from .hookspecs import hookimpl
+from .queues import QueueChange, QueueState, pause_queue, queues, resume_queue
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .status import TaskState, status
@@ -41,8 +45,9 @@ from .validation import TaskRequest
 
 __all__ = [
     "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
-    "InvalidArguments", "Periodic", "PluginError", "Retry", "SchemaError", "Settings", "SubmitError",
-    "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest", "TaskState", "TaskTimeout",
-    "UnknownTask", "WorkerDied", "cancel", "configure", "get_runtime", "hookimpl", "load_settings", "periodic",
-    "status", "submit", "submit_many", "task", "transaction",
+    "InvalidArguments", "InvalidQueue", "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError",
+    "Settings", "SubmitError", "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest",
+    "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "cancel", "configure", "get_runtime", "hookimpl",
+    "load_settings", "pause_queue", "periodic", "queues", "resume_queue", "status", "submit", "submit_many", "task",
+    "transaction",
 ]

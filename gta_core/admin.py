@@ -1,11 +1,12 @@
 """What the admin commands do (``gta list``, ``show``, ``retry``, ``cancel``, ``purge``, ``stats``,
-``handlers``); `cli.py` parses the command line and calls these.
+``handlers``, ``pause``, ``resume``, ``queues``); `cli.py` parses the command line and calls these.
 
 Every function takes the configured `Runtime` and returns the exit code. Problems are raised as
 `GTAError` (one line, exit 2 in the CLI); nothing is written when a command refuses.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -17,6 +18,7 @@ from .config import parse_duration
 from .database import check_connection, describe_url
 from .errors import GTAError, TaskNotFound
 from .plugins import Registry, periodic_definitions
+from .queues import QueueState, check_name, pause_queue, queues, resume_queue
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
@@ -316,3 +318,61 @@ def _handler_data(registry: Registry, key: str, schedules: Sequence[Periodic]) -
 def _schedule(job: Periodic) -> str:
     when = f"every {job.every:g}s" if job.every is not None else f"cron {job.cron.expression if job.cron else '?'}"
     return f"periodic {job.name} {when}"
+
+
+def pause(runtime: Runtime, name: str, reason: str | None, as_json: bool) -> int:
+    check_name(name)
+    check_connection(runtime.db, runtime.settings.database_url)
+    change = pause_queue(name, reason=reason)
+    if as_json:
+        print(_json(dataclasses.asdict(change)))
+        return 0
+    queue = change.queue
+    if not change.changed:
+        print(f"queue {name!r} was already paused {_control(queue)}: nothing changed")
+        return 0
+    print(f"paused queue {name!r} ({_depth(queue)}): running tasks finish, no new one starts until "
+          "`gta resume`; submitting still works")
+    if not change.known:
+        print(f"note: queue {name!r} is unknown here (no pending or running task, and no handler or queues "
+              "setting names it); paused anyway: its tasks will wait once submitted")
+    return 0
+
+
+def resume(runtime: Runtime, name: str, as_json: bool) -> int:
+    check_name(name)
+    check_connection(runtime.db, runtime.settings.database_url)
+    change = resume_queue(name)
+    if as_json:
+        print(_json(dataclasses.asdict(change)))
+    elif change.changed:
+        print(f"resumed queue {name!r} ({_depth(change.queue)}); workers woken")
+    else:
+        print(f"queue {name!r} was not paused: nothing changed")
+    return 0
+
+
+def queue_list(runtime: Runtime, as_json: bool) -> int:
+    ready(runtime)
+    states = queues(runtime)
+    if as_json:
+        print(_json([dataclasses.asdict(state) for state in states]))
+        return 0
+    now = dt.datetime.now(dt.timezone.utc)
+    print(table(("QUEUE", "STATE", "SINCE (UTC)", "BY", "PENDING", "RUNNING", "OLDEST DUE", "REASON"),
+                [(state.name, "paused" if state.paused else "active", _when(state.since), state.by or "-",
+                  state.pending, state.running,
+                  _age((now - state.oldest_due).total_seconds() if state.oldest_due else None),
+                  _first_line(state.reason) or "-") for state in states], right=(4, 5, 6)))
+    return 0
+
+
+def _depth(queue: QueueState) -> str:
+    return f"{queue.pending} pending, {queue.running} running"
+
+
+def _control(queue: QueueState) -> str:
+    """since when, by whom, why"""
+    why = f" ({_first_line(queue.reason)})" if queue.reason else ""
+    return f"since {_when(queue.since)} UTC by {queue.by or '?'}{why}"
+

@@ -218,6 +218,21 @@ def _admin_parser() -> argparse.ArgumentParser:
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
 
+    pause = command("pause", "pause a queue on every supervisor",
+                    "Pause a queue cluster-wide: no worker of any supervisor sharing the database starts a new "
+                    "task of it (tasks already running finish); submitting still works and the tasks wait. "
+                    "A queue that nothing names yet can be paused too.",
+                    "{queue: {name, paused, since, by, reason, depth…}, changed, known}")
+    pause.add_argument("queue", metavar="QUEUE")
+    pause.add_argument("--reason", default=None, metavar="TEXT", help="why, shown by gta queues")
+    resume = command("resume", "resume a paused queue", "Resume a paused queue; the workers are woken at once.",
+                     "{queue: {name, paused, since, by, reason, depth…}, changed, known}")
+    resume.add_argument("queue", metavar="QUEUE")
+    command("queues", "queues: paused or not, since when, by whom, why, depth",
+            "Each queue with pending or running tasks, served by these settings, or ever paused: paused or "
+            "active, since when, by whom and why, its pending and running tasks, and its oldest due task's wait.",
+            "[{name, paused, since, by, reason, depth…}]")
+
     command("handlers", "list every discovered task",
             "Every task the plugins provide, with its plugin, options, signature and schedule.",
             "[{key, signature, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
@@ -290,5 +305,8 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "purge": lambda runtime, a: admin.purge(runtime, a.older_than, a.status, a.json),
     "stats": lambda runtime, a: admin.stats(runtime, a.watch, a.interval, as_json=a.json),
     "handlers": lambda runtime, a: admin.handlers(runtime, a.json),
+    "pause": lambda runtime, a: admin.pause(runtime, a.queue, a.reason, a.json),
+    "resume": lambda runtime, a: admin.resume(runtime, a.queue, a.json),
+    "queues": lambda runtime, a: admin.queue_list(runtime, a.json),
     "demo": cmd_demo,
 }

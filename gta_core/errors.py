@@ -54,6 +54,10 @@ class SchemaError(DatabaseError):
     """The task table is missing or older than this version of GTA: run `gta migrate`."""
 
 
+class InvalidQueue(GTAError):
+    """A queue name is empty or cannot be stored."""
+
+
 class TaskNotFound(GTAError):
     """No task has this id."""
 

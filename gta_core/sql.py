@@ -93,6 +93,10 @@ class Dialect:
                 "dedupe": self.dedupe_index(table), "order": self.order_index(table),
                 "finished": self.finished_index(table), "parent": self.parent_index(table)}
 
+    def skip_existing(self, key: str) -> str:
+        """How an insert leaves a row alone whose primary ``key`` is taken."""
+        return f"ON CONFLICT ({key}) DO NOTHING"
+
     def upgrades(self, table: str) -> dict[int, list[str]]:
         """Statements that bring a table from the version before each key to that version.
 
@@ -195,6 +199,9 @@ class MySQLDialect(Dialect):
     def drop_index(self, table: str, name: str) -> str:
         return f"DROP INDEX {table}_{name} ON {table}"
 
+    def skip_existing(self, key: str) -> str:
+        return f"ON DUPLICATE KEY UPDATE {key} = {key}"
+
     def upgrades(self, table: str) -> dict[int, list[str]]:
         return {2: [self.drop_index(table, "order"), self.order_index(table)]}
 
@@ -234,6 +241,13 @@ class Statements:
                                          for name, definition in self.columns.items())
                              + f"){d.table_options}")
         self.create = [self.create_schema_table, self.create_table, *self.indexes.values()]
+        # Queue controls (`gta pause`): one row per queue ever paused, `paused` while it is. Its
+        # own table, created by `gta migrate` at the same schema version: a supervisor that
+        # predates it never reads it, and the task table's rows and indexes stay as they were.
+        self.queues_table = f"{t}_queues"
+        self.create_queues = (f"CREATE TABLE {t}_queues (name VARCHAR(191) NOT NULL PRIMARY KEY, "
+                              f"paused BOOLEAN NOT NULL, changed_at {ts} NOT NULL, changed_by VARCHAR(191) NULL, "
+                              f"reason {tx} NULL){d.table_options}")
         self.schema_version = f"SELECT MAX(version) FROM {t}_schema"
         self.set_schema_version = fx(f"INSERT INTO {t}_schema (version) VALUES (?)")
 
@@ -273,7 +287,11 @@ class Statements:
         # FIFO per order_key: only the oldest unfinished task of a key is ever due, so tasks
         # sharing a key run one at a time in submission (id) order; a task that ended for
         # good (succeeded, failed, cancelled) no longer holds the rest back.
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}) AND run_at <= {d.now} "
+        # A paused queue's rows are not due: the subquery reads the small queues table once per
+        # lease (PostgreSQL hashes it, MySQL/MariaDB and SQLite materialize it), and the lease
+        # index is still the one that finds the rows.
+        self.due = (f"status = 'pending' AND queue IN ({{queues}}) "
+                    f"AND queue NOT IN (SELECT name FROM {t}_queues WHERE paused) AND run_at <= {d.now} "
                     f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
                     "AND prior.status IN ('pending', 'running')))")
@@ -344,7 +362,7 @@ class Statements:
                               f"WHERE {still_expired}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
-        self.drop = [f"DROP TABLE IF EXISTS {t}", f"DROP TABLE IF EXISTS {t}_schema"]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.

@@ -71,6 +71,19 @@ class OperationStatements:
                       f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')")
         self.queues_of = "SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})"
 
+        # -- queue controls (`gta pause`, `gta resume`, `gta queues`) -----------------------------
+        q = f"{t}_queues"
+        # a row to pause or resume: a new queue starts out not paused (racing pausers both pass)
+        self.add_queue = fx(f"INSERT INTO {q} (name, paused, changed_at) VALUES (?, FALSE, {d.now}) "
+                            + d.skip_existing("name"))
+        # Parameters: who, why, name. Zero rows: it was paused already (and keeps its since/by/why).
+        self.pause = fx(f"UPDATE {q} SET paused = TRUE, changed_at = {d.now}, changed_by = ?, reason = ? "
+                        "WHERE name = ? AND NOT paused")
+        # Parameters: who, name. Zero rows: it was not paused.
+        self.resume = fx(f"UPDATE {q} SET paused = FALSE, changed_at = {d.now}, changed_by = ?, reason = NULL "
+                         "WHERE name = ? AND paused")
+        self.queue_controls = f"SELECT name, paused, changed_at, changed_by, reason FROM {q} ORDER BY name"
+
 
 @functools.cache
 def operation_statements(dialect_name: str, table: str) -> OperationStatements:

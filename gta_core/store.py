@@ -105,6 +105,9 @@ class TaskStore(InsertQueries, OperationQueries):
         version = self.schema_version()
         if version != SCHEMA_VERSION:
             raise self._schema_error(version)
+        if not self.db.table_exists(self.sql.queues_table):  # leasing reads it
+            raise SchemaError(f"task table {self.table!r} has no queue controls table "
+                              f"{self.sql.queues_table!r} yet: run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
@@ -167,6 +170,8 @@ class TaskStore(InsertQueries, OperationQueries):
                     self._execute(self.sql.set_schema_version, (version,))
             if self.schema_version() != SCHEMA_VERSION:
                 self._execute(self.sql.set_schema_version, (SCHEMA_VERSION,))
+            if not self.db.table_exists(self.sql.queues_table):  # added at version 2, without a bump
+                self._execute(self.sql.create_queues)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead

@@ -5,6 +5,7 @@ Kept apart from the engine's queries in `store.py` as their statements are kept 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -131,3 +132,44 @@ class OperationQueries:
                     self._execute(self.sql.notify, (f"gta_{self.table}", queue))
             return before
         return in_transaction(self.db, write)
+
+    # -- queue controls ----------------------------------------------------------------------
+    def pause_queue(self, name: str, by: str | None, reason: str | None) -> bool:
+        """Pause a queue (leasing skips it from the commit on); False when it was paused already
+        (it keeps its time, author and reason)."""
+        def write() -> bool:
+            self._execute(self.ops.add_queue, (name,))
+            paused: bool = self._execute(self.ops.pause, (by, reason, name)).rowcount == 1
+            return paused
+        return in_transaction(self.db, write)
+
+    def resume_queue(self, name: str, by: str | None) -> bool:
+        """Let leasing take a paused queue's tasks again; False when it was not paused. On
+        PostgreSQL the workers are notified in the same transaction."""
+        def write() -> bool:
+            changed: bool = self._execute(self.ops.resume, (by, name)).rowcount == 1
+            if changed and self.dialect == "postgres":
+                self._execute(self.sql.notify, (f"gta_{self.table}", name))
+            return changed
+        return in_transaction(self.db, write)
+
+    def queue_controls(self) -> list[QueueControl]:
+        """Every queue ever paused, by name: paused now or not, since when, by whom, why."""
+        return [_queue_control(row) for row in self._execute(self.ops.queue_controls).fetchall()]
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueControl:
+    """A row of the queues table: whether ``name`` is paused, since when, by whom and why
+    (``changed_*`` of the latest pause or resume)."""
+
+    name: str
+    paused: bool
+    changed_at: dt.datetime | None
+    changed_by: str | None
+    reason: str | None
+
+
+def _queue_control(row: Sequence[Any]) -> QueueControl:
+    name, paused, changed_at, changed_by, reason = row
+    return QueueControl(name, bool(paused), parse_timestamp(changed_at), changed_by, reason)

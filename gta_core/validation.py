@@ -70,10 +70,10 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
     queue = definition.queue if request.queue is None else request.queue
     _check(integer(priority, -INT_LIMIT, INT_LIMIT - 1), key, "priority must be an integer that fits 32 bits")
     _check(integer(max_attempts, 1, INT_LIMIT - 1), key, "max_attempts must be an integer from 1 to 2**31 - 1")
-    _check(_storable(queue), key, f"queue {STORABLE_RULE}")
+    _check(storable(queue), key, f"queue {STORABLE_RULE}")
     for name in ("dedupe_key", "order_key"):
         value = getattr(request, name)
-        _check(value is None or _storable(value), key, f"{name} {STORABLE_RULE}")
+        _check(value is None or storable(value), key, f"{name} {STORABLE_RULE}")
     _check(request.parent_id is None or integer(request.parent_id, 1, 2**63 - 1), key,
            "parent_id must be a task id")
     if request.run_at is not None and request.delay is not None:
@@ -107,7 +107,7 @@ def integer(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _storable(value: Any) -> bool:
+def storable(value: Any) -> bool:
     """A string every database keeps unchanged and distinct in a VARCHAR(191) column:
     PostgreSQL refuses NUL, no driver encodes a lone surrogate, and MariaDB's PAD SPACE
     collation compares 'a ' equal to 'a' (one dedupe key, one queue, one FIFO for both)."""

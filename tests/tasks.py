@@ -27,7 +27,7 @@ def _ledger(ctx: TaskContext, phase: str, **extra: Any) -> None:
     path = os.environ.get("GTA_TEST_LEDGER")
     if path:
         append_record(path, {"id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "phase": phase,
-                             "t": time.time(), **extra})
+                             "t": time.time(), "queue": ctx.queue, **extra})
 
 
 @task(max_attempts=3)

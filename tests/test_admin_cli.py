@@ -24,7 +24,8 @@ from gta_core.sql import RERUN_ERROR_PREFIX, SCHEMA_VERSION
 from .helpers import Env, wait_for
 from .rows import OWNER, age, count, make
 
-COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers", "demo")
+COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers", "demo", "pause",
+            "resume", "queues")
 UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"]
 DAY = 86400.0
 

@@ -41,6 +41,7 @@ DESIGN_NAMES = {
     "gta_tasks_started_total", "gta_tasks_completed_total", "gta_task_duration_seconds", "gta_task_wait_seconds",
     "gta_queue_depth", "gta_oldest_pending_age_seconds", "gta_workers", "gta_worker_restarts_total",
     "gta_leases_rescued_total", "gta_leases_lost_total", "gta_abnormal_tasks",
+    "gta_queue_paused",  # added with the queue controls (gta pause, issue 19)
 }
 #: documented beyond DESIGN.md's list (docs/architecture.md, departures)
 ADDED_NAMES = {"gta_service_restarts_total"}
@@ -642,7 +643,7 @@ def test_dashboard_and_alerts_use_only_the_designed_metrics() -> None:
     assert {base_name(name) for name in metric_names(alert_exprs())} <= DESIGN_NAMES
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
     for topic in ("outcome", "duration", "wait", "queue depth", "oldest pending", "busy", "restarts",
-                  "rescued", "lost", "abnormal"):
+                  "rescued", "lost", "abnormal", "paused"):
         assert topic in titles, topic
 
 

@@ -1,4 +1,4 @@
-"""The database-derived gauges: queue depth, age of the oldest due task, abnormal tasks.
+"""The database-derived gauges: queue depth, age of the oldest due task, abnormal tasks, paused queues.
 
 They are read by one thread with one connection, on demand and at most once per
 ``min_interval`` however often Prometheus (or a probe) asks; the queries touch only pending
@@ -35,6 +35,7 @@ class QueueStats:
     depth: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, status)
     oldest_age: dict[str, float] = dataclasses.field(default_factory=dict)
     abnormal: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, kind)
+    paused: dict[str, bool] = dataclasses.field(default_factory=dict)  # every queue ever paused (`gta pause`)
     error: str | None = None
 
     @property
@@ -52,6 +53,8 @@ def read_stats(store: TaskStore, settings: Settings) -> QueueStats:
     for queue, count, stuck in store.running_summary(settings.running_timeout):
         stats.depth[queue, "running"] = count
         stats.abnormal[queue, "running_timeout"] = stuck
+    for control in store.queue_controls():
+        stats.paused[control.name] = control.paused
     return stats
 
 
@@ -123,7 +126,7 @@ class QueueCollector:
         stats = self.probe.stats(self.timeout)
         if stats.error is not None:
             return  # no numbers rather than stale ones; /healthz says why
-        queues = sorted(set(self.queues) | {queue for queue, _ in stats.depth})
+        queues = sorted(set(self.queues) | {queue for queue, _ in stats.depth} | set(stats.paused))
         depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending or running, by queue and status.",
                                   labels=["queue", "status"])
         oldest = GaugeMetricFamily("gta_oldest_pending_age_seconds",
@@ -132,10 +135,13 @@ class QueueCollector:
         abnormal = GaugeMetricFamily("gta_abnormal_tasks",
                                      "Tasks pending past initialized_timeout or running past running_timeout.",
                                      labels=["queue", "kind"])
+        paused = GaugeMetricFamily("gta_queue_paused", "1 while the queue is paused (gta pause), else 0.",
+                                   labels=["queue"])
         for queue in queues:
             for status in STATUSES:
                 depth.add_metric([queue, status], stats.depth.get((queue, status), 0))
             oldest.add_metric([queue], stats.oldest_age.get(queue, 0.0))
             for kind in KINDS:
                 abnormal.add_metric([queue, kind], stats.abnormal.get((queue, kind), 0))
-        yield from (depth, oldest, abnormal)
+            paused.add_metric([queue], 1 if stats.paused.get(queue) else 0)
+        yield from (depth, oldest, abnormal, paused)
