@@ -370,7 +370,8 @@ def test_stats_watch_redraws_until_ctrl_c(env: Env) -> None:
 
 # -- one CLI: options on either side of the command, --json everywhere, a closed pipe ------------------
 #: every command that prints data, with arguments that make it print some
-JSON_COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers")
+JSON_COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers",
+                 "pause", "resume", "queues")
 
 
 def test_every_command_that_prints_data_has_json() -> None:

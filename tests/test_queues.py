@@ -33,8 +33,8 @@ def starts(env: Env, queue: str) -> list[dict[str, Any]]:
 
 
 def submit(queue: str, count: int, seconds: float) -> list[int]:
-    return gta_core.submit_many(None, [gta_core.TaskRequest("sleepy", {"seconds": seconds, "n": n}, queue=queue)
-                                       for n in range(count)])
+    requests = [gta_core.TaskRequest("sleepy", {"seconds": seconds, "n": n}, queue=queue) for n in range(count)]
+    return gta_core.submit_many(gta_core.OWN_TRANSACTION, requests)
 
 
 def lease_times(env: Env, ids: list[int]) -> dict[int, dt.datetime]:
