@@ -7,8 +7,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["gta_core", "gta_core.metrics", "gta_plugins"],
-    package_data={"gta_core": ["py.typed"], "gta_plugins": ["py.typed"]},
+    packages=["gta_core", "gta_core.metrics", "gta_core.dashboard", "gta_plugins"],
+    package_data={"gta_core": ["py.typed"], "gta_core.dashboard": ["templates/*.html", "static/*"],
+                  "gta_plugins": ["py.typed"]},
     install_requires=[
         "peewee>=3.17",
         "pluggy>=1.3",
@@ -18,7 +19,8 @@ setup(
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],
         "mysql": ["pymysql>=1.1"],
-        "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6"],
+        "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6",
+                 "playwright>=1.40"],  # drives the Debian chromium package (tests/test_dashboard_browser.py)
         "lint": ["ruff>=0.5", "mypy>=1.10"],
         # peers for benchmarks/compare.py (procrastinate, pgqueuer on PostgreSQL; huey; Celery on Redis)
         "bench": ["procrastinate", "psycopg[binary]", "pgqueuer", "asyncpg", "huey", "celery[redis]", "redis",

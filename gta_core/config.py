@@ -109,6 +109,13 @@ def _bind_address(text: str) -> str:
     return str(text)
 
 
+def _dashboard_token(text: str) -> str:
+    token = str(text).strip()
+    if token and token != "generate" and len(token) < 16:
+        raise ValueError("must be at least 16 characters (or 'generate', or empty for a read-only dashboard)")
+    return token
+
+
 def _switch(text: str | bool) -> bool:
     """On/off from ``1``/``0``, ``true``/``false``, ``yes``/``no`` or ``on``/``off``."""
     if isinstance(text, bool):
@@ -182,6 +189,11 @@ SETTINGS: tuple[Setting, ...] = (
             "recycle a worker after this many tasks (0: never)", "N"),
     Setting("metrics", _switch, True, "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
+    Setting("dashboard", _switch, True,
+            "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
+    Setting("dashboard_token", _dashboard_token, "",
+            "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
+            "'generate': a random one printed at start", "TOKEN"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -215,6 +227,8 @@ class Settings:
     max_tasks_per_worker: int = 0
     metrics: bool = True
     metrics_bind: str = "127.0.0.1:9464"
+    dashboard: bool = True
+    dashboard_token: str = dataclasses.field(default="", repr=False)  # a secret: kept out of reprs and logs
     plugins: tuple[str, ...] = ()
     disable_plugins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -295,4 +309,4 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
 def _show_default(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(value) or "none"
-    return str(value)
+    return str(value) if value != "" else "none"
