@@ -28,6 +28,7 @@ from ..sql import DIALECTS, Dialect
 from ..store import TaskStore, parse_timestamp
 
 READ_TIMEOUT = 5.0  # seconds a dashboard statement may run
+SOCKET_GRACE = 5.0
 PAGE = 50
 PREVIEW = 200  # characters of args and last_error shown in a list
 CHILDREN = 100
@@ -56,7 +57,10 @@ class DashboardReads:
     """Read queries on one task table, through a Database used by nothing else."""
 
     def __init__(self, database_url: str, table: str, timeout: float = READ_TIMEOUT) -> None:
-        self.db = open_database(database_url, statement_timeout=timeout)
+        # MySQL/MariaDB: the socket's read timeout only catches a server that stopped answering;
+        # the server's own limit (set in `_bound`) must cut the statement first.
+        socket_grace = SOCKET_GRACE if database_url.split(":", 1)[0] in ("mysql", "mariadb") else 0.0
+        self.db = open_database(database_url, statement_timeout=timeout + socket_grace)
         self.timeout = timeout
         self.table = table
         self.dialect_name = dialect_of(self.db)
@@ -155,15 +159,19 @@ class DashboardReads:
     def page(self, filters: Filters, before: int | None = None, limit: int = PAGE) -> list[dict[str, Any]]:
         """Up to ``limit`` tasks matching ``filters`` with an id below ``before``, newest first;
         args and last_error cut to `PREVIEW` + 1 characters (one more tells a cut happened)."""
-        where, params = self._where(filters, before)
-        columns = ", ".join(f"SUBSTR({column}, 1, {PREVIEW + 1})" if column in ("args", "last_error")
-                            else self.d.q(column) if column == "key" else column for column in LIST_COLUMNS)
-        rows = self._rows(f"SELECT {columns} FROM {self.table}{where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        rows = self._rows(*self.page_statement(filters, before, limit))
         tasks = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
         for task in tasks:
             for column in _TIMESTAMPS:
                 task[column] = parse_timestamp(task[column])
         return tasks
+
+    def page_statement(self, filters: Filters, before: int | None, limit: int) -> tuple[str, list[Any]]:
+        """`page`'s statement (``?`` placeholders) and parameters: tests EXPLAIN it."""
+        where, params = self._where(filters, before)
+        columns = ", ".join(f"SUBSTR({column}, 1, {PREVIEW + 1})" if column in ("args", "last_error")
+                            else self.d.q(column) if column == "key" else column for column in LIST_COLUMNS)
+        return f"SELECT {columns} FROM {self.table}{where} ORDER BY id DESC LIMIT ?", [*params, limit]
 
     def retryable_ids(self, filters: Filters, before: int | None, limit: int) -> list[int]:
         """Ids of failed or cancelled tasks matching ``filters`` below ``before``, newest first
@@ -190,4 +198,4 @@ def _timed_out(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(sign in text for sign in ("statement timeout", "interrupted", "max_statement_time",
                                          "maximum statement execution time", "max_execution_time",
-                                         "query execution was interrupted"))
+                                         "query execution was interrupted", "timed out"))
