@@ -94,17 +94,21 @@ def age(seconds: float | None) -> str:
 
 
 # -- overview ------------------------------------------------------------------------------------
-def overview(counts: Mapping[tuple[str, str], int], finished: Sequence[tuple[str, str, int]], now: dt.datetime,
+def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tuple[str, str, int]], now: dt.datetime,
              oldest: Mapping[str, float], local: LocalSupervisor | None, running: Mapping[str, int],
              viewer: Viewer) -> Markup:
-    totals = {status: sum(n for (_, s), n in counts.items() if s == status) for status in STATUSES}
-    statuses = _table(("status", "tasks"), [(tag("a", status, href="/tasks?" + urlencode({"status": status})),
-                                            totals[status]) for status in STATUSES], numeric=(1,))
-    queues = sorted({queue for queue, _ in counts})
-    by_queue = _table(("queue", *STATUSES, "oldest due"),
-                      [(tag("a", queue, href="/tasks?" + urlencode({"queue": queue})),
-                        *(counts.get((queue, status), 0) for status in STATUSES), age(oldest.get(queue)))
-                       for queue in queues], numeric=tuple(range(1, len(STATUSES) + 2)), empty="no tasks")
+    if counts is None:
+        uncounted = tag("p", "counting every row took too long: see `gta stats`", class_="notice")
+        statuses = by_queue = uncounted
+    else:
+        totals = {status: sum(n for (_, s), n in counts.items() if s == status) for status in STATUSES}
+        statuses = _table(("status", "tasks"), [(tag("a", status, href="/tasks?" + urlencode({"status": status})),
+                                                totals[status]) for status in STATUSES], numeric=(1,))
+        by_queue = _table(("queue", *STATUSES, "oldest due"),
+                          [(tag("a", queue, href="/tasks?" + urlencode({"queue": queue})),
+                            *(counts.get((queue, status), 0) for status in STATUSES), age(oldest.get(queue)))
+                           for queue in sorted({queue for queue, _ in counts})],
+                          numeric=tuple(range(1, len(STATUSES) + 2)), empty="no tasks")
     chart, succeeded, failed = throughput_chart(finished, now)
     rate = f"{100 * failed / (succeeded + failed):.1f}%" if succeeded + failed else "-"
     supervisors = _table(("host", "pid", "since", "workers live/expected", "tasks run", "health"),
