@@ -107,4 +107,5 @@ def gta_task_event(event: str, task: Any, error: BaseException | None, duration:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [record, sleepy, flaky, always_fails, fails_for_good, fails_while_flag, retry_later, crash, greet, breaks_its_thread]
+    return [record, sleepy, flaky, always_fails, fails_for_good, fails_while_flag, retry_later, crash, greet,
+            breaks_its_thread]

@@ -242,3 +242,36 @@ def test_metrics_and_healthz_answer_while_a_page_is_slow(env: Env) -> None:
         thread.join(30)
     locker.close()
     assert page == [503]  # cut by the statement timeout, not hung
+
+
+# -- actions, in process (the routes without HTTP), on every database --------------------------------
+def test_cancel_bulk_retry_and_purge(env: Env) -> None:
+    from gta_core.dashboard.app import Dashboard, Request
+
+    settings = env.runtime.settings.replace(dashboard_token=dashboard_client.TOKEN)
+    dashboard = Dashboard(settings)
+    cookie = Guard(dashboard_client.TOKEN).session_cookie().split(";", 1)[0]
+
+    def post(path: str, **form: str) -> tuple[int, str]:
+        form["csrf"] = Guard(dashboard_client.TOKEN).form_value()
+        response = dashboard.handle(Request("POST", path, {}, {"Cookie": cookie, "Host": "h"}, form))
+        return response.status, dict(response.headers).get("Location", response.body.decode())
+
+    pending = gta_core.submit(None, "record", {}, delay=3600)
+    ids = gta_core.submit_many(None, [("record", {"n": n}) for n in range(4)])
+    for task_id in ids[:3]:
+        _set(env, task_id, status="failed", last_error=f"boom {task_id}")
+    _set(env, ids[3], status="succeeded", finished_at="2000-01-01 00:00:00")
+
+    assert post(f"/tasks/{pending}/cancel") == (303, f"/tasks/{pending}?done=cancelled")
+    assert post("/tasks/retry", status="failed", error=f"boom {ids[0]}") == \
+        (303, f"/tasks?status=failed&error=boom+{ids[0]}&retried=1")
+    assert env.statuses(ids[:3]) == {ids[0]: "pending", ids[1]: "failed", ids[2]: "failed"}
+    assert post("/tasks/retry") == (303, "/tasks?retried=3")  # the cancelled one and the two failed
+    assert post("/purge", older_than="1d", status="succeeded") == (303, "/tasks?purged=1")
+    assert env.statuses([pending, *ids]) == {pending: "pending", ids[0]: "pending", ids[1]: "pending",
+                                             ids[2]: "pending"}
+    status, body = post(f"/tasks/{ids[0]}/retry")
+    assert status == 409 and "only failed or cancelled" in body
+    assert post("/purge", older_than="soon")[0] == 400
+    assert post("/purge", older_than="1d", status="pending")[0] == 400

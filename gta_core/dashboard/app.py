@@ -89,7 +89,10 @@ class Dashboard:
         viewer = self._viewer(request)
         try:
             if request.method == "POST":
-                return self._post(request)
+                try:
+                    return self._post(request)
+                finally:
+                    self.runtime.db.close()  # this request thread's connection: the thread ends next
             return self._get(request, viewer)
         except Refused as exc:
             return self._page(403, "Refused", Markup(""), viewer, f"Refused: {exc} Nothing was changed.", error=True)
