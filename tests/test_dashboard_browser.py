@@ -73,6 +73,8 @@ def test_operator_filters_opens_and_retries_a_failed_task(env: Env, page: Any, t
     page.goto(f"{server.base}/")
     assert page.locator("h1").inner_text() == "Overview"
     assert page.locator("svg.chart").count() == 1
+    supervisor_row = page.locator("table").nth(2).locator("tbody tr").first.inner_text()
+    assert f"\t{server.process.pid}\t" in supervisor_row and "\t1/1\t" in supervisor_row, supervisor_row
     page.wait_for_function("document.querySelector('.cards') !== null")
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
