@@ -7,8 +7,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["gta_core", "gta_core.metrics", "gta_core.handles", "gta_core.contrib", "gta_plugins"],
-    package_data={"gta_core": ["py.typed"], "gta_plugins": ["py.typed"]},
+    packages=["gta_core", "gta_core.metrics", "gta_core.handles", "gta_core.contrib", "gta_core.dashboard",
+              "gta_plugins"],
+    package_data={"gta_core": ["py.typed"], "gta_core.dashboard": ["templates/*.html", "static/*"],
+                  "gta_plugins": ["py.typed"]},
     install_requires=[
         "peewee>=3.17",
         "pluggy>=1.3",
@@ -24,7 +26,8 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6",
                  "sqlalchemy>=2.0", "django>=5.2", "django-tasks>=0.8; python_version < '3.12'",
                  "psycopg[binary]>=3.1", "flask>=3", "flask-sqlalchemy>=3.1", "fastapi>=0.110", "httpx>=0.27",
-                 "httpx2>=2"],  # starlette >= 1.10 tests through httpx2 (httpx warns),
+                 "httpx2>=2",  # starlette >= 1.10 tests through httpx2 (httpx warns)
+                 "playwright>=1.40"],  # drives the Debian chromium package (tests/test_dashboard_browser.py)
         "lint": ["ruff>=0.5", "mypy>=1.10"],
         # peers for benchmarks/compare.py (procrastinate, pgqueuer on PostgreSQL; huey; Celery on Redis)
         "bench": ["procrastinate", "psycopg[binary]", "pgqueuer", "asyncpg", "huey", "celery[redis]", "redis",

@@ -150,35 +150,50 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
 def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: bool = False) -> int:
     """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, attempts reset, due now."""
     ready(runtime)
-    store = runtime.store
     if status is not None:
-        total, after = 0, 0
-        while True:
-            batch = store.ids_with_status(status, after, BATCH)
-            if not batch:
-                break
-            before = store.rerun(batch)
-            total += sum(1 for was in before.values() if was == status)
-            after = batch[-1]
-        if total:
-            _wake(runtime)
+        total = rerun_batches(runtime, _ids_with_status(runtime, status), (status,))
         if as_json:
             return _print_json({"status": status, "retried": total})
         print(f"retried {total} {status} task(s)")
         return 0
-    statuses = _require(runtime, ids)
-    for task_id in ids:
-        if statuses[task_id] not in RETRYABLE:
-            raise GTAError(f"task {task_id} is {statuses[task_id]}: only failed or cancelled tasks can be retried "
-                           "(nothing was changed)")
-    before = store.rerun(ids)
-    _wake(runtime)
-    was = {task_id: before.get(task_id, statuses[task_id]) for task_id in ids}
+    was = rerun_tasks(runtime, ids)
     if as_json:
         return _print_json([{"id": task_id, "retried": True, "was": was[task_id]} for task_id in ids])
     for task_id in ids:
         print(f"retried task {task_id} (was {was[task_id]})")
     return 0
+
+
+def rerun_tasks(runtime: Runtime, ids: Sequence[int]) -> dict[int, str]:
+    """Put failed or cancelled tasks back to pending (all of them or, with a `GTAError`, none);
+    the status each had before. Shared by ``gta retry`` and the dashboard."""
+    statuses = _require(runtime, ids)
+    for task_id in ids:
+        if statuses[task_id] not in RETRYABLE:
+            raise GTAError(f"task {task_id} is {statuses[task_id]}: only failed or cancelled tasks can be retried "
+                           "(nothing was changed)")
+    before = runtime.store.rerun(ids)
+    _wake(runtime)
+    return {task_id: before.get(task_id, statuses[task_id]) for task_id in ids}
+
+
+def rerun_batches(runtime: Runtime, batches: Iterable[Sequence[int]], counted: Sequence[str] = RETRYABLE) -> int:
+    """Rerun each batch of ids (`TaskStore.rerun` leaves other statuses alone); how many had one
+    of the ``counted`` statuses, i.e. were rerun. Shared by ``gta retry --status`` and the dashboard."""
+    total = 0
+    for batch in batches:
+        before = runtime.store.rerun(batch)
+        total += sum(1 for was in before.values() if was in counted)
+    if total:
+        _wake(runtime)
+    return total
+
+
+def _ids_with_status(runtime: Runtime, status: str) -> Iterable[list[int]]:
+    after = 0
+    while batch := runtime.store.ids_with_status(status, after, BATCH):
+        yield batch
+        after = batch[-1]
 
 
 def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = False) -> int:
@@ -203,17 +218,23 @@ def purge(runtime: Runtime, older_than: str, status: str | None, as_json: bool =
     age = duration("--older-than", older_than)
     ready(runtime)
     statuses = (status,) if status else FINAL_STATUSES
+    total = purge_finished(runtime, age, statuses)
+    if as_json:
+        return _print_json({"deleted": total, "statuses": list(statuses), "older_than_seconds": age})
+    print(f"deleted {total} {'/'.join(statuses)} task(s) finished more than {older_than.strip()} ago")
+    return 0
+
+
+def purge_finished(runtime: Runtime, age: float, statuses: Sequence[str] = FINAL_STATUSES) -> int:
+    """Delete tasks with one of the final ``statuses`` that finished more than ``age`` seconds
+    ago, a batch per transaction; how many. Shared by ``gta purge`` and the dashboard."""
     batch = runtime.settings.cleanup_batch
     total = 0
     while True:
         deleted = runtime.store.delete_finished(age, batch, statuses)
         total += deleted
         if deleted < batch:
-            break
-    if as_json:
-        return _print_json({"deleted": total, "statuses": list(statuses), "older_than_seconds": age})
-    print(f"deleted {total} {'/'.join(statuses)} task(s) finished more than {older_than.strip()} ago")
-    return 0
+            return total
 
 
 def stats_data(runtime: Runtime) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
     _merge_plugin_flags(args)
 
     def run() -> int:
-        settings = settings_from_args(args)
+        from .dashboard import prepare
+        settings = prepare(settings_from_args(args))
         _setup_logging(settings.log_level)
         from .supervisor import run_supervisor
         return run_supervisor(runtime_module.configure(settings))

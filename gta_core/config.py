@@ -118,6 +118,13 @@ def _bind_address(text: str) -> str:
     return str(text)
 
 
+def _dashboard_token(text: str) -> str:
+    token = str(text).strip()
+    if token and token != "generate" and len(token) < 16:
+        raise ValueError("must be at least 16 characters (or 'generate', or empty for a read-only dashboard)")
+    return token
+
+
 def _switch(text: str | bool) -> bool:
     """On/off from ``1``/``0``, ``true``/``false``, ``yes``/``no`` or ``on``/``off``."""
     if isinstance(text, bool):
@@ -199,6 +206,11 @@ SETTINGS: tuple[Setting, ...] = (
             "recycle a worker after this many tasks (0: never)", "N"),
     Setting("metrics", _switch, "on", "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
+    Setting("dashboard", _switch, "on",
+            "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
+    Setting("dashboard_token", _dashboard_token, "",
+            "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
+            "'generate': a random one printed at start", "TOKEN"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -240,6 +252,9 @@ class Settings:
     max_tasks_per_worker: int = _default("max_tasks_per_worker")
     metrics: bool = _default("metrics")
     metrics_bind: str = _default("metrics_bind")
+    dashboard: bool = _default("dashboard")
+    # a secret: kept out of reprs and logs
+    dashboard_token: str = dataclasses.field(default=_default("dashboard_token"), repr=False)
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")
@@ -321,4 +336,4 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
 def _show_default(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(value) or "none"
-    return str(value)
+    return str(value) if value != "" else "none"

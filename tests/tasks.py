@@ -64,6 +64,14 @@ def fails_for_good(ctx: TaskContext) -> None:
     raise Fail("gave up on purpose")
 
 
+@task(max_attempts=1)
+def fails_while_flag(ctx: TaskContext, flag: str, message: str = "the flag file is there") -> None:
+    """Fails for good (with ``message``) while the file ``flag`` exists, succeeds once it is gone."""
+    _ledger(ctx, "run")
+    if os.path.exists(flag):
+        raise Fail(message)
+
+
 @task(max_attempts=3)
 def retry_later(ctx: TaskContext, delay: float) -> None:
     """Asks for a retry ``delay`` seconds later on its first attempt, then succeeds."""
@@ -99,4 +107,5 @@ def gta_task_event(event: str, task: Any, error: BaseException | None, duration:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [record, sleepy, flaky, always_fails, fails_for_good, retry_later, crash, greet, breaks_its_thread]
+    return [record, sleepy, flaky, always_fails, fails_for_good, fails_while_flag, retry_later, crash, greet,
+            breaks_its_thread]

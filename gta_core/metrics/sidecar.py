@@ -89,8 +89,13 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             healthy, body = self.server.sidecar.health()
             self._reply(200 if healthy else 503, "application/json", json.dumps(body).encode() + b"\n")
+        elif self.server.dashboard is not None:
+            from ..dashboard import serve
+            serve(self, self.server.dashboard)
         else:
             self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+
+    do_POST = do_GET  # only the dashboard takes POSTs (its actions); the rest answer 404/405 alike
 
     def _reply(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
@@ -105,6 +110,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    dashboard: Any = None  # a gta_core.dashboard.Dashboard when it is served
 
     def __init__(self, listener: socket.socket, sidecar: Sidecar) -> None:
         self.address_family = listener.family
@@ -129,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(fileno=int(argv[1]))
     sidecar = Sidecar(settings, MultiprocDir(Path(os.environ[ENV])), supervisor_pid)
     server = Server(listener, sidecar)
+    from ..dashboard import mount
+    server.dashboard = mount(settings, sidecar.directory, supervisor_pid, ProcessFilesCollector(sidecar.directory))
     threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="gta-metrics-parent", daemon=True).start()
-    log.info("serving /metrics and /healthz on %s", listener.getsockname()[:2])
+    log.info("serving /metrics and /healthz on %s%s", listener.getsockname()[:2],
+             ", the dashboard at /" if server.dashboard else "")
     server.serve_forever()
     return 0
 

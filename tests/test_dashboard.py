@@ -1,0 +1,280 @@
+"""The dashboard without a browser: its read queries on every database, its access rules over
+real HTTP against a live supervisor's sidecar, and its start-up checks.
+
+The browser tests are in test_dashboard_browser.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import gta_core
+from gta_core.config import load_settings
+from gta_core.dashboard.access import Guard, prepare, same_origin
+from gta_core.dashboard.pages import error_history
+from gta_core.dashboard.queries import PREVIEW, DashboardReads, Filters, ReadTimeout
+from gta_core.errors import ConfigError
+from gta_core.sql import RERUN_ERROR_PREFIX
+
+from . import dashboard_client
+from .conftest import BACKENDS, only_on
+from .helpers import Env, wait_for
+from .servers import free_port, http_get
+
+XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+
+
+def _set(env: Env, task_id: int, **columns: object) -> None:
+    """Write columns of a row directly (a test's shortcut to a state)."""
+    store = env.store
+    assignments = ", ".join(f"{store._d.q(name)} = ?" for name in columns)
+    env.runtime.db.execute_sql(store._d.fix(f"UPDATE {env.table} SET {assignments} WHERE id = ?"),
+                               (*columns.values(), task_id))
+
+
+def _reads(env: Env, timeout: float = 5.0) -> DashboardReads:
+    return DashboardReads(env.db_url, env.table, timeout)
+
+
+# -- read queries, on every database -------------------------------------------------------------
+def test_task_list_pages_newest_first_with_every_filter(env: Env) -> None:
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(7)])
+    other = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": "x" * (PREVIEW * 3)}, queue="mail")
+    _set(env, ids[1], status="failed", last_error="boom: 100% _odd_ chars")
+    _set(env, ids[2], status="failed", last_error="boom: 100 percent")
+    _set(env, ids[3], status="cancelled")
+    reads = _reads(env)
+    with reads.session():
+        first = reads.page(Filters(), None, 3)
+        second = reads.page(Filters(), first[-1]["id"], 3)
+        rest = reads.page(Filters(), second[-1]["id"], 10)
+        failed = reads.page(Filters(status="failed"), None, 10)
+        literal = reads.page(Filters(error="100% _odd_"), None, 10)  # % and _ are text, not wildcards
+        mail = reads.page(Filters(queue="mail", key="greet"), None, 10)
+        later = reads.page(Filters(since=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)), None, 10)
+        earlier = reads.page(Filters(until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)), None, 10)
+        recent = reads.page(Filters(since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)), None, 10)
+        retryable = reads.retryable_ids(Filters(), None, 10)
+    everything = [task["id"] for task in first + second + rest]
+    assert everything == sorted([*ids, other], reverse=True)
+    assert [task["id"] for task in failed] == [ids[2], ids[1]]
+    assert [task["id"] for task in literal] == [ids[1]]
+    assert [task["id"] for task in mail] == [other]
+    assert len(mail[0]["args"]) == PREVIEW + 1  # cut in SQL, one more character tells it was cut
+    assert later == [] and earlier == [] and len(recent) == 8
+    assert retryable == [ids[3], ids[2], ids[1]]
+
+
+def test_overview_queries(env: Env) -> None:
+    parent = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {})
+    children = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(3)])
+    for child in children:
+        _set(env, child, parent_id=parent)
+    _set(env, children[0], status="succeeded", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
+    _set(env, children[1], status="failed", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
+    _set(env, children[2], status="running", lease_owner="host-a:4242.0:abc")
+    reads = _reads(env)
+    with reads.session():
+        now = reads.now()
+        per_minute = reads.finished_per_minute(60)
+        owners = reads.running_by_owner()
+        kids = reads.children(parent)
+        counts = reads.counts()
+        oldest = reads.oldest_due(300)
+    assert abs((now - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 60
+    assert sorted((status, count) for _, status, count in per_minute) == [("failed", 1), ("succeeded", 1)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", minute) for minute, _, _ in per_minute)
+    assert owners == {"host-a:4242.0:abc": 1}
+    assert kids == [(children[0], "record", "succeeded"), (children[1], "record", "failed"),
+                    (children[2], "record", "running")]
+    assert counts[("default", "pending")] == 1 and "default" in oldest
+
+
+def test_the_first_page_reads_the_primary_key_backwards(env: Env, backend: str) -> None:
+    """No sort of the whole table: the first page walks the primary key from the newest row."""
+    gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(20_000)])
+    env.runtime.db.execute_sql({"sqlite": "ANALYZE", "postgres": f"ANALYZE {env.table}",
+                                "mariadb": f"ANALYZE TABLE {env.table}"}[backend])
+    reads = _reads(env)
+    statement, params = reads.page_statement(Filters(), None, 51)
+    explain = {"sqlite": "EXPLAIN QUERY PLAN ", "postgres": "EXPLAIN ", "mariadb": "EXPLAIN "}[backend]
+    with reads.session():
+        plan = " ".join(str(cell) for row in reads._rows(explain + statement, params) for cell in row)
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan and "filesort" not in plan, plan
+    if backend == "postgres":
+        assert "Index Scan Backward" in plan, plan
+
+
+@pytest.mark.parametrize("backend", ["sqlite", only_on("postgres"), only_on("mariadb")])
+def test_a_slow_read_is_cut_at_its_time_bound(env: Env, backend: str) -> None:
+    slow = {"sqlite": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n",
+            "postgres": "SELECT pg_sleep(30)",
+            "mariadb": "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, "
+                       "information_schema.columns c"}[backend]
+    reads = _reads(env, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ReadTimeout), reads.session():
+        reads._rows(slow)
+    assert time.monotonic() - started < 15
+
+
+# -- access: unit -----------------------------------------------------------------------------------
+def test_guard_and_origin_rules() -> None:
+    guard = Guard(dashboard_client.TOKEN)
+    value = guard.form_value()
+    assert guard.form_value_ok(value) and not guard.form_value_ok(value + "0") and not guard.form_value_ok("")
+    assert not Guard("another-token-0123456789").form_value_ok(value)
+    cookie = guard.session_cookie().split(";", 1)[0]
+    assert guard.signed_in(cookie) and not guard.signed_in(cookie[:-1] + "x") and not guard.signed_in(None)
+    assert dashboard_client.TOKEN not in guard.session_cookie()  # the cookie never carries the token
+    read_only = Guard("")
+    assert not read_only.enabled and not read_only.form_value_ok(read_only.form_value())
+    assert not read_only.token_matches("")
+    assert same_origin({"Host": "127.0.0.1:9464", "Origin": "http://127.0.0.1:9464", "Sec-Fetch-Site": "same-origin"})
+    assert same_origin({})  # a client that sends neither (curl) is judged by token and CSRF value alone
+    assert not same_origin({"Host": "127.0.0.1:9464", "Origin": "http://evil.example"})
+    assert not same_origin({"Host": "127.0.0.1:9464", "Origin": "null"})
+    assert not same_origin({"Sec-Fetch-Site": "cross-site"}) and not same_origin({"Sec-Fetch-Site": "same-site"})
+
+
+def test_start_refuses_a_network_bind_without_token_and_prints_a_generated_one() -> None:
+    with pytest.raises(ConfigError, match="without a token"):
+        prepare(load_settings({"metrics_bind": "0.0.0.0:9464"}, environ={}))
+    prepare(load_settings({"metrics_bind": "0.0.0.0:9464", "dashboard": "off"}, environ={}))
+    prepare(load_settings({"metrics_bind": "[::1]:9464"}, environ={}))
+    out = io.StringIO()
+    settings = prepare(load_settings({"dashboard_token": "generate"}, environ={}), out)
+    assert len(settings.dashboard_token) >= 16 and settings.dashboard_token in out.getvalue()
+    assert settings.dashboard_token not in repr(settings)
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings({"dashboard_token": "short"}, environ={})
+
+
+def test_gta_supervisor_refuses_a_network_bind_without_token(env: Env) -> None:
+    result = subprocess.run([sys.executable, "-m", "gta_core.cli_supervisor", "--metrics", "on", "--metrics-bind",
+                             f"0.0.0.0:{free_port()}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "without a token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_error_history_unrolls_operator_retries() -> None:
+    assert error_history(None) == []
+    assert error_history("boom") == ["boom"]
+    assert error_history(f"{RERUN_ERROR_PREFIX}{RERUN_ERROR_PREFIX}first") == ["first"]
+
+
+# -- access over HTTP, against a live sidecar -------------------------------------------------------
+def test_actions_need_the_token_a_session_and_the_csrf_value(env: Env, tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    flag.touch()
+    server = dashboard_client.start(env)
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "fails_while_flag", {"flag": str(flag)})
+    assert env.wait_final([task_id]) == {task_id: "failed"}
+    flag.unlink()
+    retry = f"/tasks/{task_id}/retry"
+    same_site = {"Origin": server.base, "Sec-Fetch-Site": "same-origin"}
+
+    wrong = server.request("POST", "/signin", {"token": "wrong-token-0123456789"}, same_site)
+    assert wrong.status == 403 and "wrong token" in wrong.body and "Set-Cookie" not in wrong.headers
+    cookie = server.sign_in()
+    csrf = server.csrf(cookie, f"/tasks/{task_id}")
+    refused = [
+        server.request("POST", retry, {"csrf": csrf}, same_site),  # no session
+        server.request("POST", retry, {"csrf": csrf}, {**same_site, "Cookie": cookie[:-2] + "xx"}),  # wrong session
+        server.request("POST", retry, {}, {**same_site, "Cookie": cookie}),  # no CSRF value
+        server.request("POST", retry, {"csrf": csrf[:-2] + "00"}, {**same_site, "Cookie": cookie}),
+        server.request("POST", retry, {"csrf": csrf}, {"Cookie": cookie, "Origin": "http://evil.example"}),
+        server.request("POST", retry, {"csrf": csrf}, {"Cookie": cookie, "Sec-Fetch-Site": "cross-site"}),
+    ]
+    assert [reply.status for reply in refused] == [403] * len(refused)
+    assert all("Nothing was changed" in reply.body for reply in refused)
+    assert env.statuses([task_id]) == {task_id: "failed"}
+
+    done = server.request("POST", retry, {"csrf": csrf}, {**same_site, "Cookie": cookie})
+    assert done.status == 303 and done.headers["Location"] == f"/tasks/{task_id}?done=retried"
+    wait_for(lambda: env.statuses([task_id]) == {task_id: "succeeded"}, what="the retried task to succeed")
+
+
+def test_read_only_without_token_and_inert_huge_or_hostile_values(env: Env) -> None:
+    big = "y" * 1_000_000
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": XSS, "punctuation": big})
+    _set(env, task_id, status="failed", last_error=XSS)
+    server = dashboard_client.start(env, token=None)
+    listing = server.request("GET", "/tasks")
+    assert listing.status == 200 and len(listing.body) < 50_000  # the megabyte stayed in the database
+    assert "… (cut)" in listing.body
+    detail = server.request("GET", f"/tasks/{task_id}")
+    for page in (listing, detail):
+        assert "<script>window" not in page.body and "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page.body
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "read-only" in detail.body and 'disabled="disabled"' in detail.body
+    refused = server.request("POST", f"/tasks/{task_id}/retry", {"csrf": "x.y"})
+    assert refused.status == 403 and "read-only" in refused.body
+    assert server.request("POST", "/signin", {"token": ""}).status == 403
+    assert env.statuses([task_id]) == {task_id: "failed"}
+    assert server.request("GET", "/tasks?status=bogus").status == 400
+    assert server.request("GET", "/tasks?since=yesterday").status == 400
+    assert server.request("GET", "/tasks/999999999").status == 404
+
+
+@pytest.mark.skipif(not BACKENDS["postgres"], reason="needs PostgreSQL (a table lock to make a page slow)")
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_metrics_and_healthz_answer_while_a_page_is_slow(env: Env) -> None:
+    """A page blocked on the database is served on its own thread: scrapes go on meanwhile."""
+    server = dashboard_client.start(env)
+    locker = gta_core.runtime.Runtime(env.runtime.settings).db
+    with locker.atomic():
+        locker.execute_sql(f"LOCK TABLE {env.table} IN ACCESS EXCLUSIVE MODE")
+        page: list[int] = []
+        thread = threading.Thread(target=lambda: page.append(server.request("GET", "/tasks").status))
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # the page waits on the lock, until its statement timeout (5 s)
+        # the scrape and the probe wait on the database at most 3 s, then answer without it
+        assert http_get(f"{server.base}/metrics", timeout=30)[0] == 200
+        assert page == []  # answered while the page was still waiting: not queued behind it
+        assert http_get(f"{server.base}/healthz", timeout=30)[0] in (200, 503)
+        thread.join(30)
+    locker.close()
+    assert page == [503]  # cut by the statement timeout, not hung
+
+
+# -- actions, in process (the routes without HTTP), on every database --------------------------------
+def test_cancel_bulk_retry_and_purge(env: Env) -> None:
+    from gta_core.dashboard.app import Dashboard, Request
+
+    settings = env.runtime.settings.replace(dashboard_token=dashboard_client.TOKEN)
+    dashboard = Dashboard(settings)
+    cookie = Guard(dashboard_client.TOKEN).session_cookie().split(";", 1)[0]
+
+    def post(path: str, **form: str) -> tuple[int, str]:
+        form["csrf"] = Guard(dashboard_client.TOKEN).form_value()
+        response = dashboard.handle(Request("POST", path, {}, {"Cookie": cookie, "Host": "h"}, form))
+        return response.status, dict(response.headers).get("Location", response.body.decode())
+
+    pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {}, delay=3600)
+    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(4)])
+    for task_id in ids[:3]:
+        _set(env, task_id, status="failed", last_error=f"boom {task_id}")
+    _set(env, ids[3], status="succeeded", finished_at="2000-01-01 00:00:00")
+
+    assert post(f"/tasks/{pending}/cancel") == (303, f"/tasks/{pending}?done=cancelled")
+    assert post("/tasks/retry", status="failed", error=f"boom {ids[0]}") == \
+        (303, f"/tasks?status=failed&error=boom+{ids[0]}&retried=1")
+    assert env.statuses(ids[:3]) == {ids[0]: "pending", ids[1]: "failed", ids[2]: "failed"}
+    assert post("/tasks/retry") == (303, "/tasks?retried=3")  # the cancelled one and the two failed
+    assert post("/purge", older_than="1d", status="succeeded") == (303, "/tasks?purged=1")
+    assert env.statuses([pending, *ids]) == {pending: "pending", ids[0]: "pending", ids[1]: "pending",
+                                             ids[2]: "pending"}
+    status, body = post(f"/tasks/{ids[0]}/retry")
+    assert status == 409 and "only failed or cancelled" in body
+    assert post("/purge", older_than="soon")[0] == 400
+    assert post("/purge", older_than="1d", status="pending")[0] == 400
