@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .completer import Completer, task_logger
+from .coroutines import run_to_end
 from .errors import Fail
 from .held import HeldLeases, Room
 from .leasing import Leaser
@@ -106,7 +107,7 @@ class ThreadRunner(Room):
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
-                definition.fn(ctx, **args)
+                run_to_end(definition.fn(ctx, **args))  # an async handler without an async runner
             finally:
                 with self.book.lock:
                     self.book.contexts.pop(task.id, None)

@@ -38,6 +38,11 @@ class TaskDefinition:
         return self.fn(*args, **kwargs)
 
     @functools.cached_property
+    def is_async(self) -> bool:
+        """An ``async def`` handler: a worker runs it on its event loop (`async_runner`)."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    @functools.cached_property
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
 

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from .coroutines import run_to_end
 from .errors import TaskControl
 from .outcomes import Action, decide
 from .runtime import Runtime, get_runtime
@@ -82,7 +83,7 @@ class EagerRun:
                               logging.LoggerAdapter(logging.getLogger(f"gta.task.{key}"), {"task_id": task_id}),
                               prepare_child=prepare_child)
             try:
-                value = definition.fn(ctx, **args)
+                value = run_to_end(definition.fn(ctx, **args))  # async handlers too
             except Exception as exc:
                 if self.propagate and not isinstance(exc, TaskControl):
                     result("failed", attempt, error=exc)
