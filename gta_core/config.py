@@ -176,6 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
             "workers poll every scan_interval)", "URL|off"),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
+    Setting("concurrency", _positive_int, 100,
+            "async (async def) tasks run at once on each worker's event loop, beside its threads", "N"),
     Setting("batch", _positive_int, 100, "most tasks leased by one statement", "N"),
     Setting("prefetch", _non_negative_int, 200,
             "most tasks a worker holds leased beyond its threads; it holds about 50 ms of work at the "
@@ -234,6 +236,7 @@ class Settings:
     listen_url: str = _default("listen_url")
     workers: int = _default("workers")
     threads: int = _default("threads")
+    concurrency: int = _default("concurrency")
     batch: int = _default("batch")
     prefetch: int = _default("prefetch")
     queues: tuple[str, ...] = _default("queues")

@@ -89,7 +89,8 @@ class WorkerDied(GTAError):
 
 
 class TaskTimeout(GTAError):
-    """The task ran past its timeout and its worker process was killed."""
+    """The task ran past its timeout: its worker process was killed, or (an async handler) its
+    coroutine was cancelled."""
 
 
 class LeaseExpired(GTAError):

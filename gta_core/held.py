@@ -33,8 +33,10 @@ class HeldLeases:
         # rescue re-runs them with the attempt counted, so they are no orphans to release
         self.unrecorded: set[int] = set()
         self.finished = 0
-        #: moving average of a task's time on a handler (seconds); None until one ends
+        #: moving average of a task's time on a handler thread (seconds); None until one ends
         self.pace: float | None = None
+        #: the same for async tasks on the event loop (`async_runner`), whose pace is their own
+        self.async_pace: float | None = None
 
     def add(self, tasks: list[TaskRecord], sent: float) -> None:
         """Tasks a lease statement sent at ``sent`` (monotonic) returned."""
@@ -78,6 +80,11 @@ class HeldLeases:
     def ran(self, seconds: float) -> None:
         """A task held a handler this long: update the pace prefetch sizes itself by."""
         self.pace = seconds if self.pace is None else self.pace + PACE_WEIGHT * (seconds - self.pace)
+
+    def ran_async(self, seconds: float) -> None:
+        """An async task held an async slot this long (see `ran`)."""
+        pace = self.async_pace
+        self.async_pace = seconds if pace is None else pace + PACE_WEIGHT * (seconds - pace)
 
     def forget(self, tasks: list[TaskRecord], ran: bool = True) -> None:
         """The outcome of these tasks is settled, or they were given back unrun (``ran`` False,

@@ -12,6 +12,7 @@ import logging
 import queue
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -45,6 +46,21 @@ class Leaser(Room):
         super().__init__(settings, store, channel, book)
         self.todo = todo
         self.nudged = False  # `nudge` rang the lease loop since it last looked
+        #: slots of the async runner (0: none), and where leased async tasks go (`route_async`)
+        self.async_slots = 0
+        self.to_async: Callable[[list[TaskRecord]], None] | None = None
+        self.is_async: Callable[[TaskRecord], bool] = lambda task: False
+
+    def route_async(self, slots: int, is_async: Callable[[TaskRecord], bool],
+                    accept: Callable[[list[TaskRecord]], None]) -> None:
+        """Hand leased tasks for which ``is_async`` holds to ``accept`` (the async runner, which
+        runs up to ``slots`` at once) instead of the handler threads' queue."""
+        self.async_slots, self.is_async, self.to_async = slots, is_async, accept
+
+    @property
+    def slots(self) -> int:
+        """Tasks this worker runs at once: its handler threads and its async slots."""
+        return self.settings.threads + self.async_slots
 
     def loop(self) -> None:
         """Lease until the worker is asked to stop (or recycles)."""
@@ -59,7 +75,7 @@ class Leaser(Room):
             wait = settings.scan_interval
             ahead = self.prefetch_allowance()
             if held < self.low_water(ahead):
-                want = min(settings.batch, settings.threads + ahead - held)
+                want = min(settings.batch, self.slots + ahead - held)
                 sent = time.monotonic()
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
@@ -76,8 +92,7 @@ class Leaser(Room):
                 self.book.add(tasks, sent)
                 if orphans_possible:  # after the new tasks are known, or they would count as orphans
                     orphans_possible = not self.release_orphans()
-                for task in tasks:
-                    self.todo.put(task)
+                self.dispatch(tasks)
                 if tasks:
                     idle_delay = settings.instant_scan_interval
                     if len(tasks) == want and self.book.count() < self.low_water(ahead):
@@ -89,6 +104,17 @@ class Leaser(Room):
             if not channel.stop.is_set():  # a stop may have rung just before wake.clear() took the ring
                 channel.wake.wait(wait)
 
+    def dispatch(self, tasks: list[TaskRecord]) -> None:
+        """Leased tasks to the runner that runs them: async ones to the event loop, the rest to threads."""
+        async_tasks = []
+        for task in tasks:
+            if self.to_async is not None and self.is_async(task):
+                async_tasks.append(task)
+            else:
+                self.todo.put(task)
+        if async_tasks and self.to_async is not None:
+            self.to_async(async_tasks)
+
     def should_stop(self) -> bool:
         if self.channel.stop.is_set():
             return True
@@ -98,7 +124,7 @@ class Leaser(Room):
     def low_water(self, ahead: int) -> int:
         """Lease again below this many held tasks: a slot is (about to be) idle, or the
         prefetched ``ahead`` is half used up."""
-        return self.settings.threads + ahead // 2
+        return self.slots + ahead // 2
 
     def prefetch_allowance(self) -> int:
         """How many tasks to hold leased beyond the slots: about PREFETCH_WINDOW of work at
@@ -108,13 +134,19 @@ class Leaser(Room):
         while a slow task is never parked behind another in a busy worker when an idle worker
         could start it now.
         """
-        pace = self.book.pace
-        if pace is None or not self.settings.prefetch or self.slots_busy_for(LONG_TASK):
+        if not self.settings.prefetch:
             return 0
-        return min(self.settings.prefetch, int(PREFETCH_WINDOW * self.settings.threads / max(pace, 1e-6)))
+        ahead = 0.0
+        pace = self.book.pace
+        if pace is not None and not self.slots_busy_for(LONG_TASK):
+            ahead += PREFETCH_WINDOW * self.settings.threads / max(pace, 1e-6)
+        async_pace = self.book.async_pace  # the event loop's own pace: its slots free up at their rate
+        if self.async_slots and async_pace is not None:
+            ahead += PREFETCH_WINDOW * self.async_slots / max(async_pace, 1e-6)
+        return min(self.settings.prefetch, int(ahead))
 
     def slots_busy_for(self, seconds: float) -> bool:
-        """Whether every handler slot has been running its current task for ``seconds``."""
+        """Whether every handler thread's slot has been running its current task for ``seconds``."""
         since = time.time() - seconds
         running, started = self.channel.running, self.channel.started
         return all(running[slot] and started[slot] <= since for slot in range(self.settings.threads))

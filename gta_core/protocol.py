@@ -63,11 +63,13 @@ class WorkerChannel:
     owner: str
     wake: Doorbell  # work may be due, or the worker should look at `stop`
     stop: StopFlag  # stop leasing, finish in-flight work, release the rest, exit
-    running: Any  # Array('q', threads): task id each handler thread is running, 0 when idle
-    started: Any  # Array('d', threads): time.time() each of those tasks started
-    deadlines: Any  # Array('d', threads): time.time() by which that task must end (0: no timeout)
+    # one slot per handler thread, then (a worker with async handlers) one per async task it may
+    # run at once (``concurrency``; see `async_runner`); the supervisor treats them all alike
+    running: Any  # Array('q', slots): task id each slot is running, 0 when idle
+    started: Any  # Array('d', slots): time.time() each of those tasks started
+    deadlines: Any  # Array('d', slots): time.time() by which that task must end (0: no timeout)
     booted: StopFlag  # set once the worker loaded its plugins: a later exit is never a boot failure
-    # Array('q', threads + prefetch): tasks whose handler succeeded and whose batched success
+    # Array('q', slots + prefetch): tasks whose handler succeeded and whose batched success
     # write has not landed yet, 0 in free places; if the process dies first, the supervisor
     # records those successes (they ran to the end: neither a re-run nor a lost attempt)
     unwritten: Any

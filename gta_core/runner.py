@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .completer import Completer, task_logger
+from .config import Settings
 from .coroutines import run_to_end
 from .errors import Fail
 from .held import HeldLeases, Room
@@ -43,6 +44,7 @@ class ThreadRunner(Room):
         self.leaser = leaser
         self.completer = completer
         self.stopping = threading.Event()
+        self.prepare_child = child_preparer(runtime)
 
     def threads(self, vital: Callable[..., None]) -> list[threading.Thread]:
         """The handler threads, each running its loop under ``vital`` (not started)."""
@@ -99,11 +101,11 @@ class ThreadRunner(Room):
             definition = self.plugins.registry.get(task.key)
             args = task.decoded_args()
             definition.check_args(args)
-            self._check_init_timeout(task, definition)
+            check_init_timeout(self.settings, task, definition)
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
-                              prepare_child=self._prepare_child, lease_owner=self.owner)
+                              prepare_child=self.prepare_child, lease_owner=self.owner)
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
@@ -121,24 +123,30 @@ class ThreadRunner(Room):
         self.completer.succeed(task, children, delete, duration)
         return False
 
-    def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
-        """Validate a child task now (as submit would); the row is inserted with the parent's success.
 
-        Runs on the handler's thread, where the parent's context was restored, so the child
-        captures it as any submit would (a request or trace id follows the work it caused).
-        """
-        return prepare(self.runtime, TaskRequest(key, args, **options), capture_context(self.runtime))
+def child_preparer(runtime: Runtime) -> Callable[..., Any]:
+    """What ``ctx.submit`` calls: validate a child task now (as submit would); the row is
+    inserted with the parent's success.
 
-    def _check_init_timeout(self, task: TaskRecord, definition: TaskDefinition) -> None:
-        """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.
+    Called where the handler runs (its thread, or its asyncio task), after the parent's context
+    was restored there, so the child captures it as any submit would (a request or trace id
+    follows the work it caused).
+    """
+    def prepare_child(key: str, args: Any = None, **options: Any) -> Any:
+        return prepare(runtime, TaskRequest(key, args, **options), capture_context(runtime))
+    return prepare_child
 
-        The wait counts from the task's due time (``run_at``), so a delayed task is judged by
-        how late it starts, not by how far ahead it was scheduled.
-        """
-        due = task.run_at or task.created_at
-        if not definition.init_timeout_sensitive or due is None:
-            return
-        waited = (dt.datetime.now(dt.timezone.utc) - due).total_seconds()
-        if waited > self.settings.initialized_timeout:
-            raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
-                       f"({self.settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")
+
+def check_init_timeout(settings: Settings, task: TaskRecord, definition: TaskDefinition) -> None:
+    """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.
+
+    The wait counts from the task's due time (``run_at``), so a delayed task is judged by
+    how late it starts, not by how far ahead it was scheduled.
+    """
+    due = task.run_at or task.created_at
+    if not definition.init_timeout_sensitive or due is None:
+        return
+    waited = (dt.datetime.now(dt.timezone.utc) - due).total_seconds()
+    if waited > settings.initialized_timeout:
+        raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
+                   f"({settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")

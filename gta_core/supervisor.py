@@ -36,7 +36,7 @@ from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.rescuer import Rescuer
 from .services.scheduler import Scheduler, collect_periodics
-from .worker import worker_main
+from .worker import async_slots, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -227,13 +227,14 @@ class Supervisor:
                 self._spawn(slot)
 
     def _spawn(self, slot: WorkerSlot) -> None:
-        threads = self.settings.threads
+        # a slot per handler thread, then one per async task the worker may run at once
+        threads = self.settings.threads + async_slots(self.settings, self.runtime.plugins.registry)
         channel = WorkerChannel(
             owner=f"{socket.gethostname()}:{os.getpid()}.{slot.index}:{secrets.token_hex(8)}",
             wake=Doorbell(self.mp), stop=StopFlag(self.mp),
             running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
             deadlines=self.mp.Array("d", threads, lock=False), booted=StopFlag(self.mp),
-            # a worker holds at most threads + prefetch leases, so no more unwritten successes
+            # a worker holds at most slots + prefetch leases, so no more unwritten successes
             unwritten=self.mp.Array("q", threads + self.settings.prefetch, lock=False),
         )
         process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),

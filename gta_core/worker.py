@@ -4,7 +4,9 @@ The work is split by job into rooms that share one book of held leases (`held.He
 - leasing (`leasing.Leaser`, the main thread) leases tasks into a queue, with prefetch, and
   hands back leases that must not run here;
 - the runner (`runner.ThreadRunner`, ``threads`` handler threads) runs them and asks the
-  outcome rule (`outcomes.decide`) what each ending means;
+  outcome rule (`outcomes.decide`) what each ending means; async handlers' tasks go to the
+  async runner (`async_runner.AsyncRunner`, an event loop on its thread, up to
+  ``concurrency`` at once) instead, when the supervisor gave this worker async slots;
 - completion (`completer.Completer`, its own thread for batched successes) writes outcomes,
   fenced on the lease;
 - the heartbeat (`heartbeat.Heartbeat`, its own thread) renews leases, delivers cancels and
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import runtime as runtime_module
+from .async_runner import AsyncRunner
 from .completer import Completer
 from .config import Settings
 from .heartbeat import Heartbeat
@@ -38,6 +41,12 @@ from .tasks import TaskRecord
 log = logging.getLogger("gta.worker")
 
 _PR_SET_PDEATHSIG = 1
+
+
+def async_slots(settings: Settings, registry: Any) -> int:
+    """How many async slots a worker gets: ``concurrency`` if any handler is ``async def``, else none
+    (the supervisor sizes the channel with it; the worker reads its size back)."""
+    return settings.concurrency if any(definition.is_async for definition in registry.tasks.values()) else 0
 
 
 def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> None:
@@ -80,10 +89,24 @@ class Worker:
         self.leaser = Leaser(settings, store, channel, self.book, todo)
         self.completer = Completer(settings, store, runtime.plugins, channel, self.book, self.leaser.nudge)
         self.runner = ThreadRunner(runtime, channel, self.book, todo, self.leaser, self.completer)
-        self.heartbeat = Heartbeat(settings, store, channel, self.book, parent_pid, self.leaser.unpark)
+        self.async_runner: AsyncRunner | None = None
+        slots = len(channel.running) - settings.threads  # the supervisor sized them (`async_slots`)
+        if slots > 0:
+            self.async_runner = AsyncRunner(runtime, channel, self.book, self.leaser, self.completer,
+                                            first_slot=settings.threads, slots=slots)
+            tasks = runtime.plugins.registry.tasks
+
+            def is_async(task: TaskRecord) -> bool:
+                definition = tasks.get(task.key)
+                return definition is not None and definition.is_async
+            self.leaser.route_async(slots, is_async, self.async_runner.accept)
+        self.heartbeat = Heartbeat(settings, store, channel, self.book, parent_pid, self._unpark)
 
     def run(self) -> int:
         threads = self.runner.threads(self._vital)
+        if self.async_runner is not None:
+            threads.append(threading.Thread(target=self._vital, args=(self.async_runner.loop,), name="gta-async",
+                                            daemon=True))
         threads.append(threading.Thread(target=self._vital, args=(self.heartbeat.loop,), name="gta-heartbeat",
                                         daemon=True))
         threads.append(threading.Thread(target=self._vital, args=(self.completer.loop,), name="gta-completer",
@@ -93,6 +116,12 @@ class Worker:
         log.info("worker %s serving queues %s", self.owner, ",".join(self.settings.queues))
         self.leaser.loop()
         return self._drain_and_release()
+
+    def _unpark(self) -> None:
+        """Hand back prefetched tasks waiting behind long-running ones (heartbeat thread)."""
+        self.leaser.unpark()
+        if self.async_runner is not None:
+            self.async_runner.unpark()
 
     def _vital(self, loop: Callable[..., None], *args: Any) -> None:
         """Run one of the worker's threads; if it dies, the process goes too.
@@ -113,8 +142,10 @@ class Worker:
     def _drain_and_release(self) -> int:
         """Stop: wait up to shutdown_timeout for running handlers, then release the rest."""
         self.runner.stop()
+        if self.async_runner is not None:
+            self.async_runner.stop()
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        while time.monotonic() < deadline and self.runner.running():
+        while time.monotonic() < deadline and self.runner.running():  # every slot, threads' and async
             time.sleep(0.05)
         self.completer.flush()  # successes must land before the rest is released
         self.leaser.release_all()

@@ -3,6 +3,7 @@ ledger as tests/tasks.py so executions are counted across processes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from .tasks import _ledger
 async def arecord(ctx: TaskContext, n: int = 0) -> str:
     """Awaits once, then succeeds."""
     await asyncio.sleep(0)
-    _ledger(ctx, "run", n=n, request_id=request_id.get())
+    _ledger(ctx, "run", n=n, request_id=request_id.get(), thread=threading.current_thread().name)
     return f"ran {n}"
 
 

@@ -1,0 +1,259 @@
+"""A worker's async running room: ``async def`` handlers on one event loop, beside the threads.
+
+A worker whose registry has async handlers runs this room on a thread of its own
+(``gta-async``). Leasing hands it the async tasks it leased (`accept`); it keeps up to
+``concurrency`` of them in flight, each in one of the channel's async slots (see below), and
+like the thread runner it asks `outcomes.decide` what each ending means and hands that to the
+`Completer`. A plain success costs the loop nothing but a list append (the completer thread
+writes it, batched); the rarer writes that must land at once (a retry, a failure, a success
+with children) run on a small pool of writer threads, so the loop never waits on the database.
+
+How each guarantee of the sync path holds here:
+
+- *Dead worker.* Each running coroutine publishes its task in an async slot of the shared
+  `protocol.WorkerChannel` (the slots after the ``threads`` handler slots): the supervisor
+  counts an attempt for exactly those, and releases the tasks that only waited.
+- *Heartbeats* run on their own thread: a coroutine that blocks the loop (a synchronous call)
+  does not stop them, and Python's thread switching lets them run beside a busy loop.
+- *Hard timeout.* At its ``timeout`` the handler's coroutine is cancelled and the attempt ends
+  with `TaskTimeout`. The slot publishes the deadline plus `CANCEL_GRACE`, so a coroutine that
+  ignores the cancellation, or blocks the loop, is killed with its worker by the supervisor,
+  like an overrunning thread.
+- *Cancel.* The heartbeat thread sets ``ctx.cancelled`` for a cancelled task; for an async
+  task that also cancels its coroutine (`CancelEvent`), which sees `asyncio.CancelledError`.
+- *Shutdown.* `stop` starts nothing more; the worker waits for the slots to empty, as for
+  threads, and releases what never started.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .completer import Completer, task_logger
+from .errors import TaskTimeout
+from .held import HeldLeases, Room
+from .leasing import UNPARK_AFTER, Leaser
+from .outcomes import decide
+from .plugins import call_hook_safely, report_task_events
+from .protocol import EXIT_THREAD_DIED, WorkerChannel
+from .runner import check_init_timeout, child_preparer
+from .runtime import Runtime
+from .tasks import TaskContext, TaskRecord
+
+log = logging.getLogger("gta.worker")
+
+#: seconds the supervisor waits past an async task's timeout, for its cancelled coroutine to
+#: end, before it kills the worker (the coroutine ignored the cancellation or blocks the loop)
+CANCEL_GRACE = 2.0
+WRITER_THREADS = 4  # threads writing the outcomes that cannot be batched (retries, failures, children)
+
+
+class CancelEvent(threading.Event):
+    """``ctx.cancel_event`` of an async task: setting it (the heartbeat thread does, for a task
+    cancelled while it runs) also cancels the handler's coroutine on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.target: asyncio.Future[Any] | None = None
+
+    def set(self) -> None:
+        super().set()
+        if self.target is not None:
+            try:
+                self.loop.call_soon_threadsafe(self.target.cancel)
+            except RuntimeError:  # the loop is closed: the process is ending
+                pass
+
+    def aim(self, target: asyncio.Future[Any]) -> None:
+        """Cancel ``target`` when set (at once if it already was)."""
+        self.target = target
+        if self.is_set():
+            target.cancel()
+
+
+class AsyncRunner(Room):
+    """Runs async tasks on an event loop (`loop`, on the worker's ``gta-async`` thread), at most
+    one per async slot of the channel: slots ``first_slot`` to ``first_slot + slots - 1``."""
+
+    def __init__(self, runtime: Runtime, channel: WorkerChannel, book: HeldLeases, leaser: Leaser,
+                 completer: Completer, first_slot: int, slots: int) -> None:
+        super().__init__(runtime.settings, runtime.store, channel, book)
+        self.runtime = runtime
+        self.plugins = runtime.plugins
+        self.leaser = leaser
+        self.completer = completer
+        self.slots = slots
+        self.free = list(range(first_slot + slots - 1, first_slot - 1, -1))  # slot numbers, lowest last
+        self.waiting: collections.deque[TaskRecord] = collections.deque()  # leased, not started
+        self.stopping = False
+        self.aloop: asyncio.AbstractEventLoop | None = None
+        self.wakeup: asyncio.Event | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="gta-async-writer")
+        self.prepare_child = child_preparer(runtime)
+
+    # -- what other threads call -------------------------------------------------------------
+    def accept(self, tasks: list[TaskRecord]) -> None:
+        """Leasing hands over async tasks it leased (from the worker's main thread)."""
+        self.waiting.extend(tasks)
+        self._wake()
+
+    def stop(self) -> None:
+        """Start no more tasks; the running ones finish (the worker waits for the slots)."""
+        self.stopping = True
+        self._wake()
+
+    def unpark(self) -> None:
+        """Hand back tasks waiting behind long-running coroutines (see `Leaser.unpark`)."""
+        if not self.waiting or not self._slots_busy_for(UNPARK_AFTER):
+            return
+        waiting: list[TaskRecord] = []
+        while True:
+            try:
+                waiting.append(self.waiting.popleft())
+            except IndexError:
+                break
+        mine = [task for task in waiting if self.book.lasts(task) is not None]
+        if mine:
+            log.info("gave back %d of %d waiting async task(s) behind long-running ones",
+                     self.leaser.give_back(mine), len(mine))
+
+    def _slots_busy_for(self, seconds: float) -> bool:
+        since = time.time() - seconds
+        first = len(self.channel.running) - self.slots
+        return all(self.channel.running[slot] and self.channel.started[slot] <= since
+                   for slot in range(first, first + self.slots))
+
+    def _wake(self) -> None:
+        loop, wakeup = self.aloop, self.wakeup
+        if loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:  # the loop is closed: the process is ending
+                pass
+
+    # -- the loop thread ---------------------------------------------------------------------
+    def loop(self) -> None:
+        """The ``gta-async`` thread: serve until the process ends."""
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.wakeup = asyncio.Event()
+        self.aloop = asyncio.get_running_loop()  # from now on `_wake` reaches us; then look
+        while True:
+            while self.waiting and self.free and not self.stopping:
+                task = self.waiting.popleft()
+                if self.leaser.lapsed(task):
+                    continue
+                runner = self.aloop.create_task(self._run(task, self.free.pop()))
+                self.in_flight.add(runner)
+                runner.add_done_callback(self.in_flight.discard)
+            await self.wakeup.wait()
+            self.wakeup.clear()
+
+    async def _run(self, task: TaskRecord, slot: int) -> None:
+        """One task in one slot, published in the channel while it runs (as `ThreadRunner.loop`)."""
+        channel = self.channel
+        try:
+            started = time.time()
+            definition = self.plugins.registry.tasks.get(task.key)
+            timeout = definition.timeout if definition is not None else None
+            # deadline before id, and id cleared before deadline (see `ThreadRunner.loop`)
+            channel.deadlines[slot] = started + timeout + CANCEL_GRACE if timeout else 0.0
+            channel.started[slot] = started
+            channel.running[slot] = task.id
+            began = time.perf_counter()
+            deferred = await self._execute(task, timeout)
+            channel.running[slot] = 0
+            channel.deadlines[slot] = 0.0
+            if not deferred:
+                self.book.forget([task])
+            self.book.ran_async(time.perf_counter() - began)
+        except BaseException:
+            # as a dying handler thread does (`Worker._vital`): the task stays published as
+            # running, so its attempt counts, and the supervisor replaces this worker
+            log.critical("async runner failed on task %d; exiting so the supervisor replaces this worker",
+                         task.id, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_THREAD_DIED)
+        self.free.append(slot)
+        assert self.wakeup is not None
+        self.wakeup.set()
+        self.leaser.nudge()
+
+    async def _execute(self, task: TaskRecord, timeout: float | None) -> bool:
+        """Run one task and hand its outcome to the completer; True when a plain success was
+        deferred to the completer thread (which forgets the task once written)."""
+        logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
+        report_task_events(self.plugins, "started", [task])
+        start = time.perf_counter()
+        ctx: TaskContext | None = None
+        try:
+            task.check_attempts()
+            definition = self.plugins.registry.get(task.key)
+            args = task.decoded_args()
+            definition.check_args(args)
+            check_init_timeout(self.settings, task, definition)
+            assert self.aloop is not None
+            cancel = CancelEvent(self.aloop)
+            ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, {}, logger,
+                              cancel_event=cancel, prepare_child=self.prepare_child, lease_owner=self.owner)
+            await self._call(task, ctx, cancel, lambda: definition.fn(ctx, **args), timeout)
+        except BaseException as exc:  # CancelledError too: the handler's, not this runner's
+            outcome = decide(self.plugins, task, exc)
+            await self._write(self.completer.settle, task, outcome, time.perf_counter() - start)
+            return False
+        duration = time.perf_counter() - start
+        if not ctx.children and not definition.clean_succeeded and self.completer.defer_success(task, duration):
+            return True
+        await self._write(self.completer.succeed, task, ctx.children, definition.clean_succeeded, duration)
+        return False
+
+    async def _call(self, task: TaskRecord, ctx: TaskContext, cancel: CancelEvent,
+                    call: Callable[[], Any], timeout: float | None) -> None:
+        """Await the handler as a task of its own, which a timeout or a cancel can cancel."""
+        assert self.aloop is not None
+        handler = self.aloop.create_task(self._handler(task, ctx, call))
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            handler.cancel()
+        timer = self.aloop.call_later(timeout, expire) if timeout else None
+        cancel.aim(handler)
+        with self.book.lock:
+            self.book.contexts[task.id] = ctx
+        try:
+            await handler
+        except asyncio.CancelledError:
+            if expired:
+                raise TaskTimeout(f"task ran past its timeout ({timeout:g}s); its coroutine was cancelled") from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self.book.lock:
+                self.book.contexts.pop(task.id, None)
+        if expired:  # it caught the cancellation and returned anyway: still too late
+            raise TaskTimeout(f"task ran past its timeout ({timeout:g}s) and ignored the cancellation")
+
+    async def _handler(self, task: TaskRecord, ctx: TaskContext, call: Callable[[], Any]) -> Any:
+        """The handler's own asyncio task: its context variables (a restored request id) are its
+        own, and children it submits capture them."""
+        ctx.context.update(task.decoded_context())
+        call_hook_safely(self.plugins, "gta_restore_context", context=ctx.context)
+        return await call()
+
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """An outcome write that must land now, on a writer thread: the loop never waits on SQL."""
+        assert self.aloop is not None
+        await self.aloop.run_in_executor(self.writers, write, *args)
