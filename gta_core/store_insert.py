@@ -11,10 +11,8 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import peewee
-
-from .database import PostgresDatabase, utc_text
-from .sql import Dialect, Statements
+from .database import utc_text
+from .store_base import StoreBase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,21 +32,10 @@ class NewTask:
     parent_id: int | None = None
 
 
-class InsertQueries:
-    """What submit asks of the task table; `TaskStore` provides the connection."""
+class InsertQueries(StoreBase):
+    """What submit asks of the task table."""
 
-    db: peewee.Database
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    _secs: Callable[[float], float | int]
-    _table_required: Callable[[], contextlib.AbstractContextManager[None]]
-
-    @property
-    def _preparer(self) -> PostgresDatabase | None:
-        """The database, where the hot statements run prepared: PostgreSQL through psycopg2."""
-        return self.db if isinstance(self.db, PostgresDatabase) and self.db.prepares else None
+    _table_required: Callable[[], contextlib.AbstractContextManager[None]]  # from `SchemaQueries`
 
     def insert(self, tasks: Sequence[NewTask]) -> list[int]:
         """Insert tasks with this store's connection and current transaction; their ids, in order.
