@@ -39,10 +39,11 @@ def emit(name: str, value: float, unit: str) -> None:
 
 
 @contextlib.contextmanager
-def fresh_table(database: str, **settings: object) -> Iterator[Runtime]:
-    """Configure this process for a new, migrated table; drop it afterwards."""
+def fresh_table(database: str, plugins: str = "benchmarks.bench_tasks", **settings: object) -> Iterator[Runtime]:
+    """Configure this process (and the supervisors it starts) for a new, migrated table with the
+    handlers of ``plugins``; drop it afterwards."""
     table = f"gta_bench_{secrets.token_hex(3)}"
-    os.environ.update(GTA_DATABASE_URL=database, GTA_TABLE=table, GTA_PLUGINS="benchmarks.bench_tasks",
+    os.environ.update(GTA_DATABASE_URL=database, GTA_TABLE=table, GTA_PLUGINS=plugins,
                       PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     runtime = runtime_module.configure(**settings)
     runtime.store.migrate()

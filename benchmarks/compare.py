@@ -8,6 +8,11 @@ A ratio above 1 means GTA is better (more tasks/s, or fewer ms).
 
     python benchmarks/compare.py                                  # defaults: about 7 minutes
     python benchmarks/compare.py --tasks 2000 --latency-tasks 100 --peers pgqueuer huey
+    python benchmarks/compare.py --tasks 0 --single 0 --latency-tasks 0 --peers pgqueuer procrastinate \
+        --no-gta-sqlite                                           # the io_bound workload alone
+
+io_bound: ``--io-tasks`` (10,000) ``async def`` tasks that each await ``--io-sleep`` (20 ms), up to
+``--concurrency`` (100) at once per worker, on GTA and on the asyncio peers (pgqueuer, procrastinate).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from urllib.parse import urlsplit
 
 from common import Failed, emit
 from drain import drain
+from io_bound import io_drain
 from latency import latency
 from submit import submit_rates
 
@@ -69,7 +75,10 @@ def gta(database: str, args: argparse.Namespace) -> list[Workload]:
     return [("drain", lambda: {f"drain_w{args.workers}": median_of(
                 args.drain_runs, lambda: drain(database, args.tasks, args.workers))}),
             ("submit", lambda: gta_submit(database, args)),
-            ("latency", lambda: latency(database, args.latency_tasks, args.gap, args.workers))]
+            ("latency", lambda: latency(database, args.latency_tasks, args.gap, args.workers)),
+            ("io_bound", lambda: {f"io_bound_w{args.workers}": median_of(
+                args.drain_runs, lambda: io_drain(database, args.io_tasks, args.workers, args.concurrency,
+                                                  args.io_sleep))})]
 
 
 def gta_submit(database: str, args: argparse.Namespace) -> Figures:
@@ -83,7 +92,10 @@ def peer_workloads(peer: Peer, args: argparse.Namespace) -> list[Workload]:
     return [("drain", lambda: {f"drain_w{args.workers}": median_of(
                 args.drain_runs, lambda: workloads.drain(peer, args.tasks, args.timeout))}),
             ("submit", lambda: workloads.submit(peer, args.single, args.batched)),
-            ("latency", lambda: workloads.latency(peer, args.latency_tasks, args.gap))]
+            ("latency", lambda: workloads.latency(peer, args.latency_tasks, args.gap)),
+            *([("io_bound", lambda: {f"io_bound_w{args.workers}": median_of(
+                args.drain_runs, lambda: workloads.io_bound(peer, args.io_tasks, args.timeout, args.io_sleep,
+                                                            args.concurrency))})] if peer.async_handlers else [])]
 
 
 def load(name: str, settings: Settings) -> Peer | None:
@@ -134,11 +146,16 @@ def main() -> None:
     p.add_argument("--batched", type=int, default=50000, help="tasks submitted in batches of 1,000")
     p.add_argument("--latency-tasks", type=int, default=500)
     p.add_argument("--gap", type=float, default=0.02, help="seconds between latency tasks")
+    p.add_argument("--io-tasks", type=int, default=10000, help="io_bound: tasks that each await --io-sleep")
+    p.add_argument("--io-sleep", type=float, default=0.02, help="io_bound: seconds each task awaits")
+    p.add_argument("--concurrency", type=int, default=100,
+                   help="io_bound: async tasks at once per worker, for GTA and for the asyncio peers")
     p.add_argument("--timeout", type=float, default=300, help="seconds a peer's drain may take")
     p.add_argument("--procrastinate-concurrency", type=int, default=1, help="jobs at once per worker (its default)")
     p.add_argument("--pgqueuer-batch", type=int, default=10, help="jobs per dequeue (its default)")
     args = p.parse_args()
-    counts = {"drain": args.tasks, "submit": args.single, "latency": args.latency_tasks}  # 0 skips a workload
+    counts = {"drain": args.tasks, "submit": args.single, "latency": args.latency_tasks,
+              "io_bound": args.io_tasks}  # 0 skips a workload
     results: dict[str, Figures] = {}
     backends: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gta-compare-") as scratch:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import time
+import types
 
 import pytest
 
 import gta_core
 from gta_core import runtime as runtime_module
+from gta_core.held import HeldLeases
+from gta_core.leasing import Leaser
 from gta_core.testing import eager
 from gta_plugins.request_id import request_id
 
@@ -246,3 +250,56 @@ def test_sigterm_drains_the_running_coroutines_and_releases_the_waiting_ones(aen
             assert (statuses[task_id], state["attempts"]) == ("succeeded", 1)
         else:
             assert (statuses[task_id], state["attempts"]) == ("pending", 0), state
+
+
+# -- prefetch at the loop's pace ----------------------------------------------------------------------
+def test_prefetch_follows_the_event_loops_pace() -> None:
+    """Fast coroutines bring prefetch up to ``--prefetch``; slow ones bring it down to nothing,
+    whatever the threads' pace."""
+    settings = gta_core.load_settings({"threads": 1, "prefetch": 200}, environ={})
+    channel = types.SimpleNamespace(owner="me", running=[0] * 101, started=[0.0] * 101)
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), queue.SimpleQueue())  # type: ignore[arg-type]
+    leaser.route_async(100, lambda task: True, lambda tasks: None)
+    assert leaser.slots == 101
+    assert leaser.prefetch_allowance() == 0, "prefetch before any task finished"
+    leaser.book.async_pace = 0.02  # 100 slots x 50 ms / 20 ms = 250, capped at --prefetch
+    assert leaser.prefetch_allowance() == 200
+    leaser.book.async_pace = 1.0
+    assert leaser.prefetch_allowance() == 5
+    leaser.book.async_pace = 10.0
+    leaser.book.pace = 10.0
+    assert leaser.prefetch_allowance() == 0
+
+
+def test_slow_coroutines_are_not_prefetched(aenv: Env) -> None:
+    """Once coroutines take far longer than the prefetch window, a worker holds no more than it
+    runs: its two async slots, plus at most the one task its idle handler thread asked for (a
+    lease cannot choose sync or async tasks), never started and handed back unrun."""
+    env = aenv
+    process = start(env, "--concurrency", "2", "--prefetch", "5", "--batch", "8")
+    env.wait_final(asleepy(2, 0.3))
+    ids = asleepy(6, 30)
+    wait_for(lambda: len(entries(env, "start")) >= 4, 30, "two slow coroutines to start")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        statuses = sorted(env.statuses(ids).values())
+        assert statuses.count("running") <= 3 and statuses.count("pending") >= 3, statuses
+        time.sleep(0.1)
+    assert len(entries(env, "start")) == 4, "more coroutines started than there are async slots"
+    started = {entry["id"] for entry in entries(env, "start")}
+    assert {row(env, task_id)["attempts"] for task_id in ids if task_id not in started} == {0}
+    process.kill_tree()
+
+
+def test_tasks_waiting_behind_long_coroutines_go_to_an_idle_worker(aenv: Env) -> None:
+    env = aenv
+    process = env.supervisor(2, "--concurrency", "1", "--prefetch", "20", "--batch", "20", wait_ready=False)
+    wait_log(process, SERVING, 2)
+    quick = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("arecord", {"n": n}) for n in range(40)])
+    env.wait_final(quick)  # a fast pace
+    slow, *waiting = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                          [("asleepy", {"seconds": 6})] + [("arecord", {"n": n}) for n in range(8)])
+    assert env.wait_final(waiting, 4.5) == dict.fromkeys(waiting, "succeeded")
+    assert {row(env, task_id)["attempts"] for task_id in waiting} == {1}
+    assert env.wait_final([slow], 30) == {slow: "succeeded"}
+    assert stop(process) == 0

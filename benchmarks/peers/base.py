@@ -39,6 +39,7 @@ class Peer(abc.ABC):
     name: ClassVar[str]
     backend: ClassVar[str]  # postgresql, sqlite or redis
     batch: ClassVar[bool] = False  # has a batch enqueue API
+    async_handlers: ClassVar[bool] = False  # runs async handlers on an event loop (the io_bound workload)
     module: ClassVar[str]  # run as ``python -m benchmarks.peers.<module>`` for a worker
 
     def __init__(self, settings: Settings) -> None:
@@ -76,9 +77,11 @@ class Peer(abc.ABC):
             self.uninstall()
 
     @contextlib.contextmanager
-    def workers(self, ledger_path: str, log: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-        """Start the worker processes (each in its own process group); SIGTERM, then SIGKILL, on exit."""
-        env = {**os.environ, **self.settings.tuning, **self.worker_env(), ledger.ENV: ledger_path,
+    def workers(self, ledger_path: str, log: Path,
+                extra: dict[str, str] | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+        """Start the worker processes (each in its own process group), with ``extra`` in their
+        environment; SIGTERM, then SIGKILL, on exit."""
+        env = {**os.environ, **self.settings.tuning, **(extra or {}), **self.worker_env(), ledger.ENV: ledger_path,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         processes: list[subprocess.Popen[bytes]] = []
         with open(log, "ab") as out:

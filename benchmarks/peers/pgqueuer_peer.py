@@ -1,7 +1,9 @@
 """pgqueuer on PostgreSQL over asyncpg: tables and NOTIFY channel of its own through $PGQUEUER_PREFIX.
 
 Each worker process runs ``PgQueuer.run`` with $BENCH_PGQUEUER_BATCH jobs per dequeue (compare.py's
-``--pgqueuer-batch``; pgqueuer's default is 10).
+``--pgqueuer-batch``; pgqueuer's default is 10), and at most $BENCH_PGQUEUER_CONCURRENCY jobs at once
+(unset: pgqueuer's default, no limit). With $BENCH_IO_SLEEP set (the io_bound workload) each job first
+awaits that many seconds.
 """
 from __future__ import annotations
 
@@ -20,9 +22,13 @@ from benchmarks.peers.base import Peer, unique
 
 PREFIX = "PGQUEUER_PREFIX"
 BATCH = int(os.environ.get("BENCH_PGQUEUER_BATCH", "10"))
+CONCURRENCY = int(os.environ.get("BENCH_PGQUEUER_CONCURRENCY", "0")) or None
+IO_SLEEP = float(os.environ.get("BENCH_IO_SLEEP", "0"))
 
 
 async def noop(job: Job) -> None:
+    if IO_SLEEP:
+        await asyncio.sleep(IO_SLEEP)
     ledger.record(int(job.payload or b"0"))
 
 
@@ -30,6 +36,7 @@ class PgqueuerPeer(Peer):
     name = "pgqueuer"
     backend = "postgresql"
     batch = True
+    async_handlers = True
     module = "pgqueuer_peer"
 
     def install(self) -> None:
@@ -80,7 +87,7 @@ async def work(database: str) -> None:
     pgq.entrypoint("noop")(noop)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, pgq.shutdown.set)
     try:
-        await pgq.run(batch_size=BATCH)
+        await pgq.run(batch_size=BATCH, max_concurrent_tasks=CONCURRENCY)
     finally:
         await conn.close()
 

@@ -1,10 +1,12 @@
 """procrastinate on PostgreSQL: a schema of its own (via search_path) and a queue of its own.
 
 Each worker process runs ``App.run_worker`` on that queue with $BENCH_PROCRASTINATE_CONCURRENCY jobs at once
-(compare.py's ``--procrastinate-concurrency``; procrastinate's default is 1).
+(compare.py's ``--procrastinate-concurrency``; procrastinate's default is 1). With $BENCH_IO_SLEEP set (the
+io_bound workload) each job first awaits that many seconds.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 
@@ -16,9 +18,12 @@ from benchmarks.peers import ledger
 from benchmarks.peers.base import Peer, unique
 
 CONCURRENCY = int(os.environ.get("BENCH_PROCRASTINATE_CONCURRENCY", "1"))
+IO_SLEEP = float(os.environ.get("BENCH_IO_SLEEP", "0"))
 
 
 async def noop(number: int) -> None:
+    if IO_SLEEP:
+        await asyncio.sleep(IO_SLEEP)
     ledger.record(number)
 
 
@@ -34,6 +39,7 @@ class ProcrastinatePeer(Peer):
     name = "procrastinate"
     backend = "postgresql"
     batch = True
+    async_handlers = True
     module = "procrastinate_peer"
 
     def install(self) -> None:

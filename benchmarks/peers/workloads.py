@@ -49,16 +49,18 @@ def wait(condition: Callable[[], bool], timeout: float, alive: Callable[[], bool
     return condition()
 
 
-def drain(peer: Peer, tasks: int, timeout: float) -> float:
-    """Tasks/s from starting the workers to the last of ``tasks`` pre-submitted no-ops starting to run."""
-    path, log = files(peer, "drain")
+def drain(peer: Peer, tasks: int, timeout: float, extra: dict[str, str] | None = None,
+          workload: str = "drain") -> float:
+    """Tasks/s from starting the workers to the last of ``tasks`` pre-submitted no-ops starting to run
+    (with ``extra`` in the workers' environment: the io_bound workload's sleep and concurrency)."""
+    path, log = files(peer, workload)
     with peer.installed():
         if peer.batch:
             peer.submit_batches(range(tasks), BATCH)
         else:
             peer.submit_each(range(tasks))
         start = time.perf_counter()
-        with peer.workers(path, log) as processes:
+        with peer.workers(path, log, extra) as processes:
             moving = progressing(path, STALL)
             done = wait(lambda: ledger.size(path) >= tasks and len(ledger.read(path)[0]) >= tasks, timeout,
                         alive=lambda: moving() and any(p.poll() is None for p in processes))
@@ -69,6 +71,15 @@ def drain(peer: Peer, tasks: int, timeout: float) -> float:
     if lost or dup or not done:
         raise Failed(f"lost={lost} dup={dup}" + ("" if done else f" (after {elapsed:.0f} s: {last_line(log)})"))
     return tasks / elapsed
+
+
+def io_bound(peer: Peer, tasks: int, timeout: float, sleep: float, concurrency: int) -> float:
+    """`drain` of tasks that each await ``sleep`` seconds (then record), up to ``concurrency`` at once
+    per worker: the peer's own concurrency knob set to GTA's ``--concurrency`` (pgqueuer wants at most
+    half of it per dequeue)."""
+    extra = {"BENCH_IO_SLEEP": str(sleep), "BENCH_PROCRASTINATE_CONCURRENCY": str(concurrency),
+             "BENCH_PGQUEUER_CONCURRENCY": str(concurrency), "BENCH_PGQUEUER_BATCH": str(max(1, concurrency // 2))}
+    return drain(peer, tasks, timeout, extra, "io_bound")
 
 
 def submit(peer: Peer, single: int, batched: int) -> dict[str, float]:
