@@ -90,7 +90,7 @@ class AsyncRunner(Room):
         self.plugins = runtime.plugins
         self.leaser = leaser
         self.completer = completer
-        self.slots = slots
+        self.first_slot, self.slots = first_slot, slots
         self.free = list(range(first_slot + slots - 1, first_slot - 1, -1))  # slot numbers, lowest last
         self.waiting: collections.deque[TaskRecord] = collections.deque()  # leased, not started
         self.stopping = False
@@ -113,7 +113,7 @@ class AsyncRunner(Room):
 
     def unpark(self) -> None:
         """Hand back tasks waiting behind long-running coroutines (see `Leaser.unpark`)."""
-        if not self.waiting or not self._slots_busy_for(UNPARK_AFTER):
+        if not self.waiting or not self.leaser.slots_busy_for(UNPARK_AFTER, self.first_slot, self.slots):
             return
         waiting: list[TaskRecord] = []
         while True:
@@ -125,12 +125,6 @@ class AsyncRunner(Room):
         if mine:
             log.info("gave back %d of %d waiting async task(s) behind long-running ones",
                      self.leaser.give_back(mine), len(mine))
-
-    def _slots_busy_for(self, seconds: float) -> bool:
-        since = time.time() - seconds
-        first = len(self.channel.running) - self.slots
-        return all(self.channel.running[slot] and self.channel.started[slot] <= since
-                   for slot in range(first, first + self.slots))
 
     def _wake(self) -> None:
         loop, wakeup = self.aloop, self.wakeup

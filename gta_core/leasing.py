@@ -32,6 +32,10 @@ LONG_TASK = 0.25
 #: while every slot has run its task this long, prefetched tasks still waiting are handed
 #: back for idle workers (`Leaser.unpark`)
 UNPARK_AFTER = 1.0
+#: weight of the newest leased task in the moving share of async tasks (`Leaser.slots`), and
+#: the share under which a kind of task counts as absent from this worker's queues
+SHARE_WEIGHT = 0.2
+ABSENT = 0.05
 
 
 class Leaser(Room):
@@ -50,6 +54,7 @@ class Leaser(Room):
         self.async_slots = 0
         self.to_async: Callable[[list[TaskRecord]], None] | None = None
         self.is_async: Callable[[TaskRecord], bool] = lambda task: False
+        self.async_share = 0.5  # moving share of async tasks among those leased (unknown at first)
 
     def route_async(self, slots: int, is_async: Callable[[TaskRecord], bool],
                     accept: Callable[[list[TaskRecord]], None]) -> None:
@@ -59,8 +64,17 @@ class Leaser(Room):
 
     @property
     def slots(self) -> int:
-        """Tasks this worker runs at once: its handler threads and its async slots."""
-        return self.settings.threads + self.async_slots
+        """Tasks this worker leases to run at once: its handler threads and its async slots.
+
+        A lease cannot choose sync or async rows. A worker whose queues have lately brought only
+        async tasks does not lease for its idle threads (and the reverse): what such a lease
+        brought would wait behind the busy runner of its kind, be handed back (`unpark`) and be
+        leased again, over and over.
+        """
+        if not self.async_slots:
+            return self.settings.threads
+        threads = self.settings.threads if self.async_share < 1 - ABSENT else 0
+        return threads + (self.async_slots if self.async_share > ABSENT else 0)
 
     def loop(self) -> None:
         """Lease until the worker is asked to stop (or recycles)."""
@@ -110,8 +124,10 @@ class Leaser(Room):
         for task in tasks:
             if self.to_async is not None and self.is_async(task):
                 async_tasks.append(task)
+                self.async_share += SHARE_WEIGHT * (1 - self.async_share)
             else:
                 self.todo.put(task)
+                self.async_share -= SHARE_WEIGHT * self.async_share
         if async_tasks and self.to_async is not None:
             self.to_async(async_tasks)
 
@@ -141,15 +157,18 @@ class Leaser(Room):
         if pace is not None and not self.slots_busy_for(LONG_TASK):
             ahead += PREFETCH_WINDOW * self.settings.threads / max(pace, 1e-6)
         async_pace = self.book.async_pace  # the event loop's own pace: its slots free up at their rate
-        if self.async_slots and async_pace is not None:
+        if self.async_slots and async_pace is not None and not self.slots_busy_for(
+                LONG_TASK, self.settings.threads, self.async_slots):
             ahead += PREFETCH_WINDOW * self.async_slots / max(async_pace, 1e-6)
         return min(self.settings.prefetch, int(ahead))
 
-    def slots_busy_for(self, seconds: float) -> bool:
-        """Whether every handler thread's slot has been running its current task for ``seconds``."""
+    def slots_busy_for(self, seconds: float, first: int = 0, count: int | None = None) -> bool:
+        """Whether every handler thread's slot (or the ``count`` slots from ``first``: the async
+        runner's) has been running its current task for ``seconds``."""
         since = time.time() - seconds
         running, started = self.channel.running, self.channel.started
-        return all(running[slot] and started[slot] <= since for slot in range(self.settings.threads))
+        slots = range(first, first + (self.settings.threads if count is None else count))
+        return all(running[slot] and started[slot] <= since for slot in slots)
 
     def nudge(self) -> None:
         """Wake the lease loop if it has work now: a refill (below the low-water mark of

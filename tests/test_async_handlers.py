@@ -17,6 +17,7 @@ import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.held import HeldLeases
 from gta_core.leasing import Leaser
+from gta_core.tasks import TaskRecord
 from gta_core.testing import eager
 from gta_plugins.request_id import request_id
 
@@ -271,24 +272,40 @@ def test_prefetch_follows_the_event_loops_pace() -> None:
     assert leaser.prefetch_allowance() == 0
 
 
+def test_a_worker_leases_for_the_kind_of_tasks_its_queues_bring() -> None:
+    """A lease cannot pick sync or async rows: a worker whose queues bring only async tasks
+    stops leasing for its idle threads, and the reverse, so that nothing waits behind the busy
+    runner of its kind only to be handed back and leased again."""
+    settings = gta_core.load_settings({"threads": 2, "prefetch": 0}, environ={})
+    channel = types.SimpleNamespace(owner="me", running=[0] * 12, started=[0.0] * 12)
+    todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), todo)  # type: ignore[arg-type]
+    to_loop: list[TaskRecord] = []
+    leaser.route_async(10, lambda task: task.key == "async", to_loop.extend)
+    assert leaser.slots == 12  # nothing known yet: both kinds
+    leaser.dispatch([TaskRecord(n, "async", "default", "{}", None, 1, 3) for n in range(20)])
+    assert len(to_loop) == 20 and todo.empty()
+    assert leaser.slots == 10, "still leasing for threads that only ever get async tasks"
+    leaser.dispatch([TaskRecord(n, "sync", "default", "{}", None, 1, 3) for n in range(2)])
+    assert leaser.slots == 12, "a sync task arrived: the threads count again"
+    leaser.dispatch([TaskRecord(n, "sync", "default", "{}", None, 1, 3) for n in range(30)])
+    assert leaser.slots == 2
+
+
 def test_slow_coroutines_are_not_prefetched(aenv: Env) -> None:
-    """Once coroutines take far longer than the prefetch window, a worker holds no more than it
-    runs: its two async slots, plus at most the one task its idle handler thread asked for (a
-    lease cannot choose sync or async tasks), never started and handed back unrun."""
+    """Once coroutines take far longer than the prefetch window, a worker whose queue brings
+    async tasks holds no more than its two async slots run (none for its idle thread)."""
     env = aenv
     process = start(env, "--concurrency", "2", "--prefetch", "5", "--batch", "8")
-    env.wait_final(asleepy(2, 0.3))
+    env.wait_final(asleepy(20, 0.3))  # a pace of 0.3 s: 50 ms of work is no task at all
     ids = asleepy(6, 30)
-    wait_for(lambda: len(entries(env, "start")) >= 4, 30, "two slow coroutines to start")
-    deadline = time.monotonic() + 3
+    wait_for(lambda: len(entries(env, "start")) >= 22, 30, "two slow coroutines to start")
+    deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
         statuses = sorted(env.statuses(ids).values())
-        assert statuses.count("running") <= 3 and statuses.count("pending") >= 3, statuses
+        assert statuses == ["pending"] * 4 + ["running"] * 2, statuses
         time.sleep(0.1)
-    assert len(entries(env, "start")) == 4, "more coroutines started than there are async slots"
-    started = {entry["id"] for entry in entries(env, "start")}
-    handed_back = [row(env, task_id) for task_id in ids if task_id not in started]
-    assert {state["attempts"] for state in handed_back if state["status"] == "pending"} == {0}
+    assert len(entries(env, "start")) == 22, "more coroutines started than there are async slots"
     process.kill_tree()
 
 
