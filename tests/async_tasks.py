@@ -77,10 +77,16 @@ async def aignores_cancel(ctx: TaskContext) -> None:
 
 
 @task(max_attempts=1)
-async def ablocks_loop(ctx: TaskContext, seconds: float) -> None:
-    """Blocks the event loop (a synchronous sleep in a coroutine) for ``seconds``."""
+async def ablocks_loop(ctx: TaskContext, seconds: float, spin: bool = False) -> None:
+    """Blocks the event loop for ``seconds``: a synchronous sleep in a coroutine, or with
+    ``spin`` a pure-Python busy loop (which holds the GIL but for Python's thread switches)."""
     _ledger(ctx, "start")
-    time.sleep(seconds)
+    if spin:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
+    else:
+        time.sleep(seconds)
     _ledger(ctx, "end")
 
 

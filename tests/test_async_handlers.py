@@ -166,10 +166,11 @@ def test_a_coroutine_that_ignores_cancellation_or_blocks_the_loop_is_killed(aenv
 
 
 # -- heartbeats while the loop is blocked ------------------------------------------------------------
-def test_heartbeats_renew_while_a_coroutine_blocks_the_loop(aenv: Env) -> None:
+@pytest.mark.parametrize("spin", [False, True], ids=["sleeps", "spins"])
+def test_heartbeats_renew_while_a_coroutine_blocks_the_loop(aenv: Env, spin: bool) -> None:
     env = aenv
     process = start(env, "--lease-timeout", "2")
-    blocker = gta_core.submit(gta_core.OWN_TRANSACTION, "ablocks_loop", {"seconds": 5.0})
+    blocker = gta_core.submit(gta_core.OWN_TRANSACTION, "ablocks_loop", {"seconds": 5.0, "spin": spin})
     waiting = asleepy(3, 0.1)
     assert env.wait_final([blocker, *waiting], 30) == dict.fromkeys([blocker, *waiting], "succeeded")
     assert env.runs_by_task("start") == dict.fromkeys([blocker, *waiting], 1), "a lease lapsed: a task ran twice"
