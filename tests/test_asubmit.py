@@ -18,7 +18,7 @@ import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
 from gta_core.testing import eager
 
-from .async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, driver_url
+from .async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, SyncCaller, driver_url
 from .conftest import ENABLED, REPO, only_on
 from .helpers import Env
 
@@ -291,3 +291,15 @@ def test_importing_gta_imports_no_async_driver() -> None:
     code = ("import sys, gta_core; loaded = {'asyncpg', 'aiomysql', 'aiosqlite', 'sqlalchemy'} "
             "& set(sys.modules); assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_sync_submit_points_an_async_handle_to_asubmit(env: Env, run_async: Callable[[Scenario], Any]) -> None:
+    async def scenario(open_caller: Callable[[], Awaitable[AsyncCaller]]) -> None:
+        caller = await open_caller()
+        if isinstance(caller, SyncCaller):
+            return
+        with pytest.raises(SubmitError, match=r"async handle .*await gta_core.asubmit"):
+            gta_core.submit(caller.handle, "record", {"n": 1})
+        await caller.commit()
+    run_async(scenario)
+    assert env.store.counts() == {}
