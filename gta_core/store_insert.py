@@ -15,10 +15,8 @@ import datetime as dt
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal, TypeVar
 
-import peewee
-
-from .database import PostgresDatabase, utc_text
-from .sql import Dialect, Statements
+from .database import utc_text
+from .store_base import StoreBase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,21 +61,10 @@ def run_steps(steps: Generator[Query, Any, T], run: Callable[[Query], Any]) -> T
         return done.value  # type: ignore[no-any-return]
 
 
-class InsertQueries:
-    """What submit asks of the task table; `TaskStore` provides the connection."""
+class InsertQueries(StoreBase):
+    """What submit asks of the task table."""
 
-    db: peewee.Database
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    _secs: Callable[[float], float | int]
-    _table_required: Callable[[], contextlib.AbstractContextManager[None]]
-
-    @property
-    def _preparer(self) -> PostgresDatabase | None:
-        """The database, where the hot statements run prepared: PostgreSQL through psycopg2."""
-        return self.db if isinstance(self.db, PostgresDatabase) and self.db.prepares else None
+    _table_required: Callable[[], contextlib.AbstractContextManager[None]]  # from `SchemaQueries`
 
     def insert(self, tasks: Sequence[NewTask]) -> list[int]:
         """Insert tasks with this store's connection and current transaction; their ids, in order.

@@ -10,26 +10,18 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import peewee
-
-from .database import in_transaction, utc_text
+from .database import utc_text
 from .row_values import parse_timestamp, placeholders, task_dict
-from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Dialect, Statements
+from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX
 from .sql_operations import OperationStatements, operation_statements
+from .store_base import StoreBase
+from .transactions import in_transaction
 
 
-class OperationQueries:
-    """What the operations side asks of the task table; `TaskStore` provides the connection."""
+class OperationQueries(StoreBase):
+    """What the operations side asks of the task table."""
 
-    db: peewee.Database
-    table: str
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    _write: Callable[..., int]
-    statuses: Callable[[Sequence[int]], dict[int, str]]
-    _secs: Callable[[float], float | int]
+    statuses: Callable[[Sequence[int]], dict[int, str]]  # from `TaskStore`
 
     @property
     def ops(self) -> OperationStatements:

@@ -17,15 +17,15 @@ import re
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import SubmitError
 from ..sql import statements
-from ..store_insert import Query
+from ..store_insert import InsertQueries, Query
 from ..wake import notify_local
 from . import refuse_none
 from .connection import borrowed_database, check_database, check_dialect, hook_for_eager
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-    from ..store import TaskStore
     from ..store_insert import NewTask
 
 T = TypeVar("T")
@@ -74,18 +74,16 @@ class AsyncConnectionHandle(abc.ABC):
         """Run ``fn`` once the caller's outermost transaction commits (eager mode)."""
         hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
 
-    async def _store(self, runtime: Runtime) -> TaskStore:
-        """The `TaskStore` whose plan runs here (no connection of its own: it only builds the
-        statements), once the caller's connection is known to be on GTA's database."""
-        from ..store import TaskStore
+    async def _store(self, runtime: Runtime) -> InsertQueries:
+        """The insert queries whose plan runs here (no connection of their own: they only build
+        the statements), once the caller's connection is known to be on GTA's database."""
         if self.no_transaction:
-            from ..errors import SubmitError
             raise SubmitError(self.no_transaction)
         check_dialect(self.kind, self.dialect, runtime)
         table = runtime.settings.table
         (database, has_table), = await self._run(Query(statements(self.dialect, table).database_and_table, (table,)))
         check_database(self.kind, self.dialect, runtime, str(database or ""), bool(has_table))
-        return TaskStore(borrowed_database(self.dialect), table)
+        return InsertQueries(borrowed_database(self.dialect), table)
 
     def _run(self, query: Query) -> Any:
         sql = query.sql
