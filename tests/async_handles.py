@@ -2,7 +2,8 @@
 accepts: what a caller holds, how it commits and rolls back. Shared by the asubmit tests."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,6 +24,23 @@ class AsyncCaller:
     async def close(self) -> None:
         pass
 
+    def savepoint(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A nested transaction: rolled back when its block raises, kept otherwise."""
+        return self._savepoint_statements()
+
+    @contextlib.asynccontextmanager
+    async def _savepoint_statements(self) -> AsyncIterator[None]:
+        await self.execute("SAVEPOINT app")
+        try:
+            yield
+        except BaseException:
+            await self.execute("ROLLBACK TO SAVEPOINT app")
+            raise
+        await self.execute("RELEASE SAVEPOINT app")
+
+    async def execute(self, sql: str) -> None:
+        raise NotImplementedError
+
 
 class AsyncpgCaller(AsyncCaller):
     """``async with connection.transaction():`` entered by hand."""
@@ -39,6 +57,9 @@ class AsyncpgCaller(AsyncCaller):
 
     async def rollback(self) -> None:
         await self.transaction.rollback()
+
+    def savepoint(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.handle.transaction()  # type: ignore[no-any-return]  # nested: a savepoint
 
     async def close(self) -> None:
         await self.handle.close()
@@ -69,6 +90,10 @@ class DriverCaller(AsyncCaller):
         if result is not None:
             await result
 
+    async def execute(self, sql: str) -> None:
+        async with self.handle.cursor() as cursor:
+            await cursor.execute(sql)
+
 
 class SQLAlchemyAsyncCaller(AsyncCaller):
     def __init__(self, session: bool) -> None:
@@ -91,6 +116,9 @@ class SQLAlchemyAsyncCaller(AsyncCaller):
         await self.handle.close()
         await self.engine.dispose()
 
+    def savepoint(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.handle.begin_nested()  # type: ignore[no-any-return]
+
 
 class SyncCaller(AsyncCaller):
     """A sqlite3 connection: a handle `submit` takes, which `asubmit` writes synchronously."""
@@ -108,6 +136,9 @@ class SyncCaller(AsyncCaller):
 
     async def close(self) -> None:
         self.handle.close()
+
+    async def execute(self, sql: str) -> None:
+        self.handle.execute(sql)
 
 
 def driver_url(url: str, driver: str) -> str:

@@ -106,6 +106,27 @@ def test_rollback_leaves_no_row(env: Env, run_async: Callable[[Scenario], Any]) 
     assert env.store.counts() == {}
 
 
+class Boom(Exception):
+    """Raised to roll a savepoint back."""
+
+
+def test_a_rolled_back_savepoint_takes_only_its_tasks(env: Env, run_async: Callable[[Scenario], Any]) -> None:
+    async def scenario(open_caller: Callable[[], Awaitable[AsyncCaller]]) -> list[int]:
+        caller = await open_caller()
+        before = await gta_core.asubmit(caller.handle, "record", {"n": 1})
+        dropped: list[int] = []
+        with pytest.raises(Boom):
+            async with caller.savepoint():
+                dropped.append(await gta_core.asubmit(caller.handle, "record", {"n": 2}))
+                raise Boom
+        async with caller.savepoint():
+            kept = await gta_core.asubmit(caller.handle, "record", {"n": 3})
+        await caller.commit()
+        assert env.statuses([before, *dropped, kept]) == dict.fromkeys([before, kept], "pending")
+        return dropped
+    assert len(run_async(scenario)) == 1
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda h: gta_core.asubmit(h, "no.such.task"), UnknownTask),
     (lambda h: gta_core.asubmit(h, "record", {"n": object()}), InvalidArguments),
