@@ -1,7 +1,7 @@
 """Submitting from async code (FastAPI and the like) without blocking the event loop.
 
 `asubmit`/`asubmit_many` are `submit`/`submit_many` for an application's async connection
-(asyncpg, psycopg 3 ``AsyncConnection``, aiomysql, SQLAlchemy ``AsyncSession`` or
+(asyncpg, psycopg 3 ``AsyncConnection``, aiomysql, aiosqlite, SQLAlchemy ``AsyncSession`` or
 ``AsyncConnection``): the same checks (`submit.prepare_all`, before anything is written), the
 same statements (the store's insert plan, awaited on the caller's connection inside its open
 transaction), the same wake-up (PostgreSQL's ``NOTIFY`` at commit, elsewhere a commit hook
@@ -41,7 +41,7 @@ async def asubmit(
     """Insert one task in the transaction of the async handle ``db_tx`` and return its id.
 
     ``db_tx`` is an asyncpg connection inside ``async with conn.transaction():``, a psycopg
-    ``AsyncConnection``, an aiomysql connection, or a SQLAlchemy ``AsyncSession`` or
+    ``AsyncConnection``, an aiomysql or aiosqlite connection, or a SQLAlchemy ``AsyncSession`` or
     ``AsyncConnection``; the task exists if and only if that transaction commits. Any handle
     `submit` takes is accepted too, and written synchronously. Options as for `submit`.
     """

@@ -95,6 +95,27 @@ class DriverCaller(AsyncCaller):
             await cursor.execute(sql)
 
 
+class AiosqliteCaller(AsyncCaller):
+    """An aiosqlite connection: a transaction from the first write, as sqlite3's."""
+
+    async def open(self, url: str) -> AiosqliteCaller:
+        import aiosqlite
+        self.handle = await aiosqlite.connect(sqlite_path(url), timeout=30)
+        return self
+
+    async def commit(self) -> None:
+        await self.handle.commit()
+
+    async def rollback(self) -> None:
+        await self.handle.rollback()
+
+    async def close(self) -> None:
+        await self.handle.close()
+
+    async def execute(self, sql: str) -> None:
+        await self.handle.execute(sql)
+
+
 class SQLAlchemyAsyncCaller(AsyncCaller):
     def __init__(self, session: bool) -> None:
         self.session = session
@@ -153,6 +174,7 @@ ASYNC_KINDS: dict[str, dict[str, Callable[[str], Awaitable[AsyncCaller]]]] = {
         "sqlalchemy-session-aiosqlite": lambda url: SQLAlchemyAsyncCaller(True).open(driver_url(url, "aiosqlite")),
         "sqlalchemy-connection-aiosqlite":
             lambda url: SQLAlchemyAsyncCaller(False).open(driver_url(url, "aiosqlite")),
+        "aiosqlite": lambda url: AiosqliteCaller().open(url),
         "sqlite3": lambda url: SyncCaller().open(url),
     },
     "postgres": {
@@ -168,7 +190,7 @@ ASYNC_KINDS: dict[str, dict[str, Callable[[str], Awaitable[AsyncCaller]]]] = {
     },
 }
 #: the kinds without a commit hook on a database without NOTIFY: polling finds their tasks
-UNWOKEN = {("mariadb", "aiomysql"), ("sqlite", "sqlite3")}
+UNWOKEN = {("mariadb", "aiomysql"), ("sqlite", "aiosqlite"), ("sqlite", "sqlite3")}
 #: the kinds eager mode can run from (it needs a commit hook)
 EAGER = {"sqlalchemy-session-aiosqlite", "sqlalchemy-connection-aiosqlite", "sqlalchemy-session-asyncpg",
          "sqlalchemy-connection-psycopg", "sqlalchemy-session-aiomysql"}

@@ -283,11 +283,35 @@ def test_aiomysql_in_autocommit_is_refused(env: Env) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_aiosqlite_in_autocommit_is_refused(env: Env) -> None:
+    import aiosqlite
+
+    from .handles import sqlite_path
+
+    async def scenario() -> int:
+        async with aiosqlite.connect(sqlite_path(env.db_url), isolation_level=None) as connection:
+            with pytest.raises(SubmitError, match="autocommit mode with no transaction open"):
+                await gta_core.asubmit(connection, "record", {"n": 1})
+            await connection.execute("BEGIN")  # an explicit transaction is one
+            task_id = await gta_core.asubmit(connection, "record", {"n": 2})
+            await connection.execute("COMMIT")
+            return task_id
+    task_id = asyncio.run(scenario())
+    assert env.statuses([task_id]) == {task_id: "pending"}
+    assert sum(env.store.counts().values()) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_none_and_unknown_handles_are_refused(env: Env) -> None:
     with pytest.raises(SubmitError, match="db_tx is None"):
         asyncio.run(gta_core.asubmit(None, "record", {"n": 1}))
     with pytest.raises(SubmitError, match="a SQLAlchemy Session or Connection"):
         asyncio.run(gta_core.asubmit("sqlite:///x.db", "record", {"n": 1}))
+
+    class AsyncConnection:  # an async driver GTA has no adapter for (asyncmy, say) is named as such
+        pass
+    with pytest.raises(SubmitError, match="must be an asyncpg connection, .*got AsyncConnection"):
+        asyncio.run(gta_core.asubmit(AsyncConnection(), "record", {"n": 1}))
     assert env.store.counts() == {}
 
 

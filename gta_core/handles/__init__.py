@@ -76,16 +76,21 @@ def refuse_none(handle: Any, name: str) -> None:
                           "gta_core.OWN_TRANSACTION to commit on GTA's own connection regardless of yours")
 
 
+def is_async(handle: Any) -> bool:
+    """A handle of an async driver or class, which only `gta_core.asubmit` can write through."""
+    return any(klass.__module__.partition(".")[0] in ASYNC_PACKAGES or klass.__name__ in ASYNC_CLASSES
+               for klass in type(handle).__mro__)
+
+
 def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
     """The adapter for ``handle``; `SubmitError` (before anything is written) for what none takes."""
     refuse_none(handle, name)
+    if is_async(handle):
+        from ..errors import SubmitError
+        raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
+                          "submit through it with `await gta_core.asubmit(...)`")
     for klass in type(handle).__mro__:
-        package = klass.__module__.partition(".")[0]
-        if package in ASYNC_PACKAGES or klass.__name__ in ASYNC_CLASSES:
-            from ..errors import SubmitError
-            raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
-                              "submit through it with `await gta_core.asubmit(...)`")
-        module = ADAPTERS.get(package)
+        module = ADAPTERS.get(klass.__module__.partition(".")[0])
         if module is not None:
             adapter: Any = importlib.import_module(f"{__name__}.{module}")
             return adapter.adapt(handle, runtime)  # type: ignore[no-any-return]

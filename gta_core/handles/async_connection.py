@@ -21,7 +21,7 @@ from ..errors import SubmitError
 from ..sql import statements
 from ..store_insert import InsertQueries, Query
 from ..wake import notify_local
-from . import refuse_none
+from . import is_async, refuse_none
 from .connection import borrowed_database, check_database, check_dialect, hook_for_eager
 
 if TYPE_CHECKING:
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 #: top-level package of an async handle's class → the adapter module that writes through it
 ADAPTERS = {"asyncpg": "asyncio_asyncpg", "psycopg": "asyncio_psycopg", "aiomysql": "asyncio_aiomysql",
-            "sqlalchemy": "asyncio_sqlalchemy"}
-ASYNC_KINDS = ("an asyncpg connection, a psycopg AsyncConnection, an aiomysql connection, or a SQLAlchemy "
-               "AsyncSession or AsyncConnection")
+            "aiosqlite": "asyncio_aiosqlite", "sqlalchemy": "asyncio_sqlalchemy"}
+ASYNC_KINDS = ("an asyncpg connection, a psycopg AsyncConnection, an aiomysql or aiosqlite connection, or a "
+               "SQLAlchemy AsyncSession or AsyncConnection")
 _FORMAT_MARK = re.compile(r"%[s%]")
 
 
@@ -124,4 +124,7 @@ async def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> AsyncCo
         if module is not None:
             adapter: Any = importlib.import_module(f"{__package__}.{module}")
             return await adapter.adapt(handle, runtime)  # type: ignore[no-any-return]
+    if is_async(handle):
+        raise SubmitError(f"{name} must be {ASYNC_KINDS} (or a handle `submit` takes); "
+                          f"got {type(handle).__name__}")
     return None

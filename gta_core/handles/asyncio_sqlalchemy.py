@@ -16,10 +16,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
-from ..database import install_sqlite_functions
 from ..runtime import Runtime
 from .async_connection import AsyncConnectionHandle
-from .connection import borrowed_database
+from .asyncio_aiosqlite import install_clock_functions
 from .sqlalchemy import DIALECTS
 
 
@@ -64,7 +63,7 @@ async def adapt(handle: Any, runtime: Runtime) -> SQLAlchemyAsyncHandle | None:
         reason = (f"the {kind} is in AUTOCOMMIT isolation, so the task would commit on its own: "
                   "use a transactional connection, or submit on GTA's own connection")
     if connection.dialect.name == "sqlite":
-        await _install_sqlite_functions(raw.driver_connection)
+        await install_clock_functions(raw.driver_connection)
     return SQLAlchemyAsyncHandle(kind, connection, reason, on_commit)
 
 
@@ -78,11 +77,3 @@ def _autocommit(adapted: Any) -> bool:
         return adapted.driver_connection.isolation_level is None  # type: ignore[no-any-return]
     return bool(adapted.autocommit)
 
-
-async def _install_sqlite_functions(driver_connection: Any) -> None:
-    """The clock functions GTA's SQLite statements call (``gta_now()``), on an aiosqlite connection."""
-    database = borrowed_database("sqlite")
-    install_sqlite_functions(database)
-    for name, (function, arity, _) in database._functions.items():  # type: ignore[attr-defined]
-        if name.startswith("gta_"):
-            await driver_connection.create_function(name, arity, function, deterministic=True)
