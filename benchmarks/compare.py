@@ -95,7 +95,12 @@ def peer_workloads(peer: Peer, args: argparse.Namespace) -> list[Workload]:
             ("latency", lambda: workloads.latency(peer, args.latency_tasks, args.gap)),
             *([("io_bound", lambda: {f"io_bound_w{args.workers}": median_of(
                 args.drain_runs, lambda: workloads.io_bound(peer, args.io_tasks, args.timeout, args.io_sleep,
-                                                            args.concurrency))})] if peer.async_handlers else [])]
+                                                            peer_concurrency(args)))})] if peer.async_handlers else [])]
+
+
+def peer_concurrency(args: argparse.Namespace) -> int:
+    """The asyncio peers' jobs at once per worker in io_bound: GTA's, or 0 for their own defaults."""
+    return args.concurrency if args.io_peer_concurrency is None else args.io_peer_concurrency
 
 
 def load(name: str, settings: Settings) -> Peer | None:
@@ -150,6 +155,8 @@ def main() -> None:
     p.add_argument("--io-sleep", type=float, default=0.02, help="io_bound: seconds each task awaits")
     p.add_argument("--concurrency", type=int, default=100,
                    help="io_bound: async tasks at once per worker, for GTA and for the asyncio peers")
+    p.add_argument("--io-peer-concurrency", type=int, default=None,
+                   help="io_bound: the asyncio peers' jobs at once per worker instead (0: their defaults)")
     p.add_argument("--timeout", type=float, default=300, help="seconds a peer's drain may take")
     p.add_argument("--procrastinate-concurrency", type=int, default=1, help="jobs at once per worker (its default)")
     p.add_argument("--pgqueuer-batch", type=int, default=10, help="jobs per dequeue (its default)")

@@ -76,9 +76,16 @@ def drain(peer: Peer, tasks: int, timeout: float, extra: dict[str, str] | None =
 def io_bound(peer: Peer, tasks: int, timeout: float, sleep: float, concurrency: int) -> float:
     """`drain` of tasks that each await ``sleep`` seconds (then record), up to ``concurrency`` at once
     per worker: the peer's own concurrency knob set to GTA's ``--concurrency`` (pgqueuer wants at most
-    half of it per dequeue)."""
-    extra = {"BENCH_IO_SLEEP": str(sleep), "BENCH_PROCRASTINATE_CONCURRENCY": str(concurrency),
-             "BENCH_PGQUEUER_CONCURRENCY": str(concurrency), "BENCH_PGQUEUER_BATCH": str(max(1, concurrency // 2))}
+    half of it per dequeue); ``concurrency`` 0 leaves the peers at their defaults (procrastinate 1 job
+    at once, pgqueuer 10 per dequeue and no limit)."""
+    extra = {"BENCH_IO_SLEEP": str(sleep)}
+    if concurrency:
+        extra.update({"BENCH_PROCRASTINATE_CONCURRENCY": str(concurrency),
+                      "BENCH_PGQUEUER_CONCURRENCY": str(concurrency),
+                      "BENCH_PGQUEUER_BATCH": str(max(1, concurrency // 2))})
+    else:
+        extra.update({"BENCH_PROCRASTINATE_CONCURRENCY": "1", "BENCH_PGQUEUER_CONCURRENCY": "0",
+                      "BENCH_PGQUEUER_BATCH": "10"})
     return drain(peer, tasks, timeout, extra, "io_bound")
 
 
