@@ -143,6 +143,7 @@ class AsyncRunner(Room):
         self.wakeup = asyncio.Event()
         self.aloop = asyncio.get_running_loop()  # from now on `_wake` reaches us; then look
         while True:
+            started: list[TaskRecord] = []
             while self.waiting and self.free and not self.stopping:
                 task = self.waiting.popleft()
                 if self.leaser.lapsed(task):
@@ -150,6 +151,9 @@ class AsyncRunner(Room):
                 runner = self.aloop.create_task(self._run(task, self.free.pop()))
                 self.in_flight.add(runner)
                 runner.add_done_callback(self.in_flight.discard)
+                started.append(task)
+            if started:  # one hook call for all (the metrics plugin writes each counter once), before any runs
+                report_task_events(self.plugins, "started", started)
             await self.wakeup.wait()
             self.wakeup.clear()
 
@@ -187,7 +191,6 @@ class AsyncRunner(Room):
         """Run one task and hand its outcome to the completer; True when a plain success was
         deferred to the completer thread (which forgets the task once written)."""
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
-        report_task_events(self.plugins, "started", [task])
         start = time.perf_counter()
         ctx: TaskContext | None = None
         try:
