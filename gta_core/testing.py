@@ -15,7 +15,9 @@ worker (`gta_core.outcomes`), except that a retry runs at once (no waiting): `Re
 the handler until ``max_attempts``, `Fail` fails it. Other exceptions propagate by default so
 a test sees them; with ``propagate=False`` they go through the retry policy as in production. Children a
 handler submits with ``ctx.submit`` run right after their parent succeeded (never after it
-failed), each once, with ``parent_id`` set; delays are not waited for.
+failed), each once, with ``parent_id`` set; delays are not waited for. An ``async def`` handler
+runs to its end on an event loop of its own (`coroutines.run_to_end`), also when the submit
+comes from inside a running loop (an async test, `asubmit`).
 """
 from __future__ import annotations
 
