@@ -1,4 +1,7 @@
-"""Opening the task database and telling transient failures from real ones.
+"""Opening the task database: a peewee Database per URL, with the connection behaviour GTA
+relies on (timeouts, a new connection for a thread whose old one died, on PostgreSQL deferred
+``BEGIN`` and prepared hot statements). Telling failures apart is `db_errors`'; retrying them,
+`transactions`'; PostgreSQL's reply watchdog, `reply_watchdog`'s.
 
 Each process (and each thread, through peewee's thread-local connections) opens its own
 connection; nothing opened here ever crosses a fork. Connections carry timeouts so that a
@@ -9,23 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import itertools
 import logging
-import os
-import random
 import re
-import socket
-import threading
-import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
 
+from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable
+from .reply_watchdog import guarded_cursor
 
 log = logging.getLogger("gta.database")
 
@@ -33,12 +32,6 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-#: MySQL/MariaDB errors worth retrying at once: deadlock and lock wait timeout.
-MYSQL_RETRYABLE = {1213, 1205}
-#: MySQL/MariaDB client errors that mean the connection is gone.
-MYSQL_DISCONNECTED = {2003, 2006, 2013, 2055, 1927, 1053, 4031}
-#: a dead connection reused fails at once; a server that does not answer takes a timeout
-STALE_FAILS_WITHIN = 1.0
 #: how long past its statement_timeout a PostgreSQL statement may go unanswered before its
 #: connection is cut (the server cancels it at statement_timeout when it can answer at all)
 REPLY_GRACE = 2.0
@@ -105,7 +98,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     if scheme in {"postgres", "postgresql"}:
         require_driver("postgres")
         if statement_timeout > 0:
-            common["cursor_factory"] = _guarded_cursor(statement_timeout + REPLY_GRACE)
+            common["cursor_factory"] = guarded_cursor(statement_timeout + REPLY_GRACE)
         common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
                       keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
                       options=f"-c statement_timeout={int(statement_timeout * 1000)} "
@@ -292,14 +285,6 @@ class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
             return self.execute_sql(unprepared(statement), params)
 
 
-def session_not_ours(exc: BaseException) -> bool:
-    """Whether PostgreSQL refused an ``EXECUTE`` naming no prepared statement (SQLSTATE 26000)
-    or a ``PREPARE`` of a name the session already has (42P05): the session forgot what this
-    connection prepared, or is shared with other connections (a pooler in transaction mode
-    gives each transaction whichever server session is free, one another client prepared on)."""
-    return getattr(getattr(exc, "orig", None), "pgcode", None) in ("26000", "42P05")
-
-
 def unprepared(statement: str) -> str:
     """A `PostgresDatabase.execute_prepared` statement with the driver's placeholders."""
     return re.sub(r"\$\d+", "%s", statement)
@@ -316,141 +301,12 @@ def prepared_name(statement: str) -> str:
 _PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
-class _ReplyWatchdog:
-    """Cuts a PostgreSQL connection whose statement has gone unanswered for too long.
-
-    libpq has no client-side read timeout: statement_timeout is enforced by the server, and
-    TCP keepalives are answered by whatever holds the other end (a stopped server's kernel,
-    a middlebox that lost the route), so a connection that accepts bytes but never answers
-    would block its thread forever: a worker alive but idle, a shutdown that never ends.
-    One thread per process shuts down the socket of each overdue statement; libpq then fails
-    it as a lost connection, which every caller already handles. Should that thread ever
-    die, the next statement watched starts it again (and says so).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, int]] = {}  # token -> (deadline, socket fd)
-        self._tokens = itertools.count()
-        self._pid = 0
-        self._thread: threading.Thread | None = None
-
-    def watch(self, fd: int, seconds: float) -> int:
-        with self._lock:
-            if self._pid != os.getpid():  # first use here, or a forked child the thread did not follow
-                self._pid = os.getpid()
-                self._watched.clear()
-                self._thread = None
-            if self._thread is None or not self._thread.is_alive():
-                if self._thread is not None:
-                    log.error("the reply watchdog thread had died; starting it again")
-                self._thread = threading.Thread(target=self._run, name="gta-db-watchdog", daemon=True)
-                self._thread.start()
-            token = next(self._tokens)
-            self._watched[token] = (time.monotonic() + seconds, fd)
-            return token
-
-    def unwatch(self, token: int) -> None:
-        with self._lock:
-            self._watched.pop(token, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(0.25)
-            now = time.monotonic()
-            with self._lock:  # a watched fd is open: its statement has not returned, so not closed
-                for token, (deadline, fd) in list(self._watched.items()):
-                    if deadline <= now:
-                        del self._watched[token]
-                        _cut(fd)
-
-
-def _cut(fd: int) -> None:
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()  # the duplicate only; the driver closes its own descriptor
-
-
-_WATCHDOG = _ReplyWatchdog()
-
-
-def _guarded_cursor(seconds: float) -> type:
-    """A psycopg2 cursor class whose statements the watchdog cuts after ``seconds``."""
-    import psycopg2.extensions
-
-    class GuardedCursor(psycopg2.extensions.cursor):  # type: ignore[misc]
-        def execute(self, query: Any, vars: Any = None) -> Any:
-            token = _WATCHDOG.watch(self.connection.fileno(), seconds)
-            try:
-                return super().execute(query, vars)
-            finally:
-                _WATCHDOG.unwatch(token)
-
-    return GuardedCursor
-
-
 def describe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parsed = urlparse(url)
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@", 1)
     return url
-
-
-def _driver_error(exc: BaseException) -> BaseException:
-    # peewee wraps driver errors as WrappedError(original, *original.args)
-    if exc.args and isinstance(exc.args[0], BaseException):
-        return exc.args[0]
-    return exc
-
-
-def mysql_code(exc: BaseException) -> int | None:
-    original = _driver_error(exc)
-    if original.args and isinstance(original.args[0], int):
-        return original.args[0]
-    return None
-
-
-def is_missing_table(exc: BaseException, table: str) -> bool:
-    """Whether a statement failed because ``table`` does not exist (PostgreSQL SQLSTATE 42P01,
-    MySQL/MariaDB error 1146, SQLite "no such table")."""
-    text = str(_driver_error(exc))
-    missing = (getattr(getattr(exc, "orig", None), "pgcode", None) == "42P01" or mysql_code(exc) == 1146
-               or "no such table" in text)
-    return missing and table in text
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """A conflict that a fresh attempt of the same transaction will most likely get past."""
-    if mysql_code(exc) in MYSQL_RETRYABLE:
-        return True
-    if session_not_ours(exc):
-        return True  # prepared statements do not hold in this session: the database now runs them unprepared
-    text = str(_driver_error(exc)).lower()
-    return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """The connection is gone (server restart, killed session, network): reopen it."""
-    if isinstance(exc, peewee.InterfaceError):
-        return True
-    if mysql_code(exc) in MYSQL_DISCONNECTED:
-        return True
-    text = str(_driver_error(exc)).lower()
-    return any(marker in text for marker in (
-        "server closed the connection", "connection already closed", "terminating connection",
-        "could not connect", "connection refused", "connection timed out", "ssl connection has been closed",
-        "no connection to the server", "server has gone away", "lost connection", "can't connect",
-        "broken pipe", "connection reset", "the database system is", "canceling statement due to statement timeout",
-        "unable to open database file",
-    ))
 
 
 def drop_connection(db: peewee.Database) -> None:
@@ -465,62 +321,6 @@ def drop_connection(db: peewee.Database) -> None:
             pass
 
 
-def in_transaction(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8) -> T:
-    """Run ``fn`` in a transaction on ``db``, retrying deadlocks and lock waits with jitter.
-
-    A lost connection is dropped (so the next call reconnects) and reported as
-    `DatabaseUnavailable`; the caller decides how long to back off. A connection found dead
-    at once at ``BEGIN`` (a stale one, after a server restart or a killed session) ran
-    nothing: that transaction is tried once more on a new connection instead of failing a
-    submit. One that timed out there is no stale connection but a server that does not
-    answer: a second try would only double the wait. On PostgreSQL the ``BEGIN`` goes with
-    the transaction's first statement (`PostgresDatabase`), so a failure of that statement
-    counts as one at ``BEGIN``.
-    """
-    return _with_retries(db, fn, attempts, transaction=True)
-
-
-def in_statement(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8) -> T:
-    """Run ``fn``, which sends exactly one statement, as its own transaction at the least cost.
-
-    On PostgreSQL (peewee keeps psycopg2 in autocommit mode) the statement runs without
-    ``BEGIN``/``COMMIT``: one round trip instead of three for each lease, batched completion
-    and heartbeat. Errors are handled as in `in_transaction`, except that nothing is re-sent
-    after a lost connection: the statement may have run. Elsewhere, and inside a caller's
-    transaction, this is `in_transaction` (SQLite's leases need ``BEGIN IMMEDIATE``).
-    """
-    if not isinstance(db, peewee.PostgresqlDatabase) or db.in_transaction():
-        return in_transaction(db, fn, attempts=attempts)
-    return _with_retries(db, fn, attempts, transaction=False)
-
-
-def _with_retries(db: peewee.Database, fn: Callable[[], T], attempts: int, *, transaction: bool) -> T:
-    """`in_transaction` (``fn`` inside ``db.atomic()``) or `in_statement` (``fn`` alone)."""
-    # only a transaction of our own that failed at BEGIN ran nothing and may be sent again
-    stale_retried = not transaction or db.in_transaction()
-    for attempt in range(1, attempts + 1):
-        began, started = False, time.monotonic()
-        try:
-            if not transaction:
-                return fn()
-            with db.atomic():
-                began = True
-                return fn()
-        except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError, peewee.ProgrammingError) as exc:
-            if is_disconnect(exc):
-                nothing_ran = not began or (isinstance(db, PostgresDatabase) and db.failed_at_begin())
-                drop_connection(db)
-                if nothing_ran and not stale_retried and time.monotonic() - started < STALE_FAILS_WITHIN:
-                    stale_retried = True
-                    continue
-                raise DatabaseUnavailable(f"database connection lost: {_driver_error(exc)}") from exc
-            if is_retryable(exc) and attempt < attempts:
-                time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 6))
-                continue
-            raise
-    raise AssertionError("unreachable")
-
-
 def check_connection(db: peewee.Database, url: str) -> None:
     """Open a connection now, turning failure into one clear `DatabaseUnavailable` line."""
     try:
@@ -528,5 +328,5 @@ def check_connection(db: peewee.Database, url: str) -> None:
         db.execute_sql("SELECT 1")
     except (peewee.OperationalError, peewee.InterfaceError, peewee.DatabaseError) as exc:
         drop_connection(db)
-        reason = str(_driver_error(exc)).strip().splitlines()[0] if str(_driver_error(exc)).strip() else repr(exc)
+        reason = str(driver_error(exc)).strip().splitlines()[0] if str(driver_error(exc)).strip() else repr(exc)
         raise DatabaseUnavailable(f"cannot reach database {describe_url(url)}: {reason}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pluggy
@@ -19,7 +19,8 @@ log = logging.getLogger("gta.plugins")
 WHERE_HANDLERS_LOAD = ("a process that submits tasks needs their handlers too: expose the module through the "
                        "gta_handlers entry point group, or set GTA_PLUGINS=your.module (gta --plugin) here as well "
                        "as on the supervisor")
-PER_TASK_EVENTS = "gta_task_event, for plugins without gta_task_events"  # a key of `Plugins.impls`' cache
+#: hooks called once, while the plugins are built, whose failures are `PluginError`s naming the plugin
+BUILD_TIME_HOOKS = ("gta_handlers", "gta_periodic")
 
 
 @dataclasses.dataclass
@@ -39,39 +40,36 @@ class Registry:
 
 @dataclasses.dataclass
 class Plugins:
-    """The plugin manager and the task registry built from it."""
+    """The plugin manager and the task registry built from it.
+
+    Hooks are called through pluggy's hook callers (`hook`), so hook wrappers, tracing and
+    call monitoring see every call; each implementation is guarded (`_guard`, as the plugins
+    are built), so one plugin's error is logged and counted in `hook_errors` and the others
+    still answer.
+    """
 
     manager: pluggy.PluginManager
     registry: Registry
     hook_errors: int = 0
     #: what hooks that take ``gta`` receive: the process's `Runtime` (see `hookspecs.gta_handlers`)
     gta: Any = dataclasses.field(default=None, repr=False)
-    _impls: dict[str, list[Any]] = dataclasses.field(default_factory=dict, repr=False)
+    _per_task_events: Any = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _guard(self)
 
     @property
     def hook(self) -> Any:
         return self.manager.hook
 
-    def impls(self, name: str) -> list[Any]:
-        """The implementations of hook ``name`` in call order (LIFO, as pluggy calls them).
-
-        Looked up once per hook: workers call hooks several times per task, and no plugin
-        is registered after `build_plugins` returns.
-        """
-        found = self._impls.get(name)
-        if found is None:
-            found = self._impls[name] = list(reversed(getattr(self.manager.hook, name).get_hookimpls()))
-        return found
-
-    def per_task_event_impls(self) -> list[Any]:
-        """The `gta_task_event` implementations of plugins that do not take batches of events
-        (a plugin implementing `gta_task_events` gets every event there)."""
-        found = self._impls.get(PER_TASK_EVENTS)
-        if found is None:
-            batched = {impl.plugin for impl in self.impls("gta_task_events")}
-            found = self._impls[PER_TASK_EVENTS] = [impl for impl in self.impls("gta_task_event")
-                                                    if impl.plugin not in batched]
-        return found
+    def per_task_event_hook(self) -> Any:
+        """`gta_task_event`'s caller without the plugins that take batches of events (a plugin
+        implementing `gta_task_events` gets every event there). Built once: no plugin is
+        registered after `build_plugins` returns."""
+        if self._per_task_events is None:
+            batched = [impl.plugin for impl in self.hook.gta_task_events.get_hookimpls()]
+            self._per_task_events = self.manager.subset_hook_caller("gta_task_event", remove_plugins=batched)
+        return self._per_task_events
 
 
 def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (), gta: Any = None) -> Plugins:
@@ -108,6 +106,31 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         from .runtime import get_runtime  # the runtime module builds plugins: imported on use
         gta = get_runtime()
     return Plugins(manager, _build_registry(manager, gta), gta=gta)
+
+
+def _guard(plugins: Plugins) -> None:
+    """Make each implementation of the hooks called at run time log and count what it raises
+    and answer None instead, so that pluggy goes on to the next one. Hook wrappers are left
+    as they are: they see the other implementations' results and exceptions, as pluggy means."""
+    callers = [caller for caller in vars(plugins.manager.hook).values() if isinstance(caller, pluggy.HookCaller)]
+    for caller in callers:
+        if caller.name in BUILD_TIME_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if not (impl.hookwrapper or impl.wrapper):
+                # pluggy calls ``impl.function`` at each call; its Final marks it as not for plugins to change
+                impl.function = _guarded(plugins, impl.function, impl.plugin_name, caller.name)  # type: ignore[misc]
+
+
+def _guarded(plugins: Plugins, function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    def guarded(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception:
+            log.exception("plugin %r failed in hook %s", plugin_name, hook_name)
+            plugins.hook_errors += 1
+            return None
+    return guarded
 
 
 def _register(manager: pluggy.PluginManager, module: Any, name: str) -> None:
@@ -154,28 +177,18 @@ def _build_registry(manager: pluggy.PluginManager, gta: Any) -> Registry:
 
 
 def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:
-    """Call a broadcast hook, logging (never raising) what a faulty plugin throws.
-
-    Each implementation is called on its own, so one plugin's error does not hide the others.
+    """Call a broadcast hook: its implementations' answers other than None. What a faulty
+    plugin throws is logged and counted, never raised, and hides no other plugin's answer.
     Hooks that take ``gta`` get `Plugins.gta`.
     """
     kwargs.setdefault("gta", plugins.gta)
-    results = []
-    for impl in plugins.impls(name):
-        result = _call_guarded(plugins, impl, name, kwargs)
-        if result is not None:
-            results.append(result)
-    return results
+    return list(getattr(plugins.hook, name)(**kwargs))
 
 
 def first_hook_result(plugins: Plugins, name: str, **kwargs: Any) -> Any:
     """Call a firstresult hook guarded like `call_hook_safely`: the first non-None answer wins."""
     kwargs.setdefault("gta", plugins.gta)
-    for impl in plugins.impls(name):
-        result = _call_guarded(plugins, impl, name, kwargs)
-        if result is not None:
-            return result
-    return None
+    return getattr(plugins.hook, name)(**kwargs)
 
 
 def report_task_events(plugins: Plugins, event: str, tasks: Sequence[Any],
@@ -188,27 +201,17 @@ def report_task_events(plugins: Plugins, event: str, tasks: Sequence[Any],
         return
     errors = list(errors) if errors is not None else [None] * len(tasks)
     durations = list(durations) if durations is not None else [None] * len(tasks)
-    call_hook_safely(plugins, "gta_task_events", event=event, tasks=list(tasks), errors=errors, durations=durations)
-    for impl in plugins.per_task_event_impls():
+    plugins.hook.gta_task_events(event=event, tasks=list(tasks), errors=errors, durations=durations)
+    per_task = plugins.per_task_event_hook()
+    if per_task.get_hookimpls():
         for task, error, duration in zip(tasks, errors, durations, strict=True):
-            _call_guarded(plugins, impl, "gta_task_event",
-                          {"event": event, "task": task, "error": error, "duration": duration})
+            per_task(event=event, task=task, error=error, duration=duration)
 
 
 def _given(impl: Any, gta: Any) -> list[Any]:
     """The arguments of a hook whose only argument is ``gta``, for an implementation that
     names it or not."""
     return [gta] if "gta" in impl.argnames else []
-
-
-def _call_guarded(plugins: Plugins, impl: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
-    """One hook implementation's answer; None, logged and counted, when it raises."""
-    try:
-        return impl.function(*[kwargs[arg] for arg in impl.argnames])
-    except Exception:
-        log.exception("plugin %r failed in hook %s", impl.plugin_name, name)
-        plugins.hook_errors += 1
-        return None
 
 
 def periodic_definitions(plugins: Plugins) -> list[Periodic]:

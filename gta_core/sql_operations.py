@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 
-from .sql import DIALECTS, RERUN_ERROR_PREFIX, Dialect, statements
+from .dialects import DIALECTS, Dialect
+from .sql import RERUN_ERROR_PREFIX, statements
 
 
 class OperationStatements:

@@ -14,7 +14,8 @@ from typing import Any
 import peewee
 
 from .database import PostgresDatabase, utc_text
-from .sql import Dialect, Statements
+from .dialects import Dialect
+from .sql import Statements
 
 
 @dataclasses.dataclass(frozen=True)

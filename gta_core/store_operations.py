@@ -12,10 +12,12 @@ from typing import Any
 
 import peewee
 
-from .database import in_transaction, utc_text
+from .database import utc_text
+from .dialects import Dialect
 from .row_values import parse_timestamp, placeholders, task_dict
-from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Dialect, Statements
+from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Statements
 from .sql_operations import OperationStatements, operation_statements
+from .transactions import in_transaction
 
 
 class OperationQueries:

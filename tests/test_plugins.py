@@ -186,6 +186,41 @@ def test_task_events_reach_each_plugin_once_per_event(caplog: pytest.LogCaptureF
     assert sum("task_events exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info) == 2
 
 
+class _TimingWrapper:
+    """A hook wrapper, as tracing or timing plugins write them: it must see every call."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    @gta_core.hookimpl(wrapper=True)
+    def gta_retry_delay(self, task: Any, error: BaseException) -> Any:
+        result = yield
+        self.seen.append((task.attempts, result))
+        return result
+
+
+def test_hooks_go_through_pluggy_so_wrappers_and_tracing_see_them() -> None:
+    """Hooks are called through pluggy's callers, not implementation by implementation: a
+    wrapper sees the answer of the implementations it wraps (a faulty one among them answering
+    None), and pluggy's call monitoring sees each call."""
+    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    wrapper = _TimingWrapper()
+    plugins.manager.register(wrapper, name="timing")
+    traced: list[str] = []
+    undo = plugins.manager.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name),
+                                                   lambda outcome, name, impls, kwargs: None)
+    try:
+        delay = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=1), error=RuntimeError("x"))
+        report_task_events(plugins, "succeeded", [_record()])
+        call_hook_safely(plugins, "gta_capture_context")
+    finally:
+        undo()
+    assert wrapper.seen == [(1, delay)] and isinstance(delay, float)
+    assert plugins.hook_errors == 3  # the faulty plugin raised in each hook; the others still answered
+    # no plugin here takes events one task at a time: no gta_task_event call at all
+    assert traced == ["gta_retry_delay", "gta_task_events", "gta_capture_context"]
+
+
 def test_submit_survives_a_faulty_context_plugin(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("GTA_PLUGINS", "tests.tasks,tests.plugins_bad.faulty,tests.plugins_bad.tenant_context")

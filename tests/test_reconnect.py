@@ -8,7 +8,8 @@ from __future__ import annotations
 import peewee
 import pytest
 
-from gta_core.database import in_transaction, open_database
+from gta_core.database import open_database
+from gta_core.transactions import in_transaction
 
 from .chaos.servers import end_sessions
 

@@ -24,7 +24,7 @@ from typing import Any
 import peewee
 
 from ..database import dialect_of, open_database, utc_text
-from ..sql import DIALECTS, Dialect
+from ..dialects import DIALECTS, Dialect
 from ..store import TaskStore, parse_timestamp
 
 READ_TIMEOUT = 5.0  # seconds a dashboard statement may run

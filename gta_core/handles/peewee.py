@@ -6,11 +6,11 @@ from typing import Any
 
 import peewee
 
-from ..database import in_transaction
 from ..errors import SubmitError
 from ..runtime import Runtime
 from ..store import TaskStore
 from ..store_insert import NewTask
+from ..transactions import in_transaction
 from ..wake import notify_local
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
 

@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 
 import peewee
 
-from ..database import drop_connection, in_transaction
+from ..database import drop_connection
 from ..errors import GTAError, PluginError
 from ..plugins import periodic_definitions
 from ..runtime import Runtime
 from ..schedules import Periodic
+from ..transactions import in_transaction
 from ..validation import TaskRequest, prepare
 from .runner import Service
 

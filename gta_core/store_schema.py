@@ -1,0 +1,149 @@
+"""The task table's schema: its version, the check a process makes before it starts
+(`require_schema`), and `migrate`, which creates, repairs and upgrades it. Mixed into `TaskStore`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import peewee
+
+from .db_errors import is_missing_table
+from .dialects import Dialect
+from .errors import SchemaError
+from .sql import SCHEMA_VERSION, Statements
+from .transactions import in_transaction
+
+log = logging.getLogger("gta.store")
+
+
+class SchemaQueries:
+    """What `gta migrate` and a starting process ask of the schema; `TaskStore` provides the
+    connection."""
+
+    db: peewee.Database
+    table: str
+    dialect: str
+    sql: Statements
+    _d: Dialect
+    _execute: Callable[..., Any]
+
+    def schema_version(self) -> int | None:
+        """The installed schema version, or None when the table does not exist."""
+        if not self.db.table_exists(f"{self.table}_schema"):
+            return None
+        row = self._execute(self.sql.schema_version).fetchone()
+        return row[0] if row else None
+
+    def database_and_table(self) -> tuple[str, bool]:
+        """The database this store's connection is on (the file's path on SQLite, "" for an
+        in-memory one) and whether the task table is there."""
+        database, found = self._execute(self.sql.database_and_table, (self.table,)).fetchone()
+        return str(database or ""), bool(found)
+
+    def require_schema(self) -> None:
+        version = self.schema_version()
+        if version != SCHEMA_VERSION:
+            raise self._schema_error(version)
+        if not self.db.table_exists(self.sql.queues_table):  # leasing reads it
+            raise SchemaError(f"task table {self.table!r} has no queue controls table "
+                              f"{self.sql.queues_table!r} yet: run `gta migrate`")
+        if problems := self.schema_problems():
+            raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
+
+    def schema_problems(self) -> list[str]:
+        """What the database really lacks of this version's schema: tables, columns, indexes
+        (by name). The version table alone cannot tell: a table dropped by hand leaves it behind."""
+        problems = [f"table {name} is missing" for name in (f"{self.table}_schema", self.table)
+                    if not self.db.table_exists(name)]
+        if problems and problems[-1].startswith(f"table {self.table} "):
+            return problems
+        columns = {column.name.lower() for column in self.db.get_columns(self.table)}
+        problems += [f"column {name} is missing" for name in self.sql.columns if name not in columns]
+        indexes = {index.name.lower() for index in self.db.get_indexes(self.table)}
+        problems += [f"index {self.table}_{name} is missing" for name in self.sql.indexes
+                     if f"{self.table}_{name}".lower() not in indexes]
+        return problems
+
+    def _schema_error(self, version: int | None) -> SchemaError:
+        found = "missing" if version is None else f"at version {version}"
+        return SchemaError(f"task table {self.table!r} is {found}, this GTA needs version "
+                           f"{SCHEMA_VERSION}: run `gta migrate`")
+
+    @contextlib.contextmanager
+    def _table_required(self) -> Iterator[None]:
+        """Turn the driver's "no such table" for the task table into `require_schema`'s error,
+        at no cost to a statement that succeeds (the application's own calls go through here)."""
+        try:
+            yield
+        except peewee.DatabaseError as exc:
+            if is_missing_table(exc, self.table):
+                raise self._schema_error(None) from exc
+            raise
+
+    def migrate(self) -> tuple[int | None, int]:
+        """Create, repair or upgrade the table; returns (version before, version after). Idempotent.
+
+        The real schema decides, not the version table: a missing task or version table is
+        created, missing columns that existing rows can do without (nullable or with a default)
+        are added and missing indexes created; a missing column that rows need raises a
+        SchemaError naming it. Then the upgrades from the recorded version run.
+        """
+        def upgrade() -> tuple[int | None, int]:
+            if self.dialect == "postgres":  # serialize concurrent migrations
+                self._execute(self._d.fix(self._d.migration_lock), (self.table,))
+            before = self.schema_version()
+            if before is not None and before > SCHEMA_VERSION:
+                raise SchemaError(f"task table {self.table!r} is at version {before}, newer than this "
+                                  f"GTA ({SCHEMA_VERSION}): upgrade GTA")
+            if not self.db.table_exists(f"{self.table}_schema"):
+                self._execute(self.sql.create_schema_table)
+            if not self.db.table_exists(self.table):
+                for statement in self.sql.create[1:]:
+                    self._execute(statement)
+            else:
+                self._repair()
+                upgrades = self._d.upgrades(self.table)
+                for version in range(before + 1 if before else SCHEMA_VERSION + 1, SCHEMA_VERSION + 1):
+                    for statement in upgrades.get(version, []):
+                        self._execute(statement)
+                    self._execute(self.sql.set_schema_version, (version,))
+            if self.schema_version() != SCHEMA_VERSION:
+                self._execute(self.sql.set_schema_version, (SCHEMA_VERSION,))
+            if not self.db.table_exists(self.sql.queues_table):  # added at version 2, without a bump
+                self._execute(self.sql.create_queues)
+            return before, SCHEMA_VERSION
+
+        if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead
+            self._execute(self._d.fix(self._d.migration_lock), (f"gta_migrate_{self.table}",))
+            try:
+                return upgrade()
+            finally:
+                self._execute(self._d.fix(self._d.migration_unlock), (f"gta_migrate_{self.table}",))
+        return in_transaction(self.db, upgrade)
+
+    def _repair(self) -> None:
+        """Add the task table's missing columns and indexes, or say which column cannot be added."""
+        present = {column.name.lower() for column in self.db.get_columns(self.table)}
+        missing = [name for name in self.sql.columns if name not in present]
+        required = [name for name in missing if "NOT NULL" in self.sql.columns[name]
+                    and "DEFAULT" not in self.sql.columns[name]]
+        if required:
+            raise SchemaError(f"task table {self.table!r} lacks column(s) {', '.join(required)}, which its rows "
+                              f"cannot do without: restore the table, or rename it aside and run `gta migrate` "
+                              f"for a new one")
+        for name in missing:
+            log.warning("task table %s: adding missing column %s", self.table, name)
+            self._execute(self.sql.add_column(name))
+        indexes = {index.name.lower() for index in self.db.get_indexes(self.table)}
+        for name, create in self.sql.indexes.items():
+            if f"{self.table}_{name}".lower() not in indexes:
+                log.warning("task table %s: creating missing index %s_%s", self.table, self.table, name)
+                self._execute(create)
+
+    def drop(self) -> None:
+        """Drop the task table and its schema table (tests and `gta purge --all` only)."""
+        for statement in self.sql.drop:
+            self._execute(statement)
