@@ -23,9 +23,11 @@ from .leasing import Leaser
 from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import WorkerChannel
+from .results import encode_result
 from .runtime import Runtime
 from .tasks import TaskContext, TaskDefinition, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
+from .workflows import prepare_chain, prepare_group
 
 log = logging.getLogger("gta.worker")
 
@@ -93,6 +95,7 @@ class ThreadRunner(Room):
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         report_task_events(self.plugins, "started", [task])
         start = time.perf_counter()
+        result = None
         try:
             task.check_attempts()
             definition = self.plugins.registry.get(task.key)
@@ -102,11 +105,14 @@ class ThreadRunner(Room):
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
-                              prepare_child=self._prepare_child, lease_owner=self.owner)
+                              prepare_child=self._prepare_child, lease_owner=self.owner,
+                              prepare_workflow=self._prepare_workflow)
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
-                definition.fn(ctx, **args)
+                value = definition.fn(ctx, **args)
+                if value is not None:  # stored with the success; not JSON or too large: Fail
+                    result = encode_result(value, self.settings.result_max_bytes)
             finally:
                 with self.book.lock:
                     self.book.contexts.pop(task.id, None)
@@ -114,10 +120,12 @@ class ThreadRunner(Room):
             self.completer.settle(task, decide(self.plugins, task, exc), time.perf_counter() - start)
             return False
         duration = time.perf_counter() - start
-        children, delete = ctx.children, definition.clean_succeeded
-        if not children and not delete and self.completer.defer_success(task, duration):
+        children, delete, workflows = ctx.children, definition.clean_succeeded, ctx.workflows
+        # batched: a plain success (no result, children, groups it created or belongs to)
+        if (not children and not delete and result is None and task.group_id is None and not workflows
+                and self.completer.defer_success(task, duration)):
             return True
-        self.completer.succeed(task, children, delete, duration)
+        self.completer.succeed(task, children, delete, duration, result=result, workflows=workflows)
         return False
 
     def _prepare_child(self, key: str, args: Any = None, **options: Any) -> Any:
@@ -127,6 +135,14 @@ class ThreadRunner(Room):
         captures it as any submit would (a request or trace id follows the work it caused).
         """
         return prepare(self.runtime, TaskRequest(key, args, **options), capture_context(self.runtime))
+
+    def _prepare_workflow(self, kind: str, *requests: Any) -> Any:
+        """Check a group (members, on_complete) or a chain (steps) a handler creates, now; it is
+        inserted with the handler's success, as children are."""
+        captured = capture_context(self.runtime)
+        if kind == "group":
+            return prepare_group(self.runtime, requests[0], requests[1], captured)
+        return prepare_chain(self.runtime, requests[0], captured)
 
     def _check_init_timeout(self, task: TaskRecord, definition: TaskDefinition) -> None:
         """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.

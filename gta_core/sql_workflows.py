@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 
-from .sql import DIALECTS, Dialect
+from .dialects import DIALECTS, Dialect
+from .sql import statements
 
 #: the status of a callback task whose group (or previous chain step) is not final yet
 WAITING = "waiting"
@@ -55,13 +56,15 @@ class WorkflowStatements:
         self.queue_of = fx(f"SELECT queue FROM {t} WHERE id = ?")
 
         # -- results ---------------------------------------------------------------------------
+        engine = statements(d.name, t)
         fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
+        done = f" RETURNING {engine.notify_done}" if engine.notify_done else ""
         self.complete_with_result = fx(
             f"UPDATE {t} SET status = 'succeeded', result = ?, finished_at = {d.now}, updated_at = {d.now}, "
-            f"lease_expires_at = NULL WHERE {fence}")
+            f"lease_expires_at = NULL WHERE {fence}{done}")
         self.result = fx(f"SELECT status, result, last_error FROM {t} WHERE id = ?")
         #: PostgreSQL's channel for final writes (`gta_core.wait` listens on it)
-        self.done_channel = f"gta_{t}_done"
+        self.done_channel = engine.done_channel
 
         # -- cancel, re-run, cleanup -------------------------------------------------------------
         # cancel: lock the unfinished members first, so a worker's final write of the same row
@@ -69,7 +72,7 @@ class WorkflowStatements:
         self.unfinished_members = (f"SELECT id, group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
                                    f"AND status IN ('pending', 'running', '{WAITING}'){lock}")
         self.cancel_waiting = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               f"last_error = ? WHERE status = '{WAITING}' AND id IN ({{ids}})")
+                               f"last_error = ? WHERE status = '{WAITING}' AND id IN ({{ids}})" + done)
         # `gta retry` of a final member whose group is not finished: it is unfinished again
         self.rerun_members = (f"SELECT group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
                               "AND status IN ('failed', 'cancelled')")

@@ -17,6 +17,7 @@ from .dialects import Dialect
 from .row_values import parse_timestamp, placeholders, task_dict
 from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Statements
 from .sql_operations import OperationStatements, operation_statements
+from .sql_workflows import workflow_statements
 from .transactions import in_transaction
 
 
@@ -31,6 +32,7 @@ class OperationQueries:
     _execute: Callable[..., Any]
     _write: Callable[..., int]
     statuses: Callable[[Sequence[int]], dict[int, str]]
+    reopen_groups: Callable[[Sequence[int]], None]
     _secs: Callable[[float], float | int]
 
     @property
@@ -89,6 +91,8 @@ class OperationQueries:
 
         def batch() -> int:
             ids = [row[0] for row in self._execute(select, (age, *statuses, limit)).fetchall()]
+            if len(ids) < limit:  # the last batch of a run: finished groups go too
+                self._execute(workflow_statements(self.dialect, self.table).delete_finished_groups, (age,))
             if not ids:
                 return 0
             delete = self._d.fix(self.ops.delete_finished.format(ids=placeholders(len(ids)), statuses=marks))
@@ -127,6 +131,7 @@ class OperationQueries:
 
         def write() -> dict[int, str]:
             before = self.statuses(ids)
+            self.reopen_groups(ids)
             if self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), ids).rowcount and \
                     self.dialect == "postgres":
                 queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), ids).fetchall()

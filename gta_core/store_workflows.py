@@ -18,8 +18,9 @@ from typing import Any
 
 import peewee
 
+from .dialects import Dialect
 from .row_values import placeholders
-from .sql import Dialect, Statements
+from .sql import Statements
 from .sql_workflows import WorkflowStatements, workflow_statements
 from .store_insert import NewTask
 
@@ -164,7 +165,7 @@ class WorkflowQueries:
     # -- cancel and re-run -------------------------------------------------------------------
     def lock_unfinished_members(self, ids: Sequence[int]) -> dict[int, int]:
         """Lock the unfinished group members among ``ids`` (before cancel marks them): group id
-        → how many, to count once they are cancelled. Also cancels waiting callbacks among ids."""
+        → how many, to count once they are cancelled."""
         counts: dict[int, int] = {}
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
@@ -190,10 +191,6 @@ class WorkflowQueries:
         """(status, stored result as JSON text, last_error), or None when no row has the id."""
         row = self._execute(self.wf.result, (task_id,)).fetchone()
         return None if row is None else (row[0], row[1], row[2])
-
-    def delete_finished_groups(self, older_than: float) -> int:
-        """Delete groups rows finished more than ``older_than`` seconds ago (cleanup)."""
-        return int(self._execute(self.wf.delete_finished_groups, (self._d.seconds_param(-older_than),)).rowcount)
 
 
 def _outcome(task_id: int, status: str, result: str | None, error: str | None) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 import peewee
 
 from . import handles
-from .database import in_transaction
 from .errors import InvalidArguments
 from .handles.connection import ConnectionHandle
 from .handles.peewee import PeeweeHandle, wake, wake_after_commit
@@ -33,6 +32,7 @@ from .runtime import Runtime, get_runtime
 from .store import TaskStore
 from .store_insert import NewTask
 from .store_workflows import PreparedWorkflow, Workflow
+from .transactions import in_transaction
 from .validation import TaskRequest, capture_context, prepare
 from .wake import notify_local
 
