@@ -116,21 +116,21 @@ class WorkflowQueries:
             remaining, callback_id, kind = self._execute(self.wf.group_after, (group_id,)).fetchone()
             if remaining > 0 or callback_id is None:
                 continue
-            outcome = self._release(group_id, int(callback_id), kind)
-            if isinstance(outcome, int):  # a chain step cancelled: it is final, count it in its own group
-                todo.append((outcome, 1))
-            elif outcome:
+            ran, cancelled_in = self._release(group_id, int(callback_id), kind)
+            if ran:
                 released.append(int(callback_id))
+            elif cancelled_in is not None:  # a chain step cancelled: it is final, count it in its own group
+                todo.append((cancelled_in, 1))
         return released
 
-    def _release(self, group_id: int, callback_id: int, kind: str) -> bool | int:
-        """Hand the group's outcomes to its waiting callback and make it due. True when it was
-        released; False when it was no longer waiting (cancelled); for a chain whose step did
-        not succeed, the callback is cancelled and its own group's id (or False) returned."""
+    def _release(self, group_id: int, callback_id: int, kind: str) -> tuple[bool, int | None]:
+        """Hand the group's outcomes to its waiting callback and make it due: (True, None).
+        (False, None) when it was no longer waiting (cancelled). For a chain whose step did not
+        succeed the callback is cancelled instead: (False, the group it is a member of)."""
         wf = self.wf
         row = self._execute(wf.waiting_callback, (callback_id,)).fetchone()
         if row is None:
-            return False
+            return False, None
         args_text, own_group = row
         outcomes = [_outcome(*member) for member in self._execute(wf.outcomes, (group_id,)).fetchall()]
         args = json.loads(args_text)
@@ -140,7 +140,7 @@ class WorkflowQueries:
                 reason = f"cancelled: the previous step of its chain, task {previous['id']}, ended {previous['status']}"
                 self._execute(wf.cancel_callback, (reason, callback_id))
                 self._notify_done()
-                return int(own_group) if own_group is not None else False
+                return False, None if own_group is None else int(own_group)
             args["previous"] = previous["result"]
         else:
             args["group"] = outcomes
@@ -148,7 +148,7 @@ class WorkflowQueries:
         if self.dialect == "postgres":
             (queue,) = self._execute(wf.queue_of, (callback_id,)).fetchone()
             self._execute(self.sql.notify, (f"gta_{self.table}", queue))
-        return True
+        return True, None
 
     def _notify_done(self) -> None:
         if self.dialect == "postgres":

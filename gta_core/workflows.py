@@ -112,14 +112,15 @@ def _prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any]
         if injected in args:
             raise InvalidArguments(f"task {request.key!r}: the argument {injected!r} is filled in by GTA when the "
                                    "task is released; leave it out")
-        request = dataclasses.replace(request, args={**args, injected: None})
+        # stored until the release overwrites it: what a group without members gets at once
+        request = dataclasses.replace(request, args={**args, injected: [] if injected == GROUP_ARGUMENT else None})
     return prepare(runtime, request, captured)
 
 
 def _refuse_eager(runtime: Runtime) -> None:
     if runtime.eager is not None:
         raise InvalidArguments("groups and chains do not run in eager mode (gta_core.testing): test them "
-                               "against a database with a worker (gta_core.testing's drain, or a supervisor)")
+                               "against a database with a supervisor")
 
 
 def _in_handle(runtime: Runtime, handle: handles.Handle, write: Callable[[TaskStore], T]) -> T:
