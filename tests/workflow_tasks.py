@@ -14,8 +14,9 @@ from .tasks import _ledger
 
 
 @task(max_attempts=3)
-def square(ctx: TaskContext, n: int) -> int:
+def square(ctx: TaskContext, n: int, pause: float = 0.0) -> int:
     _ledger(ctx, "run", n=n)
+    time.sleep(pause)
     return n * n
 
 
