@@ -21,11 +21,14 @@ setup(
         "postgres": ["psycopg2-binary>=2.9"],
         "mysql": ["pymysql>=1.1"],
         "sqlalchemy": ["sqlalchemy>=2.0"],
+        # drivers `asubmit` writes through (any one; SQLAlchemy's async engine needs greenlet)
+        "asyncio": ["asyncpg>=0.29", "psycopg[binary]>=3.1", "aiomysql>=0.2", "aiosqlite>=0.20", "greenlet>=3"],
         # Django 6 has django.tasks; on older Django (5.2 is the newest for Python 3.10/3.11) the backport
         "django": ["django>=5.2", "django-tasks>=0.8; python_version < '3.12'"],
         "test": ["pytest>=8", "hypothesis>=6", "psycopg2-binary>=2.9", "pymysql>=1.1", "pyyaml>=6",
                  "sqlalchemy>=2.0", "django>=5.2", "django-tasks>=0.8; python_version < '3.12'",
-                 "psycopg[binary]>=3.1", "flask>=3", "flask-sqlalchemy>=3.1", "fastapi>=0.110", "httpx>=0.27",
+                 "psycopg[binary]>=3.1", "asyncpg>=0.29", "aiomysql>=0.2", "aiosqlite>=0.20", "greenlet>=3",
+                 "flask>=3", "flask-sqlalchemy>=3.1", "fastapi>=0.110", "httpx>=0.27",
                  "httpx2>=2",  # starlette >= 1.10 tests through httpx2 (httpx warns)
                  "playwright>=1.40"],  # drives the Debian chromium package (tests/test_dashboard_browser.py)
         "lint": ["ruff>=0.5", "mypy>=1.10"],

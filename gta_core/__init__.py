@@ -10,6 +10,9 @@ Public API::
     with db.atomic() as tx:
         submit(tx, "send_email", {"to": "a@example.com"})   # exists iff tx commits
 
+    async with session.begin():                            # SQLAlchemy AsyncSession, asyncpg, psycopg async
+        await asubmit(session, "send_email", {"to": "a@example.com"})
+
     pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
     wait(task_id, timeout=30)                 # TaskResult(status, value): what the handler returned
     group(tx, [("resize", {"n": 1}), ...], on_complete=TaskRequest("collect"))   # docs/workflows.md
@@ -17,6 +20,7 @@ Public API::
 from __future__ import annotations
 
 from . import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
+from .asubmit import asubmit, asubmit_many
 from .config import Settings, load_settings
 from .errors import (
     ConfigError,
@@ -48,10 +52,11 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
-    "InvalidArguments", "InvalidQueue", "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError",
-    "Settings", "SubmitError", "TaskContext", "TaskDefinition", "TaskNotFound", "TaskRecord", "TaskRequest",
-    "TaskResult", "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "Workflow", "cancel", "chain", "configure",
-    "get_runtime", "group", "hookimpl", "load_settings", "pause_queue", "periodic", "queues", "result",
-    "resume_queue", "status", "submit", "submit_many", "task", "transaction", "wait",
+    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail",
+    "GTAError", "InvalidArguments", "InvalidQueue", "Periodic", "PluginError", "QueueChange", "QueueState",
+    "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition", "TaskNotFound",
+    "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "Workflow",
+    "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group", "hookimpl", "load_settings",
+    "pause_queue", "periodic", "queues", "result", "resume_queue", "status", "submit", "submit_many", "task",
+    "transaction", "wait",
 ]

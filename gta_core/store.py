@@ -12,12 +12,8 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import peewee
-
-from .database import dialect_of, install_sqlite_functions
-from .dialects import numbered
 from .row_values import parse_timestamp, placeholders
-from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error, statements
+from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
 from .store_insert import InsertQueries, NewTask
 from .store_operations import OperationQueries
 from .store_schema import SchemaQueries
@@ -50,34 +46,9 @@ FORCE_CANCEL = "cancelled (force)"
 class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
-    submit side's from `InsertQueries`, the operations side's from `OperationQueries`. Every statement comes from
-    `sql`/`sql_operations`, built once per (dialect, table)."""
-
-    def __init__(self, db: peewee.Database, table: str) -> None:
-        self.db = db
-        self.table = table
-        self.dialect = dialect_of(db)
-        self.sql = statements(self.dialect, table)
-        self._d = self.sql.dialect
-        install_sqlite_functions(db)
-
-    # -- helpers -------------------------------------------------------------------------
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.db.execute_sql(sql, tuple(params))
-
-    def _execute_hot(self, sql: str, params: Sequence[Any]) -> Any:
-        """`_execute` for a statement (``?`` placeholders) on the hot path: prepared where the
-        database can (PostgreSQL through psycopg2), as parsing and planning a lease of 25 rows
-        cost as much as running it."""
-        if preparer := self._preparer:
-            return preparer.execute_prepared(numbered(sql), params)
-        return self._execute(self._d.fix(sql), params)
-
-    def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(in_statement(self.db, lambda: self._execute(sql, params).rowcount))
-
-    def _secs(self, seconds: float) -> float | int:
-        return self._d.seconds_param(seconds)
+    submit side's from `InsertQueries`, the operations side's from `OperationQueries`,
+    all on `StoreBase`. Every statement comes from `sql`/`sql_operations`, built once per
+    (dialect, table)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:

@@ -2,20 +2,21 @@
 
 Multi-row inserts in chunks (`Dialect.insert_chunk`), PostgreSQL's constant-time bulk insert
 and prepared one-row insert, and the dedupe insert that returns the kept row's id.
+
+The plan is written once, without I/O (`InsertQueries.insert_steps` yields each `Query` and is
+sent its result): `insert` runs it on the store's peewee connection, `gta_core.asubmit` awaits
+each statement on an application's async connection.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Literal, TypeVar
 
-import peewee
-
-from .database import PostgresDatabase, utc_text
-from .dialects import Dialect
-from .sql import Statements
+from .database import utc_text
+from .store_base import StoreBase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,21 +36,35 @@ class NewTask:
     parent_id: int | None = None
 
 
-class InsertQueries:
-    """What submit asks of the task table; `TaskStore` provides the connection."""
+T = TypeVar("T")
 
-    db: peewee.Database
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    _secs: Callable[[float], float | int]
-    _table_required: Callable[[], contextlib.AbstractContextManager[None]]
 
-    @property
-    def _preparer(self) -> PostgresDatabase | None:
-        """The database, where the hot statements run prepared: PostgreSQL through psycopg2."""
-        return self.db if isinstance(self.db, PostgresDatabase) and self.db.prepares else None
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """One statement of an insert plan, for its runner to execute and send back the result."""
+
+    #: with the dialect's driver placeholders (``%s``; ``?`` on SQLite), or ``$1``… when ``numbered``
+    sql: str
+    params: Sequence[Any]
+    #: what to send back: the result rows, the first inserted id (MySQL 8), or nothing
+    wants: Literal["rows", "lastrowid"] | None = "rows"
+    numbered: bool = False
+
+
+def run_steps(steps: Generator[Query, Any, T], run: Callable[[Query], Any]) -> T:
+    """Drive a plan of `Query` steps with a function that executes one and returns its result."""
+    try:
+        query = next(steps)
+        while True:
+            query = steps.send(run(query))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+class InsertQueries(StoreBase):
+    """What submit asks of the task table."""
+
+    _table_required: Callable[[], contextlib.AbstractContextManager[None]]  # from `SchemaQueries`
 
     def insert(self, tasks: Sequence[NewTask]) -> list[int]:
         """Insert tasks with this store's connection and current transaction; their ids, in order.
@@ -59,16 +74,36 @@ class InsertQueries:
         nothing is written (the unique index decides, so racing submitters agree). On
         PostgreSQL a ``NOTIFY`` per queue rides in the same transaction.
         """
+        preparer = self._preparer
+        steps = self.insert_steps(tasks, returns_ids=self._d.insert_returns_ids or self._is_mariadb(),
+                                  numbered=preparer is not None)
+
+        def run(query: Query) -> Any:
+            if query.numbered:
+                assert preparer is not None
+                cursor = preparer.execute_prepared(query.sql, query.params)
+            else:
+                cursor = self._execute(query.sql, query.params)
+            return cursor.lastrowid if query.wants == "lastrowid" else cursor.fetchall() if query.wants else None
+        with self._table_required():
+            return run_steps(steps, run)
+
+    def insert_steps(self, tasks: Sequence[NewTask], *, returns_ids: bool,
+                     numbered: bool) -> Generator[Query, Any, list[int]]:
+        """`insert`'s statements, one `Query` at a time (each is sent its result), returning the
+        ids: the one plan both the sync store and `gta_core.asubmit`'s async connections run.
+        ``returns_ids``: the database has ``INSERT … RETURNING`` (MySQL 8 has not);
+        ``numbered``: the runner takes PostgreSQL's ``$1`` placeholders (and may prepare)."""
         ids: list[int | None] = [None] * len(tasks)
         plain = [index for index, task in enumerate(tasks) if task.dedupe_key is None]
-        with self._table_required():
-            for start in range(0, len(plain), self._d.insert_chunk):
-                chunk = plain[start:start + self._d.insert_chunk]
-                for index, task_id in zip(chunk, self._insert_rows([tasks[i] for i in chunk]), strict=True):
-                    ids[index] = task_id
-            for index, task in enumerate(tasks):
-                if task.dedupe_key is not None:
-                    ids[index] = self._insert_deduplicated(task)
+        for start in range(0, len(plain), self._d.insert_chunk):
+            chunk = plain[start:start + self._d.insert_chunk]
+            inserted = yield from self._insert_rows([tasks[i] for i in chunk], returns_ids, numbered)
+            for index, task_id in zip(chunk, inserted, strict=True):
+                ids[index] = task_id
+        for index, task in enumerate(tasks):
+            if task.dedupe_key is not None:
+                ids[index] = yield from self._insert_deduplicated(task)
         return [task_id for task_id in ids if task_id is not None]
 
     def _values(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
@@ -100,32 +135,33 @@ class InsertQueries:
         arrays: list[Any] = [list(column) for column, varies in zip(columns, varying, strict=True) if varies]
         return self.sql.bulk_insert(varying), params + (arrays or [len(tasks)])
 
-    def _insert_rows(self, tasks: Sequence[NewTask]) -> list[int]:
+    def _insert_rows(self, tasks: Sequence[NewTask], returns_ids: bool,
+                     numbered: bool) -> Generator[Query, Any, list[int]]:
         if self.dialect == "postgres" and len(tasks) > 1:
             statement, params = self._bulk(tasks)
-            return sorted(row[0] for row in self._execute(statement + self.sql.insert_returning, params).fetchall())
-        if preparer := self._preparer:
-            one = self.sql.insert_one + self.sql.insert_returning
-            cursor = preparer.execute_prepared(one, self._bulk_row(tasks[0]))
-            return [cursor.fetchone()[0]]
+            rows = yield Query(statement + self.sql.insert_returning, params)
+            return sorted(row[0] for row in rows)
+        if self.dialect == "postgres" and numbered:
+            rows = yield Query(self.sql.insert_one + self.sql.insert_returning, self._bulk_row(tasks[0]), numbered=True)
+            return [rows[0][0]]
         statement, params = self._values(tasks)
-        if self._d.insert_returns_ids or self._is_mariadb():
-            cursor = self._execute(self._d.fix(statement + self.sql.insert_returning), params)
-            return sorted(row[0] for row in cursor.fetchall())
-        cursor = self._execute(self._d.fix(statement), params)
-        return list(range(cursor.lastrowid, cursor.lastrowid + len(tasks)))  # consecutive in one statement
+        if returns_ids:
+            rows = yield Query(self._d.fix(statement + self.sql.insert_returning), params)
+            return sorted(row[0] for row in rows)
+        first = yield Query(self._d.fix(statement), params, wants="lastrowid")
+        return list(range(first, first + len(tasks)))  # consecutive in one statement
 
-    def _insert_deduplicated(self, task: NewTask) -> int:
+    def _insert_deduplicated(self, task: NewTask) -> Generator[Query, Any, int]:
         statement, params = self._values([task])
         if self.dialect == "mysql":
-            self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}"), params)
+            yield Query(self._d.fix(f"{statement} {self.sql.insert_or_skip}"), params, wants=None)
         else:  # the new row's id comes back at once; a kept row's is read below
-            inserted = self._execute(self._d.fix(f"{statement} {self.sql.insert_or_skip}{self.sql.insert_returning}"),
-                                     params).fetchone()
+            inserted = yield Query(self._d.fix(f"{statement} {self.sql.insert_or_skip}{self.sql.insert_returning}"),
+                                   params)
             if inserted:
-                return int(inserted[0])
-        row = self._execute(self.sql.id_by_dedupe_key, (task.dedupe_key,)).fetchone()
-        return int(row[0])
+                return int(inserted[0][0])
+        rows = yield Query(self.sql.id_by_dedupe_key, (task.dedupe_key,))
+        return int(rows[0][0])
 
     def _is_mariadb(self) -> bool:
         """MariaDB (10.5+) has ``INSERT … RETURNING``; MySQL 8 does not."""

@@ -10,30 +10,20 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import peewee
-
 from .database import utc_text
-from .dialects import Dialect
 from .row_values import parse_timestamp, placeholders, task_dict
-from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX, Statements
+from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX
 from .sql_operations import OperationStatements, operation_statements
 from .sql_workflows import workflow_statements
+from .store_base import StoreBase
 from .transactions import in_transaction
 
 
-class OperationQueries:
-    """What the operations side asks of the task table; `TaskStore` provides the connection."""
+class OperationQueries(StoreBase):
+    """What the operations side asks of the task table."""
 
-    db: peewee.Database
-    table: str
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    _write: Callable[..., int]
-    statuses: Callable[[Sequence[int]], dict[int, str]]
-    reopen_groups: Callable[[Sequence[int]], None]
-    _secs: Callable[[float], float | int]
+    statuses: Callable[[Sequence[int]], dict[int, str]]  # from `TaskStore`
+    reopen_groups: Callable[[Sequence[int]], None]  # from `WorkflowQueries`
 
     @property
     def ops(self) -> OperationStatements:

@@ -5,31 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import peewee
 
 from .db_errors import is_missing_table
-from .dialects import Dialect
 from .errors import SchemaError
-from .sql import SCHEMA_VERSION, Statements
+from .sql import SCHEMA_VERSION
 from .sql_workflows import workflow_statements
+from .store_base import StoreBase
 from .transactions import in_transaction
 
 log = logging.getLogger("gta.store")
 
 
-class SchemaQueries:
-    """What `gta migrate` and a starting process ask of the schema; `TaskStore` provides the
-    connection."""
-
-    db: peewee.Database
-    table: str
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
+class SchemaQueries(StoreBase):
+    """What `gta migrate` and a starting process ask of the schema."""
 
     def schema_version(self) -> int | None:
         """The installed schema version, or None when the table does not exist."""

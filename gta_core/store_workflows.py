@@ -16,12 +16,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import peewee
-
-from .dialects import Dialect
 from .row_values import placeholders
-from .sql import Statements
 from .sql_workflows import WorkflowStatements, workflow_statements
+from .store_base import StoreBase
 from .store_insert import NewTask
 
 #: ids per ``IN`` list when joining members to their group
@@ -59,16 +56,10 @@ class Workflow:
     groups: list[int]
 
 
-class WorkflowQueries:
-    """What groups and results ask of the tables; `TaskStore` provides the connection."""
+class WorkflowQueries(StoreBase):
+    """What results, groups and chains ask of the tables."""
 
-    db: peewee.Database
-    table: str
-    dialect: str
-    sql: Statements
-    _d: Dialect
-    _execute: Callable[..., Any]
-    insert: Callable[[Sequence[NewTask]], list[int]]
+    insert: Callable[[Sequence[NewTask]], list[int]]  # from `InsertQueries`
 
     @property
     def wf(self) -> WorkflowStatements:

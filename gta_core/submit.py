@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import handles
@@ -56,14 +56,21 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     with a dedupe key are inserted one by one."""
     runtime = get_runtime()
     handle = handles.resolve(db_tx, runtime)
+    rows = prepare_all(runtime, items)
+    if not rows:
+        return []
+    if runtime.eager is not None:
+        return run_eagerly(runtime, handle.after_commit, rows)
+    return handle.insert(runtime, rows)
+
+
+def prepare_all(runtime: Runtime, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[NewTask]:
+    """Every item of a `submit_many` (or `asubmit_many`) checked and made a row, before any is written."""
     requests = [_request(item) for item in items]
     if not requests:
         return []
     captured = capture_context(runtime)
-    rows = [prepare(runtime, request, captured) for request in requests]
-    if runtime.eager is not None:
-        return _run_eagerly(runtime, handle, rows)
-    return handle.insert(runtime, rows)
+    return [prepare(runtime, request, captured) for request in requests]
 
 
 def _request(item: Any) -> TaskRequest:
@@ -112,13 +119,15 @@ def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
         wake_after_commit(runtime, db, runtime.store_for(db))
 
 
-def _run_eagerly(runtime: Runtime, handle: handles.Handle, rows: list[NewTask]) -> list[int]:
-    """Eager mode (`gta_core.testing`): no row is written; handlers run once the caller commits."""
+def run_eagerly(runtime: Runtime, after_commit: Callable[[Callable[[], None]], None],
+                rows: list[NewTask]) -> list[int]:
+    """Eager mode (`gta_core.testing`): no row is written; handlers run once the caller commits
+    (``after_commit``: the handle's hook, `SubmitError` where it has none)."""
     run = runtime.eager
     ids = [run.next_id() for _ in rows]
 
     def execute() -> None:
         for task_id, row in zip(ids, rows, strict=True):
             run.execute(runtime, task_id, row.key, row.args, row.context, row.queue, row.max_attempts)
-    handle.after_commit(execute)
+    after_commit(execute)
     return ids

@@ -14,11 +14,12 @@ from .handles import use_django_database
 from .helpers import Env, wait_for
 
 SQLALCHEMY_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "mysql": "mysql+aiomysql"}
 
 
-def sqlalchemy_url(gta_url: str) -> str:
+def sqlalchemy_url(gta_url: str, drivers: dict[str, str] = SQLALCHEMY_DRIVERS) -> str:
     scheme, rest = gta_url.split(":", 1)
-    return f"{SQLALCHEMY_DRIVERS[scheme]}:{rest}"
+    return f"{drivers[scheme]}:{rest}"
 
 
 @pytest.fixture
@@ -82,19 +83,19 @@ def test_flask_sqlalchemy(env: Env, outbox: Path, orders_table: None, monkeypatc
 
 def test_fastapi(env: Env, outbox: Path, orders_table: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine
 
     from examples.fastapi.app import Base, create_app
     supervisor_env = use_plugins(env, monkeypatch, "examples.receipts")
-    app = create_app(sqlalchemy_url(env.db_url))
-    Base.metadata.create_all(app.state.engine)
-    try:
-        with TestClient(app) as client:
-            def post(order: dict[str, object]) -> tuple[int, object]:
-                response = client.post("/orders", json=order)
-                return response.status_code, response.json()
-            check_order_flow(env, outbox, post, supervisor_env)
-    finally:
-        app.state.engine.dispose()
+    tables = create_engine(sqlalchemy_url(env.db_url))
+    Base.metadata.create_all(tables)
+    tables.dispose()
+    app = create_app(sqlalchemy_url(env.db_url, ASYNC_DRIVERS))  # an async endpoint: `await asubmit(session, …)`
+    with TestClient(app) as client:  # its lifespan disposes of the async engine
+        def post(order: dict[str, object]) -> tuple[int, object]:
+            response = client.post("/orders", json=order)
+            return response.status_code, response.json()
+        check_order_flow(env, outbox, post, supervisor_env)
 
 
 def test_django(env: Env, outbox: Path, orders_table: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,18 +1,22 @@
-"""FastAPI (a sync endpoint) + SQLAlchemy: the order and its receipt task commit together.
+"""FastAPI (an async endpoint) + SQLAlchemy's ``AsyncSession``: the order and its receipt task
+commit together, and the submit never blocks the event loop (``await gta_core.asubmit``).
 (No ``from __future__ import annotations``: FastAPI reads the endpoint's annotations at run time.)
 
-Run: ``DATABASE_URL=sqlite:///shop.db GTA_DATABASE_URL=sqlite:///shop.db GTA_PLUGINS=examples.receipts
-uvicorn examples.fastapi.app:app`` beside ``gta migrate`` and
-``gta-supervisor --plugin examples.receipts`` (one database for the orders and the tasks).
+Run: ``DATABASE_URL=sqlite+aiosqlite:///shop.db GTA_DATABASE_URL=sqlite:///shop.db
+GTA_PLUGINS=examples.receipts uvicorn examples.fastapi.app:app`` beside ``gta migrate`` and
+``gta-supervisor --plugin examples.receipts`` (one database for the orders and the tasks;
+``postgresql+asyncpg://…`` or ``mysql+aiomysql://…`` for a server).
 """
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
-from sqlalchemy import String, create_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import String
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import gta_core
 
@@ -34,20 +38,27 @@ class NewOrder(BaseModel):
 
 
 def create_app(database_url: str | None = None) -> FastAPI:
-    engine = create_engine(database_url or os.environ["DATABASE_URL"])
-    app = FastAPI()
+    engine = create_async_engine(database_url or os.environ["DATABASE_URL"])
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    def session() -> Iterator[Session]:
-        with Session(engine) as opened:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()  # on the loop that opened the pool's connections
+
+    app = FastAPI(lifespan=lifespan)
+
+    async def session() -> AsyncIterator[AsyncSession]:
+        async with sessions() as opened:
             yield opened
 
     @app.post("/orders", status_code=201)
-    def create_order(new: NewOrder, db: Annotated[Session, Depends(session)]) -> dict[str, int]:
-        with db.begin():  # commits on success; any exception rolls back the order and the task
+    async def create_order(new: NewOrder, db: Annotated[AsyncSession, Depends(session)]) -> dict[str, int]:
+        async with db.begin():  # commits on success; any exception rolls back the order and the task
             order = Order(email=new.email, total=new.total)
             db.add(order)
-            db.flush()
-            gta_core.submit(db, "send_receipt", {"order_id": order.id})
+            await db.flush()
+            await gta_core.asubmit(db, "send_receipt", {"order_id": order.id})
             if order.total <= 0:
                 raise HTTPException(400, "total must be positive")
         return {"id": order.id}

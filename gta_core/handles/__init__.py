@@ -27,6 +27,10 @@ ADAPTERS = {
     "psycopg": "dbapi",
     "pymysql": "dbapi",
 }
+#: what `resolve` refuses with a pointer to `gta_core.asubmit`: async drivers' connections, and
+#: the async classes of psycopg and SQLAlchemy (by name: nothing is imported to tell)
+ASYNC_PACKAGES = ("asyncpg", "aiomysql", "asyncmy", "aiosqlite")
+ASYNC_CLASSES = ("AsyncConnection", "AsyncSession", "async_scoped_session")
 KINDS = ("a peewee Database or what db.atomic() returned, a SQLAlchemy Session or Connection, "
          "a Django connection (django.db.connection or connections[alias]), or a sqlite3, psycopg2, "
          "psycopg or pymysql connection")
@@ -72,9 +76,19 @@ def refuse_none(handle: Any, name: str) -> None:
                           "gta_core.OWN_TRANSACTION to commit on GTA's own connection regardless of yours")
 
 
+def is_async(handle: Any) -> bool:
+    """A handle of an async driver or class, which only `gta_core.asubmit` can write through."""
+    return any(klass.__module__.partition(".")[0] in ASYNC_PACKAGES or klass.__name__ in ASYNC_CLASSES
+               for klass in type(handle).__mro__)
+
+
 def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
     """The adapter for ``handle``; `SubmitError` (before anything is written) for what none takes."""
     refuse_none(handle, name)
+    if is_async(handle):
+        from ..errors import SubmitError
+        raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
+                          "submit through it with `await gta_core.asubmit(...)`")
     for klass in type(handle).__mro__:
         module = ADAPTERS.get(klass.__module__.partition(".")[0])
         if module is not None:

@@ -55,32 +55,53 @@ class ConnectionHandle(Handle):
         return self._store(runtime).cancel_in_transaction(ids, force)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
-        if self.no_transaction:
-            raise SubmitError(self.no_transaction)
-        if self.on_commit is None:
-            raise SubmitError(f"a {self.kind} has no commit hook, so eager mode cannot run tasks when it commits: "
-                              "submit through a peewee, SQLAlchemy or Django handle in eager tests")
-        self.on_commit(fn)
+        hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
 
     def _store(self, runtime: Runtime) -> TaskStore:
         """A store on the caller's connection, once it is known to be GTA's database."""
         if self.no_transaction:
             raise SubmitError(self.no_transaction)
-        expected = dialect_of(runtime.db)
-        if self.dialect != expected:
-            raise SubmitError(f"the {self.kind} is on {self.dialect}, GTA's database is {expected} "
-                              "(GTA_DATABASE_URL): a task written there would never run")
-        borrowed = _DATABASES[self.dialect](None, thread_safe=False)
+        check_dialect(self.kind, self.dialect, runtime)
+        borrowed = borrowed_database(self.dialect)
         borrowed._state.set_connection(self.connection)  # type: ignore[attr-defined]
         store = TaskStore(borrowed, runtime.settings.table)
-        database, has_table = store.database_and_table()
-        ours = str(runtime.db.database)
-        if self.dialect == "sqlite":
-            database, ours = os.path.realpath(database) if database else ":memory:", os.path.realpath(ours)
-        if database != ours:
-            raise SubmitError(f"the {self.kind} is on database {database!r}, GTA's is {ours!r} "
-                              "(GTA_DATABASE_URL): a task written there would never run")
-        if not has_table:
-            raise SchemaError(f"task table {runtime.settings.table!r} is missing in database {database!r}: "
-                              "run `gta migrate`")
+        check_database(self.kind, self.dialect, runtime, *store.database_and_table())
         return store
+
+
+def hook_for_eager(kind: str, no_transaction: str | None,
+                   on_commit: Callable[[Callable[[], None]], None] | None) -> Callable[[Callable[[], None]], None]:
+    """The commit hook eager mode runs its tasks from; `SubmitError` where there is none."""
+    if no_transaction:
+        raise SubmitError(no_transaction)
+    if on_commit is None:
+        raise SubmitError(f"a {kind} has no commit hook, so eager mode cannot run tasks when it commits: "
+                          "submit through a peewee, SQLAlchemy or Django handle in eager tests")
+    return on_commit
+
+
+def borrowed_database(dialect: str) -> peewee.Database:
+    """A peewee Database of ``dialect`` with no connection of its own, to lend one to."""
+    return _DATABASES[dialect](None, thread_safe=False)
+
+
+def check_dialect(kind: str, dialect: str, runtime: Runtime) -> None:
+    """`SubmitError` unless the caller's connection is of GTA's database's dialect."""
+    expected = dialect_of(runtime.db)
+    if dialect != expected:
+        raise SubmitError(f"the {kind} is on {dialect}, GTA's database is {expected} "
+                          "(GTA_DATABASE_URL): a task written there would never run")
+
+
+def check_database(kind: str, dialect: str, runtime: Runtime, database: str, has_table: bool) -> None:
+    """`SubmitError` unless the caller's connection (on ``database``, seeing the task table or
+    not: `Statements.database_and_table`) is on GTA's database; `SchemaError` without the table."""
+    ours = str(runtime.db.database)
+    if dialect == "sqlite":
+        database, ours = os.path.realpath(database) if database else ":memory:", os.path.realpath(ours)
+    if database != ours:
+        raise SubmitError(f"the {kind} is on database {database!r}, GTA's is {ours!r} "
+                          "(GTA_DATABASE_URL): a task written there would never run")
+    if not has_table:
+        raise SchemaError(f"task table {runtime.settings.table!r} is missing in database {database!r}: "
+                          "run `gta migrate`")

@@ -1,0 +1,45 @@
+"""aiosqlite connections, inside their open transaction.
+
+Like sqlite3's, an aiosqlite connection (outside ``isolation_level=None``) begins a transaction
+before the first write, which the caller's ``await conn.commit()`` ends with the task in it;
+with ``isolation_level=None`` and no ``BEGIN`` each statement would commit alone, and the
+submit is refused. GTA's SQLite clock functions (``gta_now()``) are registered on the
+connection first. There is no commit hook: the supervisor finds the task by its next poll.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..database import install_sqlite_functions
+from ..runtime import Runtime
+from .async_connection import AsyncConnectionHandle
+from .connection import borrowed_database
+
+
+class AiosqliteHandle(AsyncConnectionHandle):
+    def __init__(self, connection: Any, no_transaction: str | None) -> None:
+        super().__init__("aiosqlite connection", "sqlite", no_transaction)
+        self.connection = connection
+
+    async def run(self, sql: str, params: Sequence[Any], wants: str | None) -> Any:
+        async with self.connection.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchall() if wants == "rows" else None
+
+
+async def adapt(handle: Any, runtime: Runtime) -> AiosqliteHandle:
+    reason = None
+    if handle.isolation_level is None and not handle.in_transaction:
+        reason = ("the aiosqlite connection is in autocommit mode with no transaction open, so the task would "
+                  "commit on its own: execute BEGIN on it first, or submit on GTA's own connection")
+    await install_clock_functions(handle)
+    return AiosqliteHandle(handle, reason)
+
+
+async def install_clock_functions(connection: Any) -> None:
+    """The clock functions GTA's SQLite statements call (``gta_now()``), on an aiosqlite connection."""
+    database = borrowed_database("sqlite")
+    install_sqlite_functions(database)
+    for name, (function, arity, _) in database._functions.items():  # type: ignore[attr-defined]
+        if name.startswith("gta_"):
+            await connection.create_function(name, arity, function, deterministic=True)
