@@ -8,7 +8,8 @@ the outcome rule): the caller asked for a value, and silently dropping it would 
 than before, and keeps the batched success path.
 
 ``wait`` blocks until the task is final: on PostgreSQL it LISTENs on the table's ``done``
-channel (final writes NOTIFY it), elsewhere it polls, from 10 ms doubling to half a second.
+channel (final writes NOTIFY it) through ``listen_url`` when set (``off``: it polls), elsewhere
+it polls, from 10 ms doubling to half a second.
 """
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ def wait(task_id: int, timeout: float | None = None) -> TaskResult | None:
         raise GTAError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
     runtime = get_runtime()
     deadline = None if timeout is None else time.monotonic() + timeout
-    listener = _Listener(runtime) if runtime.store.dialect == "postgres" else None
+    listen = runtime.settings.listen_url
+    listener = _Listener(runtime, listen or runtime.settings.database_url) \
+        if runtime.store.dialect == "postgres" and listen != "off" else None
     try:
         pause = 0.01
         while True:
@@ -120,8 +123,10 @@ def wait(task_id: int, timeout: float | None = None) -> TaskResult | None:
 class _Listener:
     """A connection of its own LISTENing on the table's ``done`` channel (PostgreSQL)."""
 
-    def __init__(self, runtime: Any) -> None:
-        self.db = open_database(runtime.settings.database_url, statement_timeout=0)
+    def __init__(self, runtime: Any, url: str) -> None:
+        """``url``: `listen_url` where set (LISTEN needs a session: not through PgBouncer in
+        transaction mode), else the database's."""
+        self.db = open_database(url, statement_timeout=0)
         self.conn = self.db.connection()
         self.conn.autocommit = True
         with self.conn.cursor() as cursor:

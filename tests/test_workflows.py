@@ -117,15 +117,20 @@ def test_group_of_500_on_two_supervisors_fires_its_callback_once(wenv: Env) -> N
 
 def test_sigkill_of_the_worker_running_the_last_member_still_fires_once(wenv: Env) -> None:
     flag = str(wenv.tmp_path / "died")
-    members = [TaskRequest("square", {"n": n}) for n in range(3)] + [TaskRequest("die_once", {"flag": flag, "n": 9})]
+    members = [TaskRequest("square", {"n": n}) for n in range(3)] + [TaskRequest("die"),
+                                                                     TaskRequest("die_once", {"flag": flag, "n": 9})]
     made = gta_core.group(OWN_TRANSACTION, members, on_complete=TaskRequest("collect"))
     process = start(wenv, 2)
-    assert gta_core.wait(made.callback, timeout=60) == gta_core.TaskResult("succeeded", 4)
+    assert gta_core.wait(made.callback, timeout=60) == gta_core.TaskResult("succeeded", 5)
     runs = [entry for entry in entries(wenv, "run") if entry["id"] == made.ids[-1]]
     assert len(runs) == 2 and runs[0]["pid"] != runs[1]["pid"]  # killed once, run again elsewhere
     calls = entries(wenv, "callback")
     assert len(calls) == 1
-    assert {o["id"]: o["result"] for o in calls[0]["group"]} == dict(zip(made.ids, [0, 1, 4, 9], strict=True))
+    outcomes = {o["id"]: o for o in calls[0]["group"]}
+    assert {task_id: outcomes[task_id]["result"] for task_id in made.ids} == dict(
+        zip(made.ids, [0, 1, 4, None, 9], strict=True))
+    # the member whose only attempt died with its worker was failed by the janitor, and counted
+    assert outcomes[made.ids[3]]["status"] == "failed" and "WorkerDied" in outcomes[made.ids[3]]["error"]
     stop(process)
     assert len(entries(wenv, "callback")) == 1
 

@@ -73,6 +73,14 @@ def die_once(ctx: TaskContext, flag: str, n: int = 0) -> int:
     return n
 
 
+@task(max_attempts=1)
+def die(ctx: TaskContext) -> None:
+    """SIGKILLs its own worker process: with one attempt, the janitor fails it for good."""
+    _ledger(ctx, "run")
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(5)
+
+
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [square, echo, unserializable, refuse, collect, add, fan_out, die_once]
+    return [square, echo, unserializable, refuse, collect, add, fan_out, die_once, die]
