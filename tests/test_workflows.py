@@ -6,6 +6,8 @@ so a callback's runs are counted across processes without asking the database un
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -133,6 +135,25 @@ def test_sigkill_of_the_worker_running_the_last_member_still_fires_once(wenv: En
     assert outcomes[made.ids[3]]["status"] == "failed" and "WorkerDied" in outcomes[made.ids[3]]["error"]
     stop(process)
     assert len(entries(wenv, "callback")) == 1
+
+
+def test_a_member_failed_by_rescue_counts(wenv: Env) -> None:
+    made = gta_core.group(OWN_TRANSACTION, [TaskRequest("freeze"), TaskRequest("square", {"n": 2})],
+                          on_complete=TaskRequest("collect"))
+    process = start(wenv, 2, {"GTA_LEASE_TIMEOUT": "1.5", "GTA_SCAN_INTERVAL": "0.5"})
+    (run,) = wait_for(lambda: [entry for entry in entries(wenv, "run") if entry["id"] == made.ids[0]], 30,
+                      "the member to start")
+    os.kill(run["pid"], signal.SIGSTOP)  # frozen mid-task: its heartbeats stop, its lease expires
+    try:
+        assert gta_core.wait(made.callback, timeout=60) == gta_core.TaskResult("succeeded", 2)
+    finally:
+        os.kill(run["pid"], signal.SIGCONT)  # its late success is fenced off: the member stays failed
+    (call,) = entries(wenv, "callback")
+    frozen = call["group"][0]
+    assert frozen["status"] == "failed" and frozen["error"].startswith("lease expired"), frozen
+    wait_log(process, f"lease on task {made.ids[0]} was lost before its outcome was recorded")
+    assert len(entries(wenv, "callback")) == 1 and gta_core.result(made.ids[0]).status == "failed"  # type: ignore[union-attr]
+    stop(process)
 
 
 def test_a_handler_creates_a_group_with_its_success(wenv: Env) -> None:

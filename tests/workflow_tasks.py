@@ -81,6 +81,13 @@ def die(ctx: TaskContext) -> None:
     time.sleep(5)
 
 
+@task(max_attempts=1)
+def freeze(ctx: TaskContext) -> None:
+    """Sleeps while the test SIGSTOPs its worker: its lease expires, and rescue fails it (one attempt)."""
+    _ledger(ctx, "run")
+    time.sleep(3)
+
+
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [square, echo, unserializable, refuse, collect, add, fan_out, die_once, die]
+    return [square, echo, unserializable, refuse, collect, add, fan_out, die_once, die, freeze]
