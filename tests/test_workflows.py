@@ -165,6 +165,11 @@ def test_a_handler_creates_a_group_with_its_success(wenv: Env) -> None:
     members = wenv.store.list_tasks(key="square")
     assert len(members) == 3 and {row["parent_id"] for row in members} == {parent}
     assert entries(wenv, "callback")[0]["label"] == "from handler"
+    chained = gta_core.submit(OWN_TRANSACTION, "start_chain")
+    steps = wait_for(lambda: (rows := wenv.store.list_tasks(key="add")) and len(rows) == 2 and rows, 30,
+                     "the chain's steps")
+    assert {row["parent_id"] for row in steps} == {chained}
+    assert gta_core.wait(max(row["id"] for row in steps), timeout=30) == gta_core.TaskResult("succeeded", 5)
     stop(process)
 
 

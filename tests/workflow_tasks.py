@@ -62,6 +62,13 @@ def fan_out(ctx: TaskContext, count: int) -> None:
 
 
 @task(max_attempts=3)
+def start_chain(ctx: TaskContext) -> None:
+    """A handler that creates a chain with its success."""
+    _ledger(ctx, "run")
+    ctx.chain([TaskRequest("add", {"amount": 2}), TaskRequest("add", {"amount": 3})])
+
+
+@task(max_attempts=3)
 def die_once(ctx: TaskContext, flag: str, n: int = 0) -> int:
     """SIGKILLs its own worker process on the first attempt (while ``flag`` does not exist)."""
     _ledger(ctx, "run", n=n)
@@ -90,4 +97,4 @@ def freeze(ctx: TaskContext) -> None:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [square, echo, unserializable, refuse, collect, add, fan_out, die_once, die, freeze]
+    return [square, echo, unserializable, refuse, collect, add, fan_out, start_chain, die_once, die, freeze]
