@@ -46,9 +46,9 @@ FORCE_CANCEL = "cancelled (force)"
 class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
-    submit side's from `InsertQueries`, the operations side's from `OperationQueries`,
-    all on `StoreBase`. Every statement comes from `sql`/`sql_operations`, built once per
-    (dialect, table)."""
+    submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
+    and groups from `WorkflowQueries`, all on `StoreBase`. Every statement comes from
+    `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
