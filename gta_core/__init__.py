@@ -14,6 +14,8 @@ Public API::
         await asubmit(session, "send_email", {"to": "a@example.com"})
 
     pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
+    wait(task_id, timeout=30)                 # TaskResult(status, value): what the handler returned
+    group(tx, [("resize", {"n": 1}), ...], on_complete=TaskRequest("collect"))   # docs/workflows.md
 """
 from __future__ import annotations
 
@@ -40,18 +42,21 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .queues import QueueChange, QueueState, pause_queue, queues, resume_queue
+from .results import TaskResult, result, wait
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .status import TaskState, status
 from .submit import OWN_TRANSACTION, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 from .validation import TaskRequest
+from .workflows import Workflow, chain, group
 
 __all__ = [
     "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail",
     "GTAError", "InvalidArguments", "InvalidQueue", "Periodic", "PluginError", "QueueChange", "QueueState",
     "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition", "TaskNotFound",
-    "TaskRecord", "TaskRequest", "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "asubmit",
-    "asubmit_many", "cancel", "configure", "get_runtime", "hookimpl", "load_settings", "pause_queue",
-    "periodic", "queues", "resume_queue", "status", "submit", "submit_many", "task", "transaction",
+    "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "Workflow",
+    "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group", "hookimpl", "load_settings",
+    "pause_queue", "periodic", "queues", "result", "resume_queue", "status", "submit", "submit_many", "task",
+    "transaction", "wait",
 ]

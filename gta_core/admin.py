@@ -25,6 +25,8 @@ from .sql import FINAL_STATUSES
 from .wake import notify_local
 
 STATUSES = ("pending", "running", *FINAL_STATUSES)
+#: what `gta cancel` cancels (a waiting callback of a group or chain too)
+CANCELLABLE = ("pending", "running", "waiting")
 RETRYABLE = ("failed", "cancelled")
 THROUGHPUT_WINDOW = 60.0
 BATCH = 1000
@@ -100,10 +102,10 @@ def _print_json(value: Any) -> int:
 
 
 def _decoded(task: dict[str, Any]) -> dict[str, Any]:
-    """A task row for JSON output: ``args`` and ``context`` as JSON values, not JSON text (a
+    """A task row for JSON output: ``args``, ``context`` and ``result`` as JSON values, not JSON text (a
     value that is not valid JSON, written by hand, stays the text it is)."""
     decoded = dict(task)
-    for column in ("args", "context"):
+    for column in ("args", "context", "result"):
         if isinstance(decoded.get(column), str):
             try:
                 decoded[column] = json.loads(decoded[column])
@@ -203,11 +205,11 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
     _require(runtime, ids)
     before = cancel_tasks(list(ids), force=force)
     if as_json:
-        return _print_json([{"id": task_id, "cancelled": before.get(task_id) in ("pending", "running"),
+        return _print_json([{"id": task_id, "cancelled": before.get(task_id) in CANCELLABLE,
                              "was": before.get(task_id)} for task_id in ids])
     for task_id in ids:
         was = before.get(task_id)
-        if was in ("pending", "running"):
+        if was in CANCELLABLE:
             print(f"cancelled task {task_id} (was {was})")
         else:
             print(f"task {task_id} was already {was or 'gone'}: not cancelled")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import logging
 import os
 import threading
@@ -43,7 +44,8 @@ from .leasing import UNPARK_AFTER, Leaser
 from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import EXIT_THREAD_DIED, WorkerChannel
-from .runner import check_init_timeout, child_preparer
+from .results import encode_result
+from .runner import check_init_timeout, child_preparer, plain_success, workflow_preparer
 from .runtime import Runtime
 from .tasks import TaskContext, TaskRecord
 
@@ -99,6 +101,7 @@ class AsyncRunner(Room):
         self.in_flight: set[asyncio.Task[None]] = set()
         self.writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="gta-async-writer")
         self.prepare_child = child_preparer(runtime)
+        self.prepare_workflow = workflow_preparer(runtime)
 
     # -- what other threads call -------------------------------------------------------------
     def accept(self, tasks: list[TaskRecord]) -> None:
@@ -193,6 +196,7 @@ class AsyncRunner(Room):
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         start = time.perf_counter()
         ctx: TaskContext | None = None
+        result = None
         try:
             task.check_attempts()
             definition = self.plugins.registry.get(task.key)
@@ -202,20 +206,24 @@ class AsyncRunner(Room):
             assert self.aloop is not None
             cancel = CancelEvent(self.aloop)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, {}, logger,
-                              cancel_event=cancel, prepare_child=self.prepare_child, lease_owner=self.owner)
-            await self._call(task, ctx, cancel, lambda: definition.fn(ctx, **args), timeout)
+                              cancel_event=cancel, prepare_child=self.prepare_child, lease_owner=self.owner,
+                              prepare_workflow=self.prepare_workflow)
+            value = await self._call(task, ctx, cancel, lambda: definition.fn(ctx, **args), timeout)
+            if value is not None:  # stored with the success; not JSON or too large: Fail
+                result = encode_result(value, self.settings.result_max_bytes)
         except BaseException as exc:  # CancelledError too: the handler's, not this runner's
             outcome = decide(self.plugins, task, exc)
             await self._write(self.completer.settle, task, outcome, time.perf_counter() - start)
             return False
         duration = time.perf_counter() - start
-        if not ctx.children and not definition.clean_succeeded and self.completer.defer_success(task, duration):
+        if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
             return True
-        await self._write(self.completer.succeed, task, ctx.children, definition.clean_succeeded, duration)
+        await self._write(functools.partial(self.completer.succeed, result=result, workflows=ctx.workflows),
+                          task, ctx.children, definition.clean_succeeded, duration)
         return False
 
     async def _call(self, task: TaskRecord, ctx: TaskContext, cancel: CancelEvent,
-                    call: Callable[[], Any], timeout: float | None) -> None:
+                    call: Callable[[], Any], timeout: float | None) -> Any:
         """Await the handler as a task of its own, which a timeout or a cancel can cancel."""
         assert self.aloop is not None
         handler = self.aloop.create_task(self._handler(task, ctx, call))
@@ -230,7 +238,7 @@ class AsyncRunner(Room):
         with self.book.lock:
             self.book.contexts[task.id] = ctx
         try:
-            await handler
+            value = await handler
         except asyncio.CancelledError:
             if expired:
                 raise TaskTimeout(f"task ran past its timeout ({timeout:g}s); its coroutine was cancelled") from None
@@ -242,6 +250,7 @@ class AsyncRunner(Room):
                 self.book.contexts.pop(task.id, None)
         if expired:  # it caught the cancellation and returned anyway: still too late
             raise TaskTimeout(f"task ran past its timeout ({timeout:g}s) and ignored the cancellation")
+        return value
 
     async def _handler(self, task: TaskRecord, ctx: TaskContext, call: Callable[[], Any]) -> Any:
         """The handler's own asyncio task: its context variables (a restored request id) are its

@@ -63,10 +63,13 @@ class Completer(Room):
             self.completed_ready.notify()
             return True
 
-    def succeed(self, task: TaskRecord, children: Sequence[NewTask], delete: bool, duration: float) -> None:
-        """Write a success now: with the children it submitted, or deleting its row."""
+    def succeed(self, task: TaskRecord, children: Sequence[NewTask], delete: bool, duration: float, *,
+                result: str | None = None, workflows: Sequence[Any] = ()) -> None:
+        """Write a success now: with its result, the children, groups and chains it created,
+        counted in its own group, or deleting its row."""
         if self._record(task, lambda: self.store.complete(self.owner, task.id, children, delete,
-                                                          attempt=task.attempts)):
+                                                          attempt=task.attempts, result=result,
+                                                          group_id=task.group_id, workflows=workflows)):
             self.event("succeeded", task, duration=duration)
 
     def settle(self, task: TaskRecord, outcome: Outcome, duration: float) -> None:
@@ -81,7 +84,7 @@ class Completer(Room):
                                            task.attempts, task.max_attempts, one_line(error), delay)
                 self.event("retried", task, error, duration)
         elif self._record(task, lambda: self.store.fail(self.owner, task.id, outcome.error_text,
-                                                        attempt=task.attempts)):
+                                                        attempt=task.attempts, group_id=task.group_id)):
             task_logger(task.key).warning(
                 "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, one_line(error))
             self.event("failed", task, error, duration)

@@ -70,6 +70,10 @@ class Dialect:
     def parent_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_parent ON {table} (parent_id)" + self.partial("parent_id IS NOT NULL")
 
+    def group_index(self, table: str) -> str:
+        """For a group's outcomes (`sql_workflows`), read once when its last member is final."""
+        return f"CREATE INDEX {table}_group ON {table} (group_id)" + self.partial("group_id IS NOT NULL")
+
     #: how an insert skips a row whose dedupe key is taken (the conflict target names the partial index)
     insert_or_skip = "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
 
@@ -80,7 +84,8 @@ class Dialect:
         """Each index of the task table (named ``<table>_<key>``) with the statement creating it."""
         return {"lease": self.lease_index(table), "expiry": self.expiry_index(table), "owner": self.owner_index(table),
                 "dedupe": self.dedupe_index(table), "order": self.order_index(table),
-                "finished": self.finished_index(table), "parent": self.parent_index(table)}
+                "finished": self.finished_index(table), "parent": self.parent_index(table),
+                "group": self.group_index(table)}
 
     def skip_existing(self, key: str) -> str:
         """How an insert leaves a row alone whose primary ``key`` is taken."""

@@ -25,9 +25,11 @@ from .leasing import Leaser
 from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import WorkerChannel
+from .results import encode_result
 from .runtime import Runtime
 from .tasks import TaskContext, TaskDefinition, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
+from .workflows import prepare_chain, prepare_group
 
 log = logging.getLogger("gta.worker")
 
@@ -45,6 +47,7 @@ class ThreadRunner(Room):
         self.completer = completer
         self.stopping = threading.Event()
         self.prepare_child = child_preparer(runtime)
+        self.prepare_workflow = workflow_preparer(runtime)
 
     def threads(self, vital: Callable[..., None]) -> list[threading.Thread]:
         """The handler threads, each running its loop under ``vital`` (not started)."""
@@ -96,6 +99,7 @@ class ThreadRunner(Room):
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         report_task_events(self.plugins, "started", [task])
         start = time.perf_counter()
+        result = None
         try:
             task.check_attempts()
             definition = self.plugins.registry.get(task.key)
@@ -105,11 +109,14 @@ class ThreadRunner(Room):
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
-                              prepare_child=self.prepare_child, lease_owner=self.owner)
+                              prepare_child=self.prepare_child, lease_owner=self.owner,
+                              prepare_workflow=self.prepare_workflow)
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
-                run_to_end(definition.fn(ctx, **args))  # an async handler without an async runner
+                value = run_to_end(definition.fn(ctx, **args))  # an async handler without an async runner
+                if value is not None:  # stored with the success; not JSON or too large: Fail
+                    result = encode_result(value, self.settings.result_max_bytes)
             finally:
                 with self.book.lock:
                     self.book.contexts.pop(task.id, None)
@@ -117,11 +124,18 @@ class ThreadRunner(Room):
             self.completer.settle(task, decide(self.plugins, task, exc), time.perf_counter() - start)
             return False
         duration = time.perf_counter() - start
-        children, delete = ctx.children, definition.clean_succeeded
-        if not children and not delete and self.completer.defer_success(task, duration):
+        if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
             return True
-        self.completer.succeed(task, children, delete, duration)
+        self.completer.succeed(task, ctx.children, definition.clean_succeeded, duration, result=result,
+                               workflows=ctx.workflows)
         return False
+
+
+def plain_success(task: TaskRecord, ctx: TaskContext, definition: TaskDefinition, result: str | None) -> bool:
+    """Whether a success may be batched by the completer: no result, children or groups it
+    created or belongs to, and its row is kept."""
+    return (not ctx.children and not definition.clean_succeeded and result is None and task.group_id is None
+            and not ctx.workflows)
 
 
 def child_preparer(runtime: Runtime) -> Callable[..., Any]:
@@ -135,6 +149,17 @@ def child_preparer(runtime: Runtime) -> Callable[..., Any]:
     def prepare_child(key: str, args: Any = None, **options: Any) -> Any:
         return prepare(runtime, TaskRequest(key, args, **options), capture_context(runtime))
     return prepare_child
+
+
+def workflow_preparer(runtime: Runtime) -> Callable[..., Any]:
+    """What ``ctx.group`` and ``ctx.chain`` call: check a group (members, on_complete) or a chain
+    (steps) a handler creates, now; it is inserted with the handler's success, as children are."""
+    def prepare_workflow(kind: str, *requests: Any) -> Any:
+        captured = capture_context(runtime)
+        if kind == "group":
+            return prepare_group(runtime, requests[0], requests[1], captured)
+        return prepare_chain(runtime, requests[0], captured)
+    return prepare_workflow
 
 
 def check_init_timeout(settings: Settings, task: TaskRecord, definition: TaskDefinition) -> None:

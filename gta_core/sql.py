@@ -15,9 +15,9 @@ from .dialects import DIALECTS, Dialect
 SCHEMA_VERSION = 2
 
 TASK_COLUMNS = ("id", "key", "queue", "args", "context", "attempts", "max_attempts", "priority",
-                "run_at", "status", "lease_owner", "last_error", "created_at")
+                "run_at", "status", "lease_owner", "group_id", "last_error", "created_at")
 ALL_COLUMNS = TASK_COLUMNS + ("lease_expires_at", "dedupe_key", "order_key", "parent_id",
-                              "updated_at", "started_at", "finished_at")
+                              "updated_at", "started_at", "finished_at", "result")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 #: the last fields of TaskRecord, left at None in a leased record (see `Statements.lease_columns`)
 LEASE_SKIPS = ("last_error", "created_at")
@@ -47,6 +47,9 @@ class Statements:
             "order_key": "VARCHAR(191) NULL", "parent_id": "BIGINT NULL", "last_error": f"{tx} NULL",
             "created_at": f"{ts} NOT NULL", "updated_at": f"{ts} NOT NULL", "started_at": f"{ts} NULL",
             "finished_at": f"{ts} NULL",
+            # results and groups (`sql_workflows`): nullable, so `gta migrate` adds them to a table
+            # of the same schema version, and processes of the previous release ignore them
+            "result": f"{tx} NULL", "group_id": "BIGINT NULL",
         }
         self.indexes = d.indexes(t)
         self.create_schema_table = f"CREATE TABLE {t}_schema (version INTEGER NOT NULL){d.table_options}"
@@ -125,15 +128,22 @@ class Statements:
         # lease counts an attempt, so the attempt number tells the two apart. A NULL attempt
         # (operator tools and tests that hold no lease record) fences on owner and status only.
         fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
+        # PostgreSQL: a final write NOTIFYs the table's ``done`` channel for `gta_core.wait`, in
+        # the statement itself (no round trip; one notification per transaction, as the payload
+        # is the same), delivered on commit
+        self.done_channel = f"gta_{t}_done"
+        self.notify_done = f"pg_notify('{self.done_channel}', '')" if d.name == "postgres" else ""
+        done = f" RETURNING {self.notify_done}" if self.notify_done else ""
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
-                           f"lease_expires_at = NULL WHERE {fence}")
+                           f"lease_expires_at = NULL WHERE {fence}{done}")
         self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
         many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids}){leases}"
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
         self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
-        self.complete_many_returning = f"{self.complete_many} RETURNING id"
+        self.complete_many_returning = f"{self.complete_many} RETURNING id" + (
+            f", {self.notify_done}" if self.notify_done else "")
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
         # the batch's ids and (id, attempt) pairs took as long as running it); a NULL attempt
         # fences on owner and status only, as in `fence`
@@ -141,11 +151,11 @@ class Statements:
             f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
             f"lease_expires_at = NULL FROM unnest($1::bigint[], $2::integer[]) AS lease(id, attempt) "
             f"WHERE {t}.id = lease.id AND {t}.lease_owner = $3 AND {t}.status = 'running' "
-            f"AND {t}.attempts = COALESCE(lease.attempt, {t}.attempts) RETURNING {t}.id")
+            f"AND {t}.attempts = COALESCE(lease.attempt, {t}.attempts) RETURNING {t}.id, {self.notify_done or 'NULL'}")
         self.retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                         f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}")
         self.fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "
-                       f"lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}")
+                       f"lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}{done}")
         release_set = (f"status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
                        f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}")
         self.release_ids = (f"UPDATE {t} SET {release_set} "
@@ -154,10 +164,11 @@ class Statements:
         self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               "last_error = ? WHERE status = 'pending' AND id IN ({ids})")
+                               "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
         # a running task keeps its lease_owner so its worker can tell it was cancelled
         self.cancel_running = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               "lease_expires_at = NULL, last_error = ? WHERE status = 'running' AND id IN ({ids})")
+                               "lease_expires_at = NULL, last_error = ? WHERE status = 'running' "
+                               "AND id IN ({ids})" + done)
         self.cancelled_of_owner = ("SELECT id, last_error FROM " + t + " WHERE lease_owner = ? "
                                    "AND status = 'cancelled' AND id IN ({ids})")
 
@@ -173,10 +184,10 @@ class Statements:
                                f"WHERE {still_expired}")
         self.rescue_fail = fx(f"UPDATE {t} SET status = 'failed', finished_at = {d.now}, last_error = ?, "
                               f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
-                              f"WHERE {still_expired}")
+                              f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
-        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues")]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.

@@ -54,7 +54,10 @@ class OperationStatements:
         # One batch: pick ids on the finished_at index (skipping rows another cleanup holds),
         # then delete exactly those by primary key, re-checking the condition.
         # Parameters: statuses, minus the age in seconds, limit / ids, statuses, minus the age.
+        # The members of a group whose callback was not released yet are kept: it reads their outcomes.
         self.finished_ids = (f"SELECT id FROM {t} WHERE finished_at < {d.now_plus()} AND status IN ({{statuses}}) "
+                             f"AND (group_id IS NULL OR group_id NOT IN "
+                             f"(SELECT id FROM {t}_groups WHERE remaining > 0)) "
                              f"ORDER BY finished_at LIMIT ?{lock}")
         self.delete_finished = (f"DELETE FROM {t} WHERE id IN ({{ids}}) AND status IN ({{statuses}}) "
                                 f"AND finished_at < {d.now_plus()}")

@@ -17,6 +17,7 @@ from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
 from .store_insert import InsertQueries, NewTask
 from .store_operations import OperationQueries
 from .store_schema import SchemaQueries
+from .store_workflows import PreparedWorkflow, WorkflowQueries
 from .tasks import TaskRecord
 from .transactions import in_statement, in_transaction
 
@@ -42,12 +43,12 @@ def _lenient_timestamp(value: Any) -> dt.datetime | None:
 FORCE_CANCEL = "cancelled (force)"
 
 
-class TaskStore(SchemaQueries, InsertQueries, OperationQueries):
+class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
-    submit side's from `InsertQueries`, the operations side's from `OperationQueries`,
-    all on `StoreBase`. Every statement comes from `sql`/`sql_operations`, built once per
-    (dialect, table)."""
+    submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
+    and groups from `WorkflowQueries`, all on `StoreBase`. Every statement comes from
+    `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
@@ -82,23 +83,34 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries):
         return self._write(statement, (self._secs(lease_timeout), owner, *ids))
 
     def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False,
-                 *, attempt: int | None = None) -> bool:
-        """Mark succeeded (or delete the row), and insert its children, in one transaction.
+                 *, attempt: int | None = None, result: str | None = None, group_id: int | None = None,
+                 workflows: Sequence[PreparedWorkflow] = ()) -> bool:
+        """Mark succeeded (or delete the row) with its ``result`` (JSON text), insert its children
+        and the groups or chains it created, and count it in its group, in one transaction.
 
         False when the lease was lost; then nothing is written, children included. Every
         outcome write is fenced on the lease: owner, status running and, when given, the
         ``attempt`` the lease counted (see `Statements` in sql.py).
         """
-        statement = self.sql.complete_and_delete if delete else self.sql.complete
-        params = (task_id, owner, attempt)
+        params: tuple[Any, ...] = (task_id, owner, attempt)
+        if delete:
+            statement = self.sql.complete_and_delete
+        elif result is not None:
+            statement, params = self.wf.complete_with_result, (result, *params)
+        else:
+            statement = self.sql.complete
 
         def write() -> bool:
             if self._execute(statement, params).rowcount != 1:
                 return False
             if children:
                 self.insert([dataclasses.replace(child, parent_id=task_id) for child in children])
+            for workflow in workflows:
+                self.insert_workflow(workflow.with_parent(task_id))
+            if group_id is not None:
+                self.count_final({group_id: 1})
             return True
-        if not children:
+        if not children and not workflows and group_id is None:
             return self._write(statement, params) == 1
         return in_transaction(self.db, write)
 
@@ -137,9 +149,20 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries):
         """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
         return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt)) == 1
 
-    def fail(self, owner: str, task_id: int, error: str, *, attempt: int | None = None) -> bool:
-        """Mark failed for good; False when the lease was lost."""
-        return self._write(self.sql.fail, (error, task_id, owner, attempt)) == 1
+    def fail(self, owner: str, task_id: int, error: str, *, attempt: int | None = None,
+             group_id: int | None = None) -> bool:
+        """Mark failed for good, and count it in its group (``group_id``) in the same
+        transaction; False when the lease was lost."""
+        params = (error, task_id, owner, attempt)
+        if group_id is None:
+            return self._write(self.sql.fail, params) == 1
+
+        def write() -> bool:
+            if self._execute(self.sql.fail, params).rowcount != 1:
+                return False
+            self.count_final({group_id: 1})
+            return True
+        return in_transaction(self.db, write)
 
     def release(self, owner: str, ids: Iterable[int] | None = None) -> int:
         """Give leases back to pending without counting an attempt (all of owner's when ids is None)."""
@@ -175,9 +198,13 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries):
         marks = self._d.fix
         reason = FORCE_CANCEL if force else "cancelled"
         before = self.statuses(ids)
+        members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
         id_marks = placeholders(len(ids))
         self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
         self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
+        self.cancel_waiting(ids, reason)
+        if members:
+            self.count_final(members)
         return before
 
     def cancelled_of(self, owner: str, ids: Sequence[int]) -> dict[int, bool]:
@@ -218,6 +245,8 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries):
                     landed = self._execute(sql.rescue_fail, (error, *fence)).rowcount
                 else:
                     landed = self._execute(sql.rescue_retry, (self._secs(delay), error, *fence)).rowcount
+                if landed and delay is None and task.group_id is not None:
+                    self.count_final({task.group_id: 1})
                 if landed:
                     rescued.append(dataclasses.replace(task, status="failed" if delay is None else "pending",
                                                        lease_owner=None, last_error=error))

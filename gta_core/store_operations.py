@@ -14,6 +14,7 @@ from .database import utc_text
 from .row_values import parse_timestamp, placeholders, task_dict
 from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX
 from .sql_operations import OperationStatements, operation_statements
+from .sql_workflows import workflow_statements
 from .store_base import StoreBase
 from .transactions import in_transaction
 
@@ -22,6 +23,7 @@ class OperationQueries(StoreBase):
     """What the operations side asks of the task table."""
 
     statuses: Callable[[Sequence[int]], dict[int, str]]  # from `TaskStore`
+    reopen_groups: Callable[[Sequence[int]], None]  # from `WorkflowQueries`
 
     @property
     def ops(self) -> OperationStatements:
@@ -79,6 +81,8 @@ class OperationQueries(StoreBase):
 
         def batch() -> int:
             ids = [row[0] for row in self._execute(select, (age, *statuses, limit)).fetchall()]
+            if len(ids) < limit:  # the last batch of a run: finished groups go too
+                self._execute(workflow_statements(self.dialect, self.table).delete_finished_groups, (age,))
             if not ids:
                 return 0
             delete = self._d.fix(self.ops.delete_finished.format(ids=placeholders(len(ids)), statuses=marks))
@@ -117,6 +121,7 @@ class OperationQueries(StoreBase):
 
         def write() -> dict[int, str]:
             before = self.statuses(ids)
+            self.reopen_groups(ids)
             if self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), ids).rowcount and \
                     self.dialect == "postgres":
                 queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), ids).fetchall()

@@ -12,6 +12,7 @@ import peewee
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
+from .sql_workflows import workflow_statements
 from .store_base import StoreBase
 from .transactions import in_transaction
 
@@ -41,6 +42,9 @@ class SchemaQueries(StoreBase):
         if not self.db.table_exists(self.sql.queues_table):  # leasing reads it
             raise SchemaError(f"task table {self.table!r} has no queue controls table "
                               f"{self.sql.queues_table!r} yet: run `gta migrate`")
+        groups = workflow_statements(self.dialect, self.table).groups_table
+        if not self.db.table_exists(groups):  # every final write of a group member counts there
+            raise SchemaError(f"task table {self.table!r} has no groups table {groups!r} yet: run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
@@ -105,6 +109,9 @@ class SchemaQueries(StoreBase):
                 self._execute(self.sql.set_schema_version, (SCHEMA_VERSION,))
             if not self.db.table_exists(self.sql.queues_table):  # added at version 2, without a bump
                 self._execute(self.sql.create_queues)
+            workflows = workflow_statements(self.dialect, self.table)
+            if not self.db.table_exists(workflows.groups_table):  # added at version 2, without a bump
+                self._execute(workflows.create_groups)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 from .errors import Fail, InvalidArguments
@@ -187,6 +187,8 @@ class TaskRecord:
     run_at: dt.datetime | None = None
     status: str = "running"
     lease_owner: str | None = None
+    #: the group this task is a member of (`gta_core.workflows`), whose count its final write updates
+    group_id: int | None = None
     last_error: str | None = None
     created_at: dt.datetime | None = None
 
@@ -242,6 +244,10 @@ class TaskContext:
     prepare_child: Callable[..., Any] | None = None
     #: the worker holding this task's lease (host:pid:...), as written in ``lease_owner``
     lease_owner: str = ""
+    #: groups and chains buffered by `group`/`chain`, created with this task's success
+    workflows: list[Any] = dataclasses.field(default_factory=list)
+    #: checks a group or chain and returns what to insert (set by the worker)
+    prepare_workflow: Callable[..., Any] | None = None
 
     @property
     def is_last_attempt(self) -> bool:
@@ -262,3 +268,16 @@ class TaskContext:
         if self.prepare_child is None:
             raise RuntimeError("ctx.submit is only available inside a running task")
         self.children.append(self.prepare_child(key, args, **options))
+
+    def group(self, members: Iterable[Any], on_complete: Any) -> None:
+        """Buffer a group (as `gta_core.group`): its members and callback are created with this
+        task's success, as children are, and checked now."""
+        if self.prepare_workflow is None:
+            raise RuntimeError("ctx.group is only available inside a running task")
+        self.workflows.append(self.prepare_workflow("group", list(members), on_complete))
+
+    def chain(self, steps: Iterable[Any]) -> None:
+        """Buffer a chain (as `gta_core.chain`), created with this task's success."""
+        if self.prepare_workflow is None:
+            raise RuntimeError("ctx.chain is only available inside a running task")
+        self.workflows.append(self.prepare_workflow("chain", list(steps)))

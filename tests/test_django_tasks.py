@@ -52,6 +52,8 @@ def test_enqueue_commits_with_the_view_and_runs_once(django_env: Env) -> None:
     finished = remember.get_result(kept.id)
     assert finished.status == TaskResultStatus.SUCCESSFUL and finished.attempts == 1
     assert finished.kwargs == {"n": 1} and finished.finished_at is not None
+    assert finished.return_value == 1 and remember.get_result(outside.id).return_value == 4  # GTA results
+    assert remember_attempt.get_result(with_context.id).return_value is None
     runs = [entry for entry in django_env.ledger_entries() if entry["phase"].startswith("django")]
     assert sorted(entry["n"] for entry in runs) == [1, 2, 4]  # each once, the rolled-back one never
     assert [entry for entry in runs if entry["n"] == 2][0]["attempt"] == 1

@@ -50,6 +50,7 @@ except ImportError:  # the django-tasks backport
 KEY = "django.task"
 STATUSES = {
     "pending": TaskResultStatus.READY,
+    "waiting": TaskResultStatus.READY,  # a group's callback or a chain's step, not released yet
     "running": TaskResultStatus.RUNNING,
     "succeeded": TaskResultStatus.SUCCESSFUL,
     "failed": TaskResultStatus.FAILED,
@@ -85,7 +86,8 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
-        """The task's state read from its row (a return value is not stored: it is None)."""
+        """The task's state read from its row, with the value the function returned once it
+        succeeded (stored as JSON: a value that is not JSON fails the task)."""
         row = gta_core.get_runtime().store.get(int(result_id)) if str(result_id).isdigit() else None
         if row is None or row["key"] != KEY:
             raise TaskResultDoesNotExist(result_id)
@@ -97,11 +99,14 @@ def _result(row: dict[str, Any], alias: str) -> TaskResult:
     errors = []
     if row["last_error"]:
         errors.append(TaskError(exception_class_path=_exception_path(row["last_error"]), traceback=row["last_error"]))
-    return TaskResult(task=import_string(payload["path"]), id=str(row["id"]), status=STATUSES[row["status"]],
+    result = TaskResult(task=import_string(payload["path"]), id=str(row["id"]), status=STATUSES[row["status"]],
                       enqueued_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
                       last_attempted_at=row["started_at"], args=payload["args"], kwargs=payload["kwargs"],
                       backend=alias, errors=errors,
                       worker_ids=[row["lease_owner"] or "gta"] * row["attempts"])  # Django counts attempts so
+    if row["status"] == "succeeded" and row.get("result") is not None:
+        object.__setattr__(result, "_return_value", json.loads(row["result"]))  # Django's own way to set it
+    return result
 
 
 def _exception_path(error: str) -> str:
@@ -111,17 +116,17 @@ def _exception_path(error: str) -> str:
 
 
 @gta_task(key=KEY)
-def run(ctx: TaskContext, path: str, args: list[Any], kwargs: dict[str, Any], backend: str) -> None:
-    """Run one Django task in a GTA worker (Django is set up on first use)."""
+def run(ctx: TaskContext, path: str, args: list[Any], kwargs: dict[str, Any], backend: str) -> Any:
+    """Run one Django task in a GTA worker (Django is set up on first use); what it returns is
+    stored as the GTA task's result, Django's ``return_value``."""
     if not apps.ready:
         django.setup()
     task = import_string(path)
     if task.takes_context:
         row = gta_core.get_runtime().store.get(ctx.task_id)
         assert row is not None  # leased by this worker: it exists
-        task.call(DjangoTaskContext(task_result=_result(row, backend)), *args, **kwargs)
-    else:
-        task.call(*args, **kwargs)
+        return task.call(DjangoTaskContext(task_result=_result(row, backend)), *args, **kwargs)
+    return task.call(*args, **kwargs)
 
 
 @hookimpl

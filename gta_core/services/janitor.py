@@ -114,7 +114,8 @@ class Janitor(Service):
                     landed = store.retry(job.owner, task.id, outcome.delay or 0.0, outcome.error_text,
                                          attempt=task.attempts)
                 else:
-                    landed = store.fail(job.owner, task.id, outcome.error_text, attempt=task.attempts)
+                    landed = store.fail(job.owner, task.id, outcome.error_text, attempt=task.attempts,
+                                        group_id=task.group_id)
                 if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
                     report_task_events(plugins, outcome.event, [task], [error])
         released = store.release(job.owner)

@@ -1,0 +1,149 @@
+"""Groups (fan-out / fan-in) and chains: ``gta_core.group`` and ``gta_core.chain``.
+
+``group(tx, members, on_complete=TaskRequest(...))`` inserts the members and a callback task in
+the caller's transaction; the callback runs once, when every member is final (succeeded, failed
+or cancelled), with the keyword argument ``group``: each member's ``{"id", "status", "result"}``
+(and ``"error"``, the first line of its last error, when it did not succeed), in id order.
+
+``chain(tx, [a, b, c])`` runs ``a``, then ``b`` with the keyword argument ``previous`` set to
+``a``'s result, then ``c`` with ``b``'s. A step that does not succeed cancels the rest of the
+chain. A chain is groups of one member each, linked: the same mechanism, the same guarantees.
+
+Inside a handler, ``ctx.group(...)`` and ``ctx.chain(...)`` check the requests at once and
+create them with the handler's success, as ``ctx.submit`` does for children.
+
+No loop polls a group: each member's final write counts it in the same transaction
+(`store_workflows.WorkflowQueries.count_final`), and the one that finishes the group releases
+the callback. See docs/workflows.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import peewee
+
+from . import handles
+from .errors import InvalidArguments
+from .handles.connection import ConnectionHandle
+from .handles.peewee import PeeweeHandle, wake, wake_after_commit
+from .runtime import Runtime, get_runtime
+from .store import TaskStore
+from .store_insert import NewTask
+from .store_workflows import PreparedWorkflow, Workflow
+from .transactions import in_transaction
+from .validation import TaskRequest, capture_context, prepare
+from .wake import notify_local
+
+T = TypeVar("T")
+
+#: the keyword argument a group's callback receives the members' outcomes in
+GROUP_ARGUMENT = "group"
+#: the keyword argument a chain's step (after the first) receives the previous step's result in
+PREVIOUS_ARGUMENT = "previous"
+
+Request = TaskRequest | tuple[str, Mapping[str, Any] | None]
+
+
+def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workflow:
+    """Insert ``members`` and their callback ``on_complete`` in the transaction of ``db_tx``
+    (a handle as for `submit`); the callback runs once every member is final, with the keyword
+    argument ``group`` (the members' outcomes). Returns the ids (`Workflow`)."""
+    runtime = get_runtime()
+    handle = handles.resolve(db_tx, runtime)
+    prepared = prepare_group(runtime, members, on_complete, capture_context(runtime))
+    return _in_handle(runtime, handle, lambda store: store.insert_workflow(prepared))
+
+
+def chain(db_tx: Any, steps: Iterable[Request]) -> Workflow:
+    """Insert ``steps`` in the transaction of ``db_tx``; each runs once the previous one
+    succeeded, with the keyword argument ``previous`` (its result); a step that fails or is
+    cancelled cancels the ones after it. Returns the ids (`Workflow`)."""
+    runtime = get_runtime()
+    handle = handles.resolve(db_tx, runtime)
+    prepared = prepare_chain(runtime, steps, capture_context(runtime))
+    return _in_handle(runtime, handle, lambda store: store.insert_workflow(prepared))
+
+
+def prepare_group(runtime: Runtime, members: Iterable[Request], on_complete: Request,
+                  captured: Mapping[str, Any]) -> PreparedWorkflow:
+    """Check a group completely (as submit checks a task) before anything is written."""
+    _refuse_eager(runtime)
+    rows = [_prepare(runtime, _request(item, "member"), captured) for item in members]
+    callback = _prepare(runtime, _request(on_complete, "on_complete"), captured, GROUP_ARGUMENT)
+    return PreparedWorkflow("group", rows, callback)
+
+
+def prepare_chain(runtime: Runtime, steps: Iterable[Request], captured: Mapping[str, Any]) -> PreparedWorkflow:
+    """Check a chain completely before anything is written."""
+    _refuse_eager(runtime)
+    requests = [_request(item, "step") for item in steps]
+    if not requests:
+        raise InvalidArguments("a chain needs at least one step")
+    rows = [_prepare(runtime, request, captured, PREVIOUS_ARGUMENT if index else None)
+            for index, request in enumerate(requests)]
+    return PreparedWorkflow("chain", rows)
+
+
+def _request(item: Any, what: str) -> TaskRequest:
+    if isinstance(item, TaskRequest):
+        return item
+    if isinstance(item, tuple) and 1 <= len(item) <= 2:
+        return TaskRequest(*item)
+    raise InvalidArguments(f"a group's or chain's {what} must be a TaskRequest or a (key, args) tuple, "
+                           f"not {type(item).__name__}")
+
+
+def _prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any],
+             injected: str | None = None) -> NewTask:
+    """`prepare`, refusing what a group cannot keep: a dedupe key (the id of another task's row
+    would come back and be linked), a ``clean_succeeded`` task (its outcome would be deleted
+    before the callback reads it). ``injected``: the argument GTA fills in when it releases the
+    task; it must be free in the request and accepted by the handler."""
+    if request.dedupe_key is not None:
+        raise InvalidArguments(f"task {request.key!r}: tasks of a group or chain cannot have a dedupe_key")
+    definition = runtime.plugins.registry.get(request.key) if isinstance(request.key, str) else None
+    if definition is not None and definition.clean_succeeded:
+        raise InvalidArguments(f"task {request.key!r} is clean_succeeded: its row, and so its outcome, would be "
+                               "deleted before its group's callback could read it")
+    if injected is not None:
+        args = dict(request.args or {})
+        if injected in args:
+            raise InvalidArguments(f"task {request.key!r}: the argument {injected!r} is filled in by GTA when the "
+                                   "task is released; leave it out")
+        # stored until the release overwrites it: what a group without members gets at once
+        request = dataclasses.replace(request, args={**args, injected: [] if injected == GROUP_ARGUMENT else None})
+    return prepare(runtime, request, captured)
+
+
+def _refuse_eager(runtime: Runtime) -> None:
+    if runtime.eager is not None:
+        raise InvalidArguments("groups and chains do not run in eager mode (gta_core.testing): test them "
+                               "against a database with a supervisor")
+
+
+def _in_handle(runtime: Runtime, handle: handles.Handle, write: Callable[[TaskStore], T]) -> T:
+    """Run ``write`` with a store on the handle's connection, in its open transaction (or, for
+    a peewee database outside one, in a transaction of GTA's own), then wake the workers."""
+    if isinstance(handle, PeeweeHandle):
+        db: peewee.Database = handle.db
+        store = runtime.store_for(db)
+        if db.in_transaction():
+            done = write(store)
+            wake_after_commit(runtime, db, store)
+            return done
+        done = in_transaction(db, lambda: write(store))
+        wake(runtime, db, store)
+        return done
+    if isinstance(handle, ConnectionHandle):
+        store = handle._store(runtime)
+        done = write(store)
+        if store.dialect != "postgres" and handle.on_commit is not None:
+            key = runtime.wake_key(runtime.db)
+            handle.on_commit(lambda: notify_local(key))
+        return done
+    raise InvalidArguments(f"groups and chains cannot be written through a {type(handle).__name__}")
+
+
+__all__ = ["GROUP_ARGUMENT", "PREVIOUS_ARGUMENT", "Workflow", "chain", "group", "prepare_chain", "prepare_group"]
