@@ -149,6 +149,15 @@ class PostgresDialect(Dialect):
     def now_plus(self) -> str:
         return f"({self.now} + ? * INTERVAL '1 second')"
 
+    def upgrades(self, table: str) -> dict[int, list[str]]:
+        """As `Dialect.upgrades`, but version 1's own full unique index is renamed to
+        ``<table>_dedupe_v1`` rather than rebuilt: no second scan of a big table, and a version 1
+        insert planned against that index (its object id) keeps it as the arbiter of its
+        ``ON CONFLICT`` whatever it has been renamed to."""
+        rebuilt = super().upgrades(table)[2][1:]  # without the second full index
+        return {2: [f"ALTER INDEX {table}_dedupe RENAME TO {table}_dedupe_v1",
+                    *(statement for statement in rebuilt if statement != self.drop_index(table, "dedupe"))]}
+
 
 class MySQLDialect(Dialect):
     name = "mysql"

@@ -49,6 +49,9 @@ def test_version_1_table_is_upgraded_in_place_and_keeps_its_rows(env: Env) -> No
     else:
         for name in old:
             assert "IS NOT NULL" in index_definition(env, f"{t}_{name}"), name
+        # version 1's inserts (ON CONFLICT (dedupe_key), no WHERE) need a full unique index
+        kept_for_version_1 = index_definition(env, f"{t}_dedupe_v1")
+        assert "UNIQUE" in kept_for_version_1 and "WHERE" not in kept_for_version_1, kept_for_version_1
     # the upgraded dedupe index still decides: the kept row's id comes back, nothing is added
     assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}, dedupe_key="once") == kept
     assert store.get(kept)["args"] == '{"n":1}'  # type: ignore[index]
