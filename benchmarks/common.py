@@ -16,7 +16,9 @@ from pathlib import Path
 
 import gta_core
 from gta_core import runtime as runtime_module
+from gta_core.row_values import parse_timestamp
 from gta_core.runtime import Runtime
+from gta_core.store import TaskStore
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the scripts run as files; workers import benchmarks.bench_tasks
@@ -95,3 +97,31 @@ def wait_until(condition: object, timeout: float, interval: float = 0.02) -> boo
             return True
         time.sleep(interval)
     return False
+
+
+def timed_drain(store: TaskStore, key: str, tasks: int, supervisor_args: list[str],
+                steady: dict[str, float] | None = None) -> float:
+    """Tasks/s of `supervisor` draining the ``tasks`` pending rows of task ``key``, from its start
+    to the last success; raises Failed unless each succeeded exactly once (attempts = 1).
+
+    The end is the last ``finished_at`` (this host's clock, like the start), so the poll that
+    notices the end can be cheap and infrequent: it never steals the measured system's CPU.
+    Only rows of ``key`` count: plugins (monitor, cleanup) may add periodic tasks of their own.
+    ``steady``, if given, receives the rate from the first lease to the last success.
+    """
+    db = store.db
+    quoted = "`key`" if store.dialect == "mysql" else '"key"'
+    where = f"FROM {store.table} WHERE {quoted} = '{key}'"
+    unfinished = f"SELECT 1 {where} AND status IN ('pending', 'running') LIMIT 1"
+    start = time.time()
+    with supervisor(*supervisor_args):
+        done = wait_until(lambda: db.execute_sql(unfinished).fetchone() is None, timeout=600, interval=0.05)
+    rows = db.execute_sql(f"SELECT status, attempts, COUNT(*) {where} GROUP BY status, attempts").fetchall()
+    if not done or [tuple(row) for row in rows] != [("succeeded", 1, tasks)]:
+        raise Failed(f"{key} (status, attempts, count)={rows}")
+    first, last = (parse_timestamp(value) for value in
+                   db.execute_sql(f"SELECT MIN(started_at), MAX(finished_at) {where}").fetchone())
+    assert first and last
+    if steady is not None:
+        steady["rate"] = tasks / max((last - first).total_seconds(), 1e-6)
+    return tasks / (last.timestamp() - start)

@@ -8,12 +8,9 @@ runs the same workload on pgqueuer and procrastinate.
 """
 from __future__ import annotations
 
-import time
-
-from common import Failed, emit, fresh_table, parser, supervisor, wait_until
+from common import Failed, emit, fresh_table, parser, timed_drain
 
 from gta_core import TaskRequest, submit_many
-from gta_core.row_values import parse_timestamp
 
 KEY = "bench_io_sleep"
 
@@ -24,25 +21,10 @@ def io_drain(database: str, tasks: int, workers: int, concurrency: int = 100, sl
     running up to ``concurrency`` at once; raises Failed unless each ran exactly once.
     ``steady``, if given, receives the rate from the first lease to the last success."""
     with fresh_table(database, plugins="benchmarks.io_tasks") as runtime:
-        store = runtime.store
         with runtime.db.atomic() as tx:
             submit_many(tx, [TaskRequest(KEY, {"seconds": sleep})] * tasks)
-        key = "`key`" if store.dialect == "mysql" else '"key"'
-        where = f"FROM {store.table} WHERE {key} = '{KEY}'"
-        unfinished = f"SELECT 1 {where} AND status IN ('pending', 'running') LIMIT 1"
-        start = time.time()
-        with supervisor("--workers", str(workers), "--concurrency", str(concurrency)):
-            done = wait_until(lambda: store.db.execute_sql(unfinished).fetchone() is None, timeout=600,
-                              interval=0.05)
-        rows = store.db.execute_sql(f"SELECT status, attempts, COUNT(*) {where} GROUP BY status, attempts").fetchall()
-        if not done or [tuple(row) for row in rows] != [("succeeded", 1, tasks)]:
-            raise Failed(f"{KEY} (status, attempts, count)={rows}")
-        first, last = (parse_timestamp(value) for value in store.db.execute_sql(
-            f"SELECT MIN(started_at), MAX(finished_at) {where}").fetchone())
-        assert first and last
-        if steady is not None:
-            steady["rate"] = tasks / max((last - first).total_seconds(), 1e-6)
-        return tasks / (last.timestamp() - start)
+        return timed_drain(runtime.store, KEY, tasks, ["--workers", str(workers), "--concurrency", str(concurrency)],
+                           steady)
 
 
 def main() -> None:
