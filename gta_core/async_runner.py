@@ -45,7 +45,7 @@ from .outcomes import decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import EXIT_THREAD_DIED, WorkerChannel
 from .results import encode_result
-from .runner import check_init_timeout, child_preparer, plain_success, workflow_preparer
+from .runner import checked_call, child_preparer, plain_success, workflow_preparer
 from .runtime import Runtime
 from .tasks import TaskContext, TaskRecord
 
@@ -198,11 +198,7 @@ class AsyncRunner(Room):
         ctx: TaskContext | None = None
         result = None
         try:
-            task.check_attempts()
-            definition = self.plugins.registry.get(task.key)
-            args = task.decoded_args()
-            definition.check_args(args)
-            check_init_timeout(self.settings, task, definition)
+            definition, args = checked_call(self.settings, self.plugins.registry, task)
             assert self.aloop is not None
             cancel = CancelEvent(self.aloop)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, {}, logger,

@@ -23,7 +23,7 @@ from .errors import Fail
 from .held import HeldLeases, Room
 from .leasing import Leaser
 from .outcomes import decide
-from .plugins import call_hook_safely, report_task_events
+from .plugins import Registry, call_hook_safely, report_task_events
 from .protocol import WorkerChannel
 from .results import encode_result
 from .runtime import Runtime
@@ -101,11 +101,7 @@ class ThreadRunner(Room):
         start = time.perf_counter()
         result = None
         try:
-            task.check_attempts()
-            definition = self.plugins.registry.get(task.key)
-            args = task.decoded_args()
-            definition.check_args(args)
-            check_init_timeout(self.settings, task, definition)
+            definition, args = checked_call(self.settings, self.plugins.registry, task)
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
@@ -160,6 +156,18 @@ def workflow_preparer(runtime: Runtime) -> Callable[..., Any]:
             return prepare_group(runtime, requests[0], requests[1], captured)
         return prepare_chain(runtime, requests[0], captured)
     return prepare_workflow
+
+
+def checked_call(settings: Settings, registry: Registry, task: TaskRecord) -> tuple[TaskDefinition, dict[str, Any]]:
+    """The handler of a leased task and its arguments, after the checks every runner makes before
+    calling it (attempts left, a known key, arguments the handler takes, not started too late);
+    what fails raises, for `outcomes.decide`."""
+    task.check_attempts()
+    definition = registry.get(task.key)
+    args = task.decoded_args()
+    definition.check_args(args)
+    check_init_timeout(settings, task, definition)
+    return definition, args
 
 
 def check_init_timeout(settings: Settings, task: TaskRecord, definition: TaskDefinition) -> None:
