@@ -62,7 +62,11 @@ def test_pause_holds_a_queue_on_every_supervisor_and_resume_wakes_them(env: Env,
     # no task of q started on either supervisor after the pause, beyond a lease in flight at its commit
     late = [entry for entry in starts(env, "q") if entry["t"] > paused_at + IN_FLIGHT]
     assert late == [], late
-    assert {entry["pid"] for entry in starts(env, "other")} == set(first.worker_pids() + second.worker_pids())
+    served_other = {entry["pid"] for entry in starts(env, "other")}
+    if backend == "mariadb":  # a lease of two queues sorts, locking every due row: the other may find none
+        assert served_other and served_other <= set(first.worker_pids() + second.worker_pids())
+    else:
+        assert served_other == set(first.worker_pids() + second.worker_pids())
     ran = {entry["id"] for entry in starts(env, "q")}
     leased = lease_times(env, sorted(ran))
     epoch = dt.datetime.fromtimestamp(paused_at, dt.timezone.utc)
