@@ -35,6 +35,7 @@ def submit(
     order_key: str | None = None,
     max_attempts: int | None = None,
     context: Mapping[str, Any] | None = None,
+    concurrency_key: str | None = None,
 ) -> int:
     """Insert one task in the transaction of ``db_tx`` and return its id.
 
@@ -46,7 +47,8 @@ def submit(
     ``transaction.atomic()``, or a sqlite3/psycopg2/psycopg/pymysql connection (see
     docs/integrations.md).
     """
-    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
+    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context,
+                          concurrency_key=concurrency_key)
     return submit_many(db_tx, [request])[0]
 
 
