@@ -195,7 +195,7 @@ class Statements:
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
-        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups")]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups", "_limits")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.
