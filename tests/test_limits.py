@@ -106,7 +106,7 @@ def test_queue_concurrency_set_by_gta_limit_while_unlimited_queues_drain(lenv: E
     listed = json.loads(ok("limits", "--json", env_vars=environ()))
     assert {"kind": "queue", "name": "lq", "concurrency": 2, "rate_limit": None, "per_key": False} \
         .items() <= next(row for row in listed if row["kind"] == "queue").items()
-    limited = submit("sleepy", [{"seconds": 1.5, "n": n} for n in range(8)], queue="lq")
+    limited = submit("sleepy", [{"seconds": 2.0, "n": n} for n in range(8)], queue="lq")
     lenv.supervisor(2, *FLAGS)
     lenv.supervisor(2, *FLAGS)
     wait_for(lambda: len([e for e in lenv.ledger_entries() if e["queue"] == "lq"]) >= 2, what="lq at its cap")
@@ -114,7 +114,7 @@ def test_queue_concurrency_set_by_gta_limit_while_unlimited_queues_drain(lenv: E
     lenv.wait_final(free)
     drained = time.time()
     statuses = lenv.statuses(limited)
-    assert list(statuses.values()).count("pending") >= 3, statuses  # lq was still at its cap meanwhile
+    assert list(statuses.values()).count("pending") >= 2, statuses  # lq was still at its cap meanwhile
     assert set(lenv.wait_final(limited).values()) == {"succeeded"}
     lq = [run for run in runs(lenv) if run["queue"] == "lq"]
     assert most_at_once(lq) == 2, lq
@@ -134,8 +134,9 @@ def test_rate_limit_holds_per_fixed_window(lenv: Env) -> None:
     assert len(starts) == 15
     # fixed windows of 1 s: at most 5 starts in each, so at most 2 x 5 in any second that straddles
     # a boundary (the documented bound), and 15 starts span at least three windows: over a second
+    # between the leases of the first and the last (less a little for when each wrote its line)
     assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 10
-    assert starts[-1] - starts[0] >= 1.0, starts
+    assert starts[-1] - starts[0] >= 0.9, starts
 
 
 def test_rate_window_counts_every_lease_in_it(env: Env) -> None:
@@ -157,13 +158,15 @@ def test_a_dead_workers_slot_returns_when_its_lease_expires(lenv: Env) -> None:
     first = submit("solo", [{"seconds": 60}])
     doomed = lenv.supervisor(1, *FLAGS, extra_env=lease)
     wait_for(lambda: any(e["id"] == first[0] for e in lenv.ledger_entries()), what="the first solo task to start")
-    doomed.kill_tree()  # SIGKILL: nobody releases the lease, it must expire
-    killed = time.time()
-    second = submit("solo", [{"seconds": 0}])
     lenv.supervisor(1, *FLAGS, extra_env=lease)
+    second = submit("solo", [{"seconds": 0}])
+    time.sleep(1.5)
+    assert lenv.statuses(second) == {second[0]: "pending"}  # the slot is taken on the other supervisor
+    doomed.kill_tree()  # SIGKILL, its worker too: nobody releases the lease, it must expire
+    killed = time.time()
     assert set(lenv.wait_final(first + second).values()) == {"succeeded"}
     started = {e["id"]: e["t"] for e in lenv.ledger_entries() if e["phase"] == "start" and e["attempt"] == 1}
-    # the slot stayed taken until the lease ran out (renewed every second, for 3 s)
+    # the slot stayed taken until the lease ran out: renewed each second for 3 s, so 2 s at least
     assert started[second[0]] > killed + 1.5, (started, killed)
     assert lenv.store.get(first[0])["attempts"] == 2  # type: ignore[index]
 
