@@ -1,22 +1,30 @@
 """Drain throughput: N pre-submitted no-op tasks, `gta-supervisor --workers W`, start to last success.
 
 Verifies every task succeeded exactly once (attempts = 1) before printing a figure.
+``--limit-concurrency N`` / ``--limit-rate R`` put a global limit on the tasks' queue first
+(`gta_core.limit_queue`), so the figure is the drain through the limited lease.
 
     python benchmarks/drain.py --database postgresql://postgres@127.0.0.1/test --workers 1 2 4
+    python benchmarks/drain.py --database postgresql://postgres@127.0.0.1/test --workers 2 --limit-concurrency 8
 """
 from __future__ import annotations
 
 from common import Failed, emit, fresh_table, parser, timed_drain
 
-from gta_core import TaskRequest, submit_many
+from gta_core import TaskRequest, limit_queue, submit_many
 
 
 def drain(database: str, tasks: int, workers: int, threads: int = 1, batch: int | None = None,
-          steady: dict[str, float] | None = None) -> float:
-    """Tasks/s draining ``tasks`` pre-submitted no-ops with ``workers`` workers (`timed_drain`)."""
+          steady: dict[str, float] | None = None, concurrency: int | None = None,
+          rate: str | None = None) -> float:
+    """Tasks/s draining ``tasks`` pre-submitted no-ops with ``workers`` workers (`timed_drain`),
+    under a limit of their queue when ``concurrency`` or ``rate`` is given."""
     with fresh_table(database) as runtime:
         with runtime.db.atomic() as tx:
             submit_many(tx, [TaskRequest("bench_noop")] * tasks)
+        if concurrency is not None or rate is not None:
+            queue = runtime.plugins.registry.get("bench_noop").queue
+            limit_queue(queue, concurrency, rate, runtime=runtime)
         extra = ["--batch", str(batch)] if batch else []
         return timed_drain(runtime.store, "bench_noop", tasks,
                            ["--workers", str(workers), "--threads", str(threads), *extra], steady)
@@ -28,15 +36,21 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--limit-concurrency", type=int, default=None, metavar="N",
+                   help="limit the queue to N tasks running at once (global limit)")
+    p.add_argument("--limit-rate", default=None, metavar="R", help="limit the queue's starts, e.g. 1000/s")
     args = p.parse_args()
+    suffix = "".join([f"_c{args.limit_concurrency}" if args.limit_concurrency is not None else "",
+                      f"_r{args.limit_rate.replace('/', 'per')}" if args.limit_rate is not None else ""])
     for workers in args.workers:
+        name = f"drain_w{workers}{suffix}"
         try:
             steady: dict[str, float] = {}
-            emit(f"drain_w{workers}", drain(args.database, args.tasks, workers, args.threads, args.batch, steady),
-                 "tasks/s")
-            emit(f"drain_w{workers}_from_first_lease", steady["rate"], "tasks/s")
+            emit(name, drain(args.database, args.tasks, workers, args.threads, args.batch, steady,
+                             args.limit_concurrency, args.limit_rate), "tasks/s")
+            emit(f"{name}_from_first_lease", steady["rate"], "tasks/s")
         except Failed as failure:
-            print(f"drain_w{workers} FAILED {failure}")
+            print(f"{name} FAILED {failure}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Public API::
         await asubmit(session, "send_email", {"to": "a@example.com"})
 
     pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
+    limit_queue("mail", concurrency=5, rate_limit="100/m")   # global; @task(concurrency=3, rate_limit=...)
     wait(task_id, timeout=30)                 # TaskResult(status, value): what the handler returned
     group(tx, [("resize", {"n": 1}), ...], on_complete=TaskRequest("collect"))   # docs/workflows.md
 """
@@ -30,6 +31,7 @@ from .errors import (
     Fail,
     GTAError,
     InvalidArguments,
+    InvalidLimit,
     InvalidQueue,
     PluginError,
     Retry,
@@ -41,6 +43,7 @@ from .errors import (
     WorkerDied,
 )
 from .hookspecs import hookimpl
+from .limits import LimitState, limit_queue, limits, unlimit_queue
 from .queues import QueueChange, QueueState, pause_queue, queues, resume_queue
 from .results import TaskResult, result, wait
 from .runtime import configure, get_runtime
@@ -52,11 +55,11 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail",
-    "GTAError", "InvalidArguments", "InvalidQueue", "Periodic", "PluginError", "QueueChange", "QueueState",
-    "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition", "TaskNotFound",
-    "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask", "WorkerDied", "Workflow",
-    "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group", "hookimpl", "load_settings",
-    "pause_queue", "periodic", "queues", "result", "resume_queue", "status", "submit", "submit_many", "task",
-    "transaction", "wait",
+    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
+    "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError", "QueueChange",
+    "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
+    "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
+    "WorkerDied", "Workflow", "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group",
+    "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",
+    "resume_queue", "status", "submit", "submit_many", "task", "transaction", "unlimit_queue", "wait",
 ]

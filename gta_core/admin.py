@@ -16,7 +16,9 @@ from typing import Any, TextIO
 
 from .config import parse_duration
 from .database import check_connection, describe_url
-from .errors import GTAError, TaskNotFound
+from .errors import GTAError, InvalidLimit, TaskNotFound
+from .limit_rules import check_concurrency, parse_rate
+from .limits import LimitState, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
 from .queues import QueueState, check_name, pause_queue, queues, resume_queue
 from .runtime import Runtime
@@ -388,6 +390,60 @@ def queue_list(runtime: Runtime, as_json: bool) -> int:
                   _age((now - state.oldest_due).total_seconds() if state.oldest_due else None),
                   _first_line(state.reason) or "-") for state in states], right=(4, 5, 6)))
     return 0
+
+
+def limit(runtime: Runtime, name: str, concurrency: str | None, rate: str | None, per_key: bool, clear: bool,
+          as_json: bool) -> int:
+    """``gta limit``: every value is checked (one line naming it, exit 2) before the database is touched."""
+    check_name(name)
+    if clear and (concurrency is not None or rate is not None or per_key):
+        raise InvalidLimit("--clear takes no --concurrency, --rate or --per-key")
+    if not clear and concurrency is None and rate is None:
+        raise InvalidLimit("give --concurrency N and/or --rate N/UNIT, or --clear")
+    cap = None
+    if concurrency is not None:
+        try:
+            cap = int(concurrency)
+        except ValueError:
+            raise InvalidLimit(f"concurrency {concurrency!r}: must be a positive int") from None
+    if clear:
+        ready(runtime)
+        cleared = unlimit_queue(name, runtime=runtime)
+        if as_json:
+            return _print_json({"limit": None, "cleared": cleared})
+        print(f"removed the limit of queue {name!r}" if cleared else f"queue {name!r} had no limit: nothing changed")
+        return 0
+    if cap is not None:
+        check_concurrency(cap)
+    if rate is not None:
+        parse_rate(rate)
+    ready(runtime)
+    state = limit_queue(name, cap, rate, per_key=per_key, runtime=runtime)
+    if as_json:
+        return _print_json({"limit": dataclasses.asdict(state), "cleared": False})
+    print(f"limited queue {name!r}: {_limit_text(state)}; every worker obeys within a second")
+    return 0
+
+
+def limit_list(runtime: Runtime, as_json: bool) -> int:
+    ready(runtime)
+    states = limits(runtime)
+    if as_json:
+        return _print_json([dataclasses.asdict(state) for state in states])
+    print(table(("KIND", "NAME", "CONCURRENCY", "PER KEY", "RATE", "WINDOW STARTS", "WINDOW (UTC)", "CHANGED (UTC)"),
+                [(state.kind, state.name, state.concurrency or "-", "yes" if state.per_key else "no",
+                  state.rate_limit or "-", state.window_count if state.rate_limit else "-",
+                  _when(state.window_start), _when(state.changed_at)) for state in states], right=(2, 5)))
+    return 0
+
+
+def _limit_text(state: LimitState) -> str:
+    parts = []
+    if state.concurrency is not None:
+        parts.append(f"at most {state.concurrency} running" + (" per concurrency key" if state.per_key else ""))
+    if state.rate_limit is not None:
+        parts.append(f"at most {state.rate_limit} starts")
+    return ", ".join(parts)
 
 
 def _depth(queue: QueueState) -> str:

@@ -37,6 +37,7 @@ async def asubmit(
     order_key: str | None = None,
     max_attempts: int | None = None,
     context: Mapping[str, Any] | None = None,
+    concurrency_key: str | None = None,
 ) -> int:
     """Insert one task in the transaction of the async handle ``db_tx`` and return its id.
 
@@ -45,7 +46,8 @@ async def asubmit(
     ``AsyncConnection``; the task exists if and only if that transaction commits. Any handle
     `submit` takes is accepted too, and written synchronously. Options as for `submit`.
     """
-    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
+    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context,
+                          concurrency_key=concurrency_key)
     return (await asubmit_many(db_tx, [request]))[0]
 
 

@@ -234,6 +234,25 @@ def _admin_parser() -> argparse.ArgumentParser:
             "active, since when, by whom and why, its pending and running tasks, and its oldest due task's wait.",
             "[{name, paused, since, by, reason, depth…}]")
 
+    limit = command("limit", "limit a queue's concurrency and rate on every supervisor",
+                    "Limit a queue cluster-wide: at most N of its tasks running at once (per concurrency key "
+                    "with --per-key) and at most a rate of starts per fixed window (100/s, 100/m, 100/h). "
+                    "Replaces the queue's limit; --clear removes it. Binds every worker within a second.",
+                    "{limit: {kind, name, concurrency, rate_limit, per_key, window_start, window_count, "
+                    "changed_at} or null, cleared}")
+    limit.add_argument("queue", metavar="QUEUE")
+    # not ``concurrency``: that is a setting's name (async tasks per worker), read from args too
+    limit.add_argument("--concurrency", dest="limit_concurrency", default=None, metavar="N",
+                       help="most tasks running at once")
+    limit.add_argument("--rate", dest="limit_rate", default=None, metavar="N/UNIT",
+                       help="most starts per s, m or h, e.g. 100/m")
+    limit.add_argument("--per-key", action="store_true", help="the concurrency is per concurrency key")
+    limit.add_argument("--clear", action="store_true", help="remove the queue's limit")
+    command("limits", "global limits: task and queue concurrency and rates",
+            "Every limit: task limits (written by supervisors from @task) and queue limits (gta limit), "
+            "with the current rate window.",
+            "[{kind, name, concurrency, rate_limit, per_key, window_start, window_count, changed_at}]")
+
     command("handlers", "list every discovered task",
             "Every task the plugins provide, with its plugin, options, signature and schedule.",
             "[{key, signature, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
@@ -309,5 +328,8 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "pause": lambda runtime, a: admin.pause(runtime, a.queue, a.reason, a.json),
     "resume": lambda runtime, a: admin.resume(runtime, a.queue, a.json),
     "queues": lambda runtime, a: admin.queue_list(runtime, a.json),
+    "limit": lambda runtime, a: admin.limit(runtime, a.queue, a.limit_concurrency, a.limit_rate, a.per_key, a.clear,
+                                              a.json),
+    "limits": lambda runtime, a: admin.limit_list(runtime, a.json),
     "demo": cmd_demo,
 }

@@ -58,6 +58,10 @@ class InvalidQueue(GTAError):
     """A queue name is empty or cannot be stored."""
 
 
+class InvalidLimit(GTAError, ValueError):
+    """A concurrency or rate limit has an invalid value."""
+
+
 class TaskNotFound(GTAError):
     """No task has this id."""
 

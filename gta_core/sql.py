@@ -50,6 +50,9 @@ class Statements:
             # results and groups (`sql_workflows`): nullable, so `gta migrate` adds them to a table
             # of the same schema version, and processes of the previous release ignore them
             "result": f"{tx} NULL", "group_id": "BIGINT NULL",
+            # limits (`sql_limits`): the value a task is counted under by a per-key concurrency
+            # limit; nullable, added by `gta migrate` at the same schema version
+            "concurrency_key": "VARCHAR(191) NULL",
         }
         self.indexes = d.indexes(t)
         self.create_schema_table = f"CREATE TABLE {t}_schema (version INTEGER NOT NULL){d.table_options}"
@@ -73,6 +76,11 @@ class Statements:
         self.insert_row_delay = f"(?, ?, 'pending', ?, ?, ?, {d.now_plus()}, 0, ?, ?, ?, ?, {d.now}, {d.now})"
         self.insert_row_at = f"(?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, {d.now}, {d.now})"
         self.insert_prefix = f"INSERT INTO {t} ({insert_columns}) VALUES "
+        # the same with a concurrency key, used only for rows that carry one: a submit without
+        # one writes exactly what it did before limits existed (and works on an unmigrated table)
+        self.insert_prefix_keyed = f"INSERT INTO {t} ({insert_columns}, concurrency_key) VALUES "
+        self.insert_row_delay_keyed = self.insert_row_delay[:-1] + ", ?)"
+        self.insert_row_at_keyed = self.insert_row_at[:-1] + ", ?)"
         self.notify = fx("SELECT pg_notify(?, ?)")
         # what an insert returns: the ids; on PostgreSQL also the NOTIFY of each row's queue, so a
         # submit costs no round trip of its own for the wake-up (the server drops duplicate
@@ -187,7 +195,7 @@ class Statements:
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
-        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups")]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups", "_limits")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.

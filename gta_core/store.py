@@ -15,6 +15,7 @@ from typing import Any
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
 from .store_insert import InsertQueries, NewTask
+from .store_limits import LimitQueries
 from .store_operations import OperationQueries
 from .store_schema import SchemaQueries
 from .store_workflows import PreparedWorkflow, WorkflowQueries
@@ -43,16 +44,22 @@ def _lenient_timestamp(value: Any) -> dt.datetime | None:
 FORCE_CANCEL = "cancelled (force)"
 
 
-class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries):
+class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries, LimitQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
     submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
-    and groups from `WorkflowQueries`, all on `StoreBase`. Every statement comes from
+    and groups from `WorkflowQueries`, global limits from `LimitQueries`, all on `StoreBase`. Every statement comes from
     `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
-        """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set."""
+        """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set.
+
+        While any global limit exists (`limits_exist`, looked up at most once a second), the
+        lease obeys them (`lease_limited`); otherwise it is the one statement below.
+        """
+        if self.limits_exist():
+            return _leased([_record(row) for row in self.lease_limited(owner, queues, limit, lease_timeout)])
         sql, d = self.sql, self._d
         queue_marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
@@ -71,9 +78,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries)
             statement = sql.lease.format(queues=queue_marks)
             params = (*lease_params, *queues, limit)
             rows = in_statement(self.db, lambda: list(self._execute_hot(statement, params).fetchall()))
-        tasks = [_record(row) for row in rows]
-        tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
-        return tasks
+        return _leased([_record(row) for row in rows])
 
     def heartbeat(self, owner: str, ids: Sequence[int], lease_timeout: float) -> int:
         """Extend the leases of ``ids`` still held by ``owner``, in one statement; rows renewed."""
@@ -288,6 +293,12 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries)
             return {}
         statement = self._d.fix(self.sql.statuses.format(ids=placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
+
+
+def _leased(tasks: list[TaskRecord]) -> list[TaskRecord]:
+    """Leased tasks in the lease order: priority desc, run_at, id."""
+    tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
+    return tasks
 
 
 def _retry_at_once(task: TaskRecord, _error: str) -> float | None:

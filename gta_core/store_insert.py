@@ -34,6 +34,7 @@ class NewTask:
     dedupe_key: str | None = None
     order_key: str | None = None
     parent_id: int | None = None
+    concurrency_key: str | None = None
 
 
 T = TypeVar("T")
@@ -107,18 +108,23 @@ class InsertQueries(StoreBase):
         return [task_id for task_id in ids if task_id is not None]
 
     def _values(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
-        values, params = [], []
+        sql, values, params = self.sql, [], []
+        keyed = _keyed(tasks)
+        row_at, row_delay = ((sql.insert_row_at_keyed, sql.insert_row_delay_keyed) if keyed
+                             else (sql.insert_row_at, sql.insert_row_delay))
         for task in tasks:
             if task.run_at is not None:
-                values.append(self.sql.insert_row_at)
+                values.append(row_at)
                 moment = task.run_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
                 when: Any = utc_text(moment) if self.dialect == "sqlite" else moment
             else:
-                values.append(self.sql.insert_row_delay)
+                values.append(row_delay)
                 when = self._secs(task.delay)
             params += [task.key, task.queue, task.priority, task.args, task.context, when, task.max_attempts,
                        task.dedupe_key, task.order_key, task.parent_id]
-        return self.sql.insert_prefix + ", ".join(values), params
+            if keyed:
+                params.append(task.concurrency_key)
+        return (sql.insert_prefix_keyed if keyed else sql.insert_prefix) + ", ".join(values), params
 
     @staticmethod
     def _bulk_row(task: NewTask) -> tuple[Any, ...]:
@@ -137,11 +143,11 @@ class InsertQueries(StoreBase):
 
     def _insert_rows(self, tasks: Sequence[NewTask], returns_ids: bool,
                      numbered: bool) -> Generator[Query, Any, list[int]]:
-        if self.dialect == "postgres" and len(tasks) > 1:
+        if self.dialect == "postgres" and len(tasks) > 1 and not _keyed(tasks):
             statement, params = self._bulk(tasks)
             rows = yield Query(statement + self.sql.insert_returning, params)
             return sorted(row[0] for row in rows)
-        if self.dialect == "postgres" and numbered:
+        if self.dialect == "postgres" and numbered and not _keyed(tasks):
             rows = yield Query(self.sql.insert_one + self.sql.insert_returning, self._bulk_row(tasks[0]), numbered=True)
             return [rows[0][0]]
         statement, params = self._values(tasks)
@@ -167,3 +173,9 @@ class InsertQueries(StoreBase):
         """MariaDB (10.5+) has ``INSERT … RETURNING``; MySQL 8 does not."""
         conn = self.db.connection()
         return "mariadb" in str(getattr(conn, "get_server_info", lambda: "")()).lower()
+
+
+def _keyed(tasks: Sequence[NewTask]) -> bool:
+    """Whether any of these rows carries a concurrency key (then they go through the multi-row
+    ``VALUES`` insert with that column; PostgreSQL's bulk and prepared inserts stay as they were)."""
+    return any(task.concurrency_key is not None for task in tasks)

@@ -12,6 +12,7 @@ import peewee
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
+from .sql_limits import limit_statements
 from .sql_workflows import workflow_statements
 from .store_base import StoreBase
 from .transactions import in_transaction
@@ -45,6 +46,9 @@ class SchemaQueries(StoreBase):
         groups = workflow_statements(self.dialect, self.table).groups_table
         if not self.db.table_exists(groups):  # every final write of a group member counts there
             raise SchemaError(f"task table {self.table!r} has no groups table {groups!r} yet: run `gta migrate`")
+        limits = limit_statements(self.dialect, self.table).table
+        if not self.db.table_exists(limits):  # every lease looks whether a limit exists there
+            raise SchemaError(f"task table {self.table!r} has no limits table {limits!r} yet: run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
@@ -112,6 +116,9 @@ class SchemaQueries(StoreBase):
             workflows = workflow_statements(self.dialect, self.table)
             if not self.db.table_exists(workflows.groups_table):  # added at version 2, without a bump
                 self._execute(workflows.create_groups)
+            limits = limit_statements(self.dialect, self.table)
+            if not self.db.table_exists(limits.table):  # added at version 2, without a bump
+                self._execute(limits.create)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead

@@ -35,6 +35,7 @@ def submit(
     order_key: str | None = None,
     max_attempts: int | None = None,
     context: Mapping[str, Any] | None = None,
+    concurrency_key: str | None = None,
 ) -> int:
     """Insert one task in the transaction of ``db_tx`` and return its id.
 
@@ -44,9 +45,11 @@ def submit(
     ``None`` raises `SubmitError` before anything is written. It may also be the
     application's own handle: a SQLAlchemy Session or Connection, a Django connection inside
     ``transaction.atomic()``, or a sqlite3/psycopg2/psycopg/pymysql connection (see
-    docs/integrations.md).
+    docs/integrations.md). ``concurrency_key`` sets the value global limits count the task under
+    (by default the value of the argument its ``@task(concurrency_key=...)`` names).
     """
-    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context)
+    request = TaskRequest(key, args, delay, run_at, priority, queue, dedupe_key, order_key, max_attempts, context,
+                          concurrency_key=concurrency_key)
     return submit_many(db_tx, [request])[0]
 
 

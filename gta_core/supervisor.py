@@ -27,6 +27,7 @@ import multiprocess
 from . import drivers
 from .database import REPLY_GRACE, check_connection
 from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
+from .limits import task_limits
 from .metrics.host import MetricsHost
 from .plugins import call_hook_safely
 from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
@@ -83,6 +84,8 @@ class Supervisor:
         self.runtime.plugins  # noqa: B018 - builds and validates every plugin
         check_connection(self.runtime.db, self.settings.database_url)
         self.runtime.store.require_schema()
+        # every supervisor sharing the table obeys these handlers' limits from now on
+        self.runtime.store.sync_task_limits(*task_limits(self.runtime.plugins.registry.tasks.values()))
         self.periodics = collect_periodics(self.runtime)
         self.runtime.db.close()  # the main loop sends no statement; the services open their own
 

@@ -12,7 +12,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
-from .errors import Fail, InvalidArguments
+from .errors import Fail, InvalidArguments, InvalidLimit
+from .limit_rules import Rate, check_concurrency, parse_rate
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5
@@ -33,6 +34,13 @@ class TaskDefinition:
     clean_succeeded: bool = False
     #: a task still pending after initialized_timeout is not run; it ends failed (GTA's option)
     init_timeout_sensitive: bool = False
+    #: at most this many of these tasks run at once across every supervisor (per
+    #: ``concurrency_key`` value when that is set); None: no cap (see `gta_core.limits`)
+    concurrency: int | None = None
+    #: the argument whose value is the task's concurrency key (``submit(concurrency_key=)`` overrides)
+    concurrency_key: str | None = None
+    #: at most this many starts per fixed window, across every supervisor
+    rate_limit: Rate | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -89,6 +97,9 @@ def task(
     priority: int = 0,
     clean_succeeded: bool = False,
     init_timeout_sensitive: bool = False,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[Callable[..., Any]], TaskDefinition]: ...
 
 
@@ -102,11 +113,19 @@ def task(
     priority: int = 0,
     clean_succeeded: bool = False,
     init_timeout_sensitive: bool = False,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    rate_limit: str | None = None,
 ) -> Any:
     """Declare a task handler ``fn(ctx, **args)``; its key defaults to the function name.
 
     Usable bare (``@task``) or with options (``@task(max_attempts=3, queue="mail")``).
+    ``concurrency``, ``concurrency_key`` and ``rate_limit`` are global limits (docs/workflows.md,
+    "Limits"); a bad value raises `InvalidLimit` here, at decoration time.
     """
+
+    cap = None if concurrency is None else check_concurrency(concurrency)  # refused before the function
+    rate = None if rate_limit is None else parse_rate(rate_limit)
 
     def wrap(func: Callable[..., Any]) -> TaskDefinition:
         name = key or func.__name__
@@ -119,10 +138,22 @@ def task(
         params = list(inspect.signature(func).parameters.values())
         if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
             raise ValueError(f"task {name!r}: the handler's first parameter must be the context")
+        if concurrency_key is not None:
+            _check_key_argument(name, params[1:], concurrency_key)
         return TaskDefinition(name, func, max_attempts, timeout, queue, priority,
-                              clean_succeeded, init_timeout_sensitive)
+                              clean_succeeded, init_timeout_sensitive, cap, concurrency_key, rate)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _check_key_argument(name: str, params: list[inspect.Parameter], argument: Any) -> None:
+    """``concurrency_key`` must name an argument the handler takes (by keyword)."""
+    if not isinstance(argument, str) or not argument:
+        raise InvalidLimit(f"task {name!r}: concurrency_key {argument!r} must be the name of an argument")
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return
+    if not any(p.name == argument and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+        raise InvalidLimit(f"task {name!r}: concurrency_key {argument!r} is not an argument of the handler")
 
 
 def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments") -> str:

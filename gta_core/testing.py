@@ -17,7 +17,8 @@ a test sees them; with ``propagate=False`` they go through the retry policy as i
 handler submits with ``ctx.submit`` run right after their parent succeeded (never after it
 failed), each once, with ``parent_id`` set; delays are not waited for. An ``async def`` handler
 runs to its end on an event loop of its own (`coroutines.run_to_end`), also when the submit
-comes from inside a running loop (an async test, `asubmit`).
+comes from inside a running loop (an async test, `asubmit`). Global limits (``concurrency``,
+``rate_limit``, `gta_core.limit_queue`) are ignored: handlers run inline, one at a time, at once.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidArguments
+from .limit_rules import concurrency_key_value
 from .plugins import call_hook_safely
 from .runtime import Runtime
 from .store_insert import NewTask
@@ -43,6 +44,9 @@ class TaskRequest:
     max_attempts: int | None = None
     context: Mapping[str, Any] | None = None
     parent_id: int | None = None
+    #: the value limits count this task under (docs/workflows.md, "Limits"); by default the
+    #: value of the argument the task's ``@task(concurrency_key=...)`` names
+    concurrency_key: str | None = None
 
 
 def capture_context(runtime: Runtime) -> dict[str, Any]:
@@ -74,6 +78,10 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
     for name in ("dedupe_key", "order_key"):
         value = getattr(request, name)
         _check(value is None or storable(value), key, f"{name} {STORABLE_RULE}")
+    concurrency_key = request.concurrency_key
+    if concurrency_key is None and definition.concurrency_key is not None:
+        concurrency_key = concurrency_key_value(_argument(definition, request.args or {}))
+    _check(concurrency_key is None or storable(concurrency_key), key, f"concurrency_key {STORABLE_RULE}")
     _check(request.parent_id is None or integer(request.parent_id, 1, 2**63 - 1), key,
            "parent_id must be a task id")
     if request.run_at is not None and request.delay is not None:
@@ -87,14 +95,25 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
         except OverflowError:
             raise InvalidArguments(f"task {key!r}: run_at is outside the years 1 to 9999 in UTC") from None
         return NewTask(key, queue, priority, args_text, context_text, max_attempts, run_at=run_at,
-                       dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
+                       dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
+                       concurrency_key=concurrency_key)
     delay = request.delay or 0
     delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
     # a chained comparison, not math.isfinite: that raises on an int too large for a float
     _check(isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY,
            key, "delay must be a number of seconds from 0 to 100 years")
     return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
-                   dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id)
+                   dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
+                       concurrency_key=concurrency_key)
+
+
+def _argument(definition: Any, args: Mapping[str, Any]) -> Any:
+    """The value of the argument a task's ``concurrency_key`` names: given, or its default."""
+    name = definition.concurrency_key
+    if name in args:
+        return args[name]
+    parameter = definition.signature.parameters.get(name)
+    return None if parameter is None or parameter.default is parameter.empty else parameter.default
 
 
 def _check(ok: bool, key: str, rule: str) -> None:
