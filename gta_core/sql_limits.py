@@ -54,7 +54,6 @@ class LimitStatements:
             self.upsert = fx(insert + " ON CONFLICT (kind, name) DO UPDATE SET "
                              + ", ".join(f"{column} = excluded.{column}" for column in changed))
         self.delete = fx(f"DELETE FROM {lim} WHERE kind = ? AND name = ?")
-        self.delete_tasks = f"DELETE FROM {lim} WHERE kind = 'task' AND name IN ({{names}})"
 
         # Running tasks under the locked limits: only unexpired leases count, so the slot of a
         # worker that died returns when its lease expires (or is released at once by its

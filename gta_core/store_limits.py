@@ -120,14 +120,22 @@ class LimitQueries(StoreBase):
         supervisor's code declares without limits. The latest supervisor to start decides."""
         lim = self.lim
 
+        # one pass in key order, as leases lock the rows: a start never deadlocks with a lease or
+        # another start (and only the rows that exist are deleted: one statement per row)
+        present = {name for kind, name, *_ in self.limit_rows() if kind == "task"}
+        writes = sorted([(key, (key, concurrency, rate, per_key)) for key, concurrency, rate, per_key in limited]
+                        + [(key, None) for key in unlimited if key in present], key=lambda item: item[0])
+
         def write() -> None:
-            for key, concurrency, rate, per_key in sorted(limited):  # in key order: no two starts deadlock
+            for key, limit in writes:
+                if limit is None:
+                    self._execute(lim.delete, ("task", key))
+                    continue
+                _, concurrency, rate, per_key = limit
                 count, period = rate if rate is not None else (None, None)
                 self._execute(lim.upsert, ("task", key, concurrency, count, period, per_key))
-            for start in range(0, len(unlimited), 500):
-                names = sorted(unlimited)[start:start + 500]
-                self._execute(self._d.fix(lim.delete_tasks.format(names=placeholders(len(names)))), names)
-        in_transaction(self.db, write)
+        if writes:
+            in_transaction(self.db, write)
         self.forget_limits()
 
     def forget_limits(self) -> None:
@@ -250,13 +258,19 @@ class LimitQueries(StoreBase):
 
     def _lease_unlimited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
                          task_keys: list[str], limited_queues: list[str]) -> list[Any]:
-        """The plain lease minus the rows of ``task_keys`` and ``limited_queues``."""
+        """The plain lease minus the rows of ``task_keys`` and ``limited_queues``.
+
+        The limited queues are left out of the queue list (not filtered with NOT IN, which would
+        walk their pending rows in the lease index); rows of limited task keys are filtered,
+        so a queue whose due rows are mostly a limited task's is walked past them."""
         lim, fix, k = self.lim, self._d.fix, self._d.q("key")
-        unlimited = (f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys else "") + (
-            f" AND queue NOT IN ({placeholders(len(limited_queues))})" if limited_queues else "")
+        queues = [queue for queue in queues if queue not in limited_queues]
+        if not queues:
+            return []
+        unlimited = f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys else ""
         marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
-        select_params = (*queues, *task_keys, *limited_queues, want)
+        select_params = (*queues, *task_keys, want)
         if self.dialect == "mysql":
             def lease_mysql() -> list[Any]:
                 select = fix(lim.unlimited_ids.format(queues=marks, unlimited=unlimited))
