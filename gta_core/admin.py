@@ -17,8 +17,7 @@ from typing import Any, TextIO
 from .config import parse_duration
 from .database import check_connection, describe_url
 from .errors import GTAError, InvalidLimit, TaskNotFound
-from .limit_rules import check_concurrency, parse_rate
-from .limits import LimitState, limit_queue, limits, unlimit_queue
+from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
 from .queues import QueueState, check_name, pause_queue, queues, resume_queue
 from .runtime import Runtime
@@ -400,12 +399,6 @@ def limit(runtime: Runtime, name: str, concurrency: str | None, rate: str | None
         raise InvalidLimit("--clear takes no --concurrency, --rate or --per-key")
     if not clear and concurrency is None and rate is None:
         raise InvalidLimit("give --concurrency N and/or --rate N/UNIT, or --clear")
-    cap = None
-    if concurrency is not None:
-        try:
-            cap = int(concurrency)
-        except ValueError:
-            raise InvalidLimit(f"concurrency {concurrency!r}: must be a positive int") from None
     if clear:
         ready(runtime)
         cleared = unlimit_queue(name, runtime=runtime)
@@ -413,10 +406,11 @@ def limit(runtime: Runtime, name: str, concurrency: str | None, rate: str | None
             return _print_json({"limit": None, "cleared": cleared})
         print(f"removed the limit of queue {name!r}" if cleared else f"queue {name!r} had no limit: nothing changed")
         return 0
-    if cap is not None:
-        check_concurrency(cap)
-    if rate is not None:
-        parse_rate(rate)
+    try:
+        cap = None if concurrency is None else int(concurrency)
+    except ValueError:
+        raise InvalidLimit(f"concurrency {concurrency!r}: must be a positive int") from None
+    check_queue_limit(name, cap, rate, per_key)
     ready(runtime)
     state = limit_queue(name, cap, rate, per_key=per_key, runtime=runtime)
     if as_json:

@@ -44,6 +44,16 @@ def limit_queue(name: str, concurrency: int | None = None, rate_limit: str | Rat
     """Limit queue ``name`` cluster-wide: at most ``concurrency`` of its tasks running at once
     (per ``concurrency_key`` value with ``per_key``) and at most ``rate_limit`` starts
     (``"100/m"``); replaces the queue's previous limit. `InvalidLimit` for a bad value."""
+    cap, rate = check_queue_limit(name, concurrency, rate_limit, per_key)
+    runtime = _ready(runtime)
+    runtime.store.set_limit("queue", name, cap, None if rate is None else (rate.count, rate.period), per_key)
+    return next(state for state in limits(runtime) if state.kind == "queue" and state.name == name)
+
+
+def check_queue_limit(name: str, concurrency: int | None, rate_limit: str | Rate | None,
+                      per_key: bool) -> tuple[int | None, Rate | None]:
+    """A queue limit's values, checked before the database is touched (`limit_queue`, ``gta
+    limit``): the cap and the rate, or `InvalidLimit` naming the value and the rule."""
     check_name(name)
     cap = None if concurrency is None else check_concurrency(concurrency)
     rate = None if rate_limit is None else parse_rate(rate_limit)
@@ -53,9 +63,7 @@ def limit_queue(name: str, concurrency: int | None = None, rate_limit: str | Rat
         raise InvalidLimit(f"per_key {per_key!r}: must be True or False")
     if per_key and cap is None:
         raise InvalidLimit(f"queue {name!r}: per_key needs a concurrency (rate limits are never per key)")
-    runtime = _ready(runtime)
-    runtime.store.set_limit("queue", name, cap, None if rate is None else (rate.count, rate.period), per_key)
-    return next(state for state in limits(runtime) if state.kind == "queue" and state.name == name)
+    return cap, rate
 
 
 def unlimit_queue(name: str, *, runtime: Runtime | None = None) -> bool:
@@ -101,4 +109,4 @@ def _ready(runtime: Runtime | None) -> Runtime:
     return runtime
 
 
-__all__ = ["LimitState", "limit_queue", "limits", "task_limits", "unlimit_queue"]
+__all__ = ["LimitState", "check_queue_limit", "limit_queue", "limits", "task_limits", "unlimit_queue"]

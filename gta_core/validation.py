@@ -18,7 +18,7 @@ from .limit_rules import concurrency_key_value
 from .plugins import call_hook_safely
 from .runtime import Runtime
 from .store_insert import NewTask
-from .tasks import dump_args
+from .tasks import TaskDefinition, dump_args
 
 Delay = float | int | dt.timedelta
 #: bounds of the INTEGER columns (priority, max_attempts) on PostgreSQL and MySQL
@@ -80,7 +80,7 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
         _check(value is None or storable(value), key, f"{name} {STORABLE_RULE}")
     concurrency_key = request.concurrency_key
     if concurrency_key is None and definition.concurrency_key is not None:
-        concurrency_key = concurrency_key_value(_argument(definition, request.args or {}))
+        concurrency_key = concurrency_key_value(_argument(definition, definition.concurrency_key, request.args or {}))
     _check(concurrency_key is None or storable(concurrency_key), key, f"concurrency_key {STORABLE_RULE}")
     _check(request.parent_id is None or integer(request.parent_id, 1, 2**63 - 1), key,
            "parent_id must be a task id")
@@ -96,7 +96,7 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
             raise InvalidArguments(f"task {key!r}: run_at is outside the years 1 to 9999 in UTC") from None
         return NewTask(key, queue, priority, args_text, context_text, max_attempts, run_at=run_at,
                        dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
-                       concurrency_key=concurrency_key)
+                   concurrency_key=concurrency_key)
     delay = request.delay or 0
     delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
     # a chained comparison, not math.isfinite: that raises on an int too large for a float
@@ -104,12 +104,11 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
            key, "delay must be a number of seconds from 0 to 100 years")
     return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
                    dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
-                       concurrency_key=concurrency_key)
+                   concurrency_key=concurrency_key)
 
 
-def _argument(definition: Any, args: Mapping[str, Any]) -> Any:
-    """The value of the argument a task's ``concurrency_key`` names: given, or its default."""
-    name = definition.concurrency_key
+def _argument(definition: TaskDefinition, name: str, args: Mapping[str, Any]) -> Any:
+    """The value of the handler's argument ``name``: given, or its default."""
     if name in args:
         return args[name]
     parameter = definition.signature.parameters.get(name)

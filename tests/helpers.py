@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gta_core.runtime import Runtime
+from gta_core.runtime import Runtime, configure
 
 T = TypeVar("T")
 WATCHDOG = 60.0  # no single wait in the suite may take longer than this
@@ -113,6 +113,14 @@ class Env:
     @property
     def store(self) -> Any:
         return self.runtime.store
+
+    def with_plugins(self, monkeypatch: Any, plugins: str) -> Env:
+        """This env with ``plugins`` (``GTA_PLUGINS``) loaded here and in every supervisor started
+        later (``monkeypatch`` undoes the variable after the test)."""
+        monkeypatch.setenv("GTA_PLUGINS", plugins)
+        self.runtime.db.close()
+        self.runtime = configure()
+        return self
 
     def supervisor(self, workers: int = 2, *args: str, extra_env: dict[str, str] | None = None,
                    wait_ready: bool = True) -> SupervisorProcess:

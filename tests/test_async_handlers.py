@@ -14,7 +14,6 @@ import types
 import pytest
 
 import gta_core
-from gta_core import runtime as runtime_module
 from gta_core.held import HeldLeases
 from gta_core.leasing import Leaser
 from gta_core.tasks import TaskRecord
@@ -30,10 +29,7 @@ PLUGINS = "tests.tasks,tests.async_tasks"
 @pytest.fixture
 def aenv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
     """`env` with the async handlers loaded here and in every supervisor started later."""
-    monkeypatch.setenv("GTA_PLUGINS", PLUGINS)
-    env.runtime.db.close()
-    env.runtime = runtime_module.configure()
-    return env
+    return env.with_plugins(monkeypatch, PLUGINS)
 
 
 def test_async_handlers_bodies_run_in_a_worker(aenv: Env) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 import gta_core
-from gta_core import runtime as runtime_module
 from gta_core.database import utc_text
 from gta_core.submit import TaskRequest
 from gta_core.testing import eager
@@ -37,10 +36,7 @@ CLOCK_SLACK = 0.02  # one host, one clock; timestamps keep microseconds
 @pytest.fixture
 def fenv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
     """`env` with this file's handlers loaded here and in every supervisor started later."""
-    monkeypatch.setenv("GTA_PLUGINS", PLUGINS)
-    env.runtime.db.close()
-    env.runtime = runtime_module.configure()
-    return env
+    return env.with_plugins(monkeypatch, PLUGINS)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 import gta_core
-from gta_core import runtime as runtime_module
 from gta_core.errors import InvalidLimit, SchemaError
 from gta_core.limit_rules import Rate, parse_rate
 
@@ -26,10 +25,7 @@ PLUGINS = "tests.tasks,tests.limit_tasks"
 @pytest.fixture
 def lenv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
     """`env` with the limited handlers of `tests.limit_tasks` registered here and in supervisors."""
-    monkeypatch.setenv("GTA_PLUGINS", PLUGINS)
-    env.runtime.db.close()
-    env.runtime = runtime_module.configure()
-    return env
+    return env.with_plugins(monkeypatch, PLUGINS)
 
 
 def runs(env: Env, key: str | None = None) -> list[dict[str, Any]]:

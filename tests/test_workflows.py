@@ -14,7 +14,6 @@ import pytest
 
 import gta_core
 from gta_core import OWN_TRANSACTION, TaskRequest
-from gta_core import runtime as runtime_module
 from gta_core.admin import rerun_tasks
 
 from .helpers import Env, wait_for, wait_log
@@ -27,10 +26,7 @@ PLUGINS = "tests.tasks,tests.workflow_tasks"
 @pytest.fixture
 def wenv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
     """`env` with this file's handlers loaded here and in every supervisor started later."""
-    monkeypatch.setenv("GTA_PLUGINS", PLUGINS)
-    env.runtime.db.close()
-    env.runtime = runtime_module.configure()
-    return env
+    return env.with_plugins(monkeypatch, PLUGINS)
 
 
 def start(env: Env, workers: int = 2, extra: dict[str, str] | None = None) -> Any:
