@@ -203,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
     Setting("result_max_bytes", _positive_int, 65536,
             "largest task result stored, as JSON; a larger one fails its task", "BYTES"),
+    Setting("attempts_kept", _positive_int, 50,
+            "the attempt log keeps each task's first and last N entries; those between are dropped (and "
+            "counted)", "N"),
     Setting("retry_base", _positive_duration, "1s",
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
     Setting("retry_cap", _positive_duration, "1h", "longest retry delay of the built-in policy", "DURATION"),
@@ -253,6 +256,7 @@ class Settings:
     cleanup_interval: float = _default("cleanup_interval")
     cleanup_batch: int = _default("cleanup_batch")
     result_max_bytes: int = _default("result_max_bytes")
+    attempts_kept: int = _default("attempts_kept")
     retry_base: float = _default("retry_base")
     retry_cap: float = _default("retry_cap")
     max_tasks_per_worker: int = _default("max_tasks_per_worker")

@@ -144,7 +144,6 @@ class Statements:
         done = f" RETURNING {self.notify_done}" if self.notify_done else ""
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}{done}")
-        self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
         many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids}){leases}"
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
@@ -169,7 +168,6 @@ class Statements:
         self.release_ids = (f"UPDATE {t} SET {release_set} "
                             "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
         self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}")
-        self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
                                "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
@@ -195,7 +193,8 @@ class Statements:
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
-        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups", "_limits")]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}"
+                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_attempts")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.

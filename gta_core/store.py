@@ -12,8 +12,20 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .errors import LeaseExpired
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
+from .store_attempts import (
+    CANCELLED,
+    CHUNK,
+    FAILED,
+    RELEASED,
+    RESCUED,
+    RETRIED,
+    AttemptQueries,
+    LogEntry,
+    class_path,
+)
 from .store_insert import InsertQueries, NewTask
 from .store_limits import LimitQueries
 from .store_operations import OperationQueries
@@ -44,12 +56,16 @@ def _lenient_timestamp(value: Any) -> dt.datetime | None:
 FORCE_CANCEL = "cancelled (force)"
 
 
-class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries, LimitQueries):
+class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries, LimitQueries, AttemptQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
     submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
-    and groups from `WorkflowQueries`, global limits from `LimitQueries`, all on `StoreBase`. Every statement comes from
-    `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
+    and groups from `WorkflowQueries`, global limits from `LimitQueries`, the attempt log from
+    `AttemptQueries`, all on `StoreBase`. Every statement comes from
+    `sql`/`sql_operations`/`sql_workflows`/`sql_limits`/`sql_attempts`, built once per (dialect, table).
+
+    Every write that ends an attempt otherwise than in a plain success, and every operator
+    action, logs its entry in its own transaction (`store_attempts`)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
@@ -98,15 +114,20 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         ``attempt`` the lease counted (see `Statements` in sql.py).
         """
         params: tuple[Any, ...] = (task_id, owner, attempt)
-        if delete:
-            statement = self.sql.complete_and_delete
+        if delete:  # the row's attempt log goes with it
+            statement = self.att.complete_and_delete
         elif result is not None:
             statement, params = self.wf.complete_with_result, (result, *params)
         else:
             statement = self.sql.complete
 
+        def landed() -> bool:
+            if delete and self.att.entries_of_fenced:  # SQLite: the entries first, while the fence holds
+                self._execute(self.att.entries_of_fenced, (task_id, *params))
+            return bool(self._execute(statement, params).rowcount >= 1)  # MySQL counts deleted entries too
+
         def write() -> bool:
-            if self._execute(statement, params).rowcount != 1:
+            if not landed():
                 return False
             if children:
                 self.insert([dataclasses.replace(child, parent_id=task_id) for child in children])
@@ -116,7 +137,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 self.count_final({group_id: 1})
             return True
         if not children and not workflows and group_id is None:
-            return self._write(statement, params) == 1
+            return in_statement(self.db, landed)  # one statement, but on SQLite (in-process) with a delete
         return in_transaction(self.db, write)
 
     def complete_many(self, owner: str, ids: Sequence[int], attempts: Sequence[int] | None = None) -> set[int]:
@@ -150,43 +171,67 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
         return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})
 
-    def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None) -> bool:
-        """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
-        return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt)) == 1
+    def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None,
+              entry: LogEntry | None = None) -> bool:
+        """Back to pending, due after ``delay`` seconds, the attempt logged (``entry``: how it
+        ended, by default a retry with ``error``); False when the lease was lost."""
+        entry = entry or LogEntry(RETRIED, error=error, retry_delay=delay)
+        return self.ended_write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt), task_id,
+                                attempt, owner, entry)
 
     def fail(self, owner: str, task_id: int, error: str, *, attempt: int | None = None,
-             group_id: int | None = None) -> bool:
-        """Mark failed for good, and count it in its group (``group_id``) in the same
-        transaction; False when the lease was lost."""
+             group_id: int | None = None, entry: LogEntry | None = None) -> bool:
+        """Mark failed for good, the attempt logged (``entry``, by default a failure with
+        ``error``), and count it in its group (``group_id``) in the same transaction; False
+        when the lease was lost."""
+        entry = entry or LogEntry(FAILED, error=error)
         params = (error, task_id, owner, attempt)
         if group_id is None:
-            return self._write(self.sql.fail, params) == 1
+            return self.ended_write(self.sql.fail, params, task_id, attempt, owner, entry)
 
         def write() -> bool:
-            if self._execute(self.sql.fail, params).rowcount != 1:
+            if not self.execute_ended(self.sql.fail, params, task_id, attempt, owner, entry):
                 return False
             self.count_final({group_id: 1})
             return True
         return in_transaction(self.db, write)
 
-    def release(self, owner: str, ids: Iterable[int] | None = None) -> int:
-        """Give leases back to pending without counting an attempt (all of owner's when ids is None)."""
-        if ids is None:
-            return self._write(self.sql.release_owner, (owner,))
-        ids = list(ids)
-        if not ids:
-            return 0
-        statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(ids))))
-        return self._write(statement, (owner, *ids))
+    def release(self, owner: str, ids: Iterable[int] | None = None, reason: str | None = None) -> int:
+        """Give leases back to pending without counting an attempt (all of owner's when ids is
+        None), each logged as released (``reason``: why); how many."""
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return 0
 
-    def release_lease(self, owner: str, task_id: int, attempt: int) -> bool:
+        def write() -> int:
+            if ids is None:
+                held = [task.id for task in self.owned(owner)]  # a dead worker's: it takes no more
+            else:
+                held = ids
+            locked = self.lock_rows(held, "lease_owner = ? AND status = 'running'", (owner,))
+            if not locked:
+                return 0
+            self.log_rows(locked, LogEntry(RELEASED, error=reason or "handed back unrun"))
+            released = 0
+            for start in range(0, len(locked), CHUNK):
+                chunk = locked[start:start + CHUNK]
+                statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(chunk))))
+                released += int(self._execute(statement, (owner, *chunk)).rowcount)
+            return released
+        return int(in_transaction(self.db, write))
+
+    def release_lease(self, owner: str, task_id: int, attempt: int, reason: str | None = None) -> bool:
         """Give one lease back to pending without counting its attempt, if it is still this
-        lease (the attempt tells it from a newer lease of the same owner); whether it was."""
-        return self._write(self.sql.release_lease, (task_id, owner, attempt)) == 1
+        lease (the attempt tells it from a newer lease of the same owner), logged as released
+        (``reason``: why); whether it was."""
+        return self.ended_write(self.sql.release_lease, (task_id, owner, attempt), task_id, attempt, owner,
+                                LogEntry(RELEASED, error=reason or "handed back unrun"))
 
-    def cancel(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+    def cancel(self, ids: Sequence[int], force: bool = False, by: str | None = None) -> dict[int, str]:
         """Cancel tasks: pending ones never run; running ones end ``cancelled`` at once, and
         their worker finds out on its next check (and, with ``force``, kills the handler).
+        Each is logged as cancelled ``by`` whom (``cli:user@host``, ``dashboard``, ``api:…``).
 
         Returns the status each id had: ``pending``/``running`` (now cancelled), or its
         unchanged final status; ids that do not exist are left out.
@@ -194,9 +239,10 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         ids = list(ids)
         if not ids:
             return {}
-        return in_transaction(self.db, lambda: self.cancel_in_transaction(ids, force))
+        return in_transaction(self.db, lambda: self.cancel_in_transaction(ids, force, by))
 
-    def cancel_in_transaction(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+    def cancel_in_transaction(self, ids: Sequence[int], force: bool = False,
+                              by: str | None = None) -> dict[int, str]:
         """`cancel`'s statements, in the transaction already open on this store's connection."""
         if not ids:
             return {}
@@ -204,10 +250,14 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         reason = FORCE_CANCEL if force else "cancelled"
         before = self.statuses(ids)
         members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
-        id_marks = placeholders(len(ids))
-        self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
-        self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
-        self.cancel_waiting(ids, reason)
+        # the rows this cancel changes, locked: each gets its entry, and no other becomes one meanwhile
+        cancelled = self.lock_rows(ids, "status IN ('pending', 'running', 'waiting')")
+        if cancelled:
+            self.log_rows(cancelled, LogEntry(CANCELLED, error=reason, actor=by))
+            id_marks = placeholders(len(cancelled))
+            self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *cancelled))
+            self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *cancelled))
+            self.cancel_waiting(cancelled, reason)
         if members:
             self.count_final(members)
         return before
@@ -253,6 +303,8 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 if landed and delay is None and task.group_id is not None:
                     self.count_final({task.group_id: 1})
                 if landed:
+                    self.log_ended(task.id, task.attempts, task.lease_owner,
+                                   LogEntry(RESCUED, class_path(LeaseExpired), error, retry_delay=delay))
                     rescued.append(dataclasses.replace(task, status="failed" if delay is None else "pending",
                                                        lease_owner=None, last_error=error))
             return rescued

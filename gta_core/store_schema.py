@@ -12,6 +12,7 @@ import peewee
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
+from .sql_attempts import attempt_statements
 from .sql_limits import limit_statements
 from .sql_workflows import workflow_statements
 from .store_base import StoreBase
@@ -49,6 +50,10 @@ class SchemaQueries(StoreBase):
         limits = limit_statements(self.dialect, self.table).table
         if not self.db.table_exists(limits):  # every lease looks whether a limit exists there
             raise SchemaError(f"task table {self.table!r} has no limits table {limits!r} yet: run `gta migrate`")
+        attempts = attempt_statements(self.dialect, self.table).table
+        if not self.db.table_exists(attempts):  # every outcome write other than a plain success logs there
+            raise SchemaError(f"task table {self.table!r} has no attempt log table {attempts!r} yet: "
+                              "run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
@@ -119,6 +124,9 @@ class SchemaQueries(StoreBase):
             limits = limit_statements(self.dialect, self.table)
             if not self.db.table_exists(limits.table):  # added at version 2, without a bump
                 self._execute(limits.create)
+            attempts = attempt_statements(self.dialect, self.table)
+            if not self.db.table_exists(attempts.table):  # added at version 2, without a bump
+                self._execute(attempts.create)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead
