@@ -15,6 +15,7 @@ from . import handles
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of, wake_after_commit
+from .queues import actor
 from .runtime import Runtime, get_runtime
 from .store_insert import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
@@ -84,17 +85,19 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
-def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, str]:
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION, *,
+           by: str | None = None) -> dict[int, str]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
     ``db`` is a handle as for `submit` (the cancel then commits with its transaction), by
-    default GTA's own connection. Returns each id's status before the call (ids that do not
-    exist are left out).
+    default GTA's own connection. Each cancel is kept in the task's attempt log as done ``by``
+    whom (default ``api:user@host`` of this process). Returns each id's status before the call
+    (ids that do not exist are left out).
     """
     runtime = get_runtime()
     ids = task_id_list(task_ids)
-    return handles.resolve(db, runtime, "db").cancel(runtime, ids, force)
+    return handles.resolve(db, runtime, "db").cancel(runtime, ids, force, by or actor("api"))
 
 
 def task_id_list(task_ids: Any) -> list[int]:

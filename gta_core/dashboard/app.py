@@ -42,6 +42,8 @@ DONE = {  # the notice shown after an action (a fixed text: a link cannot put wo
     "signed-out": "Signed out.",
 }
 BULK_BATCH = 500
+#: who the attempt log records the dashboard's actions as
+ACTOR = "dashboard"
 FORM_LIMIT = 64 * 1024
 _TASK = re.compile(r"/tasks/(\d{1,19})")
 _TASK_ACTION = re.compile(r"/tasks/(\d{1,19})/(retry|cancel)")
@@ -126,9 +128,11 @@ class Dashboard:
             with self.reads.session() as reads:
                 task = reads.task(task_id)
                 children = reads.children(task_id) if task else []
+                history = reads.attempts(task_id) if task else []
             if task is None:
                 return self._page(404, f"Task {task_id}", Markup(""), viewer, f"no task with id {task_id}", error=True)
-            return self._page(200, f"Task {task_id}", pages.task_detail(task, children, viewer), viewer, notice)
+            return self._page(200, f"Task {task_id}", pages.task_detail(task, children, viewer, history), viewer,
+                              notice)
         if path == "/signin":
             return self._page(200, "Sign in", pages.signin(_local_path(request.query.get("next", "/"))), viewer)
         if path.startswith("/static/") and path[len("/static/"):] in ASSETS:
@@ -170,13 +174,13 @@ class Dashboard:
         if match := _TASK_ACTION.fullmatch(path):
             task_id, action = int(match[1]), match[2]
             if action == "retry":
-                admin.rerun_tasks(self.runtime, [task_id])
+                admin.rerun_tasks(self.runtime, [task_id], ACTOR)
                 return _redirect(f"/tasks/{task_id}?done=retried")
-            self.runtime.store.cancel([task_id])
+            self.runtime.store.cancel([task_id], by=ACTOR)
             return _redirect(f"/tasks/{task_id}?done=cancelled")
         if path == "/tasks/retry":
             filters = parse_filters(form)
-            total = admin.rerun_batches(self.runtime, self._retryable_batches(filters))
+            total = admin.rerun_batches(self.runtime, self._retryable_batches(filters), by=ACTOR)
             return _redirect("/tasks?" + urlencode({**pages.filter_query(filters, form), "retried": str(total)}))
         if path == "/purge":
             return self._purge(form)

@@ -44,8 +44,8 @@ class Handle(abc.ABC):
         """Insert checked rows in the caller's transaction and arrange the wake-up for its commit."""
 
     @abc.abstractmethod
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
-        """`TaskStore.cancel` in the caller's transaction."""
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
+        """`TaskStore.cancel` in the caller's transaction (logged as done ``by`` whom)."""
 
     @abc.abstractmethod
     def after_commit(self, fn: Callable[[], None]) -> None:

@@ -51,8 +51,8 @@ class ConnectionHandle(Handle):
             self.on_commit(lambda: notify_local(key))
         return ids
 
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
-        return self._store(runtime).cancel_in_transaction(ids, force)
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
+        return self._store(runtime).cancel_in_transaction(ids, force, by)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
@@ -64,7 +64,7 @@ class ConnectionHandle(Handle):
         check_dialect(self.kind, self.dialect, runtime)
         borrowed = borrowed_database(self.dialect)
         borrowed._state.set_connection(self.connection)  # type: ignore[attr-defined]
-        store = TaskStore(borrowed, runtime.settings.table)
+        store = TaskStore(borrowed, runtime.settings.table, attempts_kept=runtime.settings.attempts_kept)
         check_database(self.kind, self.dialect, runtime, *store.database_and_table())
         return store
 

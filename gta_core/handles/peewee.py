@@ -29,8 +29,8 @@ class PeeweeHandle(Handle):
         wake(runtime, self.db, store)
         return ids
 
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
-        return runtime.store_for(self.db).cancel(ids, force)
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
+        return runtime.store_for(self.db).cancel(ids, force, by)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         db = self.db
