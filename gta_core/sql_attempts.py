@@ -49,9 +49,12 @@ class AttemptStatements:
         entry = "COALESCE(?, attempts), ?, ?, started_at, " + d.now + ", ?, ?, ?, ?, ?"
         self.log_ended = fx(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, {entry} "
                             f"FROM {t} WHERE id = ?{returning}")
-        # PostgreSQL: the fenced write and its entry in one statement (`ended_write`)
-        self._ended_entry = fx(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq('written')}, {entry} "
-                               "FROM written RETURNING task_id, seq")
+        # PostgreSQL: the fenced write and its entry in one statement (`ended_write`), prepared
+        # (planning it cost as much as running it), so its parameters carry their types
+        typed = ("COALESCE(?::integer, attempts), ?::varchar, ?::varchar, started_at, " + d.now
+                 + ", ?::varchar, ?::text, ?::text, ?::float8, ?::varchar")
+        self._ended_entry = (f"INSERT INTO {a} ({columns}) SELECT id, {next_seq('written')}, {typed} "
+                             "FROM written RETURNING task_id, seq")
         self._ended_writes: dict[str, str] = {}
         # The entries of many rows, written before the write that changes them, the rows locked
         # by `lock_rows` (so they are what the write will see): each row's own attempt, and its
@@ -94,13 +97,17 @@ class AttemptStatements:
                                         f"(SELECT 1 FROM {t} WHERE {fence})")
 
     def ended_write(self, update: str) -> str:
-        """PostgreSQL: the fenced one-row ``update`` and the entry of the attempt it ended, in one
-        statement, which returns the entry's (task id, number) when the write landed and nothing
-        when the fence refused it. ``update``'s own ``RETURNING`` (a NOTIFY) is kept. Parameters:
-        ``update``'s, then `log_ended`'s but the last (the task id comes from the row written)."""
+        """PostgreSQL: the fenced one-row ``update`` (an engine statement, with the driver's
+        placeholders) and the entry of the attempt it ended, in one statement with ``?``
+        placeholders (`StoreBase._execute_hot`), which returns the entry's (task id, number) when
+        the write landed and nothing when the fence refused it. ``update``'s own ``RETURNING``
+        (a NOTIFY) is kept. Parameters: ``update``'s, then `log_ended`'s but the last (the task
+        id comes from the row written)."""
         statement = self._ended_writes.get(update)
         if statement is None:
-            base, _, returned = update.partition(" RETURNING ")
+            # the driver's placeholders back to ``?`` (psycopg2 statements hold no other ``%s``:
+            # a literal ``%`` would have to be written ``%%``)
+            base, _, returned = update.replace("%s", "?").partition(" RETURNING ")
             extra = f", {returned}" if returned else ""
             statement = (f"WITH written AS ({base} RETURNING id, attempts, started_at{extra}) "
                          f"{self._ended_entry}")

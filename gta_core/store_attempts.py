@@ -94,13 +94,14 @@ class AttemptQueries(StoreBase):
                     worker: str | None, entry: LogEntry) -> bool:
         """Run the fenced one-row ``update`` and, if it landed, log the attempt it ended, in one
         transaction; False when the fence refused it (nothing written). On PostgreSQL, outside
-        a transaction, the two are one statement: a failing attempt costs no extra round trip."""
+        a transaction, the two are one prepared statement: a failing attempt costs no extra round
+        trip."""
         if self.dialect != "postgres" or self.db.in_transaction():
             return in_transaction(self.db, lambda: self.execute_ended(update, params, task_id, attempt, worker, entry))
         statement = self.att.ended_write(update)
         values = (*params, attempt, entry.outcome, worker, *entry.params())
         with self._log_required():
-            last = in_statement(self.db, lambda: self._last_seqs(self._execute(statement, values), ()))
+            last = in_statement(self.db, lambda: self._last_seqs(self._execute_hot(statement, values), ()))
         if last:
             in_statement(self.db, lambda: self._trim(last))  # rarely a statement at all
         return bool(last)
@@ -111,7 +112,7 @@ class AttemptQueries(StoreBase):
         if self.dialect == "postgres":
             values = (*params, attempt, entry.outcome, worker, *entry.params())
             with self._log_required():
-                last = self._last_seqs(self._execute(self.att.ended_write(update), values), ())
+                last = self._last_seqs(self._execute_hot(self.att.ended_write(update), values), ())
             self._trim(last)
             return bool(last)
         if self._execute(update, params).rowcount != 1:
