@@ -162,7 +162,7 @@ def timeline_text(history: Sequence[Attempt]) -> str:
     rows: list[Sequence[Any]] = []
     for entry in history:
         if entry.dropped_before:
-            rows.append(("…", f"{entry.dropped_before} entries dropped (attempts_kept)", "", "", "", "", "", ""))
+            rows.append(("…", "", "", "", "", "", "", f"{entry.dropped_before} entries dropped (attempts_kept)"))
         took = entry.duration
         rows.append((entry.number, entry.outcome, _instant(entry.started_at), _instant(entry.ended_at),
                      "-" if took is None else f"{took:.3f}s", entry.worker or "-", entry.actor or "-",

@@ -250,7 +250,7 @@ def attempt_table(history: Sequence[Attempt]) -> Markup:
     rows: list[Sequence[Any]] = []
     for entry in history:
         if entry.dropped_before:
-            rows.append(("…", f"{entry.dropped_before} entries dropped", "", "", "", "", "", ""))
+            rows.append(("…", "", "", "", "", "", f"{entry.dropped_before} entries dropped (attempts_kept)", ""))
         error: Any = ""
         if entry.exception_class_path or entry.error:
             headline = f"{entry.exception_class_path + ': ' if entry.exception_class_path else ''}{entry.error or ''}"
