@@ -40,7 +40,10 @@ class AttemptStatements:
         returning = " RETURNING task_id, seq" if self.returns else ""
 
         def next_seq(source: str) -> str:
-            return f"COALESCE((SELECT MAX(p.seq) FROM {a} p WHERE p.task_id = {source}.id), 0) + 1"
+            last = f"COALESCE((SELECT MAX(p.seq) FROM {a} p WHERE p.task_id = {source}.id), 0) + 1"
+            # MySQL/MariaDB: the client learns the number as the statement's insert id
+            # (``LAST_INSERT_ID(expr)``), instead of reading it back in a statement of its own
+            return f"LAST_INSERT_ID({last})" if d.name == "mysql" else last
 
         # The entry of one attempt, written after the fenced write that ended it landed (in its
         # transaction, the row locked). The write may have cleared the lease, so the attempt
@@ -66,7 +69,8 @@ class AttemptStatements:
         lock = " FOR UPDATE" if d.name in ("postgres", "mysql") else ""  # SQLite: BEGIN IMMEDIATE
         #: the ids among ``{ids}`` that satisfy ``{condition}``, locked in id order
         self.lock_rows = f"SELECT id FROM {t} WHERE id IN ({{ids}}) AND {{condition}} ORDER BY id{lock}"
-        # MySQL/MariaDB return nothing from an insert: each task's last entry number is read instead
+        # MySQL/MariaDB return nothing from an insert: the number of a single entry is its insert id,
+        # those of several are read back
         self.last_seqs = f"SELECT task_id, MAX(seq) FROM {a} WHERE task_id IN ({{ids}}) GROUP BY task_id"
         # retention: a task keeps its first and last N entries (parameters: task id, N, last - N)
         self.trim = fx(f"DELETE FROM {a} WHERE task_id = ? AND seq > ? AND seq <= ?")

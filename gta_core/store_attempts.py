@@ -153,12 +153,14 @@ class AttemptQueries(StoreBase):
 
     # -- retention -----------------------------------------------------------------------------
     def _last_seqs(self, cursor: Any, ids: Sequence[int]) -> dict[int, int]:
-        """Task id → number of its newest entry, for the entries ``cursor``'s insert just wrote
-        (read back where the insert returns nothing: MySQL/MariaDB)."""
+        """Task id → number of its newest entry, for the entries ``cursor``'s insert just wrote:
+        returned by the insert, or on MySQL/MariaDB the insert id of a single entry, else read back."""
         if self.att.returns:
             return {int(task_id): int(seq) for task_id, seq in cursor.fetchall()}
         if not ids or cursor.rowcount < 1:
             return {}
+        if len(ids) == 1 and cursor.rowcount == 1 and cursor.lastrowid:
+            return {int(ids[0]): int(cursor.lastrowid)}
         statement = self._d.fix(self.att.last_seqs.format(ids=placeholders(len(ids))))
         return {int(task_id): int(seq) for task_id, seq in self._execute(statement, ids).fetchall()}
 

@@ -118,7 +118,7 @@ class Janitor(Service):
                                         group_id=task.group_id, entry=outcome.entry())
                 if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
                     report_task_events(plugins, outcome.event, [task], [error])
-        released = store.release(job.owner, reason=f"its worker {job.owner} ended before running it")
+        released = store.release(job.owner, reason=f"handed back: its worker {job.owner} ended without recording it")
         if released:
             log.info("released %d task(s) leased by %s", released, job.owner)
 
