@@ -71,7 +71,7 @@ def test_two_failures_then_a_success_are_three_attempts_with_their_errors_and_wo
     ran = runs(env, task_id)
     assert [entry.worker for entry in attempts] == [by_pid[run["pid"]] for run in ran]
     for number, entry in enumerate(attempts[:2], 1):
-        assert entry.exception_class_path == "builtins.RuntimeError"  # the exception's class, not the log text's
+        assert entry.exception_class_path == "builtins.RuntimeError"  # its class: the text says "RuntimeError"
         assert entry.error == f"flaky failure on attempt {number}"
         assert entry.traceback and "in flaky" in entry.traceback
         assert entry.traceback.rstrip().endswith(f"RuntimeError: flaky failure on attempt {number}")
@@ -85,6 +85,9 @@ def test_two_failures_then_a_success_are_three_attempts_with_their_errors_and_wo
     assert attempts[0].ended_at <= attempts[1].started_at and attempts[1].ended_at <= final.started_at  # type: ignore[operator]
     state = gta_core.status(task_id)
     assert state is not None and state.attempt_log() == attempts
+    store = env.store  # the success itself wrote no entry: the row holds it
+    logged = f"SELECT COUNT(*) FROM {store.table}_attempts WHERE task_id = ?"
+    assert store.db.execute_sql(store.sql.dialect.fix(logged), (task_id,)).fetchone()[0] == 2
     stop(process)
 
     shown = ok("show", str(task_id))
