@@ -182,11 +182,15 @@ class Statements:
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
         # rescue reads expired leases, asks the retry policy about each (`outcomes.decide`), then
-        # writes each outcome fenced on the lease it read and on its still being expired: a task
-        # its worker renewed, finished or gave back meanwhile is left alone
+        # writes each outcome, one short transaction per row, fenced on the lease it read and on
+        # its still being expired: a task its worker renewed, finished or gave back meanwhile is
+        # left alone, and one whose row another transaction holds is left for the next round
         self.expired_leases = fx(f"SELECT {returning} FROM {t} WHERE {self.expired} "
                                  "ORDER BY lease_expires_at LIMIT ?")
         still_expired = f"{fence} AND lease_expires_at < {d.now}"
+        # one expired lease, locked for its rescue unless a transaction in flight holds it (a
+        # silent host's, its worker's outcome write): rescue never waits on a row lock
+        self.rescue_lock = fx(f"SELECT id FROM {t} WHERE {still_expired}{skip_locked}")
         self.rescue_retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                                f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
                                f"WHERE {still_expired}")
