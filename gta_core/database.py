@@ -32,7 +32,11 @@ log = logging.getLogger("gta.database")
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 5
+#: a connect that had no answer to its SYN and one retransmission (the kernel resends at 1 s,
+#: then 3 s) gives up, and the next attempt sends a fresh SYN: a host whose network comes back
+#: reconnects within about a second instead of waiting out the retransmission backoff (2 s is
+#: also libpq's smallest connect_timeout)
+CONNECT_TIMEOUT = 2
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: how long past its statement_timeout a PostgreSQL statement may go unanswered before its
 #: connection is cut (the server cancels it at statement_timeout when it can answer at all)
