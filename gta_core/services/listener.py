@@ -7,9 +7,10 @@ A connection that only listens sends nothing, so nothing tells it that its host 
 the notifications the server sent meanwhile wait in the server's TCP retransmission backoff,
 which after a 15 s partition is next tried some 10 s after the network is back, and the
 host's workers sat deaf to every submit that long (polling, while other hosts took the work).
-After `PROBE_AFTER` seconds without a notification the listener asks ``SELECT 1``, whose
-answer the reply watchdog waits for at most `PROBE_TIMEOUT` + grace: a connection that does
-not answer is replaced, and the new one listens (and wakes the workers) at once.
+After `PROBE_AFTER` seconds without a notification the listener says its ``LISTEN`` again (a
+no-op for the server, and what the session still shows as its last query), whose answer the
+reply watchdog waits for at most `PROBE_TIMEOUT` + grace: a connection that does not answer
+is replaced, and the new one listens (and wakes the workers) at once.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class Listener(Service):
         """Ask the server for an answer; a connection that gives none within the reply
         watchdog's time is cut, and the failure replaces it."""
         with self.conn.cursor() as cursor:
-            cursor.execute("SELECT 1")
+            cursor.execute(f'LISTEN "{self.channel}"')
         self.heard = time.monotonic()
         self.conn.poll()  # notifications that arrived with the answer
         if self.conn.notifies:
