@@ -18,6 +18,11 @@ EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled w
 EXIT_THREAD_DIED = 5  # one of the worker's threads died (see `Worker._vital`)
 
 
+#: bytes `Doorbell.clear` reads at a time: a small object, which Python's allocator serves from
+#: its pools where a large one needs malloc (a worker out of memory still clears its doorbell)
+READ_SIZE = 256
+
+
 class Doorbell:
     """A cross-process wake-up that neither a dead waiter, a signal handler nor the wall clock
     can wedge: a pipe the supervisor (or the worker's own threads) writes a byte to, and the
@@ -37,6 +42,14 @@ class Doorbell:
 
     def __init__(self, ctx: Any = None) -> None:  # ``ctx`` kept for the callers' symmetry with `StopFlag`
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = self._poll_read_end()
+
+    def _poll_read_end(self) -> Any:
+        # made once: `wait` and `clear` allocate no more than a few small objects, so a worker
+        # whose memory a handler exhausted (tests/chaos: RLIMIT_AS) keeps its lease loop alive
+        poller = select.poll()
+        poller.register(self._read, select.POLLIN)
+        return poller
 
     def ring(self) -> None:
         try:
@@ -46,9 +59,7 @@ class Doorbell:
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds (monotonic) for a ring and consume it; True if it rang."""
-        poller = select.poll()
-        poller.register(self._read, select.POLLIN)
-        if not poller.poll(max(0.0, timeout) * 1000):  # retried after a signal, on the time left
+        if not self._poller.poll(max(0.0, timeout) * 1000):  # retried after a signal, on the time left
             return False
         self.clear()
         return True
@@ -56,7 +67,7 @@ class Doorbell:
     def clear(self) -> None:
         """Forget any ring not heard yet."""
         try:
-            while os.read(self._read, 4096):
+            while os.read(self._read, READ_SIZE):
                 pass
         except (BlockingIOError, OSError):
             pass
@@ -68,6 +79,7 @@ class Doorbell:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._read, self._write = state["read"].detach(), state["write"].detach()
+        self._poller = self._poll_read_end()
 
     def __del__(self) -> None:  # a replaced worker's doorbell must not leak its descriptors
         for fd in (getattr(self, "_read", None), getattr(self, "_write", None)):
