@@ -149,7 +149,15 @@ class Statements:
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
-        self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
+        # MySQL has no UPDATE … RETURNING: `complete_many` reads which rows the fence matches
+        # without locking them, updates those rows alone, and only when fewer changed reads
+        # back which are now this lease's success. Neither a locking read nor an update of
+        # every id given: on MariaDB both keep the lock of a row they read by id that fails the
+        # rest of their condition, so a stale write locked the row of the worker that had taken
+        # the task over, whose heartbeats then waited for as long as the stale writer's host
+        # stayed cut off with its transaction open.
+        self.owned_ids = f"SELECT id FROM {t} WHERE {many_fence}"
+        self.succeeded_ids = f"SELECT id FROM {t} WHERE lease_owner = ? AND status = 'succeeded' AND id IN ({{ids}})"
         self.complete_many_returning = f"{self.complete_many} RETURNING id" + (
             f", {self.notify_done}" if self.notify_done else "")
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of

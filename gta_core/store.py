@@ -149,15 +149,26 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(ids)))
             pairs = [value for pair in zip(ids, attempts, strict=True) for value in pair]
         params = (owner, *ids, *pairs)
-        if self.dialect == "mysql":  # no UPDATE … RETURNING: lock the fenced rows, then update them
-            select = self._d.fix(self.sql.lock_owned_ids.format(ids=marks, leases=leases))
+        if self.dialect == "mysql":  # no UPDATE … RETURNING (see `Statements.owned_ids`)
+            select = self._d.fix(self.sql.owned_ids.format(ids=marks, leases=leases))
+            attempt_of = dict(zip(ids, attempts, strict=True)) if attempts is not None else None
 
             def write_mysql() -> set[int]:
-                held = {row[0] for row in self._execute(select, params).fetchall()}
-                if held:
-                    self._execute(self._d.fix(self.sql.complete_many.format(ids=placeholders(len(held)), leases="")),
-                                  (owner, *held))
-                return held
+                held = sorted(row[0] for row in self._execute(select, params).fetchall())
+                if not held:
+                    return set()
+                # only the rows read as this lease's: an UPDATE keeps the lock of every row it
+                # reads by id, matching or not, until its transaction ends
+                held_marks, held_leases, held_pairs = placeholders(len(held)), "", []
+                if attempt_of is not None:
+                    held_leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(held)))
+                    held_pairs = [value for task_id in held for value in (task_id, attempt_of[task_id])]
+                update = self._d.fix(self.sql.complete_many.format(ids=held_marks, leases=held_leases))
+                if self._execute(update, (owner, *held, *held_pairs)).rowcount == len(held):
+                    return set(held)
+                # a lease was taken over between the read and the update: which rows did change
+                read_back = self._d.fix(self.sql.succeeded_ids.format(ids=held_marks))
+                return {row[0] for row in self._execute(read_back, (owner, *held)).fetchall()}
             return in_transaction(self.db, write_mysql)
         update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
         return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})

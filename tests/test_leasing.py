@@ -228,6 +228,31 @@ def test_rescue_skips_a_row_another_transaction_holds(env: Env) -> None:
         holder.close()
 
 
+def test_a_stale_success_write_never_locks_the_new_holders_row(env: Env) -> None:
+    """A worker whose lease was taken over writes its success late, from a host that is then
+    cut off with that transaction open: the row's new holder must still renew it at once (on
+    MariaDB a locking read of the stale batch kept the row locked, and stalled the new
+    holder's heartbeats until the silent session ended)."""
+    store = env.store
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite locks the whole database, never one row")
+    stolen, kept = _submit(2)
+    store.lease("owner-a", QUEUES, 2, 30.0)
+    _expire(store, [stolen])
+    assert [task.id for task in store.rescue_expired()] == [stolen]
+    assert [task.id for task in store.lease("owner-b", QUEUES, 1, 30.0)] == [stolen]
+    other = TaskStore(open_database(env.db_url), store.table)
+    try:
+        with store.db.atomic():  # the stale write's transaction, left open
+            assert store.complete_many("owner-a", [stolen, kept], [1, 1]) == {kept}
+            started = time.monotonic()
+            assert other.heartbeat("owner-b", [stolen], 30.0) == 1
+            took = time.monotonic() - started
+        assert took < 0.5, f"the new holder's heartbeat waited {took:.1f}s on the stale write's lock"
+    finally:
+        other.db.close()
+
+
 def test_release_returns_tasks_without_counting_the_attempt(env: Env) -> None:
     store = env.store
     a1, a2, a3, b1 = _submit(4)
