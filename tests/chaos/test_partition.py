@@ -2,14 +2,16 @@
 
 Two supervisors run on two "hosts" (network namespaces, `network.py`), each reaching a
 private server through its own link, and drain a stream of tasks. Host ``a``'s link is cut
-(every packet dropped, no reset) for several lease periods, twice: at a random moment, and
+(every packet dropped, no reset) for several lease periods, three times: at a random moment;
 just after a statement of ``a`` that leases or completes rows reached the server, so the
-cut lands while ``a``'s transaction is open (on MariaDB it then holds row locks). Each cut
-must show:
+cut lands while ``a``'s statement or transaction is open (on MariaDB it then holds row
+locks); and, with a limit on the queue, just after ``a``'s lease locked the limit row that
+every lease needs. Each cut must show:
 
-- every task ``a`` held or kept locked is back in play (rescued, leased by ``b``, or
-  final) within lease + rescue interval + grace of the cut: neither its leases nor the
-  locks of its open transaction freeze them until the network returns;
+- every task ``a`` held or kept locked, and every task pending at the cut or a second later,
+  is back in play (rescued, leased by ``b``, or final) within lease + rescue interval +
+  grace of the cut: neither ``a``'s leases nor the locks of its open transaction freeze
+  them, or ``b``, until the network returns;
 - ``a`` runs and records a task submitted at the heal (to a queue only it serves) within
   `RESUME_BOUND`, with the workers it had (no restart);
 - and at the end the harness's invariants: nothing lost, every accepted success the latest
@@ -31,6 +33,9 @@ from typing import Any
 import pytest
 
 from gta_core.database import prepared_name
+from gta_core.dialects import numbered
+from gta_core.limits import limit_queue
+from gta_core.row_values import placeholders
 from gta_core.sql import statements
 
 from ..helpers import SupervisorProcess
@@ -59,7 +64,7 @@ class Cut:
 
     how: str
     held: int = 0  # leases of ``a`` at the cut
-    waiting: int = 0  # those and every pending task at the cut
+    waiting: int = 0  # those and every task pending at the cut or a second later
     rescue: float = 0.0  # until every lease ``a`` held was taken back
     back_in_play: float = 0.0  # until every held or pending task was leased elsewhere or final
     resume: float = 0.0  # from the heal until ``a`` ran and recorded a task submitted then
@@ -92,18 +97,25 @@ def server(request: pytest.FixtureRequest, network: Network) -> Iterator[Private
         started.close()
 
 
-def statement_marks(server: PrivateServer, table: str) -> tuple[int, list[bytes]]:
-    """Where (byte offset in a TCP payload) and what (16 bytes each) marks a host's statements
-    that write rows it leased: on MariaDB ``UPDATE <table> SET status = 'running'`` (a lease)
-    and ``… 'succeeded'`` (a batched success), each inside a transaction after its ``SELECT
-    … FOR UPDATE``, so the cut leaves the server holding that transaction's row locks; on
-    PostgreSQL the ``EXECUTE`` of the prepared batched success (one statement, run and
-    committed by the server, its answer lost). Both protocols put a query's text at byte 5
-    of its message."""
+def statement_marks(server: PrivateServer, table: str, how: str) -> tuple[int, list[bytes]]:
+    """Where (byte offset in a TCP payload) and what (16 bytes each) marks the statements of a
+    host after which the ``how`` cut lands. Both protocols put a query's text at byte 5.
+
+    - ``mid-transaction``: a statement that writes rows the host leases or leased. On MariaDB
+      ``UPDATE <table> SET status = 'running'`` (a lease) or ``… 'succeeded'`` (a batched
+      success), inside a transaction after its ``SELECT … FOR UPDATE``: the server is left
+      holding that transaction's row locks. On PostgreSQL the ``EXECUTE`` of the prepared
+      lease or batched success, one statement the server runs and commits, its answer lost.
+    - ``limits``: the first statement of a lease under limits, which locks the limit rows
+      every other host's lease must lock too (``BEGIN`` rides with it on PostgreSQL).
+    """
+    if how == "limits":
+        return 5, [b"SELECT kind, nam" if server.backend == "mariadb" else b"BEGIN; SELECT ki"]
     if server.backend == "mariadb":
         return 5 + len(f"UPDATE {table}"), [b" SET status = 'r", b" SET status = 's"]
-    name = prepared_name(statements("postgres", table).complete_many_arrays)
-    return 5, [f"EXECUTE {name}"[:16].encode()]
+    sql = statements("postgres", table)
+    lease = numbered(sql.lease.format(queues=placeholders(2)))  # a's two queues
+    return 5, [f"EXECUTE {prepared_name(statement)}"[:16].encode() for statement in (lease, sql.complete_many_arrays)]
 
 
 def owners_prefix(process: SupervisorProcess) -> str:
@@ -119,7 +131,8 @@ def unsettled(harness: ChaosHarness) -> list[tuple[int, str, str | None]]:
 
 def cut_and_heal(harness: ChaosHarness, network: Network, server: PrivateServer, host: SupervisorProcess,
                  how: str) -> Cut:
-    """Cut host ``a`` (``how``: ``random`` or ``mid-transaction``) for `CUT` seconds, then heal."""
+    """Cut host ``a`` (``how``: ``random``, or after a statement: see `statement_marks`) for
+    `CUT` seconds, then heal."""
     cut = Cut(how)
     pids = [host.pid, *host.worker_pids()]
     mine = owners_prefix(host)
@@ -127,7 +140,7 @@ def cut_and_heal(harness: ChaosHarness, network: Network, server: PrivateServer,
         time.sleep(random.uniform(0.2, 1.0))
         cut_at = network.cut("a")
     else:
-        offset, marks = statement_marks(server, harness.table)
+        offset, marks = statement_marks(server, harness.table, how)
         network.cut_after("a", server.port, offset, marks)
         deadline = time.monotonic() + 20
         while not network.is_cut("a"):
@@ -143,6 +156,10 @@ def cut_and_heal(harness: ChaosHarness, network: Network, server: PrivateServer,
         if how == "random":  # the cut is silence, not a refusal: a connect from a times out
             answer = network.probe("a", server.port)
             assert answer == "timeout", f"a connect across the cut got {answer!r}, not silence"
+        time.sleep(max(0.0, cut_at + 1.0 - time.time()))
+        # and what was submitted just after the cut: a host whose leases wait on a lock of a is frozen too
+        waiting |= {task_id for task_id, status, _ in unsettled(harness) if status == "pending"}
+        cut.waiting = len(waiting)
         while waiting and time.time() < cut_at + CUT:
             in_play = {task_id for task_id, status, owner in unsettled(harness)
                        if status == "pending" or (status == "running" and (owner or "").startswith(mine))}
@@ -209,6 +226,10 @@ def run(harness: ChaosHarness, network: Network, server: PrivateServer) -> None:
         cuts.append(cut_and_heal(harness, network, server, hosts["a"], "random"))
         time.sleep(1.0)
         cuts.append(cut_and_heal(harness, network, server, hosts["a"], "mid-transaction"))
+        # every lease now locks the queue's limit row (a cap no lease reaches), in one transaction
+        limit_queue("default", concurrency=10_000, runtime=harness.runtime)
+        time.sleep(1.5)  # each worker looks whether limits exist once a second
+        cuts.append(cut_and_heal(harness, network, server, hosts["a"], "limits"))
         time.sleep(1.0)
     report = harness.check(f"partition-{server.backend}", within=60)
     log: Any = hosts["a"].log()
