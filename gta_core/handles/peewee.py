@@ -1,4 +1,9 @@
-"""peewee handles: a Database (its open transaction, or one of GTA's own) or its ``atomic()``."""
+"""peewee handles: a Database (its open transaction, or one of GTA's own) or its ``atomic()``.
+
+A Database other than GTA's own object is checked to be on GTA's database from its settings
+(dialect, and the file on SQLite or the database name elsewhere), without opening or reading
+anything: a task written in another database would never run.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +19,7 @@ from ..store import TaskStore
 from ..transactions import in_transaction
 from ..wake import notify_local
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
+from .connection import check_database, check_dialect, database_name
 from .sqlite_locks import lock_errors
 
 T = TypeVar("T")
@@ -70,8 +76,9 @@ def adapt(handle: Any, runtime: Runtime, name: str = "db_tx") -> PeeweeHandle:
 
 
 def database_of(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee.Database:
-    """The peewee Database a handle writes through: `OWN_TRANSACTION` is GTA's own; None and
-    anything else no adapter takes are refused (`SubmitError`, before anything is written)."""
+    """The peewee Database a handle writes through: `OWN_TRANSACTION` is GTA's own; None,
+    anything else no adapter takes, and a Database on another database than GTA's are refused
+    (`SubmitError`, before anything is written)."""
     refuse_none(handle, name)
     if handle is OWN_TRANSACTION:
         return runtime.db
@@ -79,6 +86,10 @@ def database_of(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee.Da
     if not isinstance(db, peewee.Database):
         raise SubmitError(f"{name} must be {KINDS}, or gta_core.OWN_TRANSACTION for GTA's own connection; "
                           f"got {type(handle).__name__}")
+    if db is not runtime.db:
+        kind = f"peewee {type(db).__name__}"
+        check_dialect(kind, dialect_of(db), runtime)
+        check_database(kind, runtime, database_name(db))
     return db
 
 
