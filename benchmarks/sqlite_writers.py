@@ -22,13 +22,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 #: the application's table each transaction reads before it submits
 APP_TABLE = "writers_app"
 READ = f"SELECT COUNT(*) FROM {APP_TABLE}"
 FRAMEWORKS = ("peewee", "sqlalchemy", "django")
 MODES = ("immediate", "deferred")
+#: each writer's busy timeout in seconds, as docs/integrations.md advises (GTA's own; drivers' default is 5)
+BUSY_TIMEOUT = 30
 #: how long a writer process may take to import its framework and say it is ready
 READY_TIMEOUT = 60.0
 
@@ -58,7 +59,7 @@ def peewee_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
     import peewee
 
     import gta_core
-    db = peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal"}, timeout=5)
+    db = peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal"}, timeout=BUSY_TIMEOUT)
 
     def write(n: int) -> None:
         with (gta_core.transaction(db) if mode == "immediate" else db.atomic()) as tx:
@@ -68,22 +69,20 @@ def peewee_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
 
 
 def sqlalchemy_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
-    """docs/integrations.md's engine: SQLAlchemy emits the ``BEGIN`` itself from its ``begin``
-    event, ``BEGIN IMMEDIATE`` (or a plain, deferred ``BEGIN``); a Session reads, then submits."""
+    """The Flask recipe's engine (docs/integrations.md): SQLAlchemy sends ``BEGIN IMMEDIATE``
+    itself from its ``begin`` event (or a plain, deferred ``BEGIN``); a Session reads, then submits."""
     from sqlalchemy import create_engine, event, text
     from sqlalchemy.orm import Session
 
     import gta_core
-    engine = create_engine(f"sqlite:///{path}")
-    begin = "BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN"
-
-    @event.listens_for(engine, "connect")
-    def no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def begin_transaction(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+    from examples.flask_sqlalchemy.app import begin_immediate
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT})
+    if mode == "immediate":
+        begin_immediate(engine)
+    else:
+        event.listen(engine, "connect", lambda dbapi_connection, record: setattr(dbapi_connection,
+                                                                                 "isolation_level", None))
+        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
 
     def write(n: int) -> None:
         with Session(engine) as session, session.begin():
@@ -102,8 +101,10 @@ def django_writer(url: str, mode: str, key: str) -> Callable[[int], None]:
     import gta_core
     from examples.django.settings import database_settings
     database = database_settings(url)
+    options = {**database.get("OPTIONS", {}), "timeout": BUSY_TIMEOUT}
     if mode == "deferred":
-        database = {**database, "OPTIONS": {**database.get("OPTIONS", {}), "transaction_mode": "DEFERRED"}}
+        options["transaction_mode"] = "DEFERRED"
+    database = {**database, "OPTIONS": options}
     settings.configure(DATABASES={"default": database}, USE_TZ=True)
     django.setup()
 
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for mode in args.modes:
                     for processes in args.processes:
                         submit_many(runtime.db, [TaskRequest("bench_noop")] * args.backlog)
-                        run = run_writers(framework, mode, processes, args.count, "bench_noop")
+                        run = run_writers(framework, mode, processes, args.count, "bench_numbered")
                         name = f"sqlite_writers_{framework}_{mode}_p{processes}"
                         emit(name, run.rate, "submits/s")
                         emit(f"{name}_failed", run.failed, "submits")
