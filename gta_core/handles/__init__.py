@@ -43,8 +43,8 @@ class Handle(abc.ABC):
     """A caller's transaction, as the place GTA writes its rows in."""
 
     @abc.abstractmethod
-    def write(self, runtime: Runtime, statements: Callable[[TaskStore], T]) -> T:
-        """Run ``statements`` with a store on the caller's connection, in its transaction (once
+    def write(self, runtime: Runtime, queries: Callable[[TaskStore], T]) -> T:
+        """Run ``queries`` with a store on the caller's connection, in its transaction (once
         the connection is known to be on GTA's database), and arrange the wake-up for its commit.
         GTA's statements there never read before they write: on SQLite a read would make the
         caller's transaction one that cannot wait for the write lock (`sqlite_locks`)."""

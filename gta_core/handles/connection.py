@@ -57,10 +57,10 @@ class ConnectionHandle(Handle):
     #: on SQLite, how this kind of handle begins its transactions IMMEDIATE (`sqlite_locks`)
     immediate: str = ""
 
-    def write(self, runtime: Runtime, statements: Callable[[TaskStore], T]) -> T:
+    def write(self, runtime: Runtime, queries: Callable[[TaskStore], T]) -> T:
         store = self._store(runtime)
         with store._table_required(), self._lock_errors(store):
-            done = statements(store)
+            done = queries(store)
         if store.dialect != "postgres" and self.on_commit is not None:
             key = runtime.wake_key(runtime.db)
             self.on_commit(lambda: notify_local(key))

@@ -32,14 +32,14 @@ class PeeweeHandle(Handle):
         self.db = db
         self.kind = f"peewee {type(db).__name__}"
 
-    def write(self, runtime: Runtime, statements: Callable[[TaskStore], T]) -> T:
+    def write(self, runtime: Runtime, queries: Callable[[TaskStore], T]) -> T:
         db, store = self.db, runtime.store_for(self.db)
         with self._lock_errors():
             if db.in_transaction():
-                done = statements(store)
+                done = queries(store)
                 wake_after_commit(runtime, db)
                 return done
-            done = in_transaction(db, lambda: statements(store))
+            done = in_transaction(db, lambda: queries(store))
         wake(runtime)
         return done
 
