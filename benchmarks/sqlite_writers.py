@@ -4,7 +4,7 @@ through peewee, SQLAlchemy or Django, begun IMMEDIATE as docs/integrations.md sa
 (``immediate``) or DEFERRED, each framework's default (``deferred``), while
 ``gta-supervisor --workers 2`` drains a backlog from the same file.
 
-    python benchmarks/sqlite_writers.py --processes 1 2 4 8 --count 300
+    python benchmarks/sqlite_writers.py --processes 1 2 4 8 --count 300 [--synchronous NORMAL]
 
 Prints ``sqlite_writers_<framework>_<mode>_p<N> <rate> submits/s`` (committed submits over the
 time from the first process's start to the last one's end) and ``…_failed <n> submits`` with
@@ -53,13 +53,14 @@ class WriterRun:
 
 
 # -- one writer process ----------------------------------------------------------------------
-def peewee_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
+def peewee_writer(path: str, mode: str, key: str, synchronous: str) -> Callable[[int], None]:
     """README's pattern: ``gta_core.transaction(db)`` (IMMEDIATE on SQLite), or peewee's
     default ``db.atomic()`` (deferred)."""
     import peewee
 
     import gta_core
-    db = peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal"}, timeout=BUSY_TIMEOUT)
+    db = peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal", "synchronous": synchronous},
+                               timeout=BUSY_TIMEOUT)
 
     def write(n: int) -> None:
         with (gta_core.transaction(db) if mode == "immediate" else db.atomic()) as tx:
@@ -68,7 +69,7 @@ def peewee_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
     return write
 
 
-def sqlalchemy_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
+def sqlalchemy_writer(path: str, mode: str, key: str, synchronous: str) -> Callable[[int], None]:
     """The Flask recipe's engine (docs/integrations.md): SQLAlchemy sends ``BEGIN IMMEDIATE``
     itself from its ``begin`` event (or a plain, deferred ``BEGIN``); a Session reads, then submits."""
     from sqlalchemy import create_engine, event, text
@@ -77,6 +78,8 @@ def sqlalchemy_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
     import gta_core
     from examples.flask_sqlalchemy.app import begin_immediate
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT})
+    event.listen(engine, "connect", lambda dbapi_connection, record: dbapi_connection.execute(
+        f"PRAGMA synchronous = {synchronous}"))
     if mode == "immediate":
         begin_immediate(engine)
     else:
@@ -91,7 +94,7 @@ def sqlalchemy_writer(path: str, mode: str, key: str) -> Callable[[int], None]:
     return write
 
 
-def django_writer(url: str, mode: str, key: str) -> Callable[[int], None]:
+def django_writer(url: str, mode: str, key: str, synchronous: str) -> Callable[[int], None]:
     """The Django recipe's database settings (``transaction_mode`` IMMEDIATE on SQLite), or
     Django's default (deferred); a view's ``atomic()`` reads, then submits."""
     import django
@@ -101,7 +104,8 @@ def django_writer(url: str, mode: str, key: str) -> Callable[[int], None]:
     import gta_core
     from examples.django.settings import database_settings
     database = database_settings(url)
-    options = {**database.get("OPTIONS", {}), "timeout": BUSY_TIMEOUT}
+    options = {**database.get("OPTIONS", {}), "timeout": BUSY_TIMEOUT,
+               "init_command": f"PRAGMA synchronous = {synchronous}"}
     if mode == "deferred":
         options["transaction_mode"] = "DEFERRED"
     database = {**database, "OPTIONS": options}
@@ -117,14 +121,14 @@ def django_writer(url: str, mode: str, key: str) -> Callable[[int], None]:
     return write
 
 
-def writer_process(framework: str, mode: str, count: int, key: str) -> None:
+def writer_process(framework: str, mode: str, count: int, key: str, synchronous: str) -> None:
     """The body of one writer process: open the framework (GTA configured by ``GTA_*``), say
     ``ready``, wait for a line on stdin, run ``count`` transactions and print what happened as
     one JSON line. A failed transaction is counted with its error and the next one goes on."""
     url = os.environ["GTA_DATABASE_URL"]
     path = url.split("://", 1)[1][1:]
-    write = django_writer(url, mode, key) if framework == "django" else \
-        {"peewee": peewee_writer, "sqlalchemy": sqlalchemy_writer}[framework](path, mode, key)
+    write = django_writer(url, mode, key, synchronous) if framework == "django" else \
+        {"peewee": peewee_writer, "sqlalchemy": sqlalchemy_writer}[framework](path, mode, key, synchronous)
     print("ready", flush=True)
     sys.stdin.readline()
     ok, failures = 0, collections.Counter[str]()
@@ -147,11 +151,15 @@ def create_app_table(path: str) -> None:
     connection.close()
 
 
-def run_writers(framework: str, mode: str, processes: int, count: int, key: str) -> WriterRun:
+def run_writers(framework: str, mode: str, processes: int, count: int, key: str,
+                synchronous: str = "FULL") -> WriterRun:
     """Start ``processes`` writer processes on the configured database (``GTA_*`` variables,
     the application table created: `create_app_table`), let them go at once when all are
-    ready, and add up what they did."""
-    command = [sys.executable, "-m", "benchmarks.sqlite_writers", "--writer", framework, mode, str(count), key]
+    ready, and add up what they did. ``synchronous``: the writers' ``PRAGMA synchronous``
+    (SQLite's default ``FULL`` syncs every commit to disk; ``NORMAL``, GTA's own, in WAL mode
+    only at checkpoints)."""
+    command = [sys.executable, "-m", "benchmarks.sqlite_writers", "--writer", framework, mode, str(count), key,
+               synchronous]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     children = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -190,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--backlog", type=int, default=20_000, help="tasks the workers drain meanwhile, per run")
+    p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                   help="the writers' PRAGMA synchronous (FULL, SQLite's default, syncs each commit to disk)")
     args = p.parse_args(argv)
     with fresh_table(args.database) as runtime:
         create_app_table(str(runtime.db.database))
@@ -198,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for mode in args.modes:
                     for processes in args.processes:
                         submit_many(runtime.db, [TaskRequest("bench_noop")] * args.backlog)
-                        run = run_writers(framework, mode, processes, args.count, "bench_numbered")
+                        run = run_writers(framework, mode, processes, args.count, "bench_numbered",
+                                          args.synchronous)
                         name = f"sqlite_writers_{framework}_{mode}_p{processes}"
                         emit(name, run.rate, "submits/s")
                         emit(f"{name}_failed", run.failed, "submits")
@@ -208,6 +219,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--writer"]:
-        writer_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        writer_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:
         main()
