@@ -80,10 +80,11 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise ConfigError("database_url", "sqlite URL needs a file, e.g. sqlite:///gta.db")
-        db = SqliteDatabase(
+        db = peewee.SqliteDatabase(
             path,
             pragmas={"journal_mode": "wal", "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
                      "synchronous": "normal", "foreign_keys": 0},
+            lock_type="IMMEDIATE",  # every write takes the lock up front: no deadlocked upgrades
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
         install_sqlite_functions(db)
@@ -116,16 +117,6 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "root"
         return MySQLDatabase(name, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
-
-
-class SqliteDatabase(peewee.SqliteDatabase):
-    """peewee's SQLite database whose transactions begin IMMEDIATE: every transaction takes the
-    write lock at ``BEGIN``, waiting its turn there, so none can be refused at once when it
-    writes after reading (`gta_core.handles.sqlite_locks`). peewee's own ``lock_type`` argument
-    does the same from peewee 4.5 only; earlier ones pass it to ``sqlite3.connect``, which fails."""
-
-    def begin(self, lock_type: str | None = None) -> None:
-        super().begin(lock_type or "IMMEDIATE")
 
 
 class DropsDeadConnections(peewee.Database):
