@@ -137,6 +137,26 @@ def _switch(text: str | bool) -> bool:
     raise ValueError("must be on or off (1/0, true/false, yes/no)")
 
 
+def redact_url(text: str) -> str:
+    """A URL as it may be shown: its password (``user:PASSWORD@``, ``password=`` in the query)
+    replaced by ``***``, even in a URL too malformed to parse."""
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{location}"
+    return scheme + separator + re.sub(r"(?i)(password=)[^&;\s]*", r"\1***", rest)
+
+
+def _shown_url(raw: Any) -> str:
+    return repr(redact_url(str(raw)))
+
+
+def _hidden(raw: Any) -> str:
+    return "<hidden>"
+
+
 def _log_level(text: str) -> str:
     level = str(text).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -157,6 +177,8 @@ class Setting:
     default: Any
     help: str
     metavar: str | None = None
+    #: how a refused value is echoed in an error: a secret never is, a URL without its password
+    shown: Callable[[Any], str] = repr
 
     @property
     def flag(self) -> str:
@@ -168,12 +190,12 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL"),
+    Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL", _shown_url),
     Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
     Setting("listen_url", _listen_url, "",
             "PostgreSQL: the supervisor's LISTEN connection, when the database URL goes through a pooler in "
             "transaction mode such as PgBouncer (default: the database URL; off: no LISTEN, idle "
-            "workers poll every scan_interval)", "URL|off"),
+            "workers poll every scan_interval)", "URL|off", _shown_url),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
     Setting("concurrency", _positive_int, 100,
@@ -214,7 +236,7 @@ SETTINGS: tuple[Setting, ...] = (
             "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
     Setting("dashboard_token", _dashboard_token, "",
             "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
-            "'generate': a random one printed at start", "TOKEN"),
+            "'generate': a random one printed at start", "TOKEN", _hidden),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -228,7 +250,7 @@ def _default(name: str) -> Any:
     return setting.parse(setting.default)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """Validated settings. Build with `load_settings`; every field has a `Setting`, whose
     default is the field's (written once, in `SETTINGS`)."""
@@ -259,11 +281,15 @@ class Settings:
     metrics: bool = _default("metrics")
     metrics_bind: str = _default("metrics_bind")
     dashboard: bool = _default("dashboard")
-    # a secret: kept out of reprs and logs
-    dashboard_token: str = dataclasses.field(default=_default("dashboard_token"), repr=False)
+    dashboard_token: str = _default("dashboard_token")  # a secret: its Setting hides it in reprs and errors
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")
+
+    def __repr__(self) -> str:
+        """Every setting as an error would echo it: the token hidden, URLs without their password."""
+        fields = ", ".join(f"{setting.name}={setting.shown(getattr(self, setting.name))}" for setting in SETTINGS)
+        return f"Settings({fields})"
 
     @property
     def heartbeat_interval(self) -> float:
@@ -302,7 +328,7 @@ def load_settings(
         try:
             values[setting.name] = setting.parse(raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{setting.name} ({source}={raw!r})", _rule(exc)) from None
+            raise ConfigError(f"{setting.name} ({source}={setting.shown(raw)})", _rule(exc)) from None
     settings = Settings(**values)
     if settings.instant_scan_interval > settings.scan_interval:
         raise ConfigError("instant_scan_interval", "must not exceed scan_interval")
