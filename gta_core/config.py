@@ -225,6 +225,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
     Setting("result_max_bytes", _positive_int, 65536,
             "largest task result stored, as JSON; a larger one fails its task", "BYTES"),
+    Setting("args_max_bytes", _positive_int, 1048576,
+            "largest task arguments (and, apart, context) accepted at submit, as JSON; larger ones are "
+            "refused and nothing is written", "BYTES"),
+    Setting("args_max_depth", _positive_int, 32,
+            "deepest nesting of lists and dicts in task arguments (and context) accepted at submit", "N"),
     Setting("retry_base", _positive_duration, "1s",
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
     Setting("retry_cap", _positive_duration, "1h", "longest retry delay of the built-in policy", "DURATION"),
@@ -275,6 +280,8 @@ class Settings:
     cleanup_interval: float = _default("cleanup_interval")
     cleanup_batch: int = _default("cleanup_batch")
     result_max_bytes: int = _default("result_max_bytes")
+    args_max_bytes: int = _default("args_max_bytes")
+    args_max_depth: int = _default("args_max_depth")
     retry_base: float = _default("retry_base")
     retry_cap: float = _default("retry_cap")
     max_tasks_per_worker: int = _default("max_tasks_per_worker")
