@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -116,6 +117,26 @@ def _bind_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
     return str(text)
+
+
+_HOST_NAME = re.compile(r"\.?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _host_names(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Host names (``.example.com``: its subdomains too), IP addresses, or ``*``."""
+    names = _name_list(text)
+    for name in names:
+        if name != "*" and not _HOST_NAME.fullmatch(name) and not _is_address(name.strip("[]")):
+            raise ValueError(f"{name!r} is not a host name, .domain, IP address or *")
+    return names
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dashboard_token(text: str) -> str:
@@ -237,11 +258,19 @@ SETTINGS: tuple[Setting, ...] = (
             "recycle a worker after this many tasks (0: never)", "N"),
     Setting("metrics", _switch, "on", "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
+    Setting("allowed_hosts", _host_names, (),
+            "more Host names the metrics sidecar (and its dashboard) answers to, besides localhost, its "
+            "addresses and this machine's name: a reverse proxy's, a scraper's; .example.com allows its "
+            "subdomains, * any name (no DNS-rebinding defence)", "NAMES"),
     Setting("dashboard", _switch, "on",
             "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
     Setting("dashboard_token", _dashboard_token, "",
             "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
             "'generate': a random one printed at start", "TOKEN", _hidden),
+    Setting("dashboard_session_idle", _positive_duration, "30m",
+            "a dashboard sign-in unused for this long ends", "DURATION"),
+    Setting("dashboard_session_max_age", _positive_duration, "12h",
+            "a dashboard sign-in ends this long after it began, used or not", "DURATION"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -287,8 +316,11 @@ class Settings:
     max_tasks_per_worker: int = _default("max_tasks_per_worker")
     metrics: bool = _default("metrics")
     metrics_bind: str = _default("metrics_bind")
+    allowed_hosts: tuple[str, ...] = _default("allowed_hosts")
     dashboard: bool = _default("dashboard")
     dashboard_token: str = _default("dashboard_token")  # a secret: its Setting hides it in reprs and errors
+    dashboard_session_idle: float = _default("dashboard_session_idle")
+    dashboard_session_max_age: float = _default("dashboard_session_max_age")
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")

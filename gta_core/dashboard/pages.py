@@ -14,11 +14,11 @@ from urllib.parse import urlencode
 
 from ..admin import RETRYABLE, STATUSES
 from ..sql import RERUN_ERROR_PREFIX
-from .queries import PREVIEW, Filters
+from .queries import PREVIEW, SHOWN, Filters
 from .render import Markup, join, render, tag, when
 
 CHART_MINUTES = 60
-ARGS_SHOWN = 200_000  # characters of args/context/errors shown on a task's page
+ARGS_SHOWN = SHOWN  # characters of args/context/errors shown on a task's page
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,13 +248,14 @@ def pretty(text: str | None) -> str:
         return "null"
     try:
         text = json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (cut at ARGS_SHOWN, or written by hand), or nested too deep
         pass
     return _shown(text)
 
 
 def _shown(text: str) -> str:
-    return text if len(text) <= ARGS_SHOWN else text[:ARGS_SHOWN] + f"\n… (cut: {len(text):,} characters in all)"
+    length = getattr(text, "length", len(text))  # `Clipped` by the query: its whole value's
+    return text if length <= ARGS_SHOWN else text[:ARGS_SHOWN] + f"\n… (cut: {length:,} characters in all)"
 
 
 def error_history(last_error: str | None) -> list[str]:
