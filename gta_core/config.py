@@ -262,6 +262,9 @@ SETTINGS: tuple[Setting, ...] = (
             "more Host names the metrics sidecar (and its dashboard) answers to, besides localhost, its "
             "addresses and this machine's name: a reverse proxy's, a scraper's; .example.com allows its "
             "subdomains, * any name (no DNS-rebinding defence)", "NAMES"),
+    Setting("metrics_max_queues", _positive_int, 100,
+            "most queues /metrics and the dashboard's overview name; the others are summed under "
+            "the queue label __other__", "N"),
     Setting("dashboard", _switch, "on",
             "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
     Setting("dashboard_token", _dashboard_token, "",
@@ -317,6 +320,7 @@ class Settings:
     metrics: bool = _default("metrics")
     metrics_bind: str = _default("metrics_bind")
     allowed_hosts: tuple[str, ...] = _default("allowed_hosts")
+    metrics_max_queues: int = _default("metrics_max_queues")
     dashboard: bool = _default("dashboard")
     dashboard_token: str = _default("dashboard_token")  # a secret: its Setting hides it in reprs and errors
     dashboard_session_idle: float = _default("dashboard_session_idle")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import select
 import socket
@@ -288,6 +289,22 @@ def test_bad_input_is_a_4xx_with_a_short_message_never_an_exception_text(env: En
     assert too_big.status == 404 and not any(leak in too_big.body for leak in LEAKS)
     answer = server.raw(_post("/signin", b"token=x", "Content-Length: abc"))
     assert _head(answer)[0] == 400 and not any(leak.encode() in answer for leak in LEAKS)
+
+
+# -- 8. label cardinality ------------------------------------------------------------------------------
+@SQLITE
+def test_queues_beyond_the_cap_are_summed_under_other_in_metrics_and_the_overview(env: Env) -> None:
+    load = {"default": 1, "q0": 5, "q1": 4, "q2": 1, "q3": 1, "q4": 1, "q5": 1}
+    gta_core.submit_many(gta_core.OWN_TRANSACTION, [gta_core.TaskRequest("record", {"n": n}, queue=queue, delay=3600)
+                                                    for queue, count in load.items() for n in range(count)])
+    server = dashboard_client.start(env, settings={"GTA_METRICS_MAX_QUEUES": "3"})
+    status, body = http_get(f"{server.base}/metrics")
+    assert status == 200
+    depth = {queue: float(value) for queue, value in re.findall(
+        r'gta_queue_depth\{queue="([^"]*)",status="pending"\} (\S+)', body.decode())}
+    assert depth == {"default": 1.0, "q0": 5.0, "q1": 4.0, "__other__": 4.0}  # served, then the busiest
+    overview = server.request("GET", "/").body
+    assert "4 more queues" in overview and "q0" in overview and ">q5<" not in overview
 
 
 # -- 9. argument size and depth -----------------------------------------------------------------------

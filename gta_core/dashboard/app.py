@@ -180,7 +180,8 @@ class Dashboard:
                 counts = reads.counts()
         except ReadTimeout:
             pass
-        return pages.overview(counts, finished, now, oldest, self.local(), running, viewer)
+        return pages.overview(counts, finished, now, oldest, self.local(), running, viewer,
+                              self.settings.metrics_max_queues)
 
     def _tasks(self, query: Mapping[str, str], viewer: pages.Viewer) -> Markup:
         filters = parse_filters(query)

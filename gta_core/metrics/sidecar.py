@@ -67,7 +67,8 @@ class Sidecar:
 
         registry = CollectorRegistry()
         registry.register(ProcessFilesCollector(self.directory))
-        registry.register(QueueCollector(self.probe, self.settings.queues, DATABASE_WAIT))
+        registry.register(QueueCollector(self.probe, self.settings.queues, DATABASE_WAIT,
+                                         self.settings.metrics_max_queues))
         return bytes(generate_latest(registry))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
