@@ -111,10 +111,10 @@ def _bounded(runtime: Runtime, key: str, value: Mapping[str, Any] | None, what: 
     """`dump_args`, refusing arguments (or a context) nested deeper than ``args_max_depth`` or
     longer than ``args_max_bytes`` as JSON: every page and process that reads the row pays for them."""
     settings = runtime.settings
-    if isinstance(value, Mapping) and nested_deeper(value, settings.args_max_depth):
+    text = dump_args(key, value, what)  # first: it names what JSON cannot carry (a cycle, say)
+    if value and nested_deeper(value, settings.args_max_depth):
         raise InvalidArguments(f"{what} for task {key!r} nest lists and dicts more than {settings.args_max_depth} "
                                "levels deep (setting args_max_depth, GTA_ARGS_MAX_DEPTH)")
-    text = dump_args(key, value, what)
     if len(text) > settings.args_max_bytes:  # ASCII: json.dumps escapes everything else
         raise InvalidArguments(f"{what} for task {key!r} are {len(text):,} bytes as JSON, over the limit of "
                                f"{settings.args_max_bytes:,} (setting args_max_bytes, GTA_ARGS_MAX_BYTES)")
@@ -123,7 +123,7 @@ def _bounded(runtime: Runtime, key: str, value: Mapping[str, Any] | None, what: 
 
 def nested_deeper(value: Mapping[str, Any], limit: int) -> bool:
     """Whether dicts and lists nest more than ``limit`` levels in ``value`` (itself level 1),
-    found level by level without recursion."""
+    found level by level without recursion, so at most ``limit`` levels are walked."""
     level = [item for item in value.values() if isinstance(item, (dict, list))]
     for _ in range(limit - 1):
         if not level:
