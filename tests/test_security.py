@@ -138,6 +138,21 @@ def test_only_allowed_host_names_are_answered_on_every_route(env: Env) -> None:
     assert log.count("refused a request for Host 'rebind.test:") == 1, log  # once per name, not per request
 
 
+def test_host_rules_for_each_kind_of_bind() -> None:
+    """An address cannot be rebound, only a name: bound to every interface, any address is
+    this sidecar's; bound to one, only that one, loopback and the listed ones."""
+    one = AllowedHosts("10.0.0.5:9464", ["[2001:db8::1]", "203.0.113.7", "gta.example.com", ".corp"], hostname="Node1")
+    allowed = ["10.0.0.5:9464", "[2001:db8::1]:80", "203.0.113.7", "127.0.0.2", "node1:9464", "NODE1.", "x.corp",
+               "corp", "gta.example.com", None]
+    assert [host for host in allowed if not one.allows(host)] == []
+    refused = ["10.0.0.6", "evil.test", "gta.example.com.evil.test", "xcorp", "", "node1:port"]
+    assert [host for host in refused if one.allows(host)] == []
+    anywhere = AllowedHosts("0.0.0.0:9464", hostname="node1")
+    assert anywhere.allows("192.0.2.1:9464") and anywhere.allows("[2001:db8::2]") and not anywhere.allows("evil.test")
+    assert AllowedHosts("[::]:9464", hostname="n").allows("10.1.1.1")
+    assert AllowedHosts("127.0.0.1:9464", ["*"], hostname="n").allows("evil.test")
+
+
 # -- 3. request bodies ------------------------------------------------------------------------------
 @SQLITE
 def test_request_bodies_are_bounded_and_read_only_after_the_access_checks(env: Env) -> None:

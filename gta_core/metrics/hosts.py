@@ -50,6 +50,7 @@ class AllowedHosts:
         self.bound = "" if self.any_address else split_host(bound)
         self.everything = "*" in names
         machine = (socket.gethostname() if hostname is None else hostname).lower()
+        self.addresses = {address for name in names if (address := _address(name.strip("[]"))) is not None}
         self.exact = {"localhost", machine, *(name.lower().removesuffix(".") for name in names
                                               if not name.startswith("."))}
         self.suffixes = tuple(name.lower().removesuffix(".") for name in names if name.startswith("."))
@@ -64,7 +65,8 @@ class AllowedHosts:
             return False
         address = _address(name)
         if address is not None:
-            return address.is_loopback or self.any_address or address == _address(self.bound)
+            return (address.is_loopback or self.any_address or address == _address(self.bound)
+                    or address in self.addresses)
         if not _NAME.fullmatch(name):
             return False
         return name in self.exact or name == self.bound or any(
