@@ -28,6 +28,7 @@ from .config import Settings, load_settings
 from .errors import (
     ConfigError,
     DatabaseError,
+    DatabaseLocked,
     DatabaseUnavailable,
     DriverMissing,
     Fail,
@@ -57,9 +58,10 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "Attempt", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail",
-    "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError",
-    "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
+    "OWN_TRANSACTION", "Attempt", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable",
+    "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic",
+    "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext",
+    "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
     "WorkerDied", "Workflow", "asubmit", "asubmit_many", "attempts", "cancel", "chain", "configure", "get_runtime",
     "group", "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",

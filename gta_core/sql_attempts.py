@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
+from .sql import statements
 
 #: the columns of an entry, in the order every statement here writes and reads them
 COLUMNS = ("task_id", "seq", "attempt", "outcome", "worker", "started_at", "ended_at", "error_class", "error",
@@ -52,6 +53,14 @@ class AttemptStatements:
         entry = "COALESCE(?, attempts), ?, ?, started_at, " + d.now + ", ?, ?, ?, ?, ?"
         self.log_ended = fx(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, {entry} "
                             f"FROM {t} WHERE id = ?{returning}")
+        # MySQL/MariaDB: the entry first, by a plain (consistent, unlocking) read of the row the
+        # outcome write's fence matches, so that a stale write, which matches nothing, locks
+        # nothing: on MariaDB an UPDATE that reads a row by id keeps its lock until the
+        # transaction ends even when the row fails its condition, and a writer cut off before
+        # its COMMIT would hold the row of the worker that took the task over. Parameters:
+        # `log_ended`'s but the last, then the fence's (id, owner, attempt).
+        self.log_fenced = fx(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, {entry} "
+                             f"FROM {t} WHERE {statements(d.name, t).fence}")
         # PostgreSQL: the fenced write and its entry in one statement (`ended_write`), prepared
         # (planning it cost as much as running it), so its parameters carry their types
         typed = ("COALESCE(?::integer, attempts), ?::varchar, ?::varchar, started_at, " + d.now
@@ -67,8 +76,10 @@ class AttemptStatements:
                          f"CASE WHEN status = 'running' THEN started_at END, {d.now}, NULL, ?, NULL, NULL, ? "
                          f"FROM {t} WHERE id IN ({{ids}}){returning}")
         lock = " FOR UPDATE" if d.name in ("postgres", "mysql") else ""  # SQLite: BEGIN IMMEDIATE
-        #: the ids among ``{ids}`` that satisfy ``{condition}``, locked in id order
-        self.lock_rows = f"SELECT id FROM {t} WHERE id IN ({{ids}}) AND {{condition}} ORDER BY id{lock}"
+        #: the ids among ``{ids}`` that satisfy ``{condition}``, in id order, locked (`lock_rows`)
+        #: or read plainly (`rows`)
+        self.rows = f"SELECT id FROM {t} WHERE id IN ({{ids}}) AND {{condition}} ORDER BY id"
+        self.lock_rows = self.rows + lock
         # MySQL/MariaDB return nothing from an insert: the number of a single entry is its insert id,
         # those of several are read back
         self.last_seqs = f"SELECT task_id, MAX(seq) FROM {a} WHERE task_id IN ({{ids}}) GROUP BY task_id"

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import peewee
 
 from .db_errors import is_missing_table
-from .errors import SchemaError
+from .errors import GTAError, SchemaError
 from .row_values import placeholders
 from .sql_attempts import AttemptStatements, attempt_statements
 from .store_base import StoreBase
@@ -46,6 +46,13 @@ RUNNING = "running"  # never stored: the attempt in progress, read from the task
 TEXT_LIMIT = 64 * 1024
 #: ids per statement for the entries of many rows
 CHUNK = 500
+
+T = TypeVar("T")
+
+
+class LeaseMoved(GTAError):
+    """A row read for an outcome write changed before the write reached it (another transaction
+    took the lease or finished the task): the write, and its entries, are rolled back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,34 +98,54 @@ class AttemptQueries(StoreBase):
 
     # -- an attempt ended by a fenced write of its row ----------------------------------------
     def ended_write(self, update: str, params: Sequence[Any], task_id: int, attempt: int | None,
-                    worker: str | None, entry: LogEntry) -> bool:
-        """Run the fenced one-row ``update`` and, if it landed, log the attempt it ended, in one
-        transaction; False when the fence refused it (nothing written). On PostgreSQL, outside
-        a transaction, the two are one prepared statement: a failing attempt costs no extra round
-        trip."""
-        if self.dialect != "postgres" or self.db.in_transaction():
-            return in_transaction(self.db, lambda: self.execute_ended(update, params, task_id, attempt, worker, entry))
-        statement = self.att.ended_write(update)
-        values = (*params, attempt, entry.outcome, worker, *entry.params())
-        with self._log_required():
-            last = in_statement(self.db, lambda: self._last_seqs(self._execute_hot(statement, values), ()))
-        if last:
-            in_statement(self.db, lambda: self._trim(last))  # rarely a statement at all
-        return bool(last)
-
-    def execute_ended(self, update: str, params: Sequence[Any], task_id: int, attempt: int | None,
-                      worker: str | None, entry: LogEntry) -> bool:
-        """`ended_write` in the transaction open on this store's connection."""
-        if self.dialect == "postgres":
+                    worker: str | None, entry: LogEntry, then: Callable[[], object] | None = None) -> bool:
+        """Run the fenced one-row ``update`` and, if it landed, log the attempt it ended and run
+        ``then`` (a group member's count), in one transaction; False when the fence refused it
+        (nothing written). On PostgreSQL, outside a transaction and without ``then``, the write
+        and its entry are one prepared statement: a failing attempt costs no extra round trip.
+        ``params`` end with the fence's (id, owner, attempt)."""
+        if self.dialect == "postgres" and then is None and not self.db.in_transaction():
+            statement = self.att.ended_write(update)
             values = (*params, attempt, entry.outcome, worker, *entry.params())
             with self._log_required():
-                last = self._last_seqs(self._execute_hot(self.att.ended_write(update), values), ())
-            self._trim(last)
+                last = in_statement(self.db, lambda: self._last_seqs(self._execute_hot(statement, values), ()))
+            if last:
+                in_statement(self.db, lambda: self._trim(last))  # rarely a statement at all
             return bool(last)
-        if self._execute(update, params).rowcount != 1:
+
+        def write() -> bool:
+            if not self._ended(update, params, task_id, attempt, worker, entry):
+                return False
+            if then is not None:
+                then()
+            return True
+        try:
+            return in_transaction(self.db, write)
+        except LeaseMoved:
             return False
-        self.log_ended(task_id, attempt, worker, entry)
-        return True
+
+    def _ended(self, update: str, params: Sequence[Any], task_id: int, attempt: int | None, worker: str | None,
+               entry: LogEntry) -> bool:
+        """`ended_write`'s write and entry, in the transaction open on this store's connection."""
+        values = (attempt, entry.outcome, worker, *entry.params())
+        if self.dialect == "postgres":
+            with self._log_required():
+                last = self._last_seqs(self._execute_hot(self.att.ended_write(update), (*params, *values)), ())
+        elif self.dialect == "mysql":  # the entry first, read without a lock (`AttemptStatements.log_fenced`)
+            with self._log_required():
+                cursor = self._execute(self.att.log_fenced, (*values, *params[-3:]))
+            if cursor.rowcount != 1:
+                return False
+            if self._execute(update, params).rowcount != 1:
+                raise LeaseMoved(f"task {task_id} changed before its outcome write")  # the entry goes too
+            last = self._last_seqs(cursor, (task_id,))
+        else:  # SQLite: BEGIN IMMEDIATE holds the whole database, the write can go first
+            if self._execute(update, params).rowcount != 1:
+                return False
+            with self._log_required():
+                last = self._last_seqs(self._execute(self.att.log_ended, (*values, task_id)), (task_id,))
+        self._trim(last)
+        return bool(last)
 
     def log_ended(self, task_id: int, attempt: int | None, worker: str | None, entry: LogEntry) -> None:
         """Log the attempt a fenced write of ``task_id`` just ended, in that write's transaction
@@ -128,16 +155,30 @@ class AttemptQueries(StoreBase):
         self._trim(self._last_seqs(cursor, (task_id,)))
 
     # -- many rows changed by one write --------------------------------------------------------
-    def lock_rows(self, ids: Sequence[int], condition: str, params: Sequence[Any] = ()) -> list[int]:
+    def lock_rows(self, ids: Sequence[int], condition: str, params: Sequence[Any] = (), *,
+                  lock: bool = True) -> list[int]:
         """The ids among ``ids`` whose row satisfies ``condition`` (SQL with ``?`` for
-        ``params``), locked in id order until the transaction ends (SQLite: by ``BEGIN
-        IMMEDIATE``), so the write that follows changes exactly these."""
+        ``params``), in id order, locked until the transaction ends (SQLite: by ``BEGIN
+        IMMEDIATE``), so the write that follows changes exactly these. ``lock`` False reads them
+        plainly: the writer then checks that it changed as many (`LeaseMoved` otherwise)."""
         found: list[int] = []
+        rows = self.att.lock_rows if lock else self.att.rows
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start:start + CHUNK])
-            statement = self._d.fix(self.att.lock_rows.format(ids=placeholders(len(chunk)), condition=condition))
+            statement = self._d.fix(rows.format(ids=placeholders(len(chunk)), condition=condition))
             found += [int(row[0]) for row in self._execute(statement, (*chunk, *params)).fetchall()]
         return found
+
+    def unless_moved(self, write: Callable[[], T], tries: int = 5) -> T:
+        """Run ``write`` in a transaction, again (at most ``tries`` times) when it raised
+        `LeaseMoved`: a row it read plainly changed before it wrote it, so its entries would not
+        match what it wrote."""
+        for _ in range(tries - 1):
+            try:
+                return in_transaction(self.db, write)
+            except LeaseMoved:
+                continue
+        return in_transaction(self.db, write)
 
     def log_rows(self, ids: Sequence[int], entry: LogEntry) -> None:
         """Log an entry for each of the rows ``ids`` (locked by `lock_rows`) before the write

@@ -12,15 +12,18 @@ import os
 import re
 import signal
 import socket
+import time
 from typing import Any
 
 import pytest
 
 import gta_core
 from gta_core import Attempt
+from gta_core.database import open_database
 from gta_core.errors import SchemaError
 from gta_core.outcomes import Action, Outcome
 from gta_core.queues import actor
+from gta_core.store import TaskStore
 
 from .helpers import Env, SupervisorProcess, wait_for, wait_log
 from .rows import OWNER, age, make
@@ -246,3 +249,33 @@ def test_an_unmigrated_log_table_is_a_schema_error_naming_migrate(env: Env) -> N
     env.store.migrate()
     gta_core.cancel(task_id)
     assert outcomes(task_id) == ["cancelled"]
+
+
+@pytest.mark.parametrize("write", ["retry", "fail", "release_lease", "release"])
+def test_a_stale_write_and_its_entry_never_lock_the_new_holders_row(env: Env, write: str) -> None:
+    """A worker whose lease was taken over writes its outcome late, from a host then cut off with
+    that transaction open: the new holder must still renew the row at once, and the stale write
+    logs nothing (on MariaDB a locking read, or an update that reads the row by id, keeps its
+    lock until the transaction ends)."""
+    store = env.store
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite locks the whole database, never one row")
+    task_id = make(env, "running")
+    age(env, [task_id], "lease_expires_at", 3600)
+    assert [task.id for task in store.rescue_expired()] == [task_id]
+    assert [task.id for task in store.lease("new-holder", ("default",), 1, 30.0)] == [task_id]
+    stale = {"retry": lambda: store.retry(OWNER, task_id, 1.0, "late", attempt=1),
+             "fail": lambda: store.fail(OWNER, task_id, "late", attempt=1),
+             "release_lease": lambda: store.release_lease(OWNER, task_id, 1),
+             "release": lambda: store.release(OWNER, [task_id])}[write]
+    other = TaskStore(open_database(env.db_url), store.table)
+    try:
+        with store.db.atomic():  # the stale write's transaction, left open
+            assert not stale()
+            started = time.monotonic()
+            assert other.heartbeat("new-holder", [task_id], 30.0) == 1
+            took = time.monotonic() - started
+        assert took < 0.5, f"the new holder's heartbeat waited {took:.1f}s on the stale write's lock"
+    finally:
+        other.db.close()
+    assert outcomes(task_id) == ["rescued", "running"]
