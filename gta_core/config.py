@@ -137,6 +137,13 @@ def _switch(text: str | bool) -> bool:
     raise ValueError("must be on or off (1/0, true/false, yes/no)")
 
 
+def _span_relation(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in {"link", "parent-first"}:
+        raise ValueError("must be link or parent-first")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = str(text).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -215,6 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dashboard_token", _dashboard_token, "",
             "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
             "'generate': a random one printed at start", "TOKEN"),
+    Setting("otel_span_relation", _span_relation, "link",
+            "OpenTelemetry (the otel plugin): how an attempt's process span relates to the span that submitted its "
+            "task: link (every attempt links to it), or parent-first (the first attempt of a task submitted alone "
+            "and due at once is its child; delayed, retried and fan-out runs link)", "link|parent-first"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -261,6 +272,7 @@ class Settings:
     dashboard: bool = _default("dashboard")
     # a secret: kept out of reprs and logs
     dashboard_token: str = dataclasses.field(default=_default("dashboard_token"), repr=False)
+    otel_span_relation: str = _default("otel_span_relation")
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")
