@@ -135,9 +135,10 @@ class ThreadRunner(Room):
 
 def plain_success(task: TaskRecord, ctx: TaskContext, definition: TaskDefinition, result: str | None) -> bool:
     """Whether a success may be batched by the completer: no result, children or groups it
-    created or belongs to, and its row is kept."""
+    created or belongs to, its row is kept, and it was not cancelled while it ran (the fence
+    refuses that write at once, inside the attempt's scope, where a tracer sees it)."""
     return (not ctx.children and not definition.clean_succeeded and result is None and task.group_id is None
-            and not ctx.workflows)
+            and not ctx.workflows and not ctx.cancelled)
 
 
 def child_preparer(runtime: Runtime) -> Callable[..., Any]:
