@@ -334,3 +334,29 @@ print(sorted(name for name in sys.modules if name.startswith("opentelemetry.")))
     hooks, imported = done.stdout.splitlines()
     assert hooks == ("[]" if blocked else "['gta_attempt', 'gta_settle', 'gta_submit', 'gta_worker_stopped']")
     assert imported == "[]"
+
+
+@pytest.mark.parametrize("backend", [only_on("postgres")])
+def test_a_lease_nobody_renews_is_rescued_in_a_span(env: Env, monkeypatch: pytest.MonkeyPatch,
+                                                    receiver: OtlpReceiver) -> None:
+    env.with_plugins(monkeypatch, PLUGINS)
+    fast = {**receiver.environment("worker"), "GTA_LEASE_TIMEOUT": "2"}
+    app = App(receiver)
+    supervisors = [env.supervisor(1, command=SUPERVISOR, extra_env=fast)]
+    try:
+        stalled = app.post("stall")
+        task_id = stalled.ids[0]
+        started(env, "stall")
+        supervisors[0].kill_tree()  # its host is gone: no janitor settles the lease, another supervisor's rescuer does
+        supervisors.append(env.supervisor(1, command=SUPERVISOR, extra_env=fast))
+        assert env.wait_final([task_id]) == {task_id: "succeeded"}
+    finally:
+        stop(supervisors[-1], app)
+
+    send = only(children(receiver, request_span(receiver, stalled), "send stall"))
+    rescue = only(receiver.named("rescue"))
+    assert rescue.attributes["gta.task.ids"] == [task_id] and rescue.attributes["messaging.batch.message_count"] == 1
+    assert rescue.links_to(send) == [{"messaging.message.id": str(task_id), "gta.task.key": "stall",
+                                      "gta.task.attempt": 1, "gta.task.outcome": "retried",
+                                      "error.type": "gta_core.errors.LeaseExpired"}]
+    assert [span.attributes["gta.task.attempt"] for span in receiver.named("process stall")] == [2]
