@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import sys
 import threading
 import time
@@ -57,6 +58,8 @@ FLUSH_MILLIS = 5000
 #: ``delayed`` or ``fan-out``): ``parent-first`` links such tasks instead of parenting them
 LINK_HINT = "otel.link"
 TRACEPARENT = "traceparent"
+#: the variable by which OpenTelemetry's API loads a tracer provider of its own accord
+PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 
 # attribute names: the messaging semantic conventions' where they fit, GTA's own otherwise
 SYSTEM, OPERATION_TYPE, OPERATION_NAME = "messaging.system", "messaging.operation.type", "messaging.operation.name"
@@ -128,7 +131,11 @@ class Tracing:
 
     def tracer(self) -> Tracer | None:
         """This process's tracer, or None while no tracer provider is configured (then every
-        hook returns at once)."""
+        hook returns at once). A process where nothing imported OpenTelemetry's trace API has
+        configured none (setting a provider imports it; only ``OTEL_PYTHON_TRACER_PROVIDER``
+        names one without), so it is not imported here for nothing."""
+        if "opentelemetry.trace" not in sys.modules and PROVIDER_VARIABLE not in os.environ:
+            return None
         otel = api()
         if otel is None:
             return None

@@ -315,17 +315,20 @@ def test_without_a_tracer_provider_nothing_is_traced_or_stored(env: Env) -> None
 
 
 @pytest.mark.parametrize("blocked", [False, True], ids=["installed", "absent"])
-def test_the_plugin_imports_opentelemetry_only_when_used(blocked: bool) -> None:
-    """Loading the plugins imports no OpenTelemetry module; where opentelemetry-api cannot be
-    imported, the ``otel`` entry point registers no hook at all (no call per task)."""
+def test_the_plugin_imports_opentelemetry_only_when_used(blocked: bool, tmp_path: Path) -> None:
+    """Loading the plugins and submitting a task import no OpenTelemetry module where none is
+    configured; where opentelemetry-api cannot be imported, the ``otel`` entry point registers
+    no hook at all (no call per task)."""
     script = f"""
 import sys
 if {blocked}:
     sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
-from gta_core.plugins import build_plugins
-plugins = build_plugins()
-print(sorted(name for name in plugins.implemented if name in ("gta_submit", "gta_attempt", "gta_settle",
-                                                               "gta_worker_stopped")))
+import gta_core
+runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'tasks.db'}", plugins=["tests.tasks"])
+runtime.store.migrate()
+gta_core.submit(gta_core.OWN_TRANSACTION, "record", {{"n": 1}})
+print(sorted(name for name in runtime.plugins.implemented if name in ("gta_submit", "gta_attempt", "gta_settle",
+                                                                       "gta_worker_stopped")))
 print(sorted(name for name in sys.modules if name.startswith("opentelemetry.")))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
