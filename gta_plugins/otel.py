@@ -126,6 +126,8 @@ class Tracing:
 
     def __init__(self) -> None:
         self.cached: tuple[Any, Tracer] | None = None
+        #: whether the API may load a provider of its own accord (read once: os.environ is slow per task)
+        self.provider_named = PROVIDER_VARIABLE in os.environ
         self.attempts: dict[tuple[int, int], Processing] = {}
         self.local = threading.local()
 
@@ -134,7 +136,7 @@ class Tracing:
         hook returns at once). A process where nothing imported OpenTelemetry's trace API has
         configured none (setting a provider imports it; only ``OTEL_PYTHON_TRACER_PROVIDER``
         names one without), so it is not imported here for nothing."""
-        if "opentelemetry.trace" not in sys.modules and PROVIDER_VARIABLE not in os.environ:
+        if "opentelemetry.trace" not in sys.modules and not self.provider_named:
             return None
         otel = api()
         if otel is None:
