@@ -19,25 +19,16 @@ the callback. See docs/workflows.md.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
-
-import peewee
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from . import handles
 from .errors import InvalidArguments
-from .handles.connection import ConnectionHandle
-from .handles.peewee import PeeweeHandle, wake, wake_after_commit
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, announce, scope
-from .store import TaskStore
 from .store_insert import NewTask
 from .store_workflows import PreparedWorkflow, Workflow
-from .transactions import in_transaction
 from .validation import TaskRequest, capture_context, prepare
-from .wake import notify_local
-
-T = TypeVar("T")
 
 #: the keyword argument a group's callback receives the members' outcomes in
 GROUP_ARGUMENT = "group"
@@ -71,7 +62,7 @@ def _create(runtime: Runtime, handle: handles.Handle, prepared: PreparedWorkflow
     """Insert a checked group or chain through ``handle``, inside the plugins' submit scope."""
     submission = _submission(prepared)
     with scope(runtime.plugins, "gta_submit", submission=submission):
-        workflow = _in_handle(runtime, handle, lambda store: store.insert_workflow(_carried(prepared, submission)))
+        workflow = handle.write(runtime, lambda store: store.insert_workflow(_carried(prepared, submission)))
         submission.written([*workflow.ids, *([] if workflow.callback is None else [workflow.callback])])
         return workflow
 
@@ -155,29 +146,6 @@ def _refuse_eager(runtime: Runtime) -> None:
     if runtime.eager is not None:
         raise InvalidArguments("groups and chains do not run in eager mode (gta_core.testing): test them "
                                "against a database with a supervisor")
-
-
-def _in_handle(runtime: Runtime, handle: handles.Handle, write: Callable[[TaskStore], T]) -> T:
-    """Run ``write`` with a store on the handle's connection, in its open transaction (or, for
-    a peewee database outside one, in a transaction of GTA's own), then wake the workers."""
-    if isinstance(handle, PeeweeHandle):
-        db: peewee.Database = handle.db
-        store = runtime.store_for(db)
-        if db.in_transaction():
-            done = write(store)
-            wake_after_commit(runtime, db, store)
-            return done
-        done = in_transaction(db, lambda: write(store))
-        wake(runtime, db, store)
-        return done
-    if isinstance(handle, ConnectionHandle):
-        store = handle._store(runtime)
-        done = write(store)
-        if store.dialect != "postgres" and handle.on_commit is not None:
-            key = runtime.wake_key(runtime.db)
-            handle.on_commit(lambda: notify_local(key))
-        return done
-    raise InvalidArguments(f"groups and chains cannot be written through a {type(handle).__name__}")
 
 
 __all__ = ["GROUP_ARGUMENT", "PREVIOUS_ARGUMENT", "Workflow", "chain", "group", "prepare_chain", "prepare_group"]
