@@ -48,6 +48,10 @@ def pack(tx: Any) -> list[int]:
     return [*workflow.ids, workflow.callback]
 
 
+def refund(tx: Any) -> list[int]:
+    return [gta_core.submit(tx, "fails_for_good")]
+
+
 def later(tx: Any) -> list[int]:
     return [gta_core.submit(tx, "notify", {"order": 4}, run_at=dt.datetime.now(dt.timezone.utc))]
 
@@ -70,7 +74,7 @@ def linger(tx: Any) -> list[int]:
 
 ACTIONS: dict[str, Callable[[Any], list[int]]] = {
     "checkout": checkout, "rollback": rollback, "ship": ship, "pack": pack, "later": later, "delayed": delayed,
-    "stall": stall, "quote": quote, "linger": linger}
+    "stall": stall, "quote": quote, "linger": linger, "refund": refund}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

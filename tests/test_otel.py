@@ -113,8 +113,9 @@ def test_a_request_s_trace_reaches_every_attempt_of_its_tasks(env: Env, monkeypa
     supervisor = env.supervisor(2, command=SUPERVISOR, extra_env=receiver.environment("worker"))
     app = App(receiver)
     try:
-        checkout, ship, pack, quote = app.post("checkout"), app.post("ship"), app.post("pack"), app.post("quote")
-        env.wait_final([*checkout.ids, *ship.ids, *pack.ids, *quote.ids])
+        checkout, ship, pack, quote, refund = (app.post(action) for action in ("checkout", "ship", "pack", "quote",
+                                                                               "refund"))
+        env.wait_final([*checkout.ids, *ship.ids, *pack.ids, *quote.ids, *refund.ids])
         rolled_back = app.post("rollback")
         sentinel = app.post("later")  # leased after anything committed before it
         env.wait_final(sentinel.ids)
@@ -185,6 +186,13 @@ def test_a_request_s_trace_reaches_every_attempt_of_its_tasks(env: Env, monkeypa
     assert overran.attributes["gta.task.outcome"] == "retried" and overran.links_to(quote_send) == [{}]
     assert quoted.attributes["gta.task.outcome"] == "succeeded" and quoted.links_to(quote_send) == [{}]
     assert len(children(receiver, quoted, "fetch quote")) == 1
+
+    # a task that fails for good (Fail): one attempt, failed
+    failed_for_good = only(receiver.named("process fails_for_good"))
+    assert failed_for_good.links_to(only(children(receiver, request_span(receiver, refund), "send fails_for_good")))
+    assert failed_for_good.attributes["gta.task.outcome"] == "failed" and failed_for_good.status == "STATUS_CODE_ERROR"
+    assert failed_for_good.attributes["error.type"] == "gta_core.errors.Fail"
+    assert "gta.task.retry_delay_seconds" not in failed_for_good.attributes
 
     # a rolled-back submit: its send span exists, and nothing ever ran for it
     rollback_send = only(children(receiver, request_span(receiver, rolled_back), "send charge"))
