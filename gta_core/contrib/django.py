@@ -23,6 +23,7 @@ Django's ``close_old_connections()``, as a request does, and sends ``task_starte
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hmac
@@ -109,19 +110,16 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
                    "run_after": task.run_after.isoformat() if task.run_after is not None else None}
         if key == KEY:
             payload["path"] = task.module_path
-        options = {"queue": task.queue_name, "priority": task.priority, "run_at": _aware(task.run_after),
-                   "max_attempts": self.max_attempts}
         connection = connections[self.database]
-        if connection.get_autocommit():  # outside atomic(): committed at once, as Django's own writes
-            with transaction.atomic(using=self.database):
-                task_id = gta_core.submit(connection, key, payload, **options)
-        else:
-            task_id = gta_core.submit(connection, key, payload, **options)
-        result = TaskResult(task=task, id=f"{task_id}.{token}", status=TaskResultStatus.READY,
-                            enqueued_at=_django_time(enqueued_at), started_at=None, finished_at=None,
-                            last_attempted_at=None, args=args, kwargs=kwargs, backend=self.alias, errors=[],
-                            worker_ids=[])
-        task_enqueued.send(type(self), task_result=result)
+        # outside atomic(): committed at once, as Django's own writes; task_enqueued is sent
+        # before the commit either way, so it comes before the worker's task_started
+        with transaction.atomic(using=self.database) if connection.get_autocommit() else contextlib.nullcontext():
+            task_id = gta_core.submit(connection, key, payload, **self.submit_options(task))
+            result = TaskResult(task=task, id=f"{task_id}.{token}", status=TaskResultStatus.READY,
+                                enqueued_at=_django_time(enqueued_at), started_at=None, finished_at=None,
+                                last_attempted_at=None, args=args, kwargs=kwargs, backend=self.alias, errors=[],
+                                worker_ids=[])
+            task_enqueued.send(type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -136,6 +134,12 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
                                                                        match.group(2).encode()):
             raise TaskResultDoesNotExist(result_id)
         return django_result(row, payload)  # type: ignore[arg-type]  # row is not None with a payload
+
+    def submit_options(self, task: Task) -> dict[str, Any]:
+        """The options of `gta_core.submit` for ``task``: its queue, priority and ``run_after``,
+        and ``MAX_ATTEMPTS``. A subclass may add to them (an ``order_key``, say)."""
+        return {"queue": task.queue_name, "priority": task.priority, "run_at": _aware(task.run_after),
+                "max_attempts": self.max_attempts}
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         if self.database not in settings.DATABASES:
