@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 
 import gta_core
+from gta_core.contrib.django import GTABackend
 
 from .conftest import only_on
 from .handles import use_django_database
@@ -175,6 +176,7 @@ def test_bad_input_is_refused_before_writing(django_env: Env) -> None:
     with pytest.raises(TypeError, match="Unsupported type"):  # as Django documents, not GTA's InvalidArguments
         remember.enqueue(n=dt.datetime.now())
     assert django_env.store.counts() == {}
+    assert [error.id for error in GTABackend("typo", {"OPTIONS": {"DATABASE": "nope"}}).check()] == ["gta.E001"]
 
 
 def test_rows_stored_under_the_old_key_still_run(django_env: Env) -> None:

@@ -127,13 +127,12 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
         inside the enqueuing ``atomic()`` too), with the value the function returned once it
         succeeded. `TaskResultDoesNotExist` for an id this backend did not give out."""
         match = RESULT_ID.fullmatch(result_id) if isinstance(result_id, str) else None
-        task_id = int(match.group(1)) if match else 0
+        task_id, secret = (int(match.group(1)), match.group(2).encode()) if match else (0, b"")
         row = self._store().get(task_id) if 0 < task_id < 2**63 else None
         payload = _payload(row) if row is not None else None
-        if match is None or payload is None or not hmac.compare_digest(str(payload.get("token")).encode(),
-                                                                       match.group(2).encode()):
+        if row is None or payload is None or not hmac.compare_digest(str(payload.get("token")).encode(), secret):
             raise TaskResultDoesNotExist(result_id)
-        return django_result(row, payload)  # type: ignore[arg-type]  # row is not None with a payload
+        return django_result(row, payload)
 
     def submit_options(self, task: Task) -> dict[str, Any]:
         """The options of `gta_core.submit` for ``task``: its queue, priority and ``run_after``,
@@ -177,7 +176,8 @@ def django_result(row: dict[str, Any], payload: dict[str, Any]) -> TaskResult:
     ``run_after``, backend alias), its state, history and return value."""
     history = attempt_history(row)
     enqueued_at = payload.get("enqueued_at")
-    result = TaskResult(task=enqueued_task(row, payload), id=f"{row['id']}.{payload.get('token')}",
+    token = payload.get("token")  # none in a row the previous release stored: its id was the number
+    result = TaskResult(task=enqueued_task(row, payload), id=f"{row['id']}.{token}" if token else str(row["id"]),
                         status=STATUSES[row["status"]],
                         enqueued_at=_django_time(dt.datetime.fromisoformat(enqueued_at) if enqueued_at
                                                  else row["created_at"]),
