@@ -23,6 +23,7 @@ from .queues import QueueState, check_name, pause_queue, queues, resume_queue
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
+from .terminal import printable
 from .wake import notify_local
 
 STATUSES = ("pending", "running", *FINAL_STATUSES)
@@ -82,8 +83,9 @@ def _first_line(text: str | None, width: int = 60) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """Rows in aligned columns; columns whose index is in ``right`` are right-aligned."""
-    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
+    """Rows in aligned columns, control characters escaped; columns whose index is in ``right``
+    are right-aligned."""
+    cells = [list(map(str, header))] + [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
     lines = []
     for row in cells:
@@ -144,9 +146,9 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
             continue
         if column == "attempts":
             value = f"{value} of {task['max_attempts']}"
-        print(f"{column:>17}: {'' if value is None else value}")
+        print(f"{column:>17}: {'' if value is None else printable(value)}")
     if task["last_error"]:
-        print("\nlast error:\n" + task["last_error"])
+        print("\nlast error:\n" + printable(task["last_error"], multiline=True))
     return 0
 
 
@@ -163,7 +165,7 @@ def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: boo
     if as_json:
         return _print_json([{"id": task_id, "retried": True, "was": was[task_id]} for task_id in ids])
     for task_id in ids:
-        print(f"retried task {task_id} (was {was[task_id]})")
+        print(f"retried task {task_id} (was {printable(was[task_id])})")
     return 0
 
 
@@ -213,7 +215,7 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
         if was in CANCELLABLE:
             print(f"cancelled task {task_id} (was {was})")
         else:
-            print(f"task {task_id} was already {was or 'gone'}: not cancelled")
+            print(f"task {task_id} was already {printable(was or 'gone')}: not cancelled")
     return 0
 
 
@@ -323,7 +325,7 @@ def handlers(runtime: Runtime, as_json: bool = False) -> int:
         if definition.init_timeout_sensitive:
             options.append("init_timeout_sensitive")
         options += [_schedule(job) for job in schedules if job.key == key]
-        print(f"{key}{definition.signature}  [{'; '.join(options)}]")
+        print(printable(f"{key}{definition.signature}  [{'; '.join(options)}]"))
     return 0
 
 
@@ -415,7 +417,7 @@ def limit(runtime: Runtime, name: str, concurrency: str | None, rate: str | None
     state = limit_queue(name, cap, rate, per_key=per_key, runtime=runtime)
     if as_json:
         return _print_json({"limit": dataclasses.asdict(state), "cleared": False})
-    print(f"limited queue {name!r}: {_limit_text(state)}; every worker obeys within a second")
+    print(f"limited queue {name!r}: {printable(_limit_text(state))}; every worker obeys within a second")
     return 0
 
 
@@ -447,5 +449,5 @@ def _depth(queue: QueueState) -> str:
 def _control(queue: QueueState) -> str:
     """since when, by whom, why"""
     why = f" ({_first_line(queue.reason)})" if queue.reason else ""
-    return f"since {_when(queue.since)} UTC by {queue.by or '?'}{why}"
+    return printable(f"since {_when(queue.since)} UTC by {queue.by or '?'}{why}")
 

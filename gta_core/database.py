@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from .config import redact_url
 from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable
@@ -303,10 +304,7 @@ _PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary(
 
 def describe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
+    return redact_url(url)
 
 
 def drop_connection(db: peewee.Database) -> None:
