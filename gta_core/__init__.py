@@ -26,6 +26,7 @@ from .config import Settings, load_settings
 from .errors import (
     ConfigError,
     DatabaseError,
+    DatabaseLocked,
     DatabaseUnavailable,
     DriverMissing,
     Fail,
@@ -55,9 +56,9 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError",
-    "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError", "QueueChange",
-    "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
+    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable", "DriverMissing",
+    "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError",
+    "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
     "WorkerDied", "Workflow", "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group",
     "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",

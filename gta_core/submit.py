@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import peewee
+
 from . import handles
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
@@ -114,12 +116,18 @@ def task_id_list(task_ids: Any) -> list[int]:
 @contextlib.contextmanager
 def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
-    ``db`` is a handle as for `submit`, by default GTA's own connection."""
+    ``db`` is a handle as for `submit`, by default GTA's own connection.
+
+    On SQLite it begins IMMEDIATE: it takes the write lock at ``BEGIN``, waiting its turn up
+    to the busy timeout, so that reading before submitting cannot get the submit refused at
+    once with "database is locked" while another process writes (`gta_core.DatabaseLocked`).
+    Nested in an open transaction it is a savepoint of that transaction, as ``atomic()`` is.
+    """
     runtime = get_runtime()
     db = database_of(db, runtime, "db")
-    with db.atomic() as tx:
+    with db.atomic(*(["IMMEDIATE"] if isinstance(db, peewee.SqliteDatabase) else [])) as tx:
         yield tx
-        wake_after_commit(runtime, db, runtime.store_for(db))
+        wake_after_commit(runtime, db)
 
 
 def run_eagerly(runtime: Runtime, after_commit: Callable[[Callable[[], None]], None],

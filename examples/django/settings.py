@@ -18,14 +18,9 @@ ENGINES = {"sqlite": "sqlite3", "postgresql": "postgresql", "mysql": "mysql"}
 
 
 def database_settings(url: str) -> dict[str, Any]:
-    """Django's DATABASES entry for a GTA database URL.
-
-    On SQLite, transactions take the write lock when they begin (``IMMEDIATE``) and wait up to
-    20 s for it: a deferred transaction that reads before it writes fails at once with
-    "database is locked" when the workers commit in between, instead of waiting its turn.
-    """
+    """Django's DATABASES entry for a GTA database URL."""
     parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
+    if parsed.scheme == "sqlite":  # IMMEDIATE: atomic() waits up to 20 s for the write lock at BEGIN (integrations.md)
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.split("://", 1)[1][1:],
                 "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}}
     if parsed.scheme == "mysql":
