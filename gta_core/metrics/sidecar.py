@@ -74,7 +74,7 @@ class Sidecar:
     def health(self) -> tuple[bool, dict[str, Any]]:
         status = SupervisorStatus.read(self.directory.path)
         database = self.probe.stats(DATABASE_WAIT).check
-        return evaluate(status, os.getppid() == self.supervisor_pid, database, time.time())
+        return evaluate(status, os.getppid() == self.supervisor_pid, database, time.monotonic())
 
 
 class ProcessFilesCollector:
