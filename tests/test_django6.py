@@ -112,7 +112,7 @@ def test_djangos_own_tasks_suite_passes_against_gtabackend(django6: Django6, dat
     else:
         url, test_name = os.environ["GTA_TEST_POSTGRES_URL"], f"test_gta_django_{secrets.token_hex(4)}"
     environ = {**os.environ, "GTA_DATABASE_URL": url, "GTA_SUITE_TEST_NAME": test_name,
-               "GTA_SUITE_LOG_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+               "GTA_SUITE_LOG_DIR": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO)}
     for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE"):
         environ.pop(name, None)
     done = subprocess.run([str(django6.python), "runtests.py", "tasks", "--settings=tests.django_suite.settings",

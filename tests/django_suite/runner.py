@@ -72,7 +72,8 @@ class GTASuiteRunner(DiscoverRunner):
         receiver = _state["receiver"] = Receiver()
         log_dir = os.environ.get("GTA_SUITE_LOG_DIR") or tempfile.mkdtemp(prefix="gta-django-suite-")
         log_path = _state["log_path"] = Path(log_dir) / "supervisor.log"
-        pythonpath = os.pathsep.join([os.environ["RUNTESTS_DIR"], str(REPO)])  # Django's tests, then ours
+        # Django's tests, then ours (the path this process was given, or the checkout)
+        pythonpath = os.pathsep.join([os.environ["RUNTESTS_DIR"], os.environ.get("PYTHONPATH") or str(REPO)])
         environ = {**os.environ, "GTA_DATABASE_URL": url, "GTA_PLUGINS": PLUGIN, "GTA_METRICS": "off",
                    "GTA_DISABLE_PLUGINS": "monitor,cleanup", "GTA_SUITE_LOG_PORT": str(receiver.port),
                    "DJANGO_SETTINGS_MODULE": "tests.django_suite.settings", "PYTHONPATH": pythonpath}
