@@ -34,6 +34,7 @@ import traceback
 from typing import Any
 
 import django
+import peewee
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
@@ -127,12 +128,15 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
         inside the enqueuing ``atomic()`` too), with the value the function returned once it
         succeeded. `TaskResultDoesNotExist` for an id this backend did not give out."""
         match = RESULT_ID.fullmatch(result_id) if isinstance(result_id, str) else None
-        task_id, secret = (int(match.group(1)), match.group(2).encode()) if match else (0, b"")
-        row = self._store().get(task_id) if 0 < task_id < 2**63 else None
-        payload = _payload(row) if row is not None else None
-        if row is None or payload is None or not hmac.compare_digest(str(payload.get("token")).encode(), secret):
+        if match is None or int(match.group(1)) >= 2**63:  # refused before any query
             raise TaskResultDoesNotExist(result_id)
-        return django_result(row, payload)
+        task_id, store = int(match.group(1)), self._store()
+        row = store.get(task_id)
+        payload = _payload(row) if row is not None else None
+        if row is None or payload is None or not hmac.compare_digest(str(payload.get("token")).encode(),
+                                                                     match.group(2).encode()):
+            raise TaskResultDoesNotExist(result_id)
+        return django_result(row, payload, attempt_history(row, store.db))
 
     def submit_options(self, task: Task) -> dict[str, Any]:
         """The options of `gta_core.submit` for ``task``: its queue, priority and ``run_after``,
@@ -171,10 +175,9 @@ def _payload(row: dict[str, Any]) -> dict[str, Any] | None:
     return payload
 
 
-def django_result(row: dict[str, Any], payload: dict[str, Any]) -> TaskResult:
-    """The Django `TaskResult` of a task's row: the task as it was enqueued (priority, queue,
-    ``run_after``, backend alias), its state, history and return value."""
-    history = attempt_history(row)
+def django_result(row: dict[str, Any], payload: dict[str, Any], history: History) -> TaskResult:
+    """The Django `TaskResult` of a task's row and attempts: the task as it was enqueued
+    (priority, queue, ``run_after``, backend alias), its state, history and return value."""
     enqueued_at = payload.get("enqueued_at")
     token = payload.get("token")  # none in a row the previous release stored: its id was the number
     result = TaskResult(task=enqueued_task(row, payload), id=f"{row['id']}.{token}" if token else str(row["id"]),
@@ -211,21 +214,31 @@ class History:
     last_attempted_at: dt.datetime | None  # the latest attempt's start
 
 
-def attempt_history(row: dict[str, Any]) -> History:
-    """The attempts of a task as its row tells them: its latest error, the latest worker once
-    per attempt, the latest start."""
+def attempt_history(row: dict[str, Any], database: peewee.Database) -> History:
+    """A task's attempts from GTA's attempt log (`gta_core.attempts`), read on ``database``:
+    the ones that ran (not an operator's action, nor a lease handed back unrun), each failed
+    one's exception class path and traceback as recorded when it failed."""
+    read_log = getattr(gta_core, "attempts", None)
+    if read_log is None:  # until the attempt log (issue 30) is merged: the row's latest attempt only
+        return _latest_attempt(row)
+    ran = [attempt for attempt in read_log(row["id"], db=database) or []
+           if not attempt.is_action and attempt.outcome != "released"]
+    errors = [TaskError(exception_class_path=attempt.exception_class_path,
+                        traceback=attempt.traceback or attempt.error or "")
+              for attempt in ran if attempt.exception_class_path]
+    return History(errors, [attempt.worker or "gta" for attempt in ran], ran[0].started_at if ran else None,
+                   ran[-1].started_at if ran else None)
+
+
+def _latest_attempt(row: dict[str, Any]) -> History:
+    """The row's latest error (its class guessed from the traceback's last line), worker and start."""
     errors = []
     if row["last_error"]:
         summary, _, text = row["last_error"].partition("\n\n")
-        errors.append(TaskError(exception_class_path=_guessed_path(text or summary), traceback=text or summary))
-    worker = row["lease_owner"] or "gta"
-    return History(errors, [worker] * row["attempts"], row["started_at"], row["started_at"])
-
-
-def _guessed_path(text: str) -> str:
-    """The exception's dotted path, from the last line of a stored traceback."""
-    name = text.strip().splitlines()[-1].split(":", 1)[0].strip()
-    return name if "." in name else f"builtins.{name}"
+        name = (text or summary).strip().splitlines()[-1].split(":", 1)[0].strip()
+        errors.append(TaskError(exception_class_path=name if "." in name else f"builtins.{name}",
+                                traceback=text or summary))
+    return History(errors, [row["lease_owner"] or "gta"] * row["attempts"], row["started_at"], row["started_at"])
 
 
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
@@ -269,11 +282,11 @@ def _run(ctx: TaskContext) -> Any:
     close_old_connections()
     try:
         store = gta_core.get_runtime().store
-        row = in_transaction(store.db, lambda: store.get(ctx.task_id))  # a connection the server ended: once more
-        assert row is not None  # leased by this worker: it exists
+        # a connection the server ended is replaced and the reads tried once more
+        row, history = in_transaction(store.db, lambda: _read(store, ctx.task_id))
         payload = _payload(row)
         assert payload is not None  # its key is one of this module's
-        result = django_result(row, payload)
+        result = django_result(row, payload, history)
         sender = type(result.task.get_backend())
         task_started.send(sender=sender, task_result=result)
         try:
@@ -293,6 +306,13 @@ def _run(ctx: TaskContext) -> Any:
         return value
     finally:
         close_old_connections()
+
+
+def _read(store: TaskStore, task_id: int) -> tuple[dict[str, Any], History]:
+    """A leased task's row and attempts (it exists: this worker holds its lease)."""
+    row = store.get(task_id)
+    assert row is not None
+    return row, attempt_history(row, store.db)
 
 
 def _finished(result: TaskResult, status: TaskResultStatus, error: BaseException | None = None) -> TaskResult:
