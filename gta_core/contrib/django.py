@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hmac
+import importlib
 import json
 import re
 import secrets
@@ -34,7 +35,6 @@ import traceback
 from typing import Any
 
 import django
-import peewee
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
@@ -136,7 +136,7 @@ class GTABackend(BaseTaskBackend):  # type: ignore[misc]  # Any where Django 6 i
         if row is None or payload is None or not hmac.compare_digest(str(payload.get("token")).encode(),
                                                                      match.group(2).encode()):
             raise TaskResultDoesNotExist(result_id)
-        return django_result(row, payload, attempt_history(row, store.db))
+        return django_result(row, payload, attempt_history(row, store))
 
     def submit_options(self, task: Task) -> dict[str, Any]:
         """The options of `gta_core.submit` for ``task``: its queue, priority and ``run_after``,
@@ -214,14 +214,17 @@ class History:
     last_attempted_at: dt.datetime | None  # the latest attempt's start
 
 
-def attempt_history(row: dict[str, Any], database: peewee.Database) -> History:
-    """A task's attempts from GTA's attempt log (`gta_core.attempts`), read on ``database``:
-    the ones that ran (not an operator's action, nor a lease handed back unrun), each failed
-    one's exception class path and traceback as recorded when it failed."""
-    read_log = getattr(gta_core, "attempts", None)
-    if read_log is None:  # until the attempt log (issue 30) is merged: the row's latest attempt only
+def attempt_history(row: dict[str, Any], store: TaskStore) -> History:
+    """A task's attempts from GTA's attempt log (issue 30's `TaskStore.attempt_entries`, as
+    `gta_core.attempts` reads them), on ``store``'s connection: the ones that ran (not an
+    operator's action, nor a lease handed back unrun), each failed one's exception class path
+    and traceback as recorded when it failed."""
+    read_log = getattr(store, "attempt_entries", None)
+    if read_log is None:  # until the attempt log is merged: the row's latest attempt only
         return _latest_attempt(row)
-    ran = [attempt for attempt in read_log(row["id"], db=database) or []
+    timeline = importlib.import_module("gta_core.attempts").timeline
+    logged, current = read_log(row["id"])
+    ran = [attempt for attempt in (timeline(row["id"], logged, current) if current is not None else [])
            if not attempt.is_action and attempt.outcome != "released"]
     errors = [TaskError(exception_class_path=attempt.exception_class_path,
                         traceback=attempt.traceback or attempt.error or "")
@@ -312,7 +315,7 @@ def _read(store: TaskStore, task_id: int) -> tuple[dict[str, Any], History]:
     """A leased task's row and attempts (it exists: this worker holds its lease)."""
     row = store.get(task_id)
     assert row is not None
-    return row, attempt_history(row, store.db)
+    return row, attempt_history(row, store)
 
 
 def _finished(result: TaskResult, status: TaskResultStatus, error: BaseException | None = None) -> TaskResult:
