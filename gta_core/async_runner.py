@@ -167,7 +167,7 @@ class AsyncRunner(Room):
         channel = self.channel
         try:
             started = time.monotonic()
-            definition = self.plugins.registry.tasks.get(task.key)
+            definition = self.plugins.registry.find(task.key)
             timeout = definition.timeout if definition is not None else None
             # deadline before id, and id cleared before deadline (see `ThreadRunner.loop`)
             channel.deadlines[slot] = started + timeout + CANCEL_GRACE if timeout else 0.0

@@ -26,17 +26,33 @@ BUILD_TIME_HOOKS = ("gta_handlers", "gta_periodic")
 
 @dataclasses.dataclass
 class Registry:
-    """Every task definition by key, and the plugin that provided it."""
+    """Every task definition by key (families, ``prefix:*``, among them), and the plugin that
+    provided it."""
 
     tasks: dict[str, TaskDefinition]
     owners: dict[str, str]
 
+    def __post_init__(self) -> None:
+        self._families = [(definition.family_prefix, definition) for definition in self.tasks.values()
+                          if definition.family_prefix is not None]
+
+    def find(self, key: str) -> TaskDefinition | None:
+        """The handler of ``key``: its own, else its family's (``django:x`` → ``django:*``);
+        None when neither is registered. A family's key itself names no task."""
+        definition = self.tasks.get(key)
+        if definition is not None:
+            return None if definition.family_prefix is not None else definition
+        for prefix, family in self._families:
+            if key.startswith(prefix):
+                return family
+        return None
+
     def get(self, key: str) -> TaskDefinition:
-        try:
-            return self.tasks[key]
-        except KeyError:
+        definition = self.find(key)
+        if definition is None:
             raise UnknownTask(f"unknown task {key!r}: no handler is registered under this key in this process "
-                              f"(known: {', '.join(sorted(self.tasks)) or 'none'}); {WHERE_HANDLERS_LOAD}") from None
+                              f"(known: {', '.join(sorted(self.tasks)) or 'none'}); {WHERE_HANDLERS_LOAD}")
+        return definition
 
 
 @dataclasses.dataclass
@@ -181,7 +197,18 @@ def _build_registry(manager: pluggy.PluginManager, gta: Any) -> Registry:
                                   f"{owners[definition.key]!r} and {plugin_name!r}")
             tasks[definition.key] = definition
             owners[definition.key] = plugin_name
+    _check_families(tasks, owners)
     return Registry(tasks, owners)
+
+
+def _check_families(tasks: Mapping[str, TaskDefinition], owners: Mapping[str, str]) -> None:
+    """`PluginError` for two families of which one contains the other (``a:*`` and ``a:b:*``):
+    which handler runs ``a:b:c`` would depend on the order plugins load in."""
+    prefixes = sorted(key[:-1] for key, definition in tasks.items() if definition.family_prefix is not None)
+    for shorter, longer in zip(prefixes, prefixes[1:], strict=False):
+        if longer.startswith(shorter):
+            raise PluginError(f"task families {shorter + '*'!r} (plugin {owners[shorter + '*']!r}) and "
+                              f"{longer + '*'!r} (plugin {owners[longer + '*']!r}) overlap")
 
 
 def call_hook_safely(plugins: Plugins, name: str, **kwargs: Any) -> list[Any]:

@@ -75,7 +75,7 @@ class ThreadRunner(Room):
             if self.leaser.lapsed(task):
                 continue
             started = time.monotonic()
-            definition = self.plugins.registry.tasks.get(task.key)
+            definition = self.plugins.registry.find(task.key)
             timeout = definition.timeout if definition is not None else None
             # deadline before id, and id cleared before deadline: the supervisor never pairs
             # a task with another task's deadline

@@ -18,6 +18,9 @@ from .limit_rules import Rate, check_concurrency, parse_rate
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,190}$")
+#: a family of keys, ``prefix:*``: one handler for every key that starts with ``prefix:``
+_FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,188}:\*$")
+FAMILY_SUFFIX = "*"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,12 @@ class TaskDefinition:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    @property
+    def family_prefix(self) -> str | None:
+        """``"django:"`` for a family key ``"django:*"`` (the handler of every key beginning so),
+        None for an ordinary key."""
+        return self.key[:-len(FAMILY_SUFFIX)] if self.key.endswith(FAMILY_SUFFIX) else None
 
     @functools.cached_property
     def is_async(self) -> bool:
@@ -120,6 +129,9 @@ def task(
     """Declare a task handler ``fn(ctx, **args)``; its key defaults to the function name.
 
     Usable bare (``@task``) or with options (``@task(max_attempts=3, queue="mail")``).
+    A key ``prefix:*`` declares a family: the handler runs every task whose key starts with
+    ``prefix:`` and no handler has as its own key (``ctx.key`` tells which); the Django tasks
+    backend stores each Django task under ``django:<its path>`` this way. A family takes no limits.
     ``concurrency``, ``concurrency_key`` and ``rate_limit`` are global limits (docs/workflows.md,
     "Limits"); a bad value raises `InvalidLimit` here, at decoration time.
     """
@@ -129,8 +141,10 @@ def task(
 
     def wrap(func: Callable[..., Any]) -> TaskDefinition:
         name = key or func.__name__
-        if not _KEY.match(name):
-            raise ValueError(f"task key {name!r} must match {_KEY.pattern}")
+        if not (_KEY.match(name) or _FAMILY.match(name)):
+            raise ValueError(f"task key {name!r} must match {_KEY.pattern} (or {_FAMILY.pattern} for a family)")
+        if _FAMILY.match(name) and (concurrency is not None or rate_limit is not None):
+            raise ValueError(f"task {name!r}: a family of keys takes no limits (they count one key each)")
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be an integer >= 1")
         if timeout is not None and timeout <= 0:

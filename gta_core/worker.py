@@ -96,10 +96,10 @@ class Worker:
         if slots > 0:
             self.async_runner = AsyncRunner(runtime, channel, self.book, self.leaser, self.completer,
                                             first_slot=settings.threads, slots=slots)
-            tasks = runtime.plugins.registry.tasks
+            registry = runtime.plugins.registry
 
             def is_async(task: TaskRecord) -> bool:
-                definition = tasks.get(task.key)
+                definition = registry.find(task.key)
                 return definition is not None and definition.is_async
             self.leaser.route_async(slots, is_async, self.async_runner.accept)
         self.heartbeat = Heartbeat(settings, store, channel, self.book, parent_pid, self._unpark)

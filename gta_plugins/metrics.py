@@ -120,6 +120,8 @@ def gta_supervisor_started(tasks: list[Any], queues: list[str]) -> None:
         return
     metrics = task_metrics()
     for definition in tasks:
+        if definition.family_prefix is not None:  # its keys are known only as tasks arrive
+            continue
         labels = (definition.key, definition.queue)
         for metric in (metrics.started, metrics.duration, metrics.wait, metrics.rescued, metrics.lost):
             child(metric, *labels)

@@ -99,7 +99,13 @@ def pytest_report_header() -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say why a server backend did not run: most tests are simply not parametrised for it, so no
-    skip would say so."""
+    skip would say so; and quote the summaries of the Django 6 runs (`tests.test_django6`)."""
+    suites = [value for report in terminalreporter.stats.get("passed", [])
+              for name, value in report.user_properties if name == "django_suite"]
+    if suites:
+        terminalreporter.write_sep("=", "Django 6")
+        for line in suites:
+            terminalreporter.write_line(line)
     not_run = [reason for backend, reason in NOT_RUN.items() if backend not in ENABLED]
     if not_run:
         terminalreporter.write_sep("=", "databases not tested")

@@ -12,7 +12,7 @@ import pytest
 
 import gta_core
 from gta_core import runtime as runtime_module
-from gta_core.plugins import build_plugins, call_hook_safely, first_hook_result, report_task_events
+from gta_core.plugins import Registry, build_plugins, call_hook_safely, first_hook_result, report_task_events
 from gta_core.tasks import TaskRecord
 
 from .helpers import Env
@@ -67,6 +67,28 @@ def test_two_tasks_with_one_key_fail_at_start(modules: list[str]) -> None:
     assert f"'{key}'" in message
     for module in modules:  # both owners are named, so the user knows which two to reconcile
         assert module in message
+
+
+def test_a_family_key_runs_every_key_that_starts_with_its_prefix() -> None:
+    family = gta_core.task(key="reports:*")(lambda ctx: None)
+    exact = gta_core.task(key="reports:yearly")(lambda ctx: None)
+    registry = Registry({"reports:*": family, "reports:yearly": exact}, dict.fromkeys(["reports:*", "reports:yearly"],
+                                                                                       "test"))
+    assert registry.get("reports:daily") is family and registry.get("reports:a:b") is family
+    assert registry.get("reports:yearly") is exact  # a key of its own wins
+    for unknown in ("reports:*", "reports", "report:daily"):  # the family's own key names no task
+        assert registry.find(unknown) is None
+        with pytest.raises(gta_core.UnknownTask):
+            registry.get(unknown)
+
+
+def test_families_that_overlap_fail_at_start_and_take_no_limits() -> None:
+    with pytest.raises(gta_core.PluginError, match="'reports:\\*'.*'reports:daily:\\*'.*overlap"):
+        build_plugins(["tests.plugins_bad.overlapping_families"])
+    with pytest.raises(ValueError, match="a family of keys takes no limits"):
+        gta_core.task(key="reports:*", concurrency=1)(lambda ctx: None)
+    with pytest.raises(ValueError, match="must match"):
+        gta_core.task(key="reports*")(lambda ctx: None)
 
 
 def test_hookimpl_matching_no_spec_fails_at_start() -> None:

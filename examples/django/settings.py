@@ -12,15 +12,17 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
+import django
+
 ENGINES = {"sqlite": "sqlite3", "postgresql": "postgresql", "mysql": "mysql"}
 
 
 def database_settings(url: str) -> dict[str, Any]:
     """Django's DATABASES entry for a GTA database URL."""
     parsed = urlparse(url)
-    if parsed.scheme == "sqlite":  # IMMEDIATE: atomic() waits for the write lock at BEGIN (docs/integrations.md)
+    if parsed.scheme == "sqlite":  # IMMEDIATE: atomic() waits up to 20 s for the write lock at BEGIN (integrations.md)
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.split("://", 1)[1][1:],
-                "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
+                "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}}
     if parsed.scheme == "mysql":
         import pymysql
         pymysql.install_as_MySQLdb()  # Django's MySQL backend on PyMySQL
@@ -34,7 +36,8 @@ DEBUG = False
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-INSTALLED_APPS = ["django_tasks", "examples.django.shop"]  # Django 6: drop "django_tasks"
+# Django 6 has django.tasks; Django 5.2 needs the django-tasks backport's app
+INSTALLED_APPS = [*(["django_tasks"] if django.VERSION < (6,) else []), "examples.django.shop"]
 ROOT_URLCONF = "examples.django.urls"
 DATABASES = {"default": database_settings(os.environ.get("GTA_DATABASE_URL", "sqlite:///shop.db"))}
 TASKS = {"default": {"BACKEND": "gta_core.contrib.django.GTABackend", "OPTIONS": {"MAX_ATTEMPTS": 5}}}

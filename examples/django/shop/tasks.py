@@ -1,5 +1,8 @@
 """The shop's Django task, run by GTA's workers through `gta_core.contrib.django.GTABackend`."""
-from django_tasks import task  # Django 6: from django.tasks import task
+try:
+    from django.tasks import task  # Django 6
+except ImportError:
+    from django_tasks import task  # Django 5.2 with the django-tasks backport
 
 from examples.receipts import write_receipt
 
