@@ -22,6 +22,7 @@ from .errors import DatabaseUnavailable, GTAError
 from .held import HeldLeases, Room
 from .protocol import WorkerChannel
 from .tasks import TaskRecord
+from .wake import notify_local, wake_key
 
 log = logging.getLogger("gta.worker")
 
@@ -232,7 +233,11 @@ class Leaser(Room):
     def give_back(self, tasks: list[TaskRecord]) -> int:
         """Return leased tasks that never started to pending, uncounted, each release fenced on
         its lease (one lost meanwhile is left to its new holder); how many were released. If the
-        database cannot be reached, lease rescue returns them later, with the attempt counted."""
+        database cannot be reached, lease rescue returns them later, with the attempt counted.
+
+        Idle workers are woken to take them at once, rather than at their next poll (up to
+        ``scan_interval`` away): on PostgreSQL by the release's own ``NOTIFY`` (every host),
+        elsewhere through this host's wake-up socket (other hosts poll)."""
         given_back = 0
         for task in tasks:
             try:
@@ -240,6 +245,8 @@ class Leaser(Room):
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
         self.book.forget(tasks, ran=False)
+        if given_back and self.store.dialect != "postgres":
+            notify_local(wake_key(self.store.db, self.store.table))
         return given_back
 
     def release_orphans(self) -> bool:

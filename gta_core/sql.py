@@ -166,10 +166,14 @@ class Statements:
                        f"lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}{done}")
         release_set = (f"status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
                        f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}")
+        # A task given back is due again at once: on PostgreSQL the release NOTIFYs its queue as a
+        # submit does, in the statement, so idle workers on every host take it now (elsewhere the
+        # worker giving it back pokes this host's supervisors, `Leaser.give_back`).
+        woken = f" RETURNING pg_notify('gta_{t}', queue)" if d.name == "postgres" else ""
         self.release_ids = (f"UPDATE {t} SET {release_set} "
-                            "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
-        self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}")
-        self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'")
+                            "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})" + woken)
+        self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}{woken}")
+        self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'{woken}")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
                                "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
