@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import handles
+from .api_errors import gta_errors, translated
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of, wake_after_commit
@@ -53,6 +54,7 @@ def submit(
     return submit_many(db_tx, [request])[0]
 
 
+@gta_errors
 def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
     """Insert many tasks in one statement per chunk (500 rows; 5,000 on PostgreSQL, whose
     bulk insert takes a parameter per column, not per value); ids in the order given. Rows
@@ -84,6 +86,7 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
+@gta_errors
 def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, str]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
@@ -114,12 +117,21 @@ def task_id_list(task_ids: Any) -> list[int]:
 @contextlib.contextmanager
 def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
-    ``db`` is a handle as for `submit`, by default GTA's own connection."""
+    ``db`` is a handle as for `submit`, by default GTA's own connection. Its begin and commit
+    raise GTA errors (`api_errors`); what the block raises passes through as it is."""
     runtime = get_runtime()
     db = database_of(db, runtime, "db")
-    with db.atomic() as tx:
+    atomic = db.atomic()
+    with translated():
+        tx = atomic.__enter__()
+    try:
         yield tx
-        wake_after_commit(runtime, db, runtime.store_for(db))
+    except BaseException as exc:
+        atomic.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+        raise
+    wake_after_commit(runtime, db, runtime.store_for(db))
+    with translated():
+        atomic.__exit__(None, None, None)  # commits
 
 
 def run_eagerly(runtime: Runtime, after_commit: Callable[[Callable[[], None]], None],

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import peewee
 
 from . import handles
+from .api_errors import gta_errors
 from .errors import InvalidArguments
 from .handles.connection import ConnectionHandle
 from .handles.peewee import PeeweeHandle, wake, wake_after_commit
@@ -46,6 +47,7 @@ PREVIOUS_ARGUMENT = "previous"
 Request = TaskRequest | tuple[str, Mapping[str, Any] | None]
 
 
+@gta_errors
 def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workflow:
     """Insert ``members`` and their callback ``on_complete`` in the transaction of ``db_tx``
     (a handle as for `submit`); the callback runs once every member is final, with the keyword
@@ -56,6 +58,7 @@ def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workf
     return _in_handle(runtime, handle, lambda store: store.insert_workflow(prepared))
 
 
+@gta_errors
 def chain(db_tx: Any, steps: Iterable[Request]) -> Workflow:
     """Insert ``steps`` in the transaction of ``db_tx``; each runs once the previous one
     succeeded, with the keyword argument ``previous`` (its result); a step that fails or is

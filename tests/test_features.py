@@ -619,6 +619,21 @@ def test_eager_mode_runs_handlers_inline_after_commit_and_never_on_rollback(fenv
     assert row(env, after)["status"] == "pending" and len(entries(env, "run")) == 4
 
 
+def test_eager_mode_results_are_the_handlers(fenv: Env) -> None:
+    with eager(propagate=False):
+        with fenv.runtime.db.atomic() as tx:
+            hello = gta_core.submit(tx, "greet", {"name": "Ada"})
+            assert gta_core.result(hello) == gta_core.TaskResult("pending")  # it runs at commit
+            with pytest.raises(TimeoutError, match="commits"):
+                gta_core.wait(hello, timeout=1)
+        assert gta_core.result(hello) == gta_core.TaskResult("succeeded", "hello Ada!")
+        assert gta_core.wait(hello, timeout=1) == gta_core.TaskResult("succeeded", "hello Ada!")
+        failed = gta_core.submit(gta_core.OWN_TRANSACTION, "always_fails")
+        assert gta_core.result(failed) == gta_core.TaskResult("failed", None, "ValueError: always fails")
+        assert gta_core.result(failed + 1000) is None  # never given out
+    assert row_count(fenv) == 0
+
+
 # -- GTA's per-task options -----------------------------------------------------------------------------------------
 def test_clean_succeeded_and_init_timeout_sensitive(fenv: Env) -> None:
     env = fenv
