@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from . import sqlite_ids
 from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable
@@ -63,12 +64,15 @@ def dialect_of(db: peewee.Database) -> str:
 
 
 def install_sqlite_functions(db: peewee.Database) -> None:
-    """Give a SQLite database the clock functions GTA's SQL uses (idempotent)."""
+    """Give a SQLite database the functions GTA's SQL uses (idempotent): the clock, and the
+    mark of the ids handed out (`sqlite_ids`)."""
     if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in getattr(db, "_functions", {}):
         # Deterministic: SQLite then evaluates a call with constant arguments once per statement,
         # not once per row (a statement's own clock, as statement_timestamp() on PostgreSQL).
         db.register_function(_sqlite_now, "gta_now", 0, deterministic=True)
         db.register_function(_sqlite_now_plus, "gta_now_plus", 1, deterministic=True)
+        db.register_function(sqlite_ids.floor, "gta_id_floor", 2)
+        db.register_function(sqlite_ids.issued, "gta_id_issued", 3)
 
 
 def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:

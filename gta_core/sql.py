@@ -99,6 +99,16 @@ class Statements:
         # there either). Racing submitters wait on the index entry, and READ COMMITTED (set on
         # MySQL connections) lets the read that follows see the winner's committed row.
         self.insert_or_skip = d.insert_or_skip
+        # SQLite: ids are never handed out twice, a rolled-back submit's included (`sqlite_ids`):
+        # an insert first raises the table's AUTOINCREMENT counter to the mark kept beside the
+        # database, and then writes down the largest id it handed out. ``main``: the database's file.
+        main = "(SELECT file FROM pragma_database_list WHERE name = 'main')"
+        self.raise_id_counter = (f"UPDATE sqlite_sequence SET seq = MAX(seq, gta_id_floor({main}, '{t}')) "
+                                 f"WHERE name = '{t}'")
+        self.record_ids = f"SELECT gta_id_issued({main}, '{t}', ?)"
+        # the counter's row, which AUTOINCREMENT adds only at a table's first insert
+        self.add_id_counter = (f"INSERT INTO sqlite_sequence (name, seq) SELECT '{t}', MAX(0, gta_id_floor({main}, "
+                               f"'{t}')) WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '{t}')")
         self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
         self.database_and_table = fx(d.database_and_table)
 

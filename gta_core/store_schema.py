@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import peewee
 
+from . import sqlite_ids
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
@@ -119,6 +120,8 @@ class SchemaQueries(StoreBase):
             limits = limit_statements(self.dialect, self.table)
             if not self.db.table_exists(limits.table):  # added at version 2, without a bump
                 self._execute(limits.create)
+            if self.dialect == "sqlite":  # the id counter's row, raised on each insert (`sqlite_ids`)
+                self._execute(self.sql.add_id_counter)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead
@@ -149,6 +152,8 @@ class SchemaQueries(StoreBase):
                 self._execute(create)
 
     def drop(self) -> None:
-        """Drop the task table and its schema table (tests and `gta purge --all` only)."""
+        """Drop the task table and its side tables (tests and `gta purge --all` only)."""
         for statement in self.sql.drop:
             self._execute(statement)
+        if self.dialect == "sqlite":
+            sqlite_ids.forget(self.db.database, self.table)
