@@ -47,9 +47,11 @@ class Leaser(Room):
     """
 
     def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
-                 todo: queue.SimpleQueue[TaskRecord | None]) -> None:
+                 todo: queue.SimpleQueue[TaskRecord | None], keys: tuple[str, ...]) -> None:
         super().__init__(settings, store, channel, book)
         self.todo = todo
+        #: the task keys this worker has handlers for: the only ones it leases (`TaskStore.lease`)
+        self.keys = keys
         self.nudged = False  # `nudge` rang the lease loop since it last looked
         #: slots of the async runner (0: none), and where leased async tasks go (`route_async`)
         self.async_slots = 0
@@ -93,7 +95,7 @@ class Leaser(Room):
                 want = min(settings.batch, self.slots + ahead - held)
                 sent = time.monotonic()
                 try:
-                    tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
+                    tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout, self.keys)
                     failures = 0
                 except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
                     failures += 1

@@ -125,7 +125,10 @@ class Statements:
         # A paused queue's rows are not due: the subquery reads the small queues table once per
         # lease (PostgreSQL hashes it, MySQL/MariaDB and SQLite materialize it), and the lease
         # index is still the one that finds the rows.
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}) "
+        # ``{keys}``: a worker leases only tasks it has a handler for (`known_keys`), so a task
+        # whose handler this worker lacks (a rolling deploy, a host's plugins mis-set) waits,
+        # unleased and unharmed, for a worker that has one; empty for operator tools and tests.
+        self.due = (f"status = 'pending' AND queue IN ({{queues}}){{keys}} "
                     f"AND queue NOT IN (SELECT name FROM {t}_queues WHERE paused) AND run_at <= {d.now} "
                     f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
@@ -221,6 +224,10 @@ class Statements:
         self.running_summary = fx(
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")
+
+    def known_keys(self, count: int) -> str:
+        """The ``{keys}`` part of `due` for a worker with ``count`` task keys: `` AND key IN (?, …)``."""
+        return f" AND {self.dialect.q('key')} IN ({', '.join('?' * count)})"
 
     def add_column(self, name: str) -> str:
         return f"ALTER TABLE {self.table} ADD COLUMN {self.dialect.q(name)} {self.columns[name]}"

@@ -52,22 +52,29 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
     `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
 
     # -- leasing -------------------------------------------------------------------------
-    def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> list[TaskRecord]:
+    def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float,
+              keys: Sequence[str] | None = None) -> list[TaskRecord]:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set.
 
+        ``keys``: only tasks with one of these keys (a worker passes the keys it has handlers
+        for, so it never takes a task it cannot run); None: any key (operator tools, tests).
         While any global limit exists (`limits_exist`, looked up at most once a second), the
         lease obeys them (`lease_limited`); otherwise it is the one statement below.
         """
+        if keys is not None and not keys:
+            return []
         if self.limits_exist():
-            return _leased([_record(row) for row in self.lease_limited(owner, queues, limit, lease_timeout)])
+            return _leased([_record(row) for row in self.lease_limited(owner, queues, limit, lease_timeout, keys)])
         sql, d = self.sql, self._d
         queue_marks = placeholders(len(queues))
+        key_marks = sql.known_keys(len(keys)) if keys is not None else ""
+        keys = tuple(keys or ())
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
-            select_ids = d.fix(sql.due_ids.format(queues=queue_marks))
+            select_ids = d.fix(sql.due_ids.format(queues=queue_marks, keys=key_marks))
 
             def lease_mysql() -> list[Any]:
-                ids = [row[0] for row in self._execute(select_ids, (*queues, limit)).fetchall()]
+                ids = [row[0] for row in self._execute(select_ids, (*queues, *keys, limit)).fetchall()]
                 if not ids:
                     return []
                 id_list = placeholders(len(ids))
@@ -75,8 +82,8 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 return list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
             rows = in_transaction(self.db, lease_mysql)
         else:
-            statement = sql.lease.format(queues=queue_marks)
-            params = (*lease_params, *queues, limit)
+            statement = sql.lease.format(queues=queue_marks, keys=key_marks)
+            params = (*lease_params, *queues, *keys, limit)
             rows = in_statement(self.db, lambda: list(self._execute_hot(statement, params).fetchall()))
         return _leased([_record(row) for row in rows])
 

@@ -256,7 +256,7 @@ def test_prefetch_follows_the_event_loops_pace() -> None:
     whatever the threads' pace."""
     settings = gta_core.load_settings({"threads": 1, "prefetch": 200}, environ={})
     channel = types.SimpleNamespace(owner="me", running=[0] * 101, started=[0.0] * 101)
-    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), queue.SimpleQueue())  # type: ignore[arg-type]
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), queue.SimpleQueue(), ())  # type: ignore[arg-type]
     leaser.route_async(100, lambda task: True, lambda tasks: None)
     assert leaser.slots == 101
     assert leaser.prefetch_allowance() == 0, "prefetch before any task finished"
@@ -276,7 +276,7 @@ def test_a_worker_leases_for_the_kind_of_tasks_its_queues_bring() -> None:
     settings = gta_core.load_settings({"threads": 2, "prefetch": 0}, environ={})
     channel = types.SimpleNamespace(owner="me", running=[0] * 12, started=[0.0] * 12)
     todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
-    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), todo)  # type: ignore[arg-type]
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), todo, ())  # type: ignore[arg-type]
     to_loop: list[TaskRecord] = []
     leaser.route_async(10, lambda task: task.key == "async", to_loop.extend)
     assert leaser.slots == 12  # nothing known yet: both kinds
