@@ -26,8 +26,9 @@ from .sql import FINAL_STATUSES
 from .wake import notify_local
 
 STATUSES = ("pending", "running", *FINAL_STATUSES)
-#: what `gta cancel` cancels (a waiting callback of a group or chain too)
-CANCELLABLE = ("pending", "running", "waiting")
+#: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`
+#: leaves out unless asked (``--all``, or ``--key`` naming one)
+BUILT_IN_KEYS = ("gta_monitor", "gta_cleanup")
 RETRYABLE = ("failed", "cancelled")
 THROUGHPUT_WINDOW = 60.0
 BATCH = 1000
@@ -62,6 +63,18 @@ def _wake(runtime: Runtime) -> None:
 
 
 # -- formatting ---------------------------------------------------------------------------------
+def _task_is(task_id: int, status: str) -> str:
+    """A task's status in a sentence: "task 3 is pending", "task 3 succeeded", "task 3 was cancelled"."""
+    if status in FINAL_STATUSES:
+        return f"task {task_id} {'was cancelled' if status == 'cancelled' else status}"
+    return f"task {task_id} is {status}"
+
+
+def _ended(status: str) -> str:
+    """How a task ended, after "had already": "succeeded", "failed", "been cancelled"."""
+    return "been cancelled" if status == "cancelled" else status
+
+
 def _when(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
@@ -117,9 +130,11 @@ def _decoded(task: dict[str, Any]) -> dict[str, Any]:
 
 # -- commands -----------------------------------------------------------------------------------
 def list_tasks(runtime: Runtime, status: str | None, queue: str | None, key: str | None, limit: int,
-               as_json: bool) -> int:
+               as_json: bool, everything: bool = False) -> int:
+    """``gta list``; the built-in periodic tasks' runs only with ``everything`` (``--all``) or a ``key``."""
     ready(runtime)
-    tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit)
+    hidden = () if everything or key is not None else BUILT_IN_KEYS
+    tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit, hidden_keys=hidden)
     if as_json:
         return _print_json([_decoded(task) for task in tasks])
     if not tasks:
@@ -173,7 +188,7 @@ def rerun_tasks(runtime: Runtime, ids: Sequence[int]) -> dict[int, str]:
     statuses = _require(runtime, ids)
     for task_id in ids:
         if statuses[task_id] not in RETRYABLE:
-            raise GTAError(f"task {task_id} is {statuses[task_id]}: only failed or cancelled tasks can be retried "
+            raise GTAError(f"{_task_is(task_id, statuses[task_id])}: only failed or cancelled tasks can be retried "
                            "(nothing was changed)")
     before = runtime.store.rerun(ids)
     _wake(runtime)
@@ -204,16 +219,17 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
 
     ready(runtime)
     _require(runtime, ids)
-    before = cancel_tasks(list(ids), force=force)
+    done = cancel_tasks(list(ids), force=force)
     if as_json:
-        return _print_json([{"id": task_id, "cancelled": before.get(task_id) in CANCELLABLE,
-                             "was": before.get(task_id)} for task_id in ids])
+        return _print_json([{"id": task_id, "cancelled": task_id in done and done[task_id].cancelled,
+                             "was": done[task_id].was if task_id in done else None} for task_id in ids])
     for task_id in ids:
-        was = before.get(task_id)
-        if was in CANCELLABLE:
-            print(f"cancelled task {task_id} (was {was})")
+        if task_id not in done:
+            print(f"task {task_id} is gone: not cancelled")
+        elif done[task_id].cancelled:
+            print(f"cancelled task {task_id} (was {done[task_id].was})")
         else:
-            print(f"task {task_id} was already {was or 'gone'}: not cancelled")
+            print(f"task {task_id} had already {_ended(done[task_id].was)}: not cancelled")
     return 0
 
 
@@ -323,14 +339,15 @@ def handlers(runtime: Runtime, as_json: bool = False) -> int:
         if definition.init_timeout_sensitive:
             options.append("init_timeout_sensitive")
         options += [_schedule(job) for job in schedules if job.key == key]
-        print(f"{key}{definition.signature}  [{'; '.join(options)}]")
+        print(f"{'async ' if definition.is_async else ''}{key}{definition.signature}  [{'; '.join(options)}]")
     return 0
 
 
 def _handler_data(registry: Registry, key: str, schedules: Sequence[Periodic]) -> dict[str, Any]:
     definition = registry.tasks[key]
     return {
-        "key": key, "signature": str(definition.signature), "plugin": registry.owners[key],
+        "key": key, "signature": str(definition.signature), "async": definition.is_async,
+        "plugin": registry.owners[key],
         "queue": definition.queue, "max_attempts": definition.max_attempts, "timeout": definition.timeout,
         "priority": definition.priority, "clean_succeeded": definition.clean_succeeded,
         "init_timeout_sensitive": definition.init_timeout_sensitive,

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import os
 import re
 import weakref
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ import peewee
 from . import sqlite_ids
 from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
-from .errors import ConfigError, DatabaseUnavailable
+from .errors import ConfigError, DatabaseUnavailable, SchemaError
 from .reply_watchdog import guarded_cursor
 
 log = logging.getLogger("gta.database")
@@ -80,8 +81,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     parsed = urlparse(url)
     scheme = parsed.scheme
     if scheme == "sqlite":
-        path = unquote(url.split("://", 1)[1])
-        path = path[1:] if path.startswith("/") else path
+        path = sqlite_path(url)
         if not path:
             raise ConfigError("database_url", "sqlite URL needs a file, e.g. sqlite:///gta.db")
         db = peewee.SqliteDatabase(
@@ -121,6 +121,25 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "root"
         return MySQLDatabase(name, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (``sqlite:////abs/path`` for an absolute one), or None
+    for another database."""
+    if urlparse(url).scheme != "sqlite":
+        return None
+    path = unquote(url.split("://", 1)[1])
+    return path[1:] if path.startswith("/") else path
+
+
+def require_database_file(url: str) -> None:
+    """`SchemaError` for a SQLite URL whose file does not exist: a command that only reads or
+    changes tasks must not create an empty database by connecting (a typo in the URL would
+    leave a stray file behind and report a missing table instead of the typo)."""
+    path = sqlite_path(url)
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise SchemaError(f"database file {path!r} does not exist ({describe_url(url)}): check the database URL, "
+                          "or create it with `gta migrate`")
 
 
 class DropsDeadConnections(peewee.Database):

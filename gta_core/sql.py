@@ -212,6 +212,9 @@ class Statements:
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
+        # cancel's read: the rows stay as read until its writes (SQLite: BEGIN IMMEDIATE), so
+        # what it reports having done is what it did; in id order, as two cancels lock alike
+        self.statuses_locked = self.statuses + " ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE")
         self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups", "_limits")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial

@@ -195,8 +195,9 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Cancel tasks: pending ones never run; running ones end ``cancelled`` at once, and
         their worker finds out on its next check (and, with ``force``, kills the handler).
 
-        Returns the status each id had: ``pending``/``running`` (now cancelled), or its
-        unchanged final status; ids that do not exist are left out.
+        Returns the status each id had just before: ``pending``/``running``/``waiting`` (now
+        cancelled, by this call), or its unchanged final status; ids that do not exist are left
+        out. The rows are locked as they are read, so no worker's write comes between.
         """
         ids = list(ids)
         if not ids:
@@ -209,7 +210,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             return {}
         marks = self._d.fix
         reason = FORCE_CANCEL if force else "cancelled"
-        before = self.statuses(ids)
+        before = dict(self._execute(marks(self.sql.statuses_locked.format(ids=placeholders(len(ids)))), ids).fetchall())
         members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
         id_marks = placeholders(len(ids))
         self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))

@@ -90,13 +90,16 @@ class OperationQueries(StoreBase):
         return int(in_transaction(self.db, batch))
 
     def list_tasks(self, status: str | None = None, queue: str | None = None, key: str | None = None,
-                   limit: int = 50) -> list[dict[str, Any]]:
-        """The newest ``limit`` tasks matching every filter given, newest first."""
-        filters = [(column, value) for column, value in (("status", status), ("queue", queue),
-                                                          (self._d.q("key"), key)) if value is not None]
-        where = (" WHERE " + " AND ".join(f"{column} = ?" for column, _ in filters)) if filters else ""
+                   limit: int = 50, hidden_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The newest ``limit`` tasks matching every filter given and of none of the ``hidden_keys``,
+        newest first."""
+        filters = [(f"{column} = ?", [value]) for column, value in (("status", status), ("queue", queue),
+                                                                    (self._d.q("key"), key)) if value is not None]
+        if hidden_keys:
+            filters.append((f"{self._d.q('key')} NOT IN ({placeholders(len(hidden_keys))})", list(hidden_keys)))
+        where = (" WHERE " + " AND ".join(condition for condition, _ in filters)) if filters else ""
         statement = self._d.fix(self.ops.list.format(where=where))
-        return self._tasks(statement, (*(value for _, value in filters), limit))
+        return self._tasks(statement, (*(value for _, values in filters for value in values), limit))
 
     def succeeded_per_queue(self, seconds: float) -> dict[str, int]:
         """Tasks that succeeded in the last ``seconds`` (database clock), by queue."""

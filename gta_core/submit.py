@@ -7,6 +7,7 @@ byte is written (`validation.prepare`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -20,9 +21,11 @@ from .runtime import Runtime, get_runtime
 from .store_insert import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
 
-__all__ = ["OWN_TRANSACTION", "TaskRequest", "cancel", "submit", "submit_many", "task_id_list", "transaction"]
+__all__ = ["CANCELLABLE", "OWN_TRANSACTION", "CancelResult", "TaskRequest", "cancel", "submit", "submit_many",
+           "task_id_list", "transaction"]
 
 
+@gta_errors
 def submit(
     db_tx: Any,
     key: str,
@@ -86,18 +89,33 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
+@dataclasses.dataclass(frozen=True)
+class CancelResult:
+    """What `cancel` did to one task: ``cancelled`` is True when this call cancelled it (it was
+    ``was``: pending, running, or waiting as a group's callback or a chain's step), False when
+    it had ended already (``was``: succeeded, failed or cancelled) and nothing changed."""
+
+    cancelled: bool
+    was: str
+
+
+#: the statuses `cancel` cancels
+CANCELLABLE = ("pending", "running", "waiting")
+
+
 @gta_errors
-def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, str]:
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, CancelResult]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
     ``db`` is a handle as for `submit` (the cancel then commits with its transaction), by
-    default GTA's own connection. Returns each id's status before the call (ids that do not
-    exist are left out).
+    default GTA's own connection. Returns what the call did to each task (`CancelResult`);
+    ids that do not exist are left out.
     """
     runtime = get_runtime()
     ids = task_id_list(task_ids)
-    return handles.resolve(db, runtime, "db").cancel(runtime, ids, force)
+    before = handles.resolve(db, runtime, "db").cancel(runtime, ids, force)
+    return {task_id: CancelResult(was in CANCELLABLE, was) for task_id, was in before.items()}
 
 
 def task_id_list(task_ids: Any) -> list[int]:

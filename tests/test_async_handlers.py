@@ -184,7 +184,7 @@ def test_cancel_reaches_the_coroutine_as_cancelled_error(aenv: Env) -> None:
     running = gta_core.submit(gta_core.OWN_TRANSACTION, "acooperative")
     wait_for(lambda: entries(env, "start", running), 30, "the coroutine to start")
     asked = time.time()
-    assert gta_core.cancel(running) == {running: "running"}
+    assert gta_core.cancel(running) == {running: gta_core.CancelResult(True, "running")}
     (saw,) = wait_for(lambda: entries(env, "saw_cancel", running), 10, "the CancelledError")
     assert saw["flag"] is True, "ctx.cancelled was not set when the CancelledError arrived"
     assert saw["t"] - asked < 3.0
