@@ -20,12 +20,15 @@ from .errors import GTAError, InvalidLimit, TaskNotFound
 from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
 from .queues import QueueState, check_name, pause_queue, queues, resume_queue
+from .roster import Unhandled, supervisors, unhandled
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
+from .sql_workflows import WAITING
+from .store import summarize_by_queue
 from .wake import notify_local
 
-STATUSES = ("pending", "running", *FINAL_STATUSES)
+STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
 #: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`
 #: leaves out unless asked (``--all``, or ``--key`` naming one)
 BUILT_IN_KEYS = ("gta_monitor", "gta_cleanup")
@@ -262,8 +265,9 @@ def stats_data(runtime: Runtime) -> dict[str, Any]:
     store = runtime.store
     counts = store.counts()
     done = store.succeeded_per_queue(THROUGHPUT_WINDOW)
+    groups = store.pending_by_key(runtime.settings.initialized_timeout)
     oldest: dict[str, float] = {}
-    for queue, _, due, _, now in store.pending_summary(runtime.settings.initialized_timeout):
+    for queue, _, due, _, now in summarize_by_queue(groups):
         if due is not None and now is not None:
             oldest[queue] = max(0.0, (now - due).total_seconds())
 
@@ -280,6 +284,9 @@ def stats_data(runtime: Runtime) -> dict[str, Any]:
         "time": dt.datetime.now(dt.timezone.utc).isoformat(),
         "queues": [summary(queue, queue.__eq__, oldest.get(queue), done.get(queue, 0)) for queue in queues],
         "all": summary("(all)", lambda _: True, max(oldest.values(), default=None), sum(done.values())),
+        "unhandled": [{"key": group.key, "queue": group.queue, "waiting": group.waiting,
+                       "oldest_due": group.oldest_due.isoformat() if group.oldest_due else None}
+                      for group in unhandled(groups, supervisors(store))],
     }
 
 
@@ -292,7 +299,9 @@ def stats_text(runtime: Runtime, data: dict[str, Any] | None = None) -> str:
              line["succeeded_last_minute"]] for line in lines]
     moment = dt.datetime.fromisoformat(data["time"])
     title = f"{data['table']} on {data['database']}, {moment:%Y-%m-%d %H:%M:%S} UTC"
-    return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}"
+    warnings = [f"\nwarning: {Unhandled(group['key'], group['queue'], group['waiting'], None).describe()}"
+                for group in data["unhandled"]]
+    return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}" + "".join(warnings)
 
 
 def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout, as_json: bool = False) -> int:

@@ -218,9 +218,11 @@ def _admin_parser() -> argparse.ArgumentParser:
 
     stats = command("stats", "counts by queue and status, oldest due task, throughput",
                     "Tasks by queue and status, the age of the oldest due pending task, and tasks succeeded "
-                    "in the last minute.",
+                    "in the last minute; a warning for each task key and queue whose due tasks no live "
+                    "supervisor handles.",
                     "{table, database, time, queues: [{queue, <status>: COUNT, oldest_due_seconds, "
-                    "succeeded_last_minute}], all: {...}}; with --watch one object per line and interval")
+                    "succeeded_last_minute}], all: {...}, unhandled: [{key, queue, waiting, oldest_due}]}; "
+                    "with --watch one object per line and interval")
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
 

@@ -74,6 +74,11 @@ class Dialect:
         """For a group's outcomes (`sql_workflows`), read once when its last member is final."""
         return f"CREATE INDEX {table}_group ON {table} (group_id)" + self.partial("group_id IS NOT NULL")
 
+    def waiting_index(self, table: str) -> str | None:
+        """For the count of ``waiting`` rows (group callbacks, chain steps waiting for their
+        turn) by queue, which the metrics read on every scrape: None where another index has it."""
+        return f"CREATE INDEX {table}_waiting ON {table} (queue)" + self.partial("status = 'waiting'")
+
     #: how an insert skips a row whose dedupe key is taken (the conflict target names the partial index)
     insert_or_skip = "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
 
@@ -85,7 +90,8 @@ class Dialect:
         return {"lease": self.lease_index(table), "expiry": self.expiry_index(table), "owner": self.owner_index(table),
                 "dedupe": self.dedupe_index(table), "order": self.order_index(table),
                 "finished": self.finished_index(table), "parent": self.parent_index(table),
-                "group": self.group_index(table)}
+                "group": self.group_index(table),
+                **({"waiting": waiting} if (waiting := self.waiting_index(table)) else {})}
 
     def skip_existing(self, key: str) -> str:
         """How an insert leaves a row alone whose primary ``key`` is taken."""
@@ -196,6 +202,9 @@ class MySQLDialect(Dialect):
 
     def order_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_order ON {table} (order_key, status, id)"
+
+    def waiting_index(self, table: str) -> str | None:
+        return None  # the lease index leads with (status, queue)
 
     def partial(self, condition: str) -> str:
         return ""  # no partial indexes: NULLs are indexed too (and rows without a key never collide)

@@ -215,15 +215,22 @@ class Statements:
         # cancel's read: the rows stay as read until its writes (SQLite: BEGIN IMMEDIATE), so
         # what it reports having done is what it did; in id order, as two cancels lock alike
         self.statuses_locked = self.statuses + " ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE")
-        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}" for suffix in ("", "_schema", "_queues", "_groups", "_limits")]
+        self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}"
+                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_supervisors")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.
         # The parameter is minus the abnormal threshold in seconds.
-        self.pending_summary = fx(
-            f"SELECT queue, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
-            f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), {d.now} "
-            f"FROM {t} WHERE status = 'pending' GROUP BY queue")
+        # By queue and task key (the roster's check of which due tasks no live supervisor
+        # handles reads the same groups): pending, oldest due run_at, due longer than the
+        # threshold, due now, and the database's now.
+        self.pending_by_key = fx(
+            f"SELECT queue, {k}, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
+            f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN run_at <= {d.now} THEN 1 ELSE 0 END), {d.now} "
+            f"FROM {t} WHERE status = 'pending' GROUP BY queue, {k}")
+        # Through the waiting index (the lease index on MySQL/MariaDB).
+        self.waiting_summary = f"SELECT queue, COUNT(*) FROM {t} WHERE status = 'waiting' GROUP BY queue"
         self.running_summary = fx(
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")

@@ -282,13 +282,18 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Rows by (queue, status)."""
         return {(queue, status): count for queue, status, count in self._execute(self.sql.count_by_status)}
 
+    def pending_by_key(self, overdue_after: float) -> list[PendingGroup]:
+        """The pending rows by queue and task key (see `PendingGroup`). Reads pending rows only."""
+        rows = self._execute(self.sql.pending_by_key, (self._secs(-overdue_after),)).fetchall()
+        return [PendingGroup(queue, key, int(count), parse_timestamp(oldest), int(overdue or 0), int(due or 0),
+                             parse_timestamp(now))
+                for queue, key, count, oldest, overdue, due, now in rows]
+
     def pending_summary(self, overdue_after: float) -> list[tuple[str, int, dt.datetime | None, int,
                                                                   dt.datetime | None]]:
         """Per queue with pending rows: (queue, pending, oldest due run_at, due for longer than
         ``overdue_after`` seconds, the database's now). Reads pending rows only."""
-        rows = self._execute(self.sql.pending_summary, (self._secs(-overdue_after),)).fetchall()
-        return [(queue, int(count), parse_timestamp(oldest), int(overdue or 0), parse_timestamp(now))
-                for queue, count, oldest, overdue, now in rows]
+        return summarize_by_queue(self.pending_by_key(overdue_after))
 
     def running_summary(self, stuck_after: float) -> list[tuple[str, int, int]]:
         """Per queue with running rows: (queue, running, started more than ``stuck_after`` seconds
@@ -296,11 +301,42 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         rows = self._execute(self.sql.running_summary, (self._secs(-stuck_after),)).fetchall()
         return [(queue, int(count), int(stuck or 0)) for queue, count, stuck in rows]
 
+    def waiting_summary(self) -> dict[str, int]:
+        """Per queue with waiting rows (group callbacks, chain steps): how many. Reads those rows only."""
+        return {queue: int(count) for queue, count in self._execute(self.sql.waiting_summary).fetchall()}
+
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
         statement = self._d.fix(self.sql.statuses.format(ids=placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingGroup:
+    """The pending tasks of one task key in one queue: how many, the oldest due one's ``run_at``
+    (None: none is due yet), how many have been due longer than a threshold, how many are due,
+    and the database's clock when it counted."""
+
+    queue: str
+    key: str
+    pending: int
+    oldest_due: dt.datetime | None
+    overdue: int
+    due: int
+    now: dt.datetime | None
+
+
+def summarize_by_queue(groups: Iterable[PendingGroup]) -> list[tuple[str, int, dt.datetime | None, int,
+                                                                      dt.datetime | None]]:
+    """`TaskStore.pending_summary`'s rows from `TaskStore.pending_by_key`'s groups, by queue."""
+    by_queue: dict[str, list[PendingGroup]] = {}
+    for group in groups:
+        by_queue.setdefault(group.queue, []).append(group)
+    return [(queue, sum(group.pending for group in members),
+             min((group.oldest_due for group in members if group.oldest_due is not None), default=None),
+             sum(group.overdue for group in members), members[0].now)
+            for queue, members in sorted(by_queue.items())]
 
 
 def _leased(tasks: list[TaskRecord]) -> list[TaskRecord]:
@@ -314,4 +350,4 @@ def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
     return 0.0 if task.attempts < task.max_attempts else None
 
 
-__all__ = ["TaskStore", "TASK_COLUMNS", "parse_timestamp"]
+__all__ = ["PendingGroup", "TaskStore", "TASK_COLUMNS", "parse_timestamp", "summarize_by_queue"]

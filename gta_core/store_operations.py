@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .database import utc_text
@@ -156,6 +157,31 @@ class OperationQueries(StoreBase):
     def queue_controls(self) -> list[QueueControl]:
         """Every queue ever paused, by name: paused now or not, since when, by whom, why."""
         return [_queue_control(row) for row in self._execute(self.ops.queue_controls).fetchall()]
+
+    # -- the roster of supervisors -------------------------------------------------------------
+    def advertise(self, name: str, host: str, pid: int, queues: Sequence[str], keys: Mapping[str, str],
+                  alive_for: float) -> None:
+        """Write (or renew) supervisor ``name``'s row: it serves ``queues`` with handlers for the
+        task ``keys`` (each with its own queue), and counts as live for ``alive_for`` seconds
+        (database clock)."""
+        self._write(self.ops.advertise, (name, host, pid, json.dumps(list(queues)),
+                                         json.dumps(dict(sorted(keys.items()))), self._secs(alive_for)))
+
+    def withdraw(self, name: str) -> None:
+        """Remove supervisor ``name``'s row (it stops)."""
+        self._write(self.ops.withdraw, (name,))
+
+    def forget_dead(self, after: float) -> int:
+        """Delete the rows of supervisors dead for more than ``after`` seconds; how many."""
+        return self._write(self.ops.forget_dead, (self._secs(-after),))
+
+    def roster(self) -> list[tuple[Any, ...]]:
+        """Every supervisor's row (`OperationStatements.roster`), by name."""
+        return [tuple(row) for row in self._execute(self.ops.roster).fetchall()]
+
+    def pending_due(self, key: str, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` due pending tasks of task ``key`` in ``queue``, longest waiting first."""
+        return self._tasks(self.ops.pending_due, (queue, key, limit))
 
 
 @dataclasses.dataclass(frozen=True)

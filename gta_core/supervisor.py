@@ -33,6 +33,7 @@ from .plugins import call_hook_safely
 from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .services import Service, ServiceRunner
+from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.rescuer import Rescuer
@@ -93,7 +94,7 @@ class Supervisor:
         self.runtime.db.close()  # the main loop sends no statement; the services open their own
 
     def _services(self) -> ServiceRunner:
-        services: list[Service] = [Rescuer(self.runtime), self.janitor]
+        services: list[Service] = [Advertiser(self.runtime), Rescuer(self.runtime), self.janitor]
         if self.periodics:
             services.append(Scheduler(self.runtime, self.periodics, self.wake_workers))
         if self.runtime.store.dialect == "postgres" and self.settings.listen_url != "off":
