@@ -11,17 +11,23 @@ the database (``<database>-<table>.ids``), which no rollback touches, and every 
 raises the table's counter to that mark (`Statements.raise_id_counter`, `Statements.record_ids`,
 through the SQL functions ``gta_id_floor`` and ``gta_id_issued`` registered on each connection).
 Both run inside the insert's write transaction, and SQLite runs one write transaction at a time
-per database file, so the file needs no lock of its own. The mark only ever raises the counter:
-if the file is lost, ids are as AUTOINCREMENT alone makes them (never reused once committed).
+per database file, so the file needs no lock of its own (each process keeps it open: a read
+and a write per insert). The mark only ever raises the counter: if the file is lost, ids are
+as AUTOINCREMENT alone makes them (never reused once committed).
 Its writes are not synced to disk, as SQLite's own commits are not in WAL mode with
 ``synchronous=normal``: a power cut may forget the last ids, committed or not.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 #: digits of a mark (an id fits in 19; one write of a fixed width replaces the whole mark)
 WIDTH = 20
+
+_lock = threading.Lock()
+_files: dict[str, int] = {}
 
 
 def mark_file(database: str, table: str) -> str | None:
@@ -37,8 +43,7 @@ def floor(database: str | None, table: str) -> int:
     if path is None:
         return 0
     try:
-        with open(path, "rb") as mark:
-            text = mark.read(WIDTH)
+        text = os.pread(_descriptor(path), WIDTH, 0)
     except OSError:
         return 0
     return int(text) if text.strip().isdigit() else 0
@@ -50,24 +55,34 @@ def issued(database: str | None, table: str, task_id: int | None) -> int:
     if path is None or task_id is None or task_id <= floor(database, table):
         return 0
     try:  # one write of the whole mark, at offset 0, over the last
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.pwrite(fd, str(int(task_id)).zfill(WIDTH).encode(), 0)
-        finally:
-            os.close(fd)
+        os.pwrite(_descriptor(path), str(int(task_id)).zfill(WIDTH).encode(), 0)
     except OSError:  # a hint: without it, ids are AUTOINCREMENT's
         pass
     return 0
 
 
+def _descriptor(path: str) -> int:
+    """The mark file, kept open by this process (a read and a write at offset 0 need no position,
+    so threads and forked children may share it)."""
+    with _lock:
+        fd = _files.get(path)
+        if fd is None:
+            fd = _files[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return fd
+
+
 def forget(database: str | None, table: str) -> None:
-    """Delete the mark of a dropped table."""
+    """Delete the mark of a dropped table (and close this process's descriptor of it)."""
     path = mark_file(database or "", table)
-    if path is not None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    if path is None:
+        return
+    with _lock:
+        fd = _files.pop(path, None)
+    with contextlib.suppress(OSError):
+        if fd is not None:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 __all__ = ["floor", "forget", "issued", "mark_file"]
