@@ -228,7 +228,7 @@ class Statements:
             f"SELECT queue, {k}, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
             f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN run_at <= {d.now} THEN 1 ELSE 0 END), {d.now} "
-            f"FROM {t} WHERE status = 'pending' GROUP BY queue, {k}")
+            f"FROM {t}{d.through(t, 'lease')} WHERE status = 'pending' GROUP BY queue, {k}")
         # Through the waiting index (the lease index on MySQL/MariaDB).
         self.waiting_summary = f"SELECT queue, COUNT(*) FROM {t} WHERE status = 'waiting' GROUP BY queue"
         self.running_summary = fx(
