@@ -26,6 +26,7 @@ from .config import Settings, load_settings
 from .errors import (
     ConfigError,
     DatabaseError,
+    DatabaseLocked,
     DatabaseUnavailable,
     DriverMissing,
     Fail,
@@ -55,8 +56,9 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "CancelResult", "ConfigError", "DatabaseError", "DatabaseUnavailable", "DriverMissing", "Fail",
-    "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError",
+    "OWN_TRANSACTION", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable",
+    "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic",
+    "PluginError",
     "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
     "WorkerDied", "Workflow", "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group",

@@ -26,6 +26,7 @@ from .schedules import Periodic
 from .sql import FINAL_STATUSES
 from .sql_workflows import WAITING
 from .store import summarize_by_queue
+from .terminal import printable
 from .wake import notify_local
 
 STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
@@ -98,8 +99,9 @@ def _first_line(text: str | None, width: int = 60) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """Rows in aligned columns; columns whose index is in ``right`` are right-aligned."""
-    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
+    """Rows in aligned columns, control characters escaped; columns whose index is in ``right``
+    are right-aligned."""
+    cells = [list(map(str, header))] + [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
     lines = []
     for row in cells:
@@ -162,9 +164,9 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
             continue
         if column == "attempts":
             value = f"{value} of {task['max_attempts']}"
-        print(f"{column:>17}: {'' if value is None else value}")
+        print(f"{column:>17}: {'' if value is None else printable(value)}")
     if task["last_error"]:
-        print("\nlast error:\n" + task["last_error"])
+        print("\nlast error:\n" + printable(task["last_error"], multiline=True))
     return 0
 
 
@@ -181,7 +183,7 @@ def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: boo
     if as_json:
         return _print_json([{"id": task_id, "retried": True, "was": was[task_id]} for task_id in ids])
     for task_id in ids:
-        print(f"retried task {task_id} (was {was[task_id]})")
+        print(f"retried task {task_id} (was {printable(was[task_id])})")
     return 0
 
 
@@ -232,7 +234,7 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
         elif done[task_id].cancelled:
             print(f"cancelled task {task_id} (was {done[task_id].was})")
         else:
-            print(f"task {task_id} had already {_ended(done[task_id].was)}: not cancelled")
+            print(f"task {task_id} had already {printable(_ended(done[task_id].was))}: not cancelled")
     return 0
 
 
@@ -299,7 +301,7 @@ def stats_text(runtime: Runtime, data: dict[str, Any] | None = None) -> str:
              line["succeeded_last_minute"]] for line in lines]
     moment = dt.datetime.fromisoformat(data["time"])
     title = f"{data['table']} on {data['database']}, {moment:%Y-%m-%d %H:%M:%S} UTC"
-    warnings = [f"\nwarning: {Unhandled(group['key'], group['queue'], group['waiting'], None).describe()}"
+    warnings = [f"\nwarning: {printable(Unhandled(group['key'], group['queue'], group['waiting'], None).describe())}"
                 for group in data["unhandled"]]
     return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}" + "".join(warnings)
 
@@ -348,7 +350,8 @@ def handlers(runtime: Runtime, as_json: bool = False) -> int:
         if definition.init_timeout_sensitive:
             options.append("init_timeout_sensitive")
         options += [_schedule(job) for job in schedules if job.key == key]
-        print(f"{'async ' if definition.is_async else ''}{key}{definition.signature}  [{'; '.join(options)}]")
+        marked = "async " if definition.is_async else ""
+        print(printable(f"{marked}{key}{definition.signature}  [{'; '.join(options)}]"))
     return 0
 
 
@@ -441,7 +444,7 @@ def limit(runtime: Runtime, name: str, concurrency: str | None, rate: str | None
     state = limit_queue(name, cap, rate, per_key=per_key, runtime=runtime)
     if as_json:
         return _print_json({"limit": dataclasses.asdict(state), "cleared": False})
-    print(f"limited queue {name!r}: {_limit_text(state)}; every worker obeys within a second")
+    print(f"limited queue {name!r}: {printable(_limit_text(state))}; every worker obeys within a second")
     return 0
 
 
@@ -473,5 +476,5 @@ def _depth(queue: QueueState) -> str:
 def _control(queue: QueueState) -> str:
     """since when, by whom, why"""
     why = f" ({_first_line(queue.reason)})" if queue.reason else ""
-    return f"since {_when(queue.since)} UTC by {queue.by or '?'}{why}"
+    return printable(f"since {_when(queue.since)} UTC by {queue.by or '?'}{why}")
 

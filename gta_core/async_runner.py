@@ -164,7 +164,7 @@ class AsyncRunner(Room):
         """One task in one slot, published in the channel while it runs (as `ThreadRunner.loop`)."""
         channel = self.channel
         try:
-            started = time.time()
+            started = time.monotonic()
             definition = self.plugins.registry.tasks.get(task.key)
             timeout = definition.timeout if definition is not None else None
             # deadline before id, and id cleared before deadline (see `ThreadRunner.loop`)

@@ -23,6 +23,7 @@ from .database import check_connection, describe_url, require_database_file
 from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
 from .sql import FINAL_STATUSES
+from .terminal import printable
 
 EXIT_USAGE = 2  # bad input or configuration
 EXIT_DATABASE = 1  # the database cannot be reached or failed
@@ -44,7 +45,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
 

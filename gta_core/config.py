@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,26 @@ def _bind_address(text: str) -> str:
     return str(text)
 
 
+_HOST_NAME = re.compile(r"\.?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _host_names(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Host names (``.example.com``: its subdomains too), IP addresses, or ``*``."""
+    names = _name_list(text)
+    for name in names:
+        if name != "*" and not _HOST_NAME.fullmatch(name) and not _is_address(name.strip("[]")):
+            raise ValueError(f"{name!r} is not a host name, .domain, IP address or *")
+    return names
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _dashboard_token(text: str) -> str:
     token = str(text).strip()
     if token and token != "generate" and len(token) < 16:
@@ -135,6 +156,26 @@ def _switch(text: str | bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError("must be on or off (1/0, true/false, yes/no)")
+
+
+def redact_url(text: str) -> str:
+    """A URL as it may be shown: its password (``user:PASSWORD@``, ``password=`` in the query)
+    replaced by ``***``, even in a URL too malformed to parse."""
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{location}"
+    return scheme + separator + re.sub(r"(?i)(password=)[^&;\s]*", r"\1***", rest)
+
+
+def _shown_url(raw: Any) -> str:
+    return repr(redact_url(str(raw)))
+
+
+def _hidden(raw: Any) -> str:
+    return "<hidden>"
 
 
 def _log_level(text: str) -> str:
@@ -157,6 +198,8 @@ class Setting:
     default: Any
     help: str
     metavar: str | None = None
+    #: how a refused value is echoed in an error: a secret never is, a URL without its password
+    shown: Callable[[Any], str] = repr
 
     @property
     def flag(self) -> str:
@@ -168,12 +211,12 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL"),
+    Setting("database_url", _database_url, "sqlite:///gta.db", "task database URL", "URL", _shown_url),
     Setting("table", _table_name, "gta_tasks", "name of the task table", "NAME"),
     Setting("listen_url", _listen_url, "",
             "PostgreSQL: the supervisor's LISTEN connection, when the database URL goes through a pooler in "
             "transaction mode such as PgBouncer (default: the database URL; off: no LISTEN, idle "
-            "workers poll every scan_interval)", "URL|off"),
+            "workers poll every scan_interval)", "URL|off", _shown_url),
     Setting("workers", _positive_int, 2, "worker processes", "N"),
     Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
     Setting("concurrency", _positive_int, 100,
@@ -203,6 +246,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
     Setting("result_max_bytes", _positive_int, 65536,
             "largest task result stored, as JSON; a larger one fails its task", "BYTES"),
+    Setting("args_max_bytes", _positive_int, 1048576,
+            "largest task arguments (and, apart, context) accepted at submit, as JSON; larger ones are "
+            "refused and nothing is written", "BYTES"),
+    Setting("args_max_depth", _positive_int, 32,
+            "deepest nesting of lists and dicts in task arguments (and context) accepted at submit", "N"),
     Setting("retry_base", _positive_duration, "1s",
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
     Setting("retry_cap", _positive_duration, "1h", "longest retry delay of the built-in policy", "DURATION"),
@@ -210,11 +258,22 @@ SETTINGS: tuple[Setting, ...] = (
             "recycle a worker after this many tasks (0: never)", "N"),
     Setting("metrics", _switch, "on", "run the metrics sidecar (--no-metrics turns it off)", "ON|OFF"),
     Setting("metrics_bind", _bind_address, "127.0.0.1:9464", "address of the metrics sidecar", "HOST:PORT"),
+    Setting("allowed_hosts", _host_names, (),
+            "more Host names the metrics sidecar (and its dashboard) answers to, besides localhost, its "
+            "addresses and this machine's name: a reverse proxy's, a scraper's; .example.com allows its "
+            "subdomains, * any name (no DNS-rebinding defence)", "NAMES"),
+    Setting("metrics_max_queues", _positive_int, 100,
+            "most queues /metrics and the dashboard's overview name; the others are summed under "
+            "the queue label __other__", "N"),
     Setting("dashboard", _switch, "on",
             "serve the web dashboard at / of the metrics sidecar (--no-dashboard turns it off)", "ON|OFF"),
     Setting("dashboard_token", _dashboard_token, "",
             "token that allows the dashboard's actions (retry, cancel, purge); empty: read-only; "
-            "'generate': a random one printed at start", "TOKEN"),
+            "'generate': a random one printed at start", "TOKEN", _hidden),
+    Setting("dashboard_session_idle", _positive_duration, "30m",
+            "a dashboard sign-in unused for this long ends", "DURATION"),
+    Setting("dashboard_session_max_age", _positive_duration, "12h",
+            "a dashboard sign-in ends this long after it began, used or not", "DURATION"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -228,7 +287,7 @@ def _default(name: str) -> Any:
     return setting.parse(setting.default)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """Validated settings. Build with `load_settings`; every field has a `Setting`, whose
     default is the field's (written once, in `SETTINGS`)."""
@@ -253,17 +312,27 @@ class Settings:
     cleanup_interval: float = _default("cleanup_interval")
     cleanup_batch: int = _default("cleanup_batch")
     result_max_bytes: int = _default("result_max_bytes")
+    args_max_bytes: int = _default("args_max_bytes")
+    args_max_depth: int = _default("args_max_depth")
     retry_base: float = _default("retry_base")
     retry_cap: float = _default("retry_cap")
     max_tasks_per_worker: int = _default("max_tasks_per_worker")
     metrics: bool = _default("metrics")
     metrics_bind: str = _default("metrics_bind")
+    allowed_hosts: tuple[str, ...] = _default("allowed_hosts")
+    metrics_max_queues: int = _default("metrics_max_queues")
     dashboard: bool = _default("dashboard")
-    # a secret: kept out of reprs and logs
-    dashboard_token: str = dataclasses.field(default=_default("dashboard_token"), repr=False)
+    dashboard_token: str = _default("dashboard_token")  # a secret: its Setting hides it in reprs and errors
+    dashboard_session_idle: float = _default("dashboard_session_idle")
+    dashboard_session_max_age: float = _default("dashboard_session_max_age")
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")
+
+    def __repr__(self) -> str:
+        """Every setting as an error would echo it: the token hidden, URLs without their password."""
+        fields = ", ".join(f"{setting.name}={setting.shown(getattr(self, setting.name))}" for setting in SETTINGS)
+        return f"Settings({fields})"
 
     @property
     def heartbeat_interval(self) -> float:
@@ -302,7 +371,7 @@ def load_settings(
         try:
             values[setting.name] = setting.parse(raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{setting.name} ({source}={raw!r})", _rule(exc)) from None
+            raise ConfigError(f"{setting.name} ({source}={setting.shown(raw)})", _rule(exc)) from None
     settings = Settings(**values)
     if settings.instant_scan_interval > settings.scan_interval:
         raise ConfigError("instant_scan_interval", "must not exceed scan_interval")

@@ -13,8 +13,10 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
+import socket
 import weakref
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 
 from . import sqlite_ids
+from .config import redact_url
 from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
 from .errors import ConfigError, DatabaseUnavailable, SchemaError
@@ -32,7 +35,11 @@ log = logging.getLogger("gta.database")
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 5
+#: a connect that had no answer to its SYN and one retransmission (the kernel resends at 1 s,
+#: then 3 s) gives up, and the next attempt sends a fresh SYN: a host whose network comes back
+#: reconnects within about a second instead of waiting out the retransmission backoff (2 s is
+#: also libpq's smallest connect_timeout)
+CONNECT_TIMEOUT = 2
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: how long past its statement_timeout a PostgreSQL statement may go unanswered before its
 #: connection is cut (the server cancels it at statement_timeout when it can answer at all)
@@ -104,7 +111,8 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
         if statement_timeout > 0:
             common["cursor_factory"] = guarded_cursor(statement_timeout + REPLY_GRACE)
         common.update(port=parsed.port or 5432, connect_timeout=CONNECT_TIMEOUT,
-                      keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                      keepalives=1, keepalives_idle=KEEPALIVE_IDLE, keepalives_interval=KEEPALIVE_INTERVAL,
+                      keepalives_count=KEEPALIVE_COUNT,
                       options=f"-c statement_timeout={int(statement_timeout * 1000)} "
                               f"-c idle_in_transaction_session_timeout={int(statement_timeout * 1000)}")
         if not common["user"]:
@@ -112,14 +120,18 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
         return PostgresDatabase(name, **common)
     if scheme in {"mysql", "mariadb"}:
         require_driver("mysql")
+        # the client waits REPLY_GRACE longer than the server lets a statement run (as on
+        # PostgreSQL): the server gives up first, and never goes on holding locks for a
+        # statement the client abandoned (`mysql_session_settings`)
+        client_timeout = math.ceil(statement_timeout + REPLY_GRACE) if statement_timeout > 0 else None
         common.update(port=parsed.port or 3306, connect_timeout=CONNECT_TIMEOUT,
-                      read_timeout=int(statement_timeout), write_timeout=int(statement_timeout),
+                      read_timeout=client_timeout, write_timeout=client_timeout,
                       charset="utf8mb4",
                       # no gap locks: enqueue and claim must not deadlock each other
                       init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         if not common["user"]:
             common["user"] = "root"
-        return MySQLDatabase(name, **common)
+        return MySQLDatabase(name, statement_timeout=statement_timeout, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
 
 
@@ -176,7 +188,106 @@ def driver_closed(conn: Any) -> bool:
 
 
 class MySQLDatabase(DropsDeadConnections, peewee.MySQLDatabase):
-    """peewee's MySQL/MariaDB database that reconnects after a lost connection (`DropsDeadConnections`)."""
+    """peewee's MySQL/MariaDB database that reconnects after a lost connection
+    (`DropsDeadConnections`), and whose sessions the server ends when their host goes silent.
+
+    MySQL's server keeps a session, its open transaction and its row locks for as long as
+    the TCP connection looks alive to it: a host cut off mid-transaction (a partition, a dead
+    switch, a frozen VM) held its leases' rows locked for every other supervisor until
+    ``wait_timeout`` (8 h) or the server's TCP keepalive (2 h). Each connection therefore sets,
+    at connect, the server-side bounds of `mysql_session_settings` (an idle transaction is
+    ended within the statement timeout, a lock wait and a statement give up before the
+    client's read timeout does) and TCP keepalives on its socket (`keep_alive`).
+    """
+
+    def __init__(self, database: str, statement_timeout: float = 0.0, **kwargs: Any) -> None:
+        self.statement_timeout = statement_timeout
+        super().__init__(database, **kwargs)
+
+    def _connect(self) -> Any:
+        conn = super()._connect()  # type: ignore[misc]  # peewee's hook, untyped in its stubs
+        try:
+            keep_alive(conn)
+            settings = mysql_session_settings(str(conn.get_server_info()), self.statement_timeout)
+            if settings:
+                cursor = conn.cursor()
+                cursor.execute(settings)
+                cursor.close()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+def mysql_session_settings(server_version: str, statement_timeout: float) -> str:
+    """The ``SET SESSION`` statement that bounds, on the server, what a silent client can hold.
+
+    - ``idle_transaction_timeout`` (MariaDB ≥ 10.3): the server ends a session that sits in
+      an open transaction without a word for the statement timeout, rolling it back and
+      freeing its row locks, as PostgreSQL's ``idle_in_transaction_session_timeout`` does.
+      GTA's transactions never wait on anything between their statements, so only a host
+      that went silent (or a stopped process) is ever ended by it. MySQL has no such
+      variable; there the locks of a silent host's transaction last until the server's TCP
+      keepalive or ``wait_timeout`` end the session (see docs/guarantees.md).
+    - ``max_statement_time`` (MariaDB, seconds) / ``max_execution_time`` (MySQL, ms, read-only
+      SELECTs only): the server aborts a statement at the statement timeout, before the
+      client gives up on it (`open_database` gives the client ``REPLY_GRACE`` more). A client
+      that gives up first closes its socket, but the server notices only once the statement
+      ends: an abandoned statement went on holding, and waiting for, row locks.
+    - ``innodb_lock_wait_timeout``: a lock wait gives up after a fifth of the statement
+      timeout (default 50 s), shorter than the lease: a row locked by a silent host's open
+      transaction costs the waiter a retry (`transactions.in_transaction`), not its lease.
+    - ``lock_wait_timeout`` (metadata locks, default a year): the statement timeout.
+
+    Empty when ``statement_timeout`` is 0 (a connection that waits as long as it takes).
+    """
+    if statement_timeout <= 0:
+        return ""
+    seconds = max(1, math.ceil(statement_timeout))
+    settings = [f"SESSION innodb_lock_wait_timeout = {lock_wait_seconds(statement_timeout)}",
+                f"SESSION lock_wait_timeout = {seconds}"]
+    mariadb = "mariadb" in server_version.lower()
+    if mariadb:
+        settings.append(f"SESSION max_statement_time = {statement_timeout:g}")
+        if _version(server_version) >= (10, 3):
+            settings.append(f"SESSION idle_transaction_timeout = {seconds}")
+    elif _version(server_version) >= (5, 7, 8):
+        settings.append(f"SESSION max_execution_time = {int(statement_timeout * 1000)}")
+    return "SET " + ", ".join(settings)
+
+
+def lock_wait_seconds(statement_timeout: float) -> int:
+    """``innodb_lock_wait_timeout`` for a statement timeout: a fifth of it, at least 1 s."""
+    return max(1, int(statement_timeout / 5))
+
+
+def _version(server_version: str) -> tuple[int, ...]:
+    """``(10, 11, 6)`` from ``'10.11.6-MariaDB-0+deb12u1'`` (or ``'5.5.5-10.11.6-MariaDB'``,
+    the prefix older servers send to old clients)."""
+    numbers = re.findall(r"(\d+)\.(\d+)\.(\d+)", server_version)
+    if not numbers:
+        return (0,)
+    chosen = numbers[-1] if "mariadb" in server_version.lower() else numbers[0]
+    return tuple(int(part) for part in chosen)
+
+
+#: TCP keepalive of every database connection: probe a connection silent for KEEPALIVE_IDLE s
+#: every KEEPALIVE_INTERVAL s, and give up on it after KEEPALIVE_COUNT unanswered probes
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
+
+
+def keep_alive(conn: Any) -> None:
+    """TCP keepalives on a MySQL driver connection's socket (PyMySQL's; mysqlclient exposes
+    none), as libpq's ``keepalives`` options give PostgreSQL connections: a connection to a
+    server that vanished fails within about 25 s of silence instead of the system's 2 h."""
+    sock = getattr(conn, "_sock", None)
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class PostgresDatabase(DropsDeadConnections, peewee.PostgresqlDatabase):
@@ -326,10 +437,7 @@ _PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary(
 
 def describe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
+    return redact_url(url)
 
 
 def drop_connection(db: peewee.Database) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import peewee
 
-from .errors import DatabaseError, DatabaseUnavailable, GTAError, SchemaError
+from .errors import DatabaseError, DatabaseLocked, DatabaseUnavailable, GTAError, SchemaError
+from .handles.sqlite_locks import busy_error
 
 #: MySQL/MariaDB errors worth retrying at once: deadlock and lock wait timeout.
 MYSQL_RETRYABLE = {1213, 1205}
@@ -61,13 +62,16 @@ def first_line(exc: BaseException) -> str:
 def as_gta_error(exc: BaseException) -> GTAError | None:
     """What a driver's error means to the caller of a public function, one class per kind, or
     None for an exception that is not a driver's: `DatabaseUnavailable` (the connection cannot
-    be made or was lost), `SchemaError` (a table of GTA's is missing: run ``gta migrate``), or
-    `DatabaseError` (any other failure of the database)."""
+    be made or was lost), `DatabaseLocked` (SQLite's "database is locked"), `SchemaError` (a
+    table of GTA's is missing: run ``gta migrate``), or `DatabaseError` (any other failure)."""
     if not is_driver_error(exc):
         return None
     reason = first_line(exc)
     if is_disconnect(exc):
         return DatabaseUnavailable(f"the database cannot be reached: {reason}")
+    if busy_error(exc) is not None:
+        return DatabaseLocked(f"SQLite's write lock stayed taken by another connection ({reason}): nothing was "
+                              "written; run it again, keep write transactions short or begin them IMMEDIATE")
     if is_missing_table(exc):
         return SchemaError(f"a table of GTA's is missing ({reason}): run `gta migrate`")
     return DatabaseError(f"the database failed: {reason}")

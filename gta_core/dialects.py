@@ -19,7 +19,8 @@ class Dialect:
     text = "TEXT"
     table_options = ""
     insert_returns_ids = True
-    #: the connection's database (a file on SQLite) and whether a table of the name given is there
+    #: the connection's database and whether a table of the name given is there (on SQLite the
+    #: attached databases' files: `gta_core.handles.connection.where_answer`)
     database_and_table = ""
     #: rows per insert statement (SQLite allows 32,766 parameters, an insert row takes 10)
     insert_chunk = 500
@@ -134,8 +135,8 @@ def numbered(statement: str) -> str:
 
 class SqliteDialect(Dialect):
     name = "sqlite"
-    database_and_table = ("SELECT (SELECT file FROM pragma_database_list WHERE name = 'main'), "
-                          "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?)")
+    # reads nothing: a SELECT, even of pragma_database_list, would start the caller's read transaction
+    database_and_table = "PRAGMA database_list"
     now = "gta_now()"
     id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
     timestamp = "TEXT"

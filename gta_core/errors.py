@@ -54,6 +54,10 @@ class SchemaError(DatabaseError):
     """The task table is missing or older than this version of GTA: run `gta migrate`."""
 
 
+class DatabaseLocked(DatabaseError):
+    """SQLite would not let this write take its write lock ("database is locked"); nothing was written."""
+
+
 class InvalidQueue(GTAError):
     """A queue name is empty or cannot be stored."""
 

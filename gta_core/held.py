@@ -67,10 +67,12 @@ class HeldLeases:
             return self.held_until.get(task.id, 0.0)
 
     def renewed(self, ids: list[int], held_until: float) -> None:
+        """A heartbeat renewed ``ids`` until at least ``held_until`` (monotonic); a lease taken
+        while it was on its way may already last longer, and keeps that."""
         with self.lock:
             for task_id in ids:
                 if task_id in self.held_until:
-                    self.held_until[task_id] = held_until
+                    self.held_until[task_id] = max(self.held_until[task_id], held_until)
 
     def recording_begins(self, task_id: int) -> None:
         """From now on a heartbeat may miss this task without a loss."""

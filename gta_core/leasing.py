@@ -93,7 +93,6 @@ class Leaser(Room):
             ahead = self.prefetch_allowance()
             if held < self.low_water(ahead):
                 want = min(settings.batch, self.slots + ahead - held)
-                sent = time.monotonic()
                 try:
                     tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout, self.keys)
                     failures = 0
@@ -106,7 +105,8 @@ class Leaser(Room):
                     while not channel.stop.is_set() and time.monotonic() < resume:
                         channel.wake.wait(resume - time.monotonic())
                     continue
-                self.book.add(tasks, sent)
+                # from when the lease statement was sent, not from before `lease` reconnected
+                self.book.add(tasks, tasks.sent)
                 if orphans_possible:  # after the new tasks are known, or they would count as orphans
                     orphans_possible = not self.release_orphans()
                 self.dispatch(tasks)
@@ -168,7 +168,7 @@ class Leaser(Room):
     def slots_busy_for(self, seconds: float, first: int = 0, count: int | None = None) -> bool:
         """Whether every handler thread's slot (or the ``count`` slots from ``first``: the async
         runner's) has been running its current task for ``seconds``."""
-        since = time.time() - seconds
+        since = time.monotonic() - seconds
         running, started = self.channel.running, self.channel.started
         slots = range(first, first + (self.settings.threads if count is None else count))
         return all(running[slot] and started[slot] <= since for slot in slots)
@@ -237,9 +237,11 @@ class Leaser(Room):
         its lease (one lost meanwhile is left to its new holder); how many were released. If the
         database cannot be reached, lease rescue returns them later, with the attempt counted.
 
-        Idle workers are woken to take them at once, rather than at their next poll (up to
-        ``scan_interval`` away): on PostgreSQL by the release's own ``NOTIFY`` (every host),
-        elsewhere through this host's wake-up socket (other hosts poll)."""
+        Then the lease loop is woken if this left it room (`nudge`): a slot whose task was given
+        back idles until the next lease, which otherwise came a whole scan interval later. Idle
+        workers are woken to take them at once too, rather than at their next poll: on
+        PostgreSQL by the release's own ``NOTIFY`` (every host), elsewhere through this host's
+        wake-up socket (other hosts poll)."""
         given_back = 0
         for task in tasks:
             try:
@@ -247,6 +249,7 @@ class Leaser(Room):
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
         self.book.forget(tasks, ran=False)
+        self.nudge()
         if given_back and self.store.dialect != "postgres":
             notify_local(wake_key(self.store.db, self.store.table))
         return given_back

@@ -6,7 +6,10 @@ Both sides import this module; neither imports the other's internals.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import select
 from typing import Any
 
 EXIT_BOOT_FAILED = 3
@@ -15,32 +18,74 @@ EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled w
 EXIT_THREAD_DIED = 5  # one of the worker's threads died (see `Worker._vital`)
 
 
+#: bytes `Doorbell.clear` reads at a time: a small object, which Python's allocator serves from
+#: its pools where a large one needs malloc (a worker out of memory still clears its doorbell)
+READ_SIZE = 256
+
+
 class Doorbell:
-    """A cross-process wake-up that neither a dead waiter nor a signal handler can deadlock.
+    """A cross-process wake-up that neither a dead waiter, a signal handler nor the wall clock
+    can wedge: a pipe the supervisor (or the worker's own threads) writes a byte to, and the
+    worker's lease loop waits on.
 
     multiprocessing's Event is a Condition whose ``set()`` blocks until every sleeper has
-    acknowledged the wake-up. A worker killed while it waits (SIGKILL, a handler's
-    ``os._exit``, the OOM killer) stays counted as a sleeper forever, so the supervisor's next
-    ``set()`` hangs for good; and a SIGTERM handler calling ``set()`` while its own main thread
-    sleeps in ``wait()`` waits for itself. A bounded semaphore keeps no such bookkeeping:
-    `ring` is one ``sem_post`` that never blocks and is safe inside a signal handler.
+    acknowledged the wake-up: a worker killed while it waits stays counted as a sleeper
+    forever, so the next ``set()`` hangs for good. A semaphore's timed ``acquire`` has no such
+    bookkeeping, but it waits until a deadline on the wall clock (``sem_timedwait``): with the
+    wall clock stepped back a wait lasts as much longer, and with it shifted (a host whose
+    clock is skewed on purpose) every wait returned at once and idle workers spun. Here `ring`
+    is one non-blocking ``write`` (safe in a signal handler; a full pipe is already rung), and
+    `wait` is ``poll`` with a relative timeout, which the kernel measures on the monotonic clock.
+
+    Picklable for a spawned worker: the pipe's descriptors are passed to the child.
     """
 
-    def __init__(self, ctx: Any) -> None:
-        self._sem = ctx.BoundedSemaphore(1)
+    def __init__(self, ctx: Any = None) -> None:  # ``ctx`` kept for the callers' symmetry with `StopFlag`
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = self._poll_read_end()
+
+    def _poll_read_end(self) -> Any:
+        # made once: `wait` and `clear` allocate no more than a few small objects, so a worker
+        # whose memory a handler exhausted (tests/chaos: RLIMIT_AS) keeps its lease loop alive
+        poller = select.poll()
+        poller.register(self._read, select.POLLIN)
+        return poller
 
     def ring(self) -> None:
         try:
-            self._sem.release()
-        except ValueError:  # already rung and not yet heard
+            os.write(self._write, b"\0")
+        except (BlockingIOError, OSError):  # full: rung many times and not yet heard
             pass
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a ring and consume it; True if it rang."""
-        return bool(self._sem.acquire(True, max(0.0, timeout)))
+        """Wait up to ``timeout`` seconds (monotonic) for a ring and consume it; True if it rang."""
+        if not self._poller.poll(max(0.0, timeout) * 1000):  # retried after a signal, on the time left
+            return False
+        self.clear()
+        return True
 
     def clear(self) -> None:
-        self._sem.acquire(False)
+        """Forget any ring not heard yet."""
+        try:
+            while os.read(self._read, READ_SIZE):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        from multiprocess.reduction import DupFd  # only while spawning a worker
+
+        return {"read": DupFd(self._read), "write": DupFd(self._write)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._read, self._write = state["read"].detach(), state["write"].detach()
+        self._poller = self._poll_read_end()
+
+    def __del__(self) -> None:  # a replaced worker's doorbell must not leak its descriptors
+        for fd in (getattr(self, "_read", None), getattr(self, "_write", None)):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class StopFlag:
@@ -66,8 +111,10 @@ class WorkerChannel:
     # one slot per handler thread, then (a worker with async handlers) one per async task it may
     # run at once (``concurrency``; see `async_runner`); the supervisor treats them all alike
     running: Any  # Array('q', slots): task id each slot is running, 0 when idle
-    started: Any  # Array('d', slots): time.time() each of those tasks started
-    deadlines: Any  # Array('d', slots): time.time() by which that task must end (0: no timeout)
+    # the clock of both is time.monotonic(), one for every process of the host: a wall clock
+    # stepped forward would kill tasks long before their timeout, one stepped back never
+    started: Any  # Array('d', slots): time.monotonic() each of those tasks started
+    deadlines: Any  # Array('d', slots): time.monotonic() by which that task must end (0: no timeout)
     booted: StopFlag  # set once the worker loaded its plugins: a later exit is never a boot failure
     # Array('q', slots + prefetch): tasks whose handler succeeded and whose batched success
     # write has not landed yet, 0 in free places; if the process dies first, the supervisor

@@ -73,7 +73,7 @@ class ThreadRunner(Room):
                 return
             if self.leaser.lapsed(task):
                 continue
-            started = time.time()
+            started = time.monotonic()
             definition = self.plugins.registry.tasks.get(task.key)
             timeout = definition.timeout if definition is not None else None
             # deadline before id, and id cleared before deadline: the supervisor never pairs

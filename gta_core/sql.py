@@ -162,7 +162,15 @@ class Statements:
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
-        self.lock_owned_ids = f"SELECT id FROM {t} WHERE {many_fence} FOR UPDATE"
+        # MySQL has no UPDATE … RETURNING: `complete_many` reads which rows the fence matches
+        # without locking them, updates those rows alone, and only when fewer changed reads
+        # back which are now this lease's success. Neither a locking read nor an update of
+        # every id given: on MariaDB both keep the lock of a row they read by id that fails the
+        # rest of their condition, so a stale write locked the row of the worker that had taken
+        # the task over, whose heartbeats then waited for as long as the stale writer's host
+        # stayed cut off with its transaction open.
+        self.owned_ids = f"SELECT id FROM {t} WHERE {many_fence}"
+        self.succeeded_ids = f"SELECT id FROM {t} WHERE lease_owner = ? AND status = 'succeeded' AND id IN ({{ids}})"
         self.complete_many_returning = f"{self.complete_many} RETURNING id" + (
             f", {self.notify_done}" if self.notify_done else "")
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
@@ -199,11 +207,15 @@ class Statements:
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
         # rescue reads expired leases, asks the retry policy about each (`outcomes.decide`), then
-        # writes each outcome fenced on the lease it read and on its still being expired: a task
-        # its worker renewed, finished or gave back meanwhile is left alone
+        # writes each outcome, one short transaction per row, fenced on the lease it read and on
+        # its still being expired: a task its worker renewed, finished or gave back meanwhile is
+        # left alone, and one whose row another transaction holds is left for the next round
         self.expired_leases = fx(f"SELECT {returning} FROM {t} WHERE {self.expired} "
                                  "ORDER BY lease_expires_at LIMIT ?")
         still_expired = f"{fence} AND lease_expires_at < {d.now}"
+        # one expired lease, locked for its rescue unless a transaction in flight holds it (a
+        # silent host's, its worker's outcome write): rescue never waits on a row lock
+        self.rescue_lock = fx(f"SELECT id FROM {t} WHERE {still_expired}{skip_locked}")
         self.rescue_retry = fx(f"UPDATE {t} SET status = 'pending', run_at = {d.now_plus()}, last_error = ?, "
                                f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
                                f"WHERE {still_expired}")

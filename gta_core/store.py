@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import peewee
+
+from .db_errors import is_retryable
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
 from .store_insert import InsertQueries, NewTask
@@ -53,18 +58,20 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float,
-              keys: Sequence[str] | None = None) -> list[TaskRecord]:
+              keys: Sequence[str] | None = None) -> Leased:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set.
 
         ``keys``: only tasks with one of these keys (a worker passes the keys it has handlers
         for, so it never takes a task it cannot run); None: any key (operator tools, tests).
         While any global limit exists (`limits_exist`, looked up at most once a second), the
-        lease obeys them (`lease_limited`); otherwise it is the one statement below.
+        lease obeys them (`lease_limited`); otherwise it is the one statement below. The
+        answer's `Leased.sent` says from when the leases surely last ``lease_timeout``.
         """
         if keys is not None and not keys:
-            return []
+            return Leased([], time.monotonic())
         if self.limits_exist():
-            return _leased([_record(row) for row in self.lease_limited(owner, queues, limit, lease_timeout, keys)])
+            sent, rows = self.lease_limited(owner, queues, limit, lease_timeout, keys)
+            return Leased([_record(row) for row in rows], sent)
         sql, d = self.sql, self._d
         queue_marks = placeholders(len(queues))
         key_marks = sql.known_keys(len(keys)) if keys is not None else ""
@@ -73,19 +80,24 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         if self.dialect == "mysql":
             select_ids = d.fix(sql.due_ids.format(queues=queue_marks, keys=key_marks))
 
-            def lease_mysql() -> list[Any]:
+            def lease_mysql() -> tuple[float, list[Any]]:
                 ids = [row[0] for row in self._execute(select_ids, (*queues, *keys, limit)).fetchall()]
+                sent = time.monotonic()
                 if not ids:
-                    return []
+                    return sent, []
                 id_list = placeholders(len(ids))
                 self._execute(d.fix(sql.lease_ids.format(ids=id_list)), (*lease_params, *ids))
-                return list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
-            rows = in_transaction(self.db, lease_mysql)
+                return sent, list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
+            sent, rows = in_transaction(self.db, lease_mysql)
         else:
             statement = sql.lease.format(queues=queue_marks, keys=key_marks)
             params = (*lease_params, *queues, *keys, limit)
-            rows = in_statement(self.db, lambda: list(self._execute_hot(statement, params).fetchall()))
-        return _leased([_record(row) for row in rows])
+
+            def lease_one() -> tuple[float, list[Any]]:
+                sent = self.sending()
+                return sent, list(self._execute_hot(statement, params).fetchall())
+            sent, rows = in_statement(self.db, lease_one)
+        return Leased([_record(row) for row in rows], sent)
 
     def heartbeat(self, owner: str, ids: Sequence[int], lease_timeout: float) -> int:
         """Extend the leases of ``ids`` still held by ``owner``, in one statement; rows renewed."""
@@ -144,15 +156,26 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(ids)))
             pairs = [value for pair in zip(ids, attempts, strict=True) for value in pair]
         params = (owner, *ids, *pairs)
-        if self.dialect == "mysql":  # no UPDATE … RETURNING: lock the fenced rows, then update them
-            select = self._d.fix(self.sql.lock_owned_ids.format(ids=marks, leases=leases))
+        if self.dialect == "mysql":  # no UPDATE … RETURNING (see `Statements.owned_ids`)
+            select = self._d.fix(self.sql.owned_ids.format(ids=marks, leases=leases))
+            attempt_of = dict(zip(ids, attempts, strict=True)) if attempts is not None else None
 
             def write_mysql() -> set[int]:
-                held = {row[0] for row in self._execute(select, params).fetchall()}
-                if held:
-                    self._execute(self._d.fix(self.sql.complete_many.format(ids=placeholders(len(held)), leases="")),
-                                  (owner, *held))
-                return held
+                held = sorted(row[0] for row in self._execute(select, params).fetchall())
+                if not held:
+                    return set()
+                # only the rows read as this lease's: an UPDATE keeps the lock of every row it
+                # reads by id, matching or not, until its transaction ends
+                held_marks, held_leases, held_pairs = placeholders(len(held)), "", []
+                if attempt_of is not None:
+                    held_leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(held)))
+                    held_pairs = [value for task_id in held for value in (task_id, attempt_of[task_id])]
+                update = self._d.fix(self.sql.complete_many.format(ids=held_marks, leases=held_leases))
+                if self._execute(update, (owner, *held, *held_pairs)).rowcount == len(held):
+                    return set(held)
+                # a lease was taken over between the read and the update: which rows did change
+                read_back = self._d.fix(self.sql.succeeded_ids.format(ids=held_marks))
+                return {row[0] for row in self._execute(read_back, (owner, *held)).fetchall()}
             return in_transaction(self.db, write_mysql)
         update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
         return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})
@@ -237,34 +260,48 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         ``rescued_error``: pending again after ``delay_of(task, error)`` seconds, or failed when
         that is None. Without ``delay_of``: at once, failed when the attempts are used up.
 
-        Each write is fenced on the lease read and on its still being expired, so a task whose
-        worker renewed, finished or gave it back meanwhile is left alone; returns the tasks
-        taken back, as they are now.
+        Each lease is taken back in a short transaction of its own (`rescue_one`), fenced on
+        the lease read and on its still being expired, so a task whose worker renewed,
+        finished or gave it back meanwhile is left alone. A row another transaction holds
+        locked (a silent host's open transaction, until the server ends it) is skipped, not
+        waited for, and so is one whose group row stays locked: one locked row never stalls
+        the others, and the next round takes it. Returns the tasks taken back, as they are now.
         """
-        sql = self.sql
-        expired = [_record(row) for row in self._execute(sql.expired_leases, (limit,)).fetchall()]
+        expired = [_record(row) for row in self._execute(self.sql.expired_leases, (limit,)).fetchall()]
         if not expired:
             return []
         delay_of = delay_of or _retry_at_once
-        errors = [rescued_error(task.lease_owner) for task in expired]
-        # the policy is asked before the transaction: a plugin's slowness never holds row locks
-        plan = [(task, error, delay_of(task, error)) for task, error in zip(expired, errors, strict=True)]
+        rescued = []
+        for task in expired:
+            error = rescued_error(task.lease_owner)
+            # the policy is asked before the transaction: a plugin's slowness never holds row locks
+            delay = delay_of(task, error)
+            try:
+                landed = in_transaction(self.db, functools.partial(self.rescue_one, task, error, delay), attempts=2)
+            except (peewee.OperationalError, peewee.InternalError) as exc:
+                if not is_retryable(exc):
+                    raise
+                continue  # its group row stayed locked past the lock wait: the next round
+            if landed:
+                rescued.append(dataclasses.replace(task, status="failed" if delay is None else "pending",
+                                                   lease_owner=None, last_error=error))
+        return rescued
 
-        def write() -> list[TaskRecord]:
-            rescued = []
-            for task, error, delay in plan:
-                fence = (task.id, task.lease_owner, task.attempts)
-                if delay is None:
-                    landed = self._execute(sql.rescue_fail, (error, *fence)).rowcount
-                else:
-                    landed = self._execute(sql.rescue_retry, (self._secs(delay), error, *fence)).rowcount
-                if landed and delay is None and task.group_id is not None:
-                    self.count_final({task.group_id: 1})
-                if landed:
-                    rescued.append(dataclasses.replace(task, status="failed" if delay is None else "pending",
-                                                       lease_owner=None, last_error=error))
-            return rescued
-        return in_transaction(self.db, write)
+    def rescue_one(self, task: TaskRecord, error: str, delay: float | None) -> bool:
+        """Take back one expired lease of ``task`` as read, in the transaction open on this
+        store's connection: pending after ``delay`` seconds, or failed (counted in its group)
+        when ``delay`` is None. False, writing nothing, when the lease is no longer that
+        expired one or its row is locked by another transaction."""
+        sql, fence = self.sql, (task.id, task.lease_owner, task.attempts)
+        if self._execute(sql.rescue_lock, fence).fetchone() is None:
+            return False
+        if delay is not None:
+            self._execute(sql.rescue_retry, (self._secs(delay), error, *fence))
+            return True
+        self._execute(sql.rescue_fail, (error, *fence))
+        if task.group_id is not None:
+            self.count_final({task.group_id: 1})
+        return True
 
     # -- reading -------------------------------------------------------------------------
     def get(self, task_id: int) -> dict[str, Any] | None:
@@ -339,10 +376,18 @@ def summarize_by_queue(groups: Iterable[PendingGroup]) -> list[tuple[str, int, d
             for queue, members in sorted(by_queue.items())]
 
 
-def _leased(tasks: list[TaskRecord]) -> list[TaskRecord]:
-    """Leased tasks in the lease order: priority desc, run_at, id."""
-    tasks.sort(key=lambda t: (-t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id))
-    return tasks
+class Leased(list[TaskRecord]):
+    """The tasks a lease took, in the lease order (priority desc, run_at, id), and `sent`:
+    the moment (monotonic) the statement that set their leases was sent, in the attempt that
+    succeeded. The database set each lease to its own clock's now + lease_timeout when that
+    statement ran, later than `sent`, so each surely lasts until ``sent + lease_timeout``;
+    the time spent reconnecting or retrying before that attempt is not counted against it
+    (it made fresh leases look lapsed after a network outage, and they were given back unrun)."""
+
+    def __init__(self, tasks: Iterable[TaskRecord], sent: float) -> None:
+        super().__init__(sorted(tasks, key=lambda t: (
+            -t.priority, t.run_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), t.id)))
+        self.sent = sent
 
 
 def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
@@ -350,4 +395,4 @@ def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
     return 0.0 if task.attempts < task.max_attempts else None
 
 
-__all__ = ["PendingGroup", "TaskStore", "TASK_COLUMNS", "parse_timestamp", "summarize_by_queue"]
+__all__ = ["Leased", "PendingGroup", "TaskStore", "TASK_COLUMNS", "parse_timestamp", "summarize_by_queue"]

@@ -2,6 +2,7 @@
 statements, and the ways to run them (plain, prepared on the hot path, as a one-statement write)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,14 @@ class StoreBase:
         if preparer := self._preparer:
             return preparer.execute_prepared(numbered(sql), params)
         return self._execute(self._d.fix(sql), params)
+
+    def sending(self) -> float:
+        """Connect this thread if it has no connection, then the moment (monotonic) the next
+        statement is sent: when a statement that sets leases takes effect at the earliest,
+        whatever connecting took."""
+        if self.db.is_closed():
+            self.db.connect()
+        return time.monotonic()
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(in_statement(self.db, lambda: self._execute(sql, params).rowcount))

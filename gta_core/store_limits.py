@@ -159,28 +159,32 @@ class LimitQueries(StoreBase):
 
     # -- leasing under limits ------------------------------------------------------------
     def lease_limited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
-                      keys: Sequence[str] | None = None) -> list[Any]:
+                      keys: Sequence[str] | None = None) -> tuple[float, list[Any]]:
         """Lease up to ``want`` due rows of ``queues`` (rows of `Statements.lease_columns`), of
         the task ``keys`` when given, obeying every limit: first the limited rows in a
         transaction holding their limit rows, then unlimited rows for the rest, as the plain
-        lease does but for the limited keys and queues."""
+        lease does but for the limited keys and queues. Also returns when (monotonic) the first
+        statement that set some of these leases was sent (`store.Leased.sent`)."""
         limited: list[Any] = []
         scoped: tuple[list[str], list[str]] = ([], [])
+        sent = math.inf
 
         def under_limits() -> None:
-            nonlocal limited, scoped
-            limited, scoped = self._lease_under_limits(owner, queues, want, lease_timeout, keys)
+            nonlocal limited, scoped, sent
+            sent, limited, scoped = self._lease_under_limits(owner, queues, want, lease_timeout, keys)
         in_transaction(self.db, under_limits)
-        if len(limited) >= want:
-            return limited
-        return limited + self._lease_unlimited(owner, queues, want - len(limited), lease_timeout, keys, *scoped)
+        if len(limited) < want:
+            rest_sent, rest = self._lease_unlimited(owner, queues, want - len(limited), lease_timeout, keys, *scoped)
+            if rest:
+                limited, sent = limited + rest, min(sent, rest_sent)
+        return (sent if limited else time.monotonic()), limited
 
     def _lease_under_limits(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
-                            keys: Sequence[str] | None) -> tuple[list[Any], tuple[list[str], list[str]]]:
+                            keys: Sequence[str] | None) -> tuple[float, list[Any], tuple[list[str], list[str]]]:
         lim, fix = self.lim, self._d.fix
         rows = self._execute(fix(lim.lock.format(queues=placeholders(len(queues)))), queues).fetchall()
         if not rows:
-            return [], ([], [])
+            return math.inf, [], ([], [])
         now = parse_timestamp(rows[0][-1])
         assert now is not None
         limits = [Limit(kind, name, concurrency, count, period, bool(per_key), window_start, window_count or 0)
@@ -212,13 +216,14 @@ class LimitQueries(StoreBase):
             if limit.window_moved:
                 self._execute(lim.set_window, (limit.window_start, limit.window_count, limit.kind, limit.name))
         if not chosen:
-            return [], scopes
+            return math.inf, [], scopes
         ids = placeholders(len(chosen))
         lease_params = (owner, self._secs(lease_timeout), *chosen)
+        sent = time.monotonic()
         if self.dialect == "mysql":
             self._execute(fix(lim.lease_ids.format(ids=ids)), lease_params)
-            return list(self._execute(fix(lim.leased_rows.format(ids=ids)), chosen).fetchall()), scopes
-        return list(self._execute(fix(lim.lease_ids_returning.format(ids=ids)), lease_params).fetchall()), scopes
+            return sent, list(self._execute(fix(lim.leased_rows.format(ids=ids)), chosen).fetchall()), scopes
+        return sent, list(self._execute(fix(lim.lease_ids_returning.format(ids=ids)), lease_params).fetchall()), scopes
 
     def _count_running(self, limits: list[Limit], scopes: tuple[list[str], list[str]]) -> None:
         scope, params = _scope(self._d.q("key"), *scopes)
@@ -261,8 +266,10 @@ class LimitQueries(StoreBase):
         return self._d.fix(statement), [*queues, *(known or ()), *params, *full_params, room]
 
     def _lease_unlimited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
-                         keys: Sequence[str] | None, task_keys: list[str], limited_queues: list[str]) -> list[Any]:
-        """The plain lease minus the rows of ``task_keys`` and ``limited_queues``.
+                         keys: Sequence[str] | None, task_keys: list[str],
+                         limited_queues: list[str]) -> tuple[float, list[Any]]:
+        """The plain lease minus the rows of ``task_keys`` and ``limited_queues``, and when its
+        lease statement was sent (`store.Leased.sent`).
 
         The limited queues are left out of the queue list (not filtered with NOT IN, which would
         walk their pending rows in the lease index); so are the limited task keys from a worker's
@@ -273,24 +280,29 @@ class LimitQueries(StoreBase):
         if keys is not None:
             keys = [key for key in keys if key not in task_keys]
         if not queues or keys == []:
-            return []
+            return time.monotonic(), []
         unlimited = f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys and keys is None else ""
         key_marks = self.sql.known_keys(len(keys)) if keys is not None else ""
         marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
         select_params = (*queues, *(keys if keys is not None else task_keys), want)
         if self.dialect == "mysql":
-            def lease_mysql() -> list[Any]:
+            def lease_mysql() -> tuple[float, list[Any]]:
                 select = fix(lim.unlimited_ids.format(queues=marks, keys=key_marks, unlimited=unlimited))
                 ids = [row[0] for row in self._execute(select, select_params).fetchall()]
+                sent = time.monotonic()
                 if not ids:
-                    return []
+                    return sent, []
                 id_list = placeholders(len(ids))
                 self._execute(fix(lim.lease_ids.format(ids=id_list)), (*lease_params, *ids))
-                return list(self._execute(fix(lim.leased_rows.format(ids=id_list)), ids).fetchall())
+                return sent, list(self._execute(fix(lim.leased_rows.format(ids=id_list)), ids).fetchall())
             return in_transaction(self.db, lease_mysql)
         statement = fix(lim.lease_unlimited.format(queues=marks, keys=key_marks, unlimited=unlimited))
-        return in_statement(self.db, lambda: list(self._execute(statement, (*lease_params, *select_params)).fetchall()))
+
+        def lease_one() -> tuple[float, list[Any]]:
+            sent = self.sending()
+            return sent, list(self._execute(statement, (*lease_params, *select_params)).fetchall())
+        return in_statement(self.db, lease_one)
 
 
 def _scope(key: str, task_keys: list[str], queues: list[str]) -> tuple[str, list[str]]:

@@ -7,8 +7,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-import peewee
-
 from . import sqlite_ids
 from .db_errors import is_missing_table
 from .errors import SchemaError
@@ -31,12 +29,6 @@ class SchemaQueries(StoreBase):
             return None
         row = self._execute(self.sql.schema_version).fetchone()
         return row[0] if row else None
-
-    def database_and_table(self) -> tuple[str, bool]:
-        """The database this store's connection is on (the file's path on SQLite, "" for an
-        in-memory one) and whether the task table is there."""
-        database, found = self._execute(self.sql.database_and_table, (self.table,)).fetchone()
-        return str(database or ""), bool(found)
 
     def require_schema(self) -> None:
         version = self.schema_version()
@@ -79,10 +71,11 @@ class SchemaQueries(StoreBase):
     @contextlib.contextmanager
     def _table_required(self) -> Iterator[None]:
         """Turn the driver's "no such table" for the task table into `require_schema`'s error,
-        at no cost to a statement that succeeds (the application's own calls go through here)."""
+        at no cost to a statement that succeeds (the application's own calls go through here,
+        also those on an async driver, whose errors peewee does not wrap)."""
         try:
             yield
-        except peewee.DatabaseError as exc:
+        except Exception as exc:
             if is_missing_table(exc, self.table):
                 raise self._schema_error(None) from exc
             raise

@@ -12,6 +12,8 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import peewee
+
 from . import handles
 from .api_errors import gta_errors, translated
 from .errors import GTAError, InvalidArguments
@@ -136,10 +138,16 @@ def task_id_list(task_ids: Any) -> list[int]:
 def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
     ``db`` is a handle as for `submit`, by default GTA's own connection. Its begin and commit
-    raise GTA errors (`api_errors`); what the block raises passes through as it is."""
+    raise GTA errors (`api_errors`); what the block raises passes through as it is.
+
+    On SQLite it begins IMMEDIATE: it takes the write lock at ``BEGIN``, waiting its turn up
+    to the busy timeout, so that reading before submitting cannot get the submit refused at
+    once with "database is locked" while another process writes (`gta_core.DatabaseLocked`).
+    Nested in an open transaction it is a savepoint of that transaction, as ``atomic()`` is.
+    """
     runtime = get_runtime()
     db = database_of(db, runtime, "db")
-    atomic = db.atomic()
+    atomic = db.atomic(*(["IMMEDIATE"] if isinstance(db, peewee.SqliteDatabase) else []))
     with translated():
         tx = atomic.__enter__()
     try:
@@ -147,7 +155,7 @@ def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     except BaseException as exc:
         atomic.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
         raise
-    wake_after_commit(runtime, db, runtime.store_for(db))
+    wake_after_commit(runtime, db)
     with translated():
         atomic.__exit__(None, None, None)  # commits
 

@@ -307,7 +307,7 @@ class Supervisor:
         the overdue task the normal retry path (a timeout error, attempt counted) and releases
         the worker's other tasks without counting an attempt.
         """
-        now = time.time()
+        now = time.monotonic()
         for slot in self.slots:
             if slot.process is None or slot.channel is None or slot.timed_out:
                 continue

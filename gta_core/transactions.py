@@ -39,13 +39,19 @@ def in_transaction(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 
 def in_statement(db: peewee.Database, fn: Callable[[], T], *, attempts: int = 8) -> T:
     """Run ``fn``, which sends exactly one statement, as its own transaction at the least cost.
 
-    On PostgreSQL (peewee keeps psycopg2 in autocommit mode) the statement runs without
-    ``BEGIN``/``COMMIT``: one round trip instead of three for each lease, batched completion
-    and heartbeat. Errors are handled as in `in_transaction`, except that nothing is re-sent
-    after a lost connection: the statement may have run. Elsewhere, and inside a caller's
-    transaction, this is `in_transaction` (SQLite's leases need ``BEGIN IMMEDIATE``).
+    On PostgreSQL and MySQL/MariaDB (peewee keeps their drivers in autocommit mode) the
+    statement runs without ``BEGIN``/``COMMIT``: one round trip instead of three for each
+    lease, batched completion and heartbeat, and no transaction is ever left open between
+    them. That matters beyond speed on MySQL/MariaDB, where an ``UPDATE`` keeps the lock of
+    every row it reads by id until its transaction ends, matching or not: a heartbeat or a
+    stale outcome write naming a row another worker has taken over, cut off by a partition
+    between its ``UPDATE`` and its ``COMMIT``, held that worker's row until the server ended
+    the session, and stalled that worker's heartbeats. Errors are handled as in
+    `in_transaction`, except that nothing is re-sent after a lost connection: the statement
+    may have run. On SQLite, and inside a caller's transaction, this is `in_transaction`
+    (SQLite's leases need ``BEGIN IMMEDIATE``).
     """
-    if not isinstance(db, peewee.PostgresqlDatabase) or db.in_transaction():
+    if isinstance(db, peewee.SqliteDatabase) or db.in_transaction():
         return in_transaction(db, fn, attempts=attempts)
     return _with_retries(db, fn, attempts, transaction=False)
 

@@ -65,10 +65,10 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
     if not isinstance(key, str):
         raise InvalidArguments(f"task key must be a string, not {type(key).__name__}")
     definition = runtime.plugins.registry.get(key)
-    args_text = dump_args(key, request.args)
+    args_text = _bounded(runtime, key, request.args, "arguments")
     definition.check_args(request.args or {})  # its keys are the stored ones: dump_args refuses others
     context = {**(captured or {}), **_mapping(key, request.context)}
-    context_text = dump_args(key, context, "context") if context else None
+    context_text = _bounded(runtime, key, context, "context") if context else None
     priority = definition.priority if request.priority is None else request.priority
     max_attempts = definition.max_attempts if request.max_attempts is None else request.max_attempts
     queue = definition.queue if request.queue is None else request.queue
@@ -105,6 +105,32 @@ def prepare(runtime: Runtime, request: TaskRequest, captured: Mapping[str, Any] 
     return NewTask(key, queue, priority, args_text, context_text, max_attempts, delay=float(delay),
                    dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
                    concurrency_key=concurrency_key)
+
+
+def _bounded(runtime: Runtime, key: str, value: Mapping[str, Any] | None, what: str) -> str:
+    """`dump_args`, refusing arguments (or a context) nested deeper than ``args_max_depth`` or
+    longer than ``args_max_bytes`` as JSON: every page and process that reads the row pays for them."""
+    settings = runtime.settings
+    text = dump_args(key, value, what)  # first: it names what JSON cannot carry (a cycle, say)
+    if value and nested_deeper(value, settings.args_max_depth):
+        raise InvalidArguments(f"{what} for task {key!r} nest lists and dicts more than {settings.args_max_depth} "
+                               "levels deep (setting args_max_depth, GTA_ARGS_MAX_DEPTH)")
+    if len(text) > settings.args_max_bytes:  # ASCII: json.dumps escapes everything else
+        raise InvalidArguments(f"{what} for task {key!r} are {len(text):,} bytes as JSON, over the limit of "
+                               f"{settings.args_max_bytes:,} (setting args_max_bytes, GTA_ARGS_MAX_BYTES)")
+    return text
+
+
+def nested_deeper(value: Mapping[str, Any], limit: int) -> bool:
+    """Whether dicts and lists nest more than ``limit`` levels in ``value`` (itself level 1),
+    found level by level without recursion, so at most ``limit`` levels are walked."""
+    level = [item for item in value.values() if isinstance(item, (dict, list))]
+    for _ in range(limit - 1):
+        if not level:
+            return False
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+    return bool(level)
 
 
 def _argument(definition: TaskDefinition, name: str, args: Mapping[str, Any]) -> Any:

@@ -19,25 +19,16 @@ the callback. See docs/workflows.md.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
-
-import peewee
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from . import handles
 from .api_errors import gta_errors
 from .errors import InvalidArguments
-from .handles.connection import ConnectionHandle
-from .handles.peewee import PeeweeHandle, wake, wake_after_commit
 from .runtime import Runtime, get_runtime
-from .store import TaskStore
 from .store_insert import NewTask
 from .store_workflows import PreparedWorkflow, Workflow
-from .transactions import in_transaction
 from .validation import TaskRequest, capture_context, prepare
-from .wake import notify_local
-
-T = TypeVar("T")
 
 #: the keyword argument a group's callback receives the members' outcomes in
 GROUP_ARGUMENT = "group"
@@ -55,7 +46,7 @@ def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workf
     runtime = get_runtime()
     handle = handles.resolve(db_tx, runtime)
     prepared = prepare_group(runtime, members, on_complete, capture_context(runtime))
-    return _in_handle(runtime, handle, lambda store: store.insert_workflow(prepared))
+    return handle.write(runtime, lambda store: store.insert_workflow(prepared))
 
 
 @gta_errors
@@ -66,7 +57,7 @@ def chain(db_tx: Any, steps: Iterable[Request]) -> Workflow:
     runtime = get_runtime()
     handle = handles.resolve(db_tx, runtime)
     prepared = prepare_chain(runtime, steps, capture_context(runtime))
-    return _in_handle(runtime, handle, lambda store: store.insert_workflow(prepared))
+    return handle.write(runtime, lambda store: store.insert_workflow(prepared))
 
 
 def prepare_group(runtime: Runtime, members: Iterable[Request], on_complete: Request,
@@ -124,29 +115,6 @@ def _refuse_eager(runtime: Runtime) -> None:
     if runtime.eager is not None:
         raise InvalidArguments("groups and chains do not run in eager mode (gta_core.testing): test them "
                                "against a database with a supervisor")
-
-
-def _in_handle(runtime: Runtime, handle: handles.Handle, write: Callable[[TaskStore], T]) -> T:
-    """Run ``write`` with a store on the handle's connection, in its open transaction (or, for
-    a peewee database outside one, in a transaction of GTA's own), then wake the workers."""
-    if isinstance(handle, PeeweeHandle):
-        db: peewee.Database = handle.db
-        store = runtime.store_for(db)
-        if db.in_transaction():
-            done = write(store)
-            wake_after_commit(runtime, db, store)
-            return done
-        done = in_transaction(db, lambda: write(store))
-        wake(runtime, db, store)
-        return done
-    if isinstance(handle, ConnectionHandle):
-        store = handle._store(runtime)
-        done = write(store)
-        if store.dialect != "postgres" and handle.on_commit is not None:
-            key = runtime.wake_key(runtime.db)
-            handle.on_commit(lambda: notify_local(key))
-        return done
-    raise InvalidArguments(f"groups and chains cannot be written through a {type(handle).__name__}")
 
 
 __all__ = ["GROUP_ARGUMENT", "PREVIOUS_ARGUMENT", "Workflow", "chain", "group", "prepare_chain", "prepare_group"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import re
+import socket
 from urllib.parse import urlencode
 
 from .helpers import Env, SupervisorProcess, wait_for
@@ -29,10 +30,16 @@ class DashboardServer:
     def base(self) -> str:
         return f"http://{self.bind}"
 
+    @property
+    def port(self) -> int:
+        return int(self.bind.rpartition(":")[2])
+
     def request(self, method: str, path: str, form: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
-        host, _, port = self.bind.rpartition(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                headers: dict[str, str] | None = None, source: str | None = None) -> Reply:
+        """One request (from the address ``source`` when given, e.g. another 127.x.y.z)."""
+        host = self.bind.rpartition(":")[0]
+        connection = http.client.HTTPConnection(host, self.port, timeout=30,
+                                                source_address=(source, 0) if source else None)
         body = urlencode(form or {}) if method == "POST" else None
         sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})} if body is not None \
             else dict(headers or {})
@@ -43,6 +50,24 @@ class DashboardServer:
                          response.read().decode("utf-8", "replace"))
         finally:
             connection.close()
+
+    def raw(self, data: bytes, timeout: float = 10.0, shut_write: bool = True) -> bytes:
+        """Send ``data`` as is on a new connection; everything the server sends back until it
+        closes (``shut_write``: tell it nothing more is coming)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            try:
+                sock.sendall(data)
+                if shut_write:
+                    sock.shutdown(socket.SHUT_WR)
+            except OSError:  # the server may answer and hang up before taking all of it
+                pass
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            return answer
 
     def sign_in(self, token: str = TOKEN) -> str:
         """The session cookie (``name=value``) a correct sign-in gets."""
@@ -58,10 +83,12 @@ class DashboardServer:
         return match[1]
 
 
-def start(env: Env, token: str | None = TOKEN, workers: int = 1) -> DashboardServer:
-    """A supervisor on ``env``'s table whose sidecar serves the dashboard on a free port."""
+def start(env: Env, token: str | None = TOKEN, workers: int = 1,
+          settings: dict[str, str] | None = None) -> DashboardServer:
+    """A supervisor on ``env``'s table whose sidecar serves the dashboard on a free port
+    (``settings``: more GTA_* variables)."""
     bind = f"127.0.0.1:{free_port()}"
-    extra = {"GTA_METRICS": "on", "GTA_METRICS_BIND": bind}
+    extra = {"GTA_METRICS": "on", "GTA_METRICS_BIND": bind, **(settings or {})}
     if token is not None:
         extra["GTA_DASHBOARD_TOKEN"] = token
     process = env.supervisor(workers, extra_env=extra)

@@ -165,4 +165,4 @@ def use_django_database(alias: str, url: str) -> None:
         getattr(connections._connections, alias).close()
         delattr(connections._connections, alias)
     connections.settings[alias] = {**connections.settings["default"], "USER": "", "PASSWORD": "", "HOST": "",
-                                   "PORT": "", **database_settings(url)}
+                                   "PORT": "", "OPTIONS": {}, **database_settings(url)}

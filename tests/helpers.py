@@ -123,14 +123,15 @@ class Env:
         return self
 
     def supervisor(self, workers: int = 2, *args: str, extra_env: dict[str, str] | None = None,
-                   wait_ready: bool = True) -> SupervisorProcess:
-        """Start ``gta-supervisor --workers N`` on this env's table (configured by environment)."""
+                   wait_ready: bool = True, prefix: Sequence[str] = ()) -> SupervisorProcess:
+        """Start ``gta-supervisor --workers N`` on this env's table (configured by environment);
+        ``prefix`` runs it through a command that execs it (``ip netns exec NAME``: same pid)."""
         index = len(self.processes)
         log_path = self.tmp_path / f"supervisor-{index}.log"
         environ = {**os.environ, **(extra_env or {})}
         with open(log_path, "wb") as log_file:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "gta_core.cli_supervisor", "--workers", str(workers), *args],
+                [*prefix, sys.executable, "-m", "gta_core.cli_supervisor", "--workers", str(workers), *args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
             )
         process = SupervisorProcess(popen, log_path)

@@ -258,6 +258,23 @@ def test_show_prints_args_attempts_timestamps_and_traceback(env: Env) -> None:
     fails(gta("show", "987654321", "--json"), "no task with id 987654321")
 
 
+def test_control_characters_from_the_table_reach_the_terminal_escaped(env: Env) -> None:
+    """Whoever submits writes queue names and error texts; printed raw, an escape sequence in
+    them would recolour, retitle or clear the operator's terminal."""
+    queue = "q\x1b[31mred\x07"
+    failed = make(env, "failed", queue=queue, error="boom \x1b]0;pwned\x07 \u202eevil\r\x1b[2J\x9b")
+    make(env, "pending", queue=queue)  # gta queues lists queues with pending or running tasks
+    raw = ("\x1b", "\x07", "\u202e", "\r", "\x9b")
+    outputs = {args: ok(*args) for args in (("list",), ("show", str(failed)), ("queues",), ("stats",))}
+    for args, output in outputs.items():
+        assert not any(character in output for character in raw), (args, output)
+        assert "q\\x1b[31mred\\x07" in output, (args, output)
+    error = outputs["show", str(failed)].split("\n\nlast error:\n", 1)[1]
+    assert "ValueError: boom \\x1b]0;pwned\\x07 \\u202eevil\\x0d\\x1b[2J\\x9b" in error, error
+    assert len(error.splitlines()) > 3  # the traceback keeps its lines
+    assert json.loads(ok("show", str(failed), "--json"))["queue"] == queue  # JSON: escaped by json, exact
+
+
 # -- retry and cancel --------------------------------------------------------------------------------
 def test_retry_by_id_resets_failed_and_cancelled_tasks(env: Env) -> None:
     failed = make(env, "failed", key="always_fails")

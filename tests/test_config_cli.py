@@ -117,6 +117,27 @@ def test_bad_environment_variable_is_named_with_its_value(variable: str, value: 
     assert variable in str(info.value) and repr(value) in str(info.value)
 
 
+@pytest.mark.parametrize("command", [SUPERVISOR, [*GTA, "list"]], ids=["gta-supervisor", "gta"])
+@pytest.mark.parametrize("variable, value, secret", [
+    ("GTA_DASHBOARD_TOKEN", "short-secret", "short-secret"),
+    ("GTA_DATABASE_URL", "postgresq://gta:s3cret-pw@db.example/tasks", "s3cret-pw"),
+    ("GTA_DATABASE_URL", "postgresql:/gta:s3cret-pw@db.example/tasks", "s3cret-pw"),
+    ("GTA_DATABASE_URL", "mysql2://gta@db.example/tasks?password=s3cret-pw", "s3cret-pw"),
+    ("GTA_LISTEN_URL", "mysql://gta:s3cret-pw@db.example/tasks", "s3cret-pw"),
+], ids=["token", "url", "malformed-url", "query-password", "listen-url"])
+def test_a_refused_secret_is_named_but_never_echoed(command: list[str], variable: str, value: str,
+                                                   secret: str) -> None:
+    line = assert_one_line_error(run(command, environ=clean_environ(**{variable: value})), variable)
+    assert secret not in line and ("***" in line or "<hidden>" in line), line
+
+
+def test_settings_repr_hides_the_token_and_passwords() -> None:
+    settings = gta_core.load_settings({"database_url": "postgresql://gta:s3cret-pw@db/tasks?password=s3cret-pw",
+                                       "dashboard_token": "0123456789abcdef-token"}, environ={})
+    assert "s3cret-pw" not in repr(settings) and "0123456789abcdef-token" not in repr(settings)
+    assert "postgresql://gta:***@db/tasks?password=***" in repr(settings)
+
+
 @pytest.mark.parametrize("text, seconds", [
     ("30s", 30.0), ("5m", 300.0), ("7d", 604800.0), ("250ms", 0.25), ("2h", 7200.0), ("1.5", 1.5),
     ("45", 45.0), (" 10s ", 10.0), (12, 12.0), (0.5, 0.5),

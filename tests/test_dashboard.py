@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -21,6 +22,8 @@ from gta_core.config import load_settings
 from gta_core.dashboard.access import Guard, prepare, same_origin
 from gta_core.dashboard.pages import error_history
 from gta_core.dashboard.queries import PREVIEW, DashboardReads, Filters, ReadTimeout
+from gta_core.dashboard.sessions import Sessions
+from gta_core.dashboard.throttle import SignInThrottle
 from gta_core.errors import ConfigError
 from gta_core.sql import RERUN_ERROR_PREFIX
 
@@ -129,17 +132,48 @@ def test_a_slow_read_is_cut_at_its_time_bound(env: Env, backend: str) -> None:
 
 
 # -- access: unit -----------------------------------------------------------------------------------
-def test_guard_and_origin_rules() -> None:
-    guard = Guard(dashboard_client.TOKEN)
-    value = guard.form_value()
-    assert guard.form_value_ok(value) and not guard.form_value_ok(value + "0") and not guard.form_value_ok("")
-    assert not Guard("another-token-0123456789").form_value_ok(value)
-    cookie = guard.session_cookie().split(";", 1)[0]
-    assert guard.signed_in(cookie) and not guard.signed_in(cookie[:-1] + "x") and not guard.signed_in(None)
-    assert dashboard_client.TOKEN not in guard.session_cookie()  # the cookie never carries the token
-    read_only = Guard("")
-    assert not read_only.enabled and not read_only.form_value_ok(read_only.form_value())
-    assert not read_only.token_matches("")
+def test_sessions_expire_end_at_sign_out_and_bind_single_use_csrf_values() -> None:
+    now = [1000.0]
+    sessions = Sessions(idle=60, max_age=600, clock=lambda: now[0])
+    guard = Guard(dashboard_client.TOKEN, sessions)
+    cookie = guard.sign_in().split(";", 1)[0]
+    assert dashboard_client.TOKEN not in cookie  # the cookie never carries the token
+    session = guard.session(cookie)
+    assert session is not None and guard.session(cookie[:-1] + "x") is None and guard.session(None) is None
+    value, other = guard.form_value(session), guard.form_value(session)
+    another = sessions.begin()
+    assert not guard.spend_form_value(another, value)  # bound to its session
+    assert not guard.spend_form_value(session, value + "0") and not guard.spend_form_value(session, "")
+    assert guard.spend_form_value(session, value) and not guard.spend_form_value(session, value)  # one action
+    for _ in range(10):  # used every 59 s: the idle time restarts each time, for up to max_age
+        now[0] += 59
+        assert guard.session(cookie) == session
+    now[0] += 59  # 649 s after it began
+    assert guard.session(cookie) is None and not guard.spend_form_value(session, other)
+    idle = sessions.begin()
+    now[0] += 61
+    assert not sessions.live(idle)
+    ended = guard.session(guard.sign_in().split(";", 1)[0])
+    assert ended is not None
+    guard.sign_out(ended)
+    assert not sessions.live(ended)
+    read_only = Guard("", sessions)
+    assert not read_only.enabled and not read_only.token_matches("") and read_only.session(cookie) is None
+
+
+def test_sign_in_throttle_doubles_the_lockout_per_client() -> None:
+    now = [0.0]
+    throttle = SignInThrottle(clock=lambda: now[0])
+    assert [throttle.wrong("a") for _ in range(8)] == [0, 0, 0, 0, 0, 1, 2, 4]
+    assert throttle.locked_for("a") == 4 and throttle.locked_for("b") == 0
+    now[0] += 4
+    assert throttle.locked_for("a") == 0
+    assert max(throttle.wrong("a") for _ in range(30)) == 300  # capped
+    throttle.right("a")
+    assert throttle.locked_for("a") == 0 and throttle.wrong("a") == 0
+
+
+def test_origin_rules() -> None:
     assert same_origin({"Host": "127.0.0.1:9464", "Origin": "http://127.0.0.1:9464", "Sec-Fetch-Site": "same-origin"})
     assert same_origin({})  # a client that sends neither (curl) is judged by token and CSRF value alone
     assert not same_origin({"Host": "127.0.0.1:9464", "Origin": "http://evil.example"})
@@ -255,11 +289,15 @@ def test_cancel_bulk_retry_and_purge(env: Env) -> None:
 
     settings = env.runtime.settings.replace(dashboard_token=dashboard_client.TOKEN)
     dashboard = Dashboard(settings)
-    cookie = Guard(dashboard_client.TOKEN).session_cookie().split(";", 1)[0]
+    signed_in = dashboard.handle(Request("POST", "/signin", {}, {"Host": "h"}, "client",
+                                         lambda: urlencode({"token": dashboard_client.TOKEN}).encode()))
+    cookie = dict(signed_in.headers)["Set-Cookie"].split(";", 1)[0]
+    session = cookie.split("=", 1)[1]
 
     def post(path: str, **form: str) -> tuple[int, str]:
-        form["csrf"] = Guard(dashboard_client.TOKEN).form_value()
-        response = dashboard.handle(Request("POST", path, {}, {"Cookie": cookie, "Host": "h"}, form))
+        form["csrf"] = dashboard.guard.form_value(session)
+        body = urlencode(form).encode()
+        response = dashboard.handle(Request("POST", path, {}, {"Cookie": cookie, "Host": "h"}, "client", lambda: body))
         return response.status, dict(response.headers).get("Location", response.body.decode())
 
     pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {}, delay=3600)

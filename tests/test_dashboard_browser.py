@@ -22,7 +22,12 @@ from .helpers import Env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--host-resolver-rules=MAP rebind.test 127.0.0.1",  # a name an attacker rebound to loopback
+                 # Chromium's own Private Network Access checks would stop a rebound page's fetch
+                 # before it reaches the sidecar; other browsers have none, so the sidecar must
+                 "--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,"
+                 "LocalNetworkAccessChecks"]
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -153,3 +158,36 @@ def test_a_cross_site_form_cannot_act_even_for_a_signed_in_browser(env: Env, pag
     page.wait_for_load_state()
     assert "Refused" in page.content()
     assert env.statuses([task_id]) == {task_id: "pending"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_crafted_next_link_can_neither_set_a_cookie_nor_leave_the_site(env: Env, page: Any) -> None:
+    """Signing in from a link whose ``next`` smuggles a header, or a tab that browsers drop
+    (``/\t/evil.example`` is ``//evil.example``, another site), lands on the overview."""
+    server = dashboard_client.start(env)
+    for crafted in ("/%0d%0aSet-Cookie:%20injected=pwned;%20Path=/", "/%09/evil.example", "/%0a/evil.example"):
+        page.goto(f"{server.base}/signin?next={crafted}")
+        page.fill("input[name=token]", dashboard_client.TOKEN)
+        page.click("form.signin button")
+        page.wait_for_url(f"{server.base}/?done=signed-in")
+        assert [cookie["name"] for cookie in page.context.cookies()] == ["gta_dashboard"], crafted
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_page_on_a_rebound_name_cannot_read_the_dashboard_or_metrics(env: Env, page: Any) -> None:
+    """DNS rebinding: a script served as http://rebind.test:PORT/ (the attacker's page, here
+    handed to the browser by Playwright) whose name then resolves to 127.0.0.1 reads
+    same-origin URLs that reach the sidecar, which refuses that Host."""
+    task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": "private-arg-0451"}, delay=3600)
+    server = dashboard_client.start(env)
+    rebound = f"http://rebind.test:{server.port}"
+    page.route(f"{rebound}/attack.html", lambda route: route.fulfill(body="<p>win a prize</p>",
+                                                                      content_type="text/html"))
+    page.goto(f"{rebound}/attack.html")
+    read = "path => fetch(path).then(r => r.text().then(text => [r.status, text]))"
+    for path in (f"/tasks/{task_id}", "/metrics", "/healthz", "/"):
+        status, text = page.evaluate(read, path)
+        assert status == 400 and "private-arg" not in text and "gta_" not in text, (path, status, text[:200])
+    assert page.goto(f"{rebound}/tasks/{task_id}").status == 400
+    page.goto(f"http://localhost:{server.port}/tasks/{task_id}")  # a name of this host: served
+    assert "private-arg-0451" in page.content()

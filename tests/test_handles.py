@@ -5,13 +5,18 @@ and a handle that cannot keep that promise (no transaction, another database) is
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
 
+import peewee
 import pytest
 
 import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
+from gta_core.runtime import Runtime
 
 from .conftest import ENABLED, only_on
 from .handles import KINDS, Caller, django_alias, sqlite_path
@@ -199,3 +204,74 @@ def test_a_connection_of_another_dialect_is_refused(env: Env, tmp_path: object) 
 def test_an_unknown_handle_names_what_to_pass(env: Env) -> None:
     with pytest.raises(SubmitError, match="a SQLAlchemy Session or Connection, a Django connection"):
         gta_core.submit("sqlite:///x.db", "record")
+
+
+# -- peewee Databases: on GTA's database, told from their settings (issue 27) -----------------
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_peewee_database_on_another_file_is_refused_without_opening_it(env: Env, tmp_path: Path) -> None:
+    """The application's own shop.db beside GTA's file, with a task table of its own there
+    (`gta migrate` once run against it): a task written there would never run."""
+    shop = tmp_path / "shop.db"
+    elsewhere = Runtime(gta_core.load_settings({"database_url": f"sqlite:///{shop}", "table": env.table}))
+    elsewhere.store.migrate()
+    app_db = peewee.SqliteDatabase(str(shop))
+    expected = (f"the peewee SqliteDatabase is on database {os.path.realpath(shop)!r}, GTA's is "
+                f"{os.path.realpath(sqlite_path(env.db_url))!r} (GTA_DATABASE_URL, which must be your "
+                "application's database)")
+    with pytest.raises(SubmitError) as info:
+        gta_core.submit(app_db, "record", {"n": 1})
+    assert str(info.value).startswith(expected)
+    assert app_db.is_closed()  # told from its settings: nothing opened, nothing read
+    with app_db.atomic() as tx:
+        for refused in (lambda: gta_core.submit(tx, "record", {"n": 1}),
+                        lambda: gta_core.submit_many(tx, [("record", {"n": 2})]),
+                        lambda: gta_core.transaction(app_db).__enter__(),
+                        lambda: gta_core.status(1, db=tx)):
+            with pytest.raises(SubmitError, match="which must be your application's database"):
+                refused()
+    app_db.close()
+    assert elsewhere.store.counts() == {} and env.store.counts() == {}
+    elsewhere.db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_another_peewee_database_on_gtas_file_is_accepted(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GTA's file through another Database object, named by a relative path or a roundabout one."""
+    path = Path(sqlite_path(env.db_url))
+    monkeypatch.chdir(path.parent)
+    ids = []
+    for name in (path.name, f"{path.parent}/../{path.parent.name}/{path.name}"):
+        app_db = peewee.SqliteDatabase(name)
+        with app_db.atomic() as tx:
+            ids.append(gta_core.submit(tx, "record", {"n": len(ids)}))
+        app_db.close()
+    assert env.statuses(ids) == dict.fromkeys(ids, "pending")
+
+
+@pytest.mark.parametrize("backend", [only_on("postgres")])
+def test_a_peewee_database_of_another_dialect_is_refused(env: Env, tmp_path: Path) -> None:
+    """An application on SQLite with GTA_DATABASE_URL on PostgreSQL: its tasks went into the
+    SQLite file without a word."""
+    app_db = peewee.SqliteDatabase(str(tmp_path / "app.db"))
+    with pytest.raises(SubmitError, match="the peewee SqliteDatabase is on sqlite, GTA's database is postgres"):
+        gta_core.submit(app_db, "record", {"n": 1})
+    assert app_db.is_closed()
+
+
+@pytest.mark.parametrize("backend", [only_on("postgres"), only_on("mariadb")])
+def test_a_peewee_database_on_another_server_database_is_refused(env: Env, backend: str) -> None:
+    """Compared by database name, from the Database's settings; the same database under another
+    host name (localhost for 127.0.0.1) is accepted."""
+    url = urlparse(env.db_url)
+    kind, other = (peewee.PostgresqlDatabase, "postgres") if backend == "postgres" else (peewee.MySQLDatabase, "mysql")
+    ours = url.path.lstrip("/")
+    params = {"user": url.username, "port": url.port}
+    app_db = kind(other, host=url.hostname, **params)
+    with pytest.raises(SubmitError, match=f"the peewee {kind.__name__} is on database '{other}', GTA's is '{ours}'"):
+        gta_core.submit(app_db, "record", {"n": 1})
+    assert app_db.is_closed()
+    same = kind(ours, host="localhost", **params)
+    with same.atomic() as tx:
+        task_id = gta_core.submit(tx, "record", {"n": 1})
+    same.close()
+    assert env.statuses([task_id]) == {task_id: "pending"}

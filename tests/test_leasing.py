@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,12 +33,12 @@ def _submit(count: int, key: str = "record", **options: Any) -> list[int]:
                                 [gta_core.TaskRequest(key, {"n": n}, **options) for n in range(count)])
 
 
-def _expire(store: TaskStore, ids: Sequence[int]) -> None:
-    """Push the leases of ``ids`` an hour into the past, on the database's own clock."""
+def _expire(store: TaskStore, ids: Sequence[int], seconds: float = 3600.0) -> None:
+    """Push the leases of ``ids`` ``seconds`` (an hour) into the past, on the database's own clock."""
     d = store.sql.dialect
     marks = ", ".join("?" * len(ids))
     statement = d.fix(f"UPDATE {store.table} SET lease_expires_at = {d.now_plus()} WHERE id IN ({marks})")
-    store._write(statement, (d.seconds_param(-3600.0), *ids))
+    store._write(statement, (d.seconds_param(-seconds), *ids))
 
 
 def _row(env: Env, task_id: int) -> dict[str, Any]:
@@ -200,6 +201,56 @@ def test_rescue_never_clobbers_an_outcome(env: Env) -> None:
     assert _row(env, done)["status"] == "succeeded"
     row = _row(env, retried)
     assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 1, "boom")
+
+
+def test_rescue_skips_a_row_another_transaction_holds(env: Env) -> None:
+    """A silent host's open transaction holding one expired row (until its server ends the
+    session) must not stall the rescue of the others: that row is skipped for the next round."""
+    store = env.store
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite locks the whole database, never one row")
+    locked, free = _submit(2)
+    store.lease("owner-a", QUEUES, 2, 30.0)
+    _expire(store, [locked], 3600.0)
+    _expire(store, [free], 1800.0)  # the locked row comes first in the rescue's order
+    holder = open_database(env.db_url)
+    try:
+        with holder.atomic():
+            holder.execute_sql(store.sql.dialect.fix(f"SELECT id FROM {store.table} WHERE id = ? FOR UPDATE"),
+                               (locked,))
+            started = time.monotonic()
+            rescued = store.rescue_expired()
+            took = time.monotonic() - started
+        assert [task.id for task in rescued] == [free]
+        assert took < 1.0, f"the rescue waited {took:.1f}s on a row lock"
+        assert [task.id for task in store.rescue_expired()] == [locked]  # the next round takes it
+    finally:
+        holder.close()
+
+
+def test_a_stale_success_write_never_locks_the_new_holders_row(env: Env) -> None:
+    """A worker whose lease was taken over writes its success late, from a host that is then
+    cut off with that transaction open: the row's new holder must still renew it at once (on
+    MariaDB a locking read of the stale batch kept the row locked, and stalled the new
+    holder's heartbeats until the silent session ended)."""
+    store = env.store
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite locks the whole database, never one row")
+    stolen, kept = _submit(2)
+    store.lease("owner-a", QUEUES, 2, 30.0)
+    _expire(store, [stolen])
+    assert [task.id for task in store.rescue_expired()] == [stolen]
+    assert [task.id for task in store.lease("owner-b", QUEUES, 1, 30.0)] == [stolen]
+    other = TaskStore(open_database(env.db_url), store.table)
+    try:
+        with store.db.atomic():  # the stale write's transaction, left open
+            assert store.complete_many("owner-a", [stolen, kept], [1, 1]) == {kept}
+            started = time.monotonic()
+            assert other.heartbeat("owner-b", [stolen], 30.0) == 1
+            took = time.monotonic() - started
+        assert took < 0.5, f"the new holder's heartbeat waited {took:.1f}s on the stale write's lock"
+    finally:
+        other.db.close()
 
 
 def test_release_returns_tasks_without_counting_the_attempt(env: Env) -> None:

@@ -5,6 +5,9 @@ already closed"), and a supervisor loop retrying a plain read on it rescued noth
 """
 from __future__ import annotations
 
+import secrets
+import time
+
 import peewee
 import pytest
 
@@ -43,3 +46,42 @@ def test_a_connection_the_server_ended_is_replaced(backend: str, db_url: str) ->
     finally:
         db.close()
         killer.close()
+
+
+def test_the_server_ends_a_transaction_its_client_left_silent(backend: str, db_url: str) -> None:
+    """A host cut off mid-transaction must not hold its row locks for hours: the server ends
+    its session within the statement timeout (PostgreSQL's idle_in_transaction_session_timeout,
+    MariaDB's idle_transaction_timeout), and another session can take the rows."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server and no other host")
+    table = f"gta_idle_{secrets.token_hex(4)}"
+    silent, other = open_database(db_url, statement_timeout=1), open_database(db_url, statement_timeout=5)
+    try:
+        other.execute_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
+        other.execute_sql(f"INSERT INTO {table} (id) VALUES (1)")
+        with pytest.raises((peewee.OperationalError, peewee.InterfaceError)), silent.atomic():
+            silent.execute_sql(f"SELECT id FROM {table} WHERE id = 1 FOR UPDATE")
+            time.sleep(2.5)  # the client says nothing, as a host behind a partition
+            try:  # the row is free again: the server ended the silent session
+                with other.atomic():
+                    other.execute_sql(f"SELECT id FROM {table} WHERE id = 1 FOR UPDATE NOWAIT")
+            except peewee.DatabaseError as exc:
+                pytest.fail(f"the silent session still holds its row lock: {exc}")
+            silent.execute_sql("SELECT 1")  # and the silent client finds its session gone
+    finally:
+        other.execute_sql(f"DROP TABLE IF EXISTS {table}")
+        for db in (silent, other):
+            db.close()
+
+
+def test_mysql_session_bounds_per_server() -> None:
+    """MariaDB >= 10.3 gets an idle-transaction timeout; MySQL, which has none, the rest."""
+    from gta_core.database import mysql_session_settings
+
+    mariadb = mysql_session_settings("5.5.5-10.11.6-MariaDB-0+deb12u1", 30)
+    assert "idle_transaction_timeout = 30" in mariadb and "max_statement_time = 30" in mariadb
+    assert "innodb_lock_wait_timeout = 6" in mariadb and "lock_wait_timeout = 30" in mariadb
+    mysql = mysql_session_settings("8.0.36", 30)
+    assert "max_execution_time = 30000" in mysql and "idle_transaction_timeout" not in mysql
+    assert "idle_transaction_timeout" not in mysql_session_settings("10.2.44-MariaDB", 5)
+    assert mysql_session_settings("10.11.6-MariaDB", 0) == ""

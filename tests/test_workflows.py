@@ -216,7 +216,7 @@ def test_waiting_callbacks_show_in_list_stats_metrics_and_the_dashboard(wenv: En
     assert read_stats(wenv.store, load_settings()).depth[("callbacks", "waiting")] == 1
     counts = wenv.store.counts()
     overview = pages.overview(counts, [], dt.datetime.now(dt.timezone.utc), {}, None, {},
-                              pages.Viewer(can_act=False, token_configured=False))
+                              pages.Viewer(can_act=False, token_configured=False), max_queues=100)
     assert 'href="/tasks?status=waiting"' in overview
 
 

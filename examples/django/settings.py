@@ -18,8 +18,9 @@ ENGINES = {"sqlite": "sqlite3", "postgresql": "postgresql", "mysql": "mysql"}
 def database_settings(url: str) -> dict[str, Any]:
     """Django's DATABASES entry for a GTA database URL."""
     parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.split("://", 1)[1][1:]}
+    if parsed.scheme == "sqlite":  # IMMEDIATE: atomic() waits for the write lock at BEGIN (docs/integrations.md)
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.split("://", 1)[1][1:],
+                "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
     if parsed.scheme == "mysql":
         import pymysql
         pymysql.install_as_MySQLdb()  # Django's MySQL backend on PyMySQL

@@ -10,11 +10,11 @@ GTA_PLUGINS=examples.receipts uvicorn examples.fastapi.app:app`` beside ``gta mi
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
-from sqlalchemy import String
+from sqlalchemy import Engine, String, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,6 +39,8 @@ class NewOrder(BaseModel):
 
 def create_app(database_url: str | None = None) -> FastAPI:
     engine = create_async_engine(database_url or os.environ["DATABASE_URL"])
+    if engine.dialect.name == "sqlite":  # transactions wait for SQLite's write lock at BEGIN
+        begin_immediate(engine.sync_engine)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -65,6 +67,17 @@ def create_app(database_url: str | None = None) -> FastAPI:
 
     app.state.engine = engine
     return app
+
+
+def begin_immediate(engine: Engine) -> None:
+    """SQLite: SQLAlchemy begins every transaction itself, ``BEGIN IMMEDIATE`` (docs/integrations.md)."""
+    @event.listens_for(engine, "connect")
+    def no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 if "DATABASE_URL" in os.environ:  # `uvicorn examples.fastapi.app:app`

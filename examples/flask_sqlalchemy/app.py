@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String
+from sqlalchemy import Engine, String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.exceptions import BadRequest
 
@@ -36,6 +36,9 @@ def create_app(database_url: str | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["DATABASE_URL"]
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":  # transactions wait for SQLite's write lock at BEGIN
+            begin_immediate(db.engine)
 
     @app.post("/orders")
     def create_order() -> tuple[dict[str, Any], int]:
@@ -50,3 +53,14 @@ def create_app(database_url: str | None = None) -> Flask:
         return {"id": order.id}, 201
 
     return app
+
+
+def begin_immediate(engine: Engine) -> None:
+    """SQLite: SQLAlchemy begins every transaction itself, ``BEGIN IMMEDIATE`` (docs/integrations.md)."""
+    @event.listens_for(engine, "connect")
+    def no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,22 +1,23 @@
 """The web dashboard, served by the metrics sidecar at ``/`` (see docs/dashboard.md).
 
-`mount` builds it for a sidecar; `serve` answers one request of the sidecar's
-``BaseHTTPRequestHandler`` with it. Modules: `access` (token, session, CSRF), `queries`
-(bounded reads), `pages` and `render` (escaped HTML), `app` (routes and actions), `local`
-(what the sidecar knows of its supervisor).
+`mount` builds it for a sidecar; `serve` answers one request of the sidecar's HTTP server
+(`gta_core.metrics.server`, which bounds connections, requests and responses) with it.
+Modules: `access` (token, origin), `sessions` (sign-ins and their CSRF values), `throttle`
+(wrong tokens per client), `queries` (bounded reads), `pages` and `render` (escaped HTML),
+`app` (routes and actions), `local` (what the sidecar knows of its supervisor).
 """
 from __future__ import annotations
 
 import functools
 import logging
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from ..config import Settings
+from ..metrics import server
 from ..metrics.multiproc import MultiprocDir
 from .access import prepare, refusal
-from .app import FORM_LIMIT, Dashboard, Request, Response, parse_form
+from .app import Dashboard, Request
 from .local import read_local
 
 log = logging.getLogger("gta.dashboard")
@@ -35,26 +36,8 @@ def mount(settings: Settings, directory: MultiprocDir, supervisor_pid: int, coll
     return Dashboard(settings, local)
 
 
-def serve(handler: BaseHTTPRequestHandler, dashboard: Dashboard) -> None:
-    """Answer ``handler``'s request (GET or POST) with the dashboard."""
-    url = urlsplit(handler.path)
-    form: dict[str, str] = {}
-    if handler.command == "POST":
-        length = int(handler.headers.get("Content-Length") or 0)
-        if length > FORM_LIMIT:
-            _send(handler, Response(413, b"form too large\n", "text/plain; charset=utf-8"))
-            return
-        form = parse_form(handler.rfile.read(length))
-    headers = {name.title(): value for name, value in handler.headers.items()}  # Sec-Fetch-Site, Origin, …
-    request = Request(handler.command, url.path, dict(parse_qsl(url.query)), headers, form)
-    _send(handler, dashboard.handle(request))
-
-
-def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
-    handler.send_response(response.status)
-    handler.send_header("Content-Type", response.content_type)
-    handler.send_header("Content-Length", str(len(response.body)))
-    for name, value in response.headers:
-        handler.send_header(name, value)
-    handler.end_headers()
-    handler.wfile.write(response.body)
+def serve(request: server.Request, dashboard: Dashboard) -> server.Reply:
+    """Answer one request of the sidecar's server (every path but ``/metrics`` and ``/healthz``)."""
+    query = dict(parse_qsl(request.query))
+    return dashboard.handle(Request(request.method, request.path, query, request.headers, request.client,
+                                    request.read_body))

@@ -1,20 +1,21 @@
 """Who may act on the dashboard: the token, the session cookie and the CSRF check.
 
-Reading is open to whoever reaches the sidecar's port (loopback by default). Acting (retry,
-cancel, purge) needs all three of:
+Reading is open to whoever reaches the sidecar's port (loopback by default) under a name it
+answers to (`gta_core.metrics.hosts`). Acting (retry, cancel, purge) needs all three of:
 
-- a session cookie set by signing in with the dashboard token (the cookie holds an HMAC of
-  the token, never the token; ``HttpOnly``, ``SameSite=Strict``);
-- a per-form CSRF value, ``nonce.HMAC(token, nonce)``: only a page rendered for a signed-in
-  browser carries one, and another site can neither read it nor forge it;
+- a session cookie set by signing in with the dashboard token (`sessions`: a random id, never
+  the token; ``HttpOnly``, ``SameSite=Strict``), for a session that has not expired or been
+  signed out; sign-ins are throttled per client (`throttle`);
+- a CSRF value bound to that session (`sessions`), good for one action: only a page rendered
+  for the signed-in browser carries one, and another site can neither read it nor forge it;
 - a request that says it comes from this origin: ``Sec-Fetch-Site`` (when sent) is
   ``same-origin`` or ``none``, and ``Origin`` (when sent) names the ``Host`` it was sent to.
 
-With no token configured nothing can act: the dashboard is read-only.
+The first and last are checked before the request's body is read. With no token configured
+nothing can act: the dashboard is read-only.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
+from .sessions import Sessions
 
 COOKIE = "gta_dashboard"
 GENERATE = "generate"
@@ -64,47 +66,47 @@ def refusal(settings: Settings) -> str | None:
 
 
 class Guard:
-    """The checks above for one token ('' means read-only: every check fails)."""
+    """The token, the sessions it opens and their CSRF values ('' token: read-only, every check fails)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, sessions: Sessions) -> None:
         self._key = token.encode() if token and token != GENERATE else b""
+        self.sessions = sessions
 
     @property
     def enabled(self) -> bool:
         return bool(self._key)
 
-    def _mac(self, purpose: str, value: str = "") -> str:
-        return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
-
     def token_matches(self, candidate: str) -> bool:
         return self.enabled and hmac.compare_digest(candidate.encode(), self._key)
 
-    def session_cookie(self) -> str:
-        """The ``Set-Cookie`` value a correct sign-in gets."""
-        return f"{COOKIE}={self._mac('session')}; Path=/; HttpOnly; SameSite=Strict"
+    def sign_in(self) -> str:
+        """The ``Set-Cookie`` value a correct sign-in gets: a new session's id."""
+        return (f"{COOKIE}={self.sessions.begin()}; Path=/; HttpOnly; SameSite=Strict; "
+                f"Max-Age={int(self.sessions.max_age)}")
 
-    @staticmethod
-    def signed_out_cookie() -> str:
+    def sign_out(self, session: str) -> str:
+        """End ``session``; the ``Set-Cookie`` value that removes its cookie."""
+        self.sessions.end(session)
         return f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
 
-    def signed_in(self, cookie_header: str | None) -> bool:
+    def session(self, cookie_header: str | None) -> str | None:
+        """The live session the request's cookie names, or None."""
         if not self.enabled or not cookie_header:
-            return False
+            return None
         try:
             cookies = SimpleCookie(cookie_header)
         except CookieError:
-            return False
+            return None
         morsel = cookies.get(COOKIE)
-        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self._mac("session").encode())
+        return morsel.value if morsel is not None and self.sessions.live(morsel.value) else None
 
-    def form_value(self) -> str:
-        """A fresh CSRF value for one form."""
-        nonce = secrets.token_urlsafe(12)
-        return f"{nonce}.{self._mac('csrf', nonce)}"
+    def form_value(self, session: str) -> str:
+        """A fresh CSRF value for a page rendered for ``session``."""
+        return self.sessions.form_value(session)
 
-    def form_value_ok(self, value: str) -> bool:
-        nonce, _, mac = value.partition(".")
-        return self.enabled and bool(nonce) and hmac.compare_digest(mac.encode(), self._mac("csrf", nonce).encode())
+    def spend_form_value(self, session: str, value: str) -> bool:
+        """Whether ``value`` is an unused CSRF value of ``session``; it is used now."""
+        return self.enabled and self.sessions.spend(session, value)
 
 
 def same_origin(headers: Mapping[str, str]) -> bool:

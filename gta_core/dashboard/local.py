@@ -24,7 +24,7 @@ def read_local(directory: MultiprocDir, supervisor_pid: int, collector: Any) -> 
     if status is None:
         return None
     # the database's part of health is left out: the page showing this has just read it
-    healthy, _ = evaluate(status, os.getppid() == supervisor_pid, DatabaseCheck(True), time.time())
+    healthy, _ = evaluate(status, os.getppid() == supervisor_pid, DatabaseCheck(True), time.monotonic())
     return LocalSupervisor(socket.gethostname(), status.pid, process_start(status.pid), status.live,
                            status.workers, _tasks_run(collector), healthy)
 

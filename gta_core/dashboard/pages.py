@@ -15,11 +15,13 @@ from urllib.parse import urlencode
 from ..admin import RETRYABLE, STATUSES
 from ..roster import Unhandled
 from ..sql import RERUN_ERROR_PREFIX
-from .queries import PREVIEW, Filters
+from .queries import PREVIEW, SHOWN, Filters
 from .render import Markup, join, render, tag, when
 
 CHART_MINUTES = 60
-ARGS_SHOWN = 200_000  # characters of args/context/errors shown on a task's page
+#: warnings of tasks no live supervisor handles shown on the overview (the most waiting first)
+UNHANDLED_SHOWN = 20
+ARGS_SHOWN = SHOWN  # characters of args/context/errors shown on a task's page
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,7 @@ def age(seconds: float | None) -> str:
 # -- overview ------------------------------------------------------------------------------------
 def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tuple[str, str, int]], now: dt.datetime,
              oldest: Mapping[str, float], local: LocalSupervisor | None, running: Mapping[str, int],
-             viewer: Viewer, unhandled: Sequence[Unhandled] = ()) -> Markup:
+             viewer: Viewer, max_queues: int, unhandled: Sequence[Unhandled] = ()) -> Markup:
     if counts is None:
         uncounted = tag("p", "counting every row took too long: see `gta stats`", class_="notice")
         statuses = by_queue = uncounted
@@ -105,10 +107,7 @@ def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tu
         totals = {status: sum(n for (_, s), n in counts.items() if s == status) for status in STATUSES}
         statuses = _table(("status", "tasks"), [(tag("a", status, href="/tasks?" + urlencode({"status": status})),
                                                 totals[status]) for status in STATUSES], numeric=(1,))
-        by_queue = _table(("queue", *STATUSES, "oldest due"),
-                          [(tag("a", queue, href="/tasks?" + urlencode({"queue": queue})),
-                            *(counts.get((queue, status), 0) for status in STATUSES), age(oldest.get(queue)))
-                           for queue in sorted({queue for queue, _ in counts})],
+        by_queue = _table(("queue", *STATUSES, "oldest due"), _queue_rows(counts, oldest, max_queues),
                           numeric=tuple(range(1, len(STATUSES) + 2)), empty="no tasks")
     chart, succeeded, failed = throughput_chart(finished, now)
     rate = f"{100 * failed / (succeeded + failed):.1f}%" if succeeded + failed else "-"
@@ -120,10 +119,13 @@ def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tu
     workers = _table(("host", "supervisor pid", "worker", "running tasks"),
                      [(*_owner_parts(owner), count) for owner, count in sorted(running.items())],
                      numeric=(1, 3), empty="no task is running")
-    warnings = join(tag("p", join([group.describe() + " (",
-                                   tag("a", "list them", href="/tasks?" + urlencode(
-                                       {"status": "pending", "queue": group.queue, "key": group.key})), ")"]),
-                        class_="notice unhandled") for group in unhandled)
+    warnings = join([*(tag("p", join([group.describe() + " (",
+                                      tag("a", "list them", href="/tasks?" + urlencode(
+                                          {"status": "pending", "queue": group.queue, "key": group.key})), ")"]),
+                           class_="notice unhandled") for group in unhandled[:UNHANDLED_SHOWN]),
+                     *([tag("p", f"and {len(unhandled) - UNHANDLED_SHOWN} more task keys and queues that no live "
+                                 "supervisor handles: see `gta stats`", class_="notice unhandled")]
+                       if len(unhandled) > UNHANDLED_SHOWN else [])])
     body = render("overview.html", warnings=warnings, statuses=statuses, chart=chart, succeeded=succeeded,
                   failed=failed, failure_rate=rate, oldest=age(max(oldest.values(), default=None)), queues=by_queue,
                   supervisors=supervisors, workers=workers)
@@ -131,6 +133,25 @@ def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tu
         tag("h2", "Purge finished tasks"),
         _purge_form(viewer)]), class_="purge")
     return Markup(body + purge)
+
+
+def _queue_rows(counts: Mapping[tuple[str, str], int], oldest: Mapping[str, float],
+                max_queues: int) -> list[tuple[Any, ...]]:
+    """A row per queue, the ``max_queues`` with the most tasks by name (whoever submits
+    chooses queue names: 20,000 of them made a 10 MB page) and the rest summed in one row."""
+    load: dict[str, int] = {}
+    for (queue, _), count in counts.items():
+        load[queue] = load.get(queue, 0) + count
+    ranked = sorted(load, key=lambda queue: (-load[queue], queue))
+    named, rest = sorted(ranked[:max_queues]), ranked[max_queues:]
+    rows: list[tuple[Any, ...]] = [
+        (tag("a", queue, href="/tasks?" + urlencode({"queue": queue})),
+         *(counts.get((queue, status), 0) for status in STATUSES), age(oldest.get(queue))) for queue in named]
+    if rest:
+        rows.append((f"{len(rest):,} more queues", *(sum(counts.get((queue, status), 0) for queue in rest)
+                                                     for status in STATUSES),
+                     age(max((oldest[queue] for queue in rest if queue in oldest), default=None))))
+    return rows
 
 
 def _purge_form(viewer: Viewer) -> Markup:
@@ -253,13 +274,14 @@ def pretty(text: str | None) -> str:
         return "null"
     try:
         text = json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (cut at ARGS_SHOWN, or written by hand), or nested too deep
         pass
     return _shown(text)
 
 
 def _shown(text: str) -> str:
-    return text if len(text) <= ARGS_SHOWN else text[:ARGS_SHOWN] + f"\n… (cut: {len(text):,} characters in all)"
+    length = getattr(text, "length", len(text))  # `Clipped` by the query: its whole value's
+    return text if length <= ARGS_SHOWN else text[:ARGS_SHOWN] + f"\n… (cut: {length:,} characters in all)"
 
 
 def error_history(last_error: str | None) -> list[str]:

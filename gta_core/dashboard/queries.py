@@ -26,16 +26,26 @@ import peewee
 from ..database import dialect_of, open_database, utc_text
 from ..dialects import DIALECTS, Dialect
 from ..roster import Unhandled, supervisors, unhandled
+from ..sql import ALL_COLUMNS
 from ..store import TaskStore, parse_timestamp, summarize_by_queue
 
 READ_TIMEOUT = 5.0  # seconds a dashboard statement may run
 SOCKET_GRACE = 5.0
 PAGE = 50
 PREVIEW = 200  # characters of args and last_error shown in a list
+SHOWN = 200_000  # characters of a task's args, context, last_error and result read for its page
 CHILDREN = 100
 LIST_COLUMNS = ("id", "key", "queue", "status", "attempts", "max_attempts", "priority", "args", "last_error",
                 "run_at", "created_at", "finished_at")
 _TIMESTAMPS = ("run_at", "created_at", "finished_at")
+_WIDE = ("args", "context", "last_error", "result")
+
+
+class Clipped(str):
+    """A wide column's text as read for a page: cut in SQL at `SHOWN` characters; ``length``
+    is the whole value's."""
+
+    length: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +197,23 @@ class DashboardReads:
 
     # -- one task ------------------------------------------------------------------------------
     def task(self, task_id: int) -> dict[str, Any] | None:
-        return self.store.get(task_id)
+        """Every column of one task, the wide ones `Clipped` in SQL (a 30 MB argument never
+        leaves the database whole for a page), or None when no row has that id."""
+        length = "CHAR_LENGTH" if self.dialect_name == "mysql" else "LENGTH"
+        columns = [f"SUBSTR({column}, 1, {SHOWN + 1})" if column in _WIDE else self.d.q(column) if column == "key"
+                   else column for column in ALL_COLUMNS]
+        rows = self._rows(f"SELECT {', '.join(columns)}, {', '.join(f'{length}({c})' for c in _WIDE)} "
+                          f"FROM {self.table} WHERE id = ?", (task_id,))
+        if not rows:
+            return None
+        task = dict(zip(ALL_COLUMNS, rows[0][:len(ALL_COLUMNS)], strict=True))
+        for column, full in zip(_WIDE, rows[0][len(ALL_COLUMNS):], strict=True):
+            if task[column] is not None:
+                task[column] = Clipped(task[column])
+                task[column].length = int(full)
+        for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
+            task[column] = parse_timestamp(task[column])
+        return task
 
     def children(self, task_id: int, limit: int = CHILDREN) -> list[tuple[int, str, str]]:
         """(id, key, status) of the tasks ``task_id`` submitted, on the parent_id index."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
+    from ..store import TaskStore
     from ..store_insert import NewTask
+
+T = TypeVar("T")
 
 #: top-level package of a handle's class → the adapter module that writes through it
 ADAPTERS = {
@@ -40,8 +43,15 @@ class Handle(abc.ABC):
     """A caller's transaction, as the place GTA writes its rows in."""
 
     @abc.abstractmethod
+    def write(self, runtime: Runtime, queries: Callable[[TaskStore], T]) -> T:
+        """Run ``queries`` with a store on the caller's connection, in its transaction (once
+        the connection is known to be on GTA's database), and arrange the wake-up for its commit.
+        GTA's statements there never read before they write: on SQLite a read would make the
+        caller's transaction one that cannot wait for the write lock (`sqlite_locks`)."""
+
     def insert(self, runtime: Runtime, rows: Sequence[NewTask]) -> list[int]:
         """Insert checked rows in the caller's transaction and arrange the wake-up for its commit."""
+        return self.write(runtime, lambda store: store.insert(rows))
 
     @abc.abstractmethod
     def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:

@@ -6,7 +6,8 @@ as the place GTA writes its rows in without blocking the event loop.
 and imports it only then. Each adapter says how to run one statement on its connection and
 whether a transaction is open; the statements are the store's own insert plan
 (`InsertQueries.insert_steps`), awaited one at a time, after the same checks as a sync
-connection's (`gta_core.handles.connection`): GTA's dialect, database and task table.
+connection's (`gta_core.handles.connection`): GTA's dialect, database and task table, with
+nothing read before the insert on SQLite.
 """
 from __future__ import annotations
 
@@ -14,15 +15,25 @@ import abc
 import dataclasses
 import importlib
 import re
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import SubmitError
-from ..sql import statements
-from ..store_insert import InsertQueries, Query
+from ..store import TaskStore
+from ..store_insert import Query
 from ..wake import notify_local
 from . import is_async, refuse_none
-from .connection import borrowed_database, check_database, check_dialect, hook_for_eager
+from .connection import (
+    borrowed_database,
+    check_database,
+    check_dialect,
+    check_table,
+    hook_for_eager,
+    where_answer,
+    where_query,
+)
+from .sqlite_locks import BUSY_TIMEOUT, busy_error, busy_timeout, locked
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -53,6 +64,8 @@ class AsyncConnectionHandle(abc.ABC):
     numbered: bool = False
     #: the database has ``INSERT … RETURNING`` (all but MySQL 8)
     returns_ids: bool = True
+    #: on SQLite, how this kind of handle begins its transactions IMMEDIATE (`sqlite_locks`)
+    immediate: str = ""
 
     @abc.abstractmethod
     async def run(self, sql: str, params: Sequence[Any], wants: str | None) -> Any:
@@ -63,8 +76,16 @@ class AsyncConnectionHandle(abc.ABC):
         """Insert checked rows in the caller's transaction and arrange the wake-up for its commit
         (on PostgreSQL the insert's ``NOTIFY`` is delivered at commit)."""
         store = await self._store(runtime)
-        ids = await run_async_steps(store.insert_steps(rows, returns_ids=self.returns_ids, numbered=self.numbered),
-                                    self._run)
+        steps = store.insert_steps(rows, returns_ids=self.returns_ids, numbered=self.numbered)
+        started = time.monotonic()
+        try:
+            with store._table_required():
+                ids = await run_async_steps(steps, self._run)
+        except Exception as exc:
+            if (error := busy_error(exc)) is None:
+                raise
+            waited = time.monotonic() - started
+            raise locked(self.kind, self.immediate, error, waited, await self._busy_timeout()) from exc
         if self.dialect != "postgres" and self.on_commit is not None:
             key = runtime.wake_key(runtime.db)
             self.on_commit(lambda: notify_local(key))
@@ -74,16 +95,26 @@ class AsyncConnectionHandle(abc.ABC):
         """Run ``fn`` once the caller's outermost transaction commits (eager mode)."""
         hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
 
-    async def _store(self, runtime: Runtime) -> InsertQueries:
-        """The insert queries whose plan runs here (no connection of their own: they only build
-        the statements), once the caller's connection is known to be on GTA's database."""
+    async def _busy_timeout(self) -> float | None:
+        """The connection's SQLite busy timeout (`sqlite_locks.busy_timeout`), after a refused write."""
+        try:
+            rows = await self._run(Query(BUSY_TIMEOUT, ()))
+        except Exception:
+            return None
+        return busy_timeout(lambda _: rows)
+
+    async def _store(self, runtime: Runtime) -> TaskStore:
+        """A store whose insert plan runs here (no connection of its own: it only builds the
+        statements), once the caller's connection is known to be on GTA's database (asked as
+        `ConnectionHandle` asks it: nothing is read on SQLite)."""
         if self.no_transaction:
             raise SubmitError(self.no_transaction)
         check_dialect(self.kind, self.dialect, runtime)
         table = runtime.settings.table
-        (database, has_table), = await self._run(Query(statements(self.dialect, table).database_and_table, (table,)))
-        check_database(self.kind, self.dialect, runtime, str(database or ""), bool(has_table))
-        return InsertQueries(borrowed_database(self.dialect), table)
+        database, has_table = where_answer(self.dialect, await self._run(where_query(self.dialect, table)))
+        check_database(self.kind, runtime, database)
+        check_table(runtime, database, has_table)
+        return TaskStore(borrowed_database(self.dialect), table)
 
     def _run(self, query: Query) -> Any:
         sql = query.sql

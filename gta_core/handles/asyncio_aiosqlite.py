@@ -16,10 +16,14 @@ from ..runtime import Runtime
 from .async_connection import AsyncConnectionHandle
 from .connection import borrowed_database
 
+#: how an aiosqlite connection's transactions begin IMMEDIATE (`gta_core.handles.sqlite_locks`)
+IMMEDIATE = ("`await conn.execute('BEGIN IMMEDIATE')` instead of `BEGIN` (with isolation_level=None), or let it "
+             "begin them: `aiosqlite.connect(..., isolation_level='IMMEDIATE')`")
+
 
 class AiosqliteHandle(AsyncConnectionHandle):
     def __init__(self, connection: Any, no_transaction: str | None) -> None:
-        super().__init__("aiosqlite connection", "sqlite", no_transaction)
+        super().__init__("aiosqlite connection", "sqlite", no_transaction, immediate=IMMEDIATE)
         self.connection = connection
 
     async def run(self, sql: str, params: Sequence[Any], wants: str | None) -> Any:

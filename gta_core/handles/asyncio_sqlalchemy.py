@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_s
 from ..runtime import Runtime
 from .async_connection import AsyncConnectionHandle
 from .asyncio_aiosqlite import install_clock_functions
-from .sqlalchemy import DIALECTS
+from .sqlalchemy import DIALECTS, IMMEDIATE
 
 
 class SQLAlchemyAsyncHandle(AsyncConnectionHandle):
@@ -28,7 +28,8 @@ class SQLAlchemyAsyncHandle(AsyncConnectionHandle):
         dialect = connection.dialect
         super().__init__(kind, DIALECTS.get(dialect.name, dialect.name), no_transaction, on_commit,
                          numbered=dialect.paramstyle == "numeric_dollar",
-                         returns_ids=dialect.name != "mysql" or bool(getattr(dialect, "is_mariadb", False)))
+                         returns_ids=dialect.name != "mysql" or bool(getattr(dialect, "is_mariadb", False)),
+                         immediate=f"{IMMEDIATE} (on `engine.sync_engine`)")
         self.connection = connection
 
     async def run(self, sql: str, params: Sequence[Any], wants: str | None) -> Any:
@@ -70,10 +71,12 @@ async def adapt(handle: Any, runtime: Runtime) -> SQLAlchemyAsyncHandle | None:
 def _autocommit(adapted: Any) -> bool:
     """Whether SQLAlchemy's adapted async DB-API connection commits each statement: its
     ``autocommit`` flag (asyncpg, psycopg), the server's (aiomysql, asyncmy), or no isolation
-    level (aiosqlite, as sqlite3)."""
+    level and no ``BEGIN`` sent (aiosqlite, as sqlite3: an engine whose "begin" event sends
+    ``BEGIN IMMEDIATE`` itself, as docs/integrations.md says for SQLite, is in a transaction)."""
     if hasattr(adapted, "get_autocommit"):
         return bool(adapted.get_autocommit())
-    if type(adapted.driver_connection).__module__.partition(".")[0] == "aiosqlite":
-        return adapted.driver_connection.isolation_level is None  # type: ignore[no-any-return]
+    driver = adapted.driver_connection
+    if type(driver).__module__.partition(".")[0] == "aiosqlite":
+        return driver.isolation_level is None and not driver.in_transaction  # type: ignore[no-any-return]
     return bool(adapted.autocommit)
 

@@ -15,6 +15,9 @@ from ..runtime import Runtime
 from .connection import ConnectionHandle
 
 DIALECTS = {"sqlite3": "sqlite", "psycopg2": "postgres", "psycopg": "postgres", "pymysql": "mysql"}
+#: how a sqlite3 connection's transactions begin IMMEDIATE (`gta_core.handles.sqlite_locks`)
+IMMEDIATE = ("execute `BEGIN IMMEDIATE` instead of `BEGIN` (with isolation_level=None), or let sqlite3 begin "
+             "them: `sqlite3.connect(..., isolation_level='IMMEDIATE')`")
 #: MySQL's server status flag: a transaction is open
 SERVER_STATUS_IN_TRANS = 1
 IDLE = 0  # transaction status of psycopg2 and psycopg: no transaction open
@@ -27,7 +30,7 @@ def adapt(handle: Any, runtime: Runtime) -> ConnectionHandle:
     if autocommitting(handle):
         reason = (f"the {kind} is in autocommit mode with no transaction open, so the task would commit "
                   "on its own: begin a transaction on it first, or submit on GTA's own connection")
-    return ConnectionHandle(kind, DIALECTS[driver], handle, reason)
+    return ConnectionHandle(kind, DIALECTS[driver], handle, reason, immediate=IMMEDIATE)
 
 
 def autocommitting(connection: Any) -> bool:

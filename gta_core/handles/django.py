@@ -35,5 +35,7 @@ def adapt(handle: Any, runtime: Runtime) -> ConnectionHandle:
 
     def on_commit(fn: Callable[[], None]) -> None:
         transaction.on_commit(fn, using=alias)
+    immediate = (f"DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = 'IMMEDIATE' in your settings "
+                 "(Django 5.1 and later)")
     return ConnectionHandle(kind, DIALECTS.get(wrapper.vendor, wrapper.vendor), wrapper.connection, reason,
-                            on_commit)
+                            on_commit, immediate)

@@ -1,36 +1,54 @@
-"""peewee handles: a Database (its open transaction, or one of GTA's own) or its ``atomic()``."""
+"""peewee handles: a Database (its open transaction, or one of GTA's own) or its ``atomic()``.
+
+A Database other than GTA's own object is checked to be on GTA's database from its settings
+(dialect, and the file on SQLite or the database name elsewhere), without opening or reading
+anything: a task written in another database would never run.
+"""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 
+from ..database import dialect_of
 from ..errors import SubmitError
 from ..runtime import Runtime
 from ..store import TaskStore
-from ..store_insert import NewTask
 from ..transactions import in_transaction
 from ..wake import notify_local
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
+from .connection import check_database, check_dialect, database_name
+from .sqlite_locks import lock_errors
+
+T = TypeVar("T")
+#: how a peewee transaction begins IMMEDIATE on SQLite (`sqlite_locks`)
+IMMEDIATE = "`with gta_core.transaction(db) as tx:` (or peewee's own `db.atomic('IMMEDIATE')`)"
 
 
 class PeeweeHandle(Handle):
     def __init__(self, db: peewee.Database) -> None:
         self.db = db
+        self.kind = f"peewee {type(db).__name__}"
 
-    def insert(self, runtime: Runtime, rows: Sequence[NewTask]) -> list[int]:
-        store = runtime.store_for(self.db)
-        if self.db.in_transaction():
-            ids = store.insert(rows)
-            wake_after_commit(runtime, self.db, store)
-            return ids
-        ids = in_transaction(self.db, lambda: store.insert(rows))
-        wake(runtime, self.db, store)
-        return ids
+    def write(self, runtime: Runtime, queries: Callable[[TaskStore], T]) -> T:
+        db, store = self.db, runtime.store_for(self.db)
+        with self._lock_errors():
+            if db.in_transaction():
+                done = queries(store)
+                wake_after_commit(runtime, db)
+                return done
+            done = in_transaction(db, lambda: queries(store))
+        wake(runtime)
+        return done
 
     def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
-        return runtime.store_for(self.db).cancel(ids, force)
+        with self._lock_errors():
+            return runtime.store_for(self.db).cancel(ids, force)
+
+    def _lock_errors(self) -> contextlib.AbstractContextManager[None]:
+        return lock_errors(self.kind, IMMEDIATE, lambda sql: self.db.execute_sql(sql).fetchall())
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         db = self.db
@@ -58,35 +76,40 @@ def adapt(handle: Any, runtime: Runtime, name: str = "db_tx") -> PeeweeHandle:
 
 
 def database_of(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee.Database:
-    """The peewee Database a handle writes through: `OWN_TRANSACTION` is GTA's own; None and
-    anything else no adapter takes are refused (`SubmitError`, before anything is written)."""
+    """The peewee Database a handle writes through: `OWN_TRANSACTION` is GTA's own; None,
+    anything else no adapter takes, and a Database on another database than GTA's are refused
+    (`SubmitError`, before anything is written)."""
     refuse_none(handle, name)
     if handle is OWN_TRANSACTION:
         return runtime.db
-    if isinstance(handle, peewee.Database):
-        return handle
-    db = getattr(handle, "db", None)
-    if isinstance(db, peewee.Database):
-        return db
-    raise SubmitError(f"{name} must be {KINDS}, or gta_core.OWN_TRANSACTION for GTA's own connection; "
-                      f"got {type(handle).__name__}")
+    db = handle if isinstance(handle, peewee.Database) else getattr(handle, "db", None)
+    if not isinstance(db, peewee.Database):
+        raise SubmitError(f"{name} must be {KINDS}, or gta_core.OWN_TRANSACTION for GTA's own connection; "
+                          f"got {type(handle).__name__}")
+    if db is not runtime.db:
+        kind = f"peewee {type(db).__name__}"
+        check_dialect(kind, dialect_of(db), runtime)
+        check_database(kind, runtime, database_name(db))
+    return db
 
 
-def wake(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
-    if store.dialect != "postgres":
-        notify_local(runtime.wake_key(db))
+def wake(runtime: Runtime) -> None:
+    """Wake this host's supervisors of GTA's database (on PostgreSQL the insert's ``NOTIFY`` does)."""
+    if dialect_of(runtime.db) != "postgres":
+        notify_local(runtime.wake_key(runtime.db))
 
 
-def wake_after_commit(runtime: Runtime, db: peewee.Database, store: TaskStore) -> None:
-    """Register one local wake-up for when the caller's outermost transaction commits."""
-    if store.dialect == "postgres":
+def wake_after_commit(runtime: Runtime, db: peewee.Database) -> None:
+    """Register one local wake-up for when the caller's outermost transaction on ``db`` (which
+    is on GTA's database) commits."""
+    if dialect_of(db) == "postgres":
         return
     transactions = db._state.transactions  # type: ignore[attr-defined]  # peewee's transaction stack
     top = transactions[0] if transactions else None
     if top is None or getattr(top, "_gta_wake", False):
         return
     try:
-        db.after_commit(lambda: wake(runtime, db, store))
+        db.after_commit(lambda: wake(runtime))
     except ValueError:  # manual commit mode has no commit hook; polling will find the task
         return
     top._gta_wake = True

@@ -23,6 +23,9 @@ from .connection import ConnectionHandle
 from .dbapi import autocommitting
 
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+#: how a SQLAlchemy engine's transactions begin IMMEDIATE on SQLite (`gta_core.handles.sqlite_locks`)
+IMMEDIATE = ("let the engine emit it from its \"begin\" event (`conn.exec_driver_sql('BEGIN IMMEDIATE')`), with "
+             "the driver's own BEGIN turned off in its \"connect\" event (`dbapi_connection.isolation_level = None`)")
 
 
 def adapt(handle: Any, runtime: Runtime) -> ConnectionHandle:
@@ -48,4 +51,4 @@ def adapt(handle: Any, runtime: Runtime) -> ConnectionHandle:
     if autocommitting(raw):
         reason = (f"the {kind} is in AUTOCOMMIT isolation, so the task would commit on its own: "
                   "use a transactional connection, or submit on GTA's own connection")
-    return ConnectionHandle(kind, dialect, raw, reason, on_commit)
+    return ConnectionHandle(kind, dialect, raw, reason, on_commit, IMMEDIATE)

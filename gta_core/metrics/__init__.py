@@ -6,7 +6,9 @@ The pieces, one job each:
   the processes it spawns, and the folding of dead workers' files into an archive;
 - `host`: the supervisor's half: sets that directory up before anything imports
   prometheus_client, records worker states and restarts, keeps the sidecar running;
-- `sidecar`: the process that serves ``/metrics`` and ``/healthz``;
+- `sidecar`: the process that serves ``/metrics`` and ``/healthz`` (and the dashboard);
+- `server`: its HTTP server, which bounds connections, requests and responses for every route;
+- `hosts`: the ``Host`` names it answers to (against DNS rebinding);
 - `queues`: the database-derived gauges, read at most once a second;
 - `health`: what ``/healthz`` decides from the supervisor's status and the database.
 

@@ -23,10 +23,10 @@ WORKER_GRACE = 10.0  # a worker may be missing this long (being restarted) befor
 @dataclasses.dataclass(frozen=True)
 class SupervisorStatus:
     pid: int
-    written_at: float  # time.time()
+    written_at: float  # time.monotonic() (one clock for every process of the host, never stepped)
     workers: int  # how many the supervisor should run
     live: int  # how many worker processes exist
-    down_since: float | None  # time.time() since when fewer than ``workers`` were live
+    down_since: float | None  # time.monotonic() since when fewer than ``workers`` were live
     stopping: bool
     #: the supervisor's background loops (`ServiceRunner.health`): name -> ok, restarts, error
     services: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)

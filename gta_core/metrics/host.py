@@ -155,11 +155,11 @@ class MetricsHost:
         if len(live) >= len(slots):
             self._down_since = None
         elif self._down_since is None:
-            self._down_since = time.time()
+            self._down_since = time.monotonic()
         status = (len(slots), len(live), self._down_since, stopping, services or {})
         if now >= self._next_status or status != self._status_written:
             self._next_status, self._status_written = now + STATUS_EVERY, status
-            SupervisorStatus(os.getpid(), time.time(), *status).write(self.directory.path)
+            SupervisorStatus(os.getpid(), time.monotonic(), *status).write(self.directory.path)
         if not stopping:
             self._keep_sidecar(now)
 

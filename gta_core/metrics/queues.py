@@ -31,6 +31,7 @@ KINDS = ("initialized_timeout", "running_timeout")
 #: most (queue, task) series of ``gta_unhandled_tasks``, those with the most tasks waiting: a
 #: flood of unknown keys must not flood Prometheus with series
 UNHANDLED_SERIES = 50
+OTHER = "__other__"  # the queue label of every queue beyond the cap, summed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,13 +126,33 @@ class QueueProbe:
                 self._cond.notify_all()
 
 
-class QueueCollector:
-    """A prometheus_client collector exporting one `QueueStats` reading per scrape."""
+def named_queues(stats: QueueStats, served: tuple[str, ...], limit: int) -> set[str]:
+    """The queues exported under their own name: those this supervisor serves, then the paused
+    ones, then the busiest (pending + running), until there are ``limit``."""
+    load: dict[str, int] = {}
+    for (queue, _), count in stats.depth.items():
+        load[queue] = load.get(queue, 0) + count
+    named = set(served)
+    for queue in sorted(set(load) | set(stats.paused), key=lambda q: (not stats.paused.get(q), -load.get(q, 0), q)):
+        if len(named) >= limit:
+            break
+        named.add(queue)
+    return named
 
-    def __init__(self, probe: QueueProbe, queues: tuple[str, ...], timeout: float) -> None:
+
+class QueueCollector:
+    """A prometheus_client collector exporting one `QueueStats` reading per scrape.
+
+    Whoever submits a task picks its queue's name, so the number of queue label values is
+    capped at ``limit`` (`named_queues`); the other queues are summed under the label `OTHER`
+    (their oldest age is the oldest of theirs, ``paused`` is 1 if one of them is).
+    """
+
+    def __init__(self, probe: QueueProbe, queues: tuple[str, ...], timeout: float, limit: int) -> None:
         self.probe = probe
         self.queues = queues  # always exported, with zeros, so an empty queue is a 0 and not a gap
         self.timeout = timeout
+        self.limit = limit
 
     def describe(self) -> list[Any]:
         return []  # nothing to check at registration; avoids a reading at that moment
@@ -142,8 +163,9 @@ class QueueCollector:
         stats = self.probe.stats(self.timeout)
         if stats.error is not None:
             return  # no numbers rather than stale ones; /healthz says why
+        stats = _folded(stats, named_queues(stats, self.queues, self.limit))
         queues = sorted(set(self.queues) | {queue for queue, _ in stats.depth} | set(stats.paused))
-        depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending or running, by queue and status.",
+        depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending, running or waiting, by queue and status.",
                                   labels=["queue", "status"])
         oldest = GaugeMetricFamily("gta_oldest_pending_age_seconds",
                                    "Seconds the oldest due pending task of a queue has waited since it became due.",
@@ -166,3 +188,24 @@ class QueueCollector:
                 abnormal.add_metric([queue, kind], stats.abnormal.get((queue, kind), 0))
             paused.add_metric([queue], 1 if stats.paused.get(queue) else 0)
         yield from (depth, oldest, abnormal, paused, unhandled_tasks)
+
+
+def _folded(stats: QueueStats, named: set[str]) -> QueueStats:
+    """``stats`` with every queue not in ``named`` summed under `OTHER`."""
+    folded = QueueStats(stats.taken_at)
+    for (queue, status), count in stats.depth.items():
+        key = (queue if queue in named else OTHER, status)
+        folded.depth[key] = folded.depth.get(key, 0) + count
+    for (queue, kind), count in stats.abnormal.items():
+        key = (queue if queue in named else OTHER, kind)
+        folded.abnormal[key] = folded.abnormal.get(key, 0) + count
+    for queue, age in stats.oldest_age.items():
+        label = queue if queue in named else OTHER
+        folded.oldest_age[label] = max(age, folded.oldest_age.get(label, 0.0))
+    for queue, paused in stats.paused.items():
+        label = queue if queue in named else OTHER
+        folded.paused[label] = paused or folded.paused.get(label, False)
+    for (queue, task), count in stats.unhandled.items():
+        labels = (queue if queue in named else OTHER, task)
+        folded.unhandled[labels] = folded.unhandled.get(labels, 0) + count
+    return folded

@@ -5,7 +5,8 @@ with the supervisor's settings in the environment; FD is the listening socket th
 bound (it keeps the port across sidecar restarts). It keeps no state worth saving: SIGTERM
 simply ends it, and it ends itself when its supervisor is gone (PDEATHSIG, plus a check of
 its parent for the moment before that was armed). Each scrape builds a fresh registry: a
-`MultiProcessCollector` over every process's files, and the queue gauges.
+`MultiProcessCollector` over every process's files, and the queue gauges. Its HTTP server
+(`server`) bounds connections, requests and responses for every route, the dashboard's too.
 """
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..config import Settings, load_settings
 from .health import SupervisorStatus, evaluate
 from .host import SETTINGS_ENV
+from .hosts import AllowedHosts
 from .multiproc import ENV, MultiprocDir
 from .queues import QueueCollector, QueueProbe
+from .server import HttpError, Reply, Request, Server, text_reply
 
 log = logging.getLogger("gta.metrics")
 
@@ -36,13 +37,29 @@ _PR_SET_PDEATHSIG = 1
 
 
 class Sidecar:
-    """What the HTTP handler serves."""
+    """What the HTTP server serves: `answer` routes a request."""
 
     def __init__(self, settings: Settings, directory: MultiprocDir, supervisor_pid: int) -> None:
         self.settings = settings
         self.directory = directory
         self.supervisor_pid = supervisor_pid
         self.probe = QueueProbe(settings)
+        self.dashboard: Any = None  # a gta_core.dashboard.Dashboard when it is served
+
+    def answer(self, request: Request) -> Reply:
+        """``/metrics`` and ``/healthz``; every other path is the dashboard's, when it is served."""
+        if request.path in ("/metrics", "/healthz"):
+            if request.method != "GET":
+                raise HttpError(405, f"{request.path} answers GET only", [("Allow", "GET")])
+            if request.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST
+                return Reply(200, self.metrics(), CONTENT_TYPE_LATEST)
+            healthy, body = self.health()
+            return Reply(200 if healthy else 503, json.dumps(body).encode() + b"\n", "application/json")
+        if self.dashboard is not None:
+            from ..dashboard import serve
+            return serve(request, self.dashboard)
+        return text_reply(404, "not found: try /metrics or /healthz")
 
     def metrics(self) -> bytes:
         """A fresh registry per scrape: every process's files, then the queue gauges."""
@@ -50,13 +67,14 @@ class Sidecar:
 
         registry = CollectorRegistry()
         registry.register(ProcessFilesCollector(self.directory))
-        registry.register(QueueCollector(self.probe, self.settings.queues, DATABASE_WAIT))
+        registry.register(QueueCollector(self.probe, self.settings.queues, DATABASE_WAIT,
+                                         self.settings.metrics_max_queues))
         return bytes(generate_latest(registry))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         status = SupervisorStatus.read(self.directory.path)
         database = self.probe.stats(DATABASE_WAIT).check
-        return evaluate(status, os.getppid() == self.supervisor_pid, database, time.time())
+        return evaluate(status, os.getppid() == self.supervisor_pid, database, time.monotonic())
 
 
 class ProcessFilesCollector:
@@ -72,58 +90,6 @@ class ProcessFilesCollector:
             return list(MultiProcessCollector.merge(files, accumulate=True))
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-
-    def do_GET(self) -> None:
-        try:
-            self._route(urlsplit(self.path).path)
-        except Exception as exc:  # one bad scrape must not look like a dead sidecar
-            log.warning("%s failed: %s: %s", self.path, type(exc).__name__, exc)
-            self._reply(500, "text/plain; charset=utf-8", f"{type(exc).__name__}: {exc}\n".encode())
-
-    def _route(self, path: str) -> None:
-        if path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST
-            self._reply(200, CONTENT_TYPE_LATEST, self.server.sidecar.metrics())
-        elif path == "/healthz":
-            healthy, body = self.server.sidecar.health()
-            self._reply(200 if healthy else 503, "application/json", json.dumps(body).encode() + b"\n")
-        elif self.server.dashboard is not None:
-            from ..dashboard import serve
-            serve(self, self.server.dashboard)
-        else:
-            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
-
-    do_POST = do_GET  # only the dashboard takes POSTs (its actions); the rest answer 404/405 alike
-
-    def _reply(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    dashboard: Any = None  # a gta_core.dashboard.Dashboard when it is served
-
-    def __init__(self, listener: socket.socket, sidecar: Sidecar) -> None:
-        self.address_family = listener.family
-        super().__init__(listener.getsockname(), Handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = listener  # bound and listening already, by the supervisor
-        self.sidecar = sidecar
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """One line, not http.server's traceback on stderr (a scraper hanging up is routine)."""
-        log.debug("metrics request from %s failed: %s", client_address, sys.exc_info()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     supervisor_pid = int(argv[0])
@@ -134,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s [metrics {os.getpid()}] %(name)s: %(message)s")
     listener = socket.socket(fileno=int(argv[1]))
     sidecar = Sidecar(settings, MultiprocDir(Path(os.environ[ENV])), supervisor_pid)
-    server = Server(listener, sidecar)
     from ..dashboard import mount
-    server.dashboard = mount(settings, sidecar.directory, supervisor_pid, ProcessFilesCollector(sidecar.directory))
+    sidecar.dashboard = mount(settings, sidecar.directory, supervisor_pid, ProcessFilesCollector(sidecar.directory))
+    server = Server(listener, sidecar.answer, AllowedHosts(settings.metrics_bind, settings.allowed_hosts))
     threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="gta-metrics-parent", daemon=True).start()
     log.info("serving /metrics and /healthz on %s%s", listener.getsockname()[:2],
-             ", the dashboard at /" if server.dashboard else "")
+             ", the dashboard at /" if sidecar.dashboard else "")
     server.serve_forever()
     return 0
 

@@ -425,11 +425,12 @@ class ChaosHarness:
 
     # -- processes ---------------------------------------------------------------------------
     def supervisor(self, workers: int | None = None, *args: str, extra_env: dict[str, str] | None = None,
-                   wait_ready: bool = True) -> SupervisorProcess:
-        """Start a ``gta-supervisor`` with the harness's settings (and start sampling)."""
+                   wait_ready: bool = True, prefix: Sequence[str] = ()) -> SupervisorProcess:
+        """Start a ``gta-supervisor`` with the harness's settings (and start sampling); ``prefix``:
+        see `Env.supervisor`."""
         count = workers or self.settings.workers
         process = self.env.supervisor(count, *args, extra_env={**self.environ, **(extra_env or {})},
-                                      wait_ready=wait_ready)
+                                      wait_ready=wait_ready, prefix=prefix)
         self._sizes[process.pid] = count
         if wait_ready:
             self._ready[process.pid] = time.time()

@@ -29,6 +29,7 @@ from gta_core.database import open_database
 from ..conftest import only_on
 from ..helpers import wait_for
 from ..servers import free_port
+from .network import Network
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MARIADBD = Path("/usr/sbin/mariadbd")
@@ -55,9 +56,14 @@ class PrivateServer(abc.ABC):
     backend: str
     startup_seconds: float  # how long the first start took, initialisation included
 
-    def __init__(self) -> None:
+    def __init__(self, network: Network | None = None) -> None:
+        """On 127.0.0.1, or inside ``network``'s ``db`` namespace, listening on its addresses
+        (`url` is then the test process's way in, `url_at` the hosts')."""
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix=f"gta-chaos-{self.backend}-"))
+        self.enter = network.enter("db") if network else []
+        self.host = network.db_root_address if network else "127.0.0.1"
+        self.listen = "0.0.0.0" if network else "127.0.0.1"  # every address of its own namespace
 
     @property
     @abc.abstractmethod
@@ -88,6 +94,10 @@ class PrivateServer(abc.ABC):
         """This server's URL as reached through a proxy listening on ``port``."""
         return self.url.replace(f":{self.port}/", f":{port}/")
 
+    def url_at(self, address: str) -> str:
+        """This server's URL at another of its addresses."""
+        return self.url.replace(f"@{self.host}:", f"@{address}:")
+
     def close(self) -> None:
         """Stop the server for good and delete its directory."""
         try:
@@ -115,30 +125,33 @@ class PrivatePostgres(PrivateServer):
 
     backend = "postgres"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, network: Network | None = None) -> None:
+        super().__init__(network)
         shutil.chown(self.root, "postgres")
         self.root.chmod(0o700)
         self.data = self.root / "data"
         started = time.monotonic()
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                  "--no-instructions", "-E", "UTF8")
+        if network:  # the hosts and the test process come from the network's addresses
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {network.db_root_address.rsplit('.', 2)[0]}.0.0/16 trust\n")
         self.start()
         self.startup_seconds = time.monotonic() - started
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _pg(self, tool: str, *args: str) -> None:
-        _run(["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args], f"{tool} {' '.join(args)}")
+        _run([*self.enter, "runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args], f"{tool} {' '.join(args)}")
 
     def start(self) -> None:
         if self.running():
             return
         # fsync=off survives a killed server (the OS keeps the writes); synchronous_commit=off
         # would not: an immediate restart then loses acknowledged commits
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=60 "
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} -c max_connections=60 "
                    "-c fsync=off -c full_page_writes=off -c shared_buffers=16MB")
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "30",
                  "-o", options, "start")
@@ -179,10 +192,12 @@ class PrivateMariaDB(PrivateServer):
 
     backend = "mariadb"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, network: Network | None = None) -> None:
+        super().__init__(network)
         self.data = self.root / "data"
         self.process: subprocess.Popen[bytes] | None = None
+        # root@localhost is the only account: in a network, clients come from other addresses
+        self.grants = ["--skip-grant-tables"] if network else []
         started = time.monotonic()
         _run([str(MARIADB_INSTALL_DB), "--no-defaults", f"--datadir={self.data}", "--user=root",
               "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
@@ -195,7 +210,7 @@ class PrivateMariaDB(PrivateServer):
 
     @property
     def url(self) -> str:
-        return f"mysql://root@127.0.0.1:{self.port}/test"
+        return f"mysql://root@{self.host}:{self.port}/test"
 
     def _admin(self, database: str = "test") -> peewee.Database:
         db = open_database(self.url.replace("/test", f"/{database}"), statement_timeout=10)
@@ -220,11 +235,11 @@ class PrivateMariaDB(PrivateServer):
         # nothing); 0 would lose up to a second of acknowledged commits
         with open(self.root / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [str(MARIADBD), "--no-defaults", "--user=root", f"--datadir={self.data}", f"--port={self.port}",
-                 f"--socket={self.root / 'mysqld.sock'}", f"--pid-file={self.root / 'mysqld.pid'}",
-                 "--bind-address=127.0.0.1", "--skip-name-resolve", "--max-connections=80",
-                 "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
-                 "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"],
+                [*self.enter, str(MARIADBD), "--no-defaults", "--user=root", f"--datadir={self.data}",
+                 f"--port={self.port}", f"--socket={self.root / 'mysqld.sock'}",
+                 f"--pid-file={self.root / 'mysqld.pid'}", f"--bind-address={self.listen}", "--skip-name-resolve",
+                 "--max-connections=80", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
+                 "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin", *self.grants],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
 
@@ -265,6 +280,12 @@ _CLASSES: dict[str, type[PrivateServer]] = {"postgres": PrivatePostgres, "mariad
 _BINARIES = {"postgres": (PG_BIN / "initdb", PG_BIN / "pg_ctl"), "mariadb": (MARIADBD, MARIADB_INSTALL_DB)}
 
 
+def private_server(backend: str, network: Network | None = None) -> PrivateServer:
+    """A new private server of ``backend`` (its binaries required), in ``network`` if given."""
+    _require(*_BINARIES[backend])
+    return _CLASSES[backend](network)
+
+
 def server_params() -> list[object]:
     """``pytest.param`` per server backend; a disabled backend is skipped and says why."""
     return [only_on(name) for name in SERVER_BACKENDS]
@@ -278,8 +299,7 @@ class PrivateServers:
 
     def get(self, backend: str) -> PrivateServer:
         if backend not in self._servers:
-            _require(*_BINARIES[backend])
-            server = _CLASSES[backend]()
+            server = private_server(backend)
             self._servers[backend] = server
             print(f"\n[chaos] private {backend} server on 127.0.0.1:{server.port} "
                   f"started in {server.startup_seconds:.2f}s")
