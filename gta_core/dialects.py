@@ -53,6 +53,10 @@ class Dialect:
         planner might scan the whole table instead (nothing: the partial indexes decide)."""
         return ""
 
+    def exact(self, column: str) -> str:
+        """``column`` compared byte for byte, as Python compares strings."""
+        return column
+
     def expiry_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_expiry ON {table} (lease_expires_at)" + self.partial("status = 'running'")
 
@@ -211,6 +215,10 @@ class MySQLDialect(Dialect):
 
     def waiting_index(self, table: str) -> str | None:
         return None  # the lease index leads with (status, queue)
+
+    def exact(self, column: str) -> str:
+        # utf8mb4_bin pads: 'record ' = 'record', and a worker would lease a key it has no handler for
+        return f"CAST({column} AS BINARY)"
 
     def through(self, table: str, index: str) -> str:
         # a status-leading index that does not cover the statement looks, to MariaDB's planner,

@@ -249,7 +249,7 @@ class Statements:
 
     def known_keys(self, count: int) -> str:
         """The ``{keys}`` part of `due` for a worker with ``count`` task keys: `` AND key IN (?, …)``."""
-        return f" AND {self.dialect.q('key')} IN ({', '.join('?' * count)})"
+        return f" AND {self.dialect.exact(self.dialect.q('key'))} IN ({', '.join('?' * count)})"
 
     def add_column(self, name: str) -> str:
         return f"ALTER TABLE {self.table} ADD COLUMN {self.dialect.q(name)} {self.columns[name]}"

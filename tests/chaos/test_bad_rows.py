@@ -111,6 +111,7 @@ NAMED_CASES = [
     Row(args='{"m": 1}'),
     Row(args="[" * 100_000),  # nesting deeper than any JSON parser recurses
     Row(key="no_such_task", args="{}"),
+    Row(key="record "),  # equal to 'record' for MariaDB's padding collation, not for the worker's registry
     Row(attempts=-5),
     Row(attempts=3, max_attempts=3),
     Row(attempts=10, max_attempts=3),
