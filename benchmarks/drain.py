@@ -6,6 +6,10 @@ Verifies every task succeeded exactly once (attempts = 1) before printing a figu
 
     python benchmarks/drain.py --database postgresql://postgres@127.0.0.1/test --workers 1 2 4
     python benchmarks/drain.py --database postgresql://postgres@127.0.0.1/test --workers 2 --limit-concurrency 8
+
+``--otel memory`` traces every submit and attempt into an in-memory exporter in each process
+(`benchmarks/otel_memory.py`; needs ``gta[otel]``); without it the ``otel`` plugin is loaded
+but has no tracer provider where OpenTelemetry is installed, and registers no hook where not.
 """
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ from common import Failed, emit, fresh_table, parser, timed_drain
 
 from gta_core import TaskRequest, limit_queue, submit_many
 
+PLUGINS = "benchmarks.bench_tasks"
+
 
 def drain(database: str, tasks: int, workers: int, threads: int = 1, batch: int | None = None,
           steady: dict[str, float] | None = None, concurrency: int | None = None,
-          rate: str | None = None) -> float:
+          rate: str | None = None, plugins: str = PLUGINS) -> float:
     """Tasks/s draining ``tasks`` pre-submitted no-ops with ``workers`` workers (`timed_drain`),
     under a limit of their queue when ``concurrency`` or ``rate`` is given."""
-    with fresh_table(database) as runtime:
+    with fresh_table(database, plugins) as runtime:
         with runtime.db.atomic() as tx:
             submit_many(tx, [TaskRequest("bench_noop")] * tasks)
         if concurrency is not None or rate is not None:
@@ -39,15 +45,19 @@ def main() -> None:
     p.add_argument("--limit-concurrency", type=int, default=None, metavar="N",
                    help="limit the queue to N tasks running at once (global limit)")
     p.add_argument("--limit-rate", default=None, metavar="R", help="limit the queue's starts, e.g. 1000/s")
+    p.add_argument("--otel", choices=["memory"], default=None,
+                   help="trace into an in-memory exporter in every process (benchmarks/otel_memory.py)")
     args = p.parse_args()
     suffix = "".join([f"_c{args.limit_concurrency}" if args.limit_concurrency is not None else "",
-                      f"_r{args.limit_rate.replace('/', 'per')}" if args.limit_rate is not None else ""])
+                      f"_r{args.limit_rate.replace('/', 'per')}" if args.limit_rate is not None else "",
+                      "_otel_memory" if args.otel else ""])
+    plugins = f"{PLUGINS},benchmarks.otel_memory" if args.otel else PLUGINS
     for workers in args.workers:
         name = f"drain_w{workers}{suffix}"
         try:
             steady: dict[str, float] = {}
             emit(name, drain(args.database, args.tasks, workers, args.threads, args.batch, steady,
-                             args.limit_concurrency, args.limit_rate), "tasks/s")
+                             args.limit_concurrency, args.limit_rate, plugins), "tasks/s")
             emit(f"{name}_from_first_lease", steady["rate"], "tasks/s")
         except Failed as failure:
             print(f"{name} FAILED {failure}")

@@ -19,6 +19,7 @@ from . import handles
 from .api_errors import gta_errors
 from .handles.async_connection import resolve
 from .runtime import get_runtime
+from .scopes import Submission, scope
 from .submit import prepare_all, run_eagerly
 from .validation import Delay, TaskRequest
 
@@ -63,9 +64,12 @@ async def asubmit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapp
     rows = prepare_all(runtime, items)
     if not rows:
         return []
-    if runtime.eager is not None:
-        return run_eagerly(runtime, (handle or sync).after_commit, rows)  # type: ignore[union-attr]
-    if handle is None:
-        assert sync is not None
-        return sync.insert(runtime, rows)
-    return await handle.insert(runtime, rows)
+    submission = Submission(rows)
+    with scope(runtime.plugins, "gta_submit", submission=submission):
+        if runtime.eager is not None:
+            return submission.written(run_eagerly(runtime, (handle or sync).after_commit,  # type: ignore[union-attr]
+                                                  submission.tasks))
+        if handle is None:
+            assert sync is not None
+            return submission.written(sync.insert(runtime, submission.tasks))
+        return submission.written(await handle.insert(runtime, submission.tasks))

@@ -41,12 +41,13 @@ from .completer import Completer, task_logger
 from .errors import TaskTimeout
 from .held import HeldLeases, Room
 from .leasing import UNPARK_AFTER, Leaser
-from .outcomes import decide
+from .outcomes import SUCCEED, decide
 from .plugins import call_hook_safely, report_task_events
 from .protocol import EXIT_THREAD_DIED, WorkerChannel
 from .results import encode_result
 from .runner import checked_call, child_preparer, plain_success, workflow_preparer
 from .runtime import Runtime
+from .scopes import Attempt, scope
 from .tasks import TaskContext, TaskRecord
 
 log = logging.getLogger("gta.worker")
@@ -172,7 +173,9 @@ class AsyncRunner(Room):
             channel.started[slot] = started
             channel.running[slot] = task.id
             began = time.perf_counter()
-            deferred = await self._execute(task, timeout)
+            attempt = Attempt(task, self.owner)
+            with scope(self.plugins, "gta_attempt", attempt=attempt):  # the handler's task inherits it
+                deferred = await self._execute(task, timeout, attempt)
             channel.running[slot] = 0
             channel.deadlines[slot] = 0.0
             if not deferred:
@@ -190,9 +193,10 @@ class AsyncRunner(Room):
         self.wakeup.set()
         self.leaser.nudge()
 
-    async def _execute(self, task: TaskRecord, timeout: float | None) -> bool:
-        """Run one task and hand its outcome to the completer; True when a plain success was
-        deferred to the completer thread (which forgets the task once written)."""
+    async def _execute(self, task: TaskRecord, timeout: float | None, attempt: Attempt) -> bool:
+        """Run one task and hand its outcome to the completer (telling ``attempt`` which); True
+        when a plain success was deferred to the completer thread (which forgets the task once
+        written)."""
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         start = time.perf_counter()
         ctx: TaskContext | None = None
@@ -208,10 +212,11 @@ class AsyncRunner(Room):
             if value is not None:  # stored with the success; not JSON or too large: Fail
                 result = encode_result(value, self.settings.result_max_bytes)
         except BaseException as exc:  # CancelledError too: the handler's, not this runner's
-            outcome = decide(self.plugins, task, exc)
-            await self._write(self.completer.settle, task, outcome, time.perf_counter() - start)
+            attempt.outcome = decide(self.plugins, task, exc)
+            await self._write(self.completer.settle, task, attempt.outcome, time.perf_counter() - start)
             return False
         duration = time.perf_counter() - start
+        attempt.outcome = SUCCEED
         if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
             return True
         await self._write(functools.partial(self.completer.succeed, result=result, workflows=ctx.workflows),

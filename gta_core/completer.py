@@ -163,6 +163,7 @@ class Completer(Room):
         """The fence refused this task's outcome: cancelled meanwhile, or its lease was taken over."""
         if task.id in self.book.cancelled:
             log.info("task %d was cancelled while it ran; its outcome was not recorded", task.id)
+            self.event("cancelled", task)
             return
         log.warning("lease on task %d was lost before its outcome was recorded; the write was rejected", task.id)
         self.event("lost", task)

@@ -178,6 +178,13 @@ def _hidden(raw: Any) -> str:
     return "<hidden>"
 
 
+def _span_relation(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in {"link", "parent-first"}:
+        raise ValueError("must be link or parent-first")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = str(text).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -274,6 +281,10 @@ SETTINGS: tuple[Setting, ...] = (
             "a dashboard sign-in unused for this long ends", "DURATION"),
     Setting("dashboard_session_max_age", _positive_duration, "12h",
             "a dashboard sign-in ends this long after it began, used or not", "DURATION"),
+    Setting("otel_span_relation", _span_relation, "link",
+            "OpenTelemetry (the otel plugin): how an attempt's process span relates to the span that submitted its "
+            "task: link (every attempt links to it), or parent-first (the first attempt of a task submitted alone "
+            "and due at once is its child; delayed, retried and fan-out runs link)", "link|parent-first"),
     Setting("plugins", _name_list, (), "extra plugin modules to load, comma-separated", "MODULES"),
     Setting("disable_plugins", _name_list, (), "plugins to disable by name, comma-separated", "NAMES"),
     Setting("log_level", _log_level, "INFO", "logging level", "LEVEL"),
@@ -325,6 +336,7 @@ class Settings:
     dashboard_token: str = _default("dashboard_token")  # a secret: its Setting hides it in reprs and errors
     dashboard_session_idle: float = _default("dashboard_session_idle")
     dashboard_session_max_age: float = _default("dashboard_session_max_age")
+    otel_span_relation: str = _default("otel_span_relation")
     plugins: tuple[str, ...] = _default("plugins")
     disable_plugins: tuple[str, ...] = _default("disable_plugins")
     log_level: str = _default("log_level")

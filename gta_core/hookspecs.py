@@ -7,6 +7,7 @@ not stop a worker.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pluggy
@@ -72,7 +73,8 @@ def gta_task_event(event: str, task: Any, error: BaseException | None, duration:
 
     ``event`` is one of ``started``, ``succeeded``, ``retried``, ``failed``, ``rescued``
     (an expired lease taken back: ``task.status`` says whether it is ``pending`` again or
-    ``failed``) or ``lost`` (a write rejected by the lease fence). Leases given back unrun
+    ``failed``), ``lost`` (a write rejected by the lease fence) or ``cancelled`` (a write
+    rejected because the task was cancelled while it ran). Leases given back unrun
     (shutdown, a dead worker's other tasks) report no event. ``error`` is the
     exception for retried/failed, ``duration`` the handler's run time in seconds for
     succeeded/retried/failed. Called in the process where the event happened.
@@ -117,3 +119,62 @@ def gta_capture_context() -> dict[str, Any] | None:  # type: ignore[empty-body]
 @hookspec
 def gta_restore_context(context: dict[str, Any]) -> None:
     """In the worker, before the handler runs, restore what `gta_capture_context` captured."""
+
+
+# -- scopes ------------------------------------------------------------------------------------
+# The three hooks below return a context manager (or None) that GTA holds around a piece of its
+# work, on the thread or in the asyncio task doing it (`gta_core.scopes`). The hooks above
+# cannot serve a tracer: `gta_capture_context` runs once per call before the rows exist (it
+# cannot give each task of a batch its own context, or see ids or a failed insert), and the
+# lifecycle events are separate calls, on other threads for batched successes, so nothing could
+# be current while a handler runs. What a scope's context manager raises is logged and counted;
+# it never replaces or swallows the work's own exception.
+
+
+@hookspec
+def gta_submit(submission: Any, gta: Any) -> AbstractContextManager[None] | None:
+    """A context manager to hold around the writing of submitted tasks, or None.
+
+    ``submission`` is a `gta_core.scopes.Submission`: the checked rows about to be written,
+    to which the context manager may add, on entering, what each carries to its handler
+    (`Submission.carry`: the ``context`` column, written with the row in the caller's
+    transaction, so a rolled-back submit leaves nothing behind), and their ids once written.
+    Held around `submit`/`submit_many`, `asubmit`/`asubmit_many`, `group`, `chain`, the
+    periodic scheduler's insert (in the supervisor) and, with ``submission.deferred`` set, the
+    checking of a handler's ``ctx.submit``/``ctx.group``/``ctx.chain`` (whose rows are written
+    later, with the handler's success). Entered in the submitter's thread, after the arguments
+    were checked; a write that fails raises through it.
+    """
+
+
+@hookspec
+def gta_attempt(attempt: Any, gta: Any) -> AbstractContextManager[None] | None:
+    """A context manager to hold around one attempt of a task in a worker, or None.
+
+    ``attempt`` is a `gta_core.scopes.Attempt`: the leased task and the worker. Entered on the
+    thread (or in the asyncio task) that runs the handler, before its checks, and exited once
+    the attempt's outcome is written, or handed to the batch of plain successes; so what the
+    handler does, and the children it submits, happen inside it. ``attempt.outcome`` is the
+    outcome rule's decision (`gta_core.outcomes.Outcome`) by the time it exits; a write the
+    fence rejects reports ``lost`` or ``cancelled`` (`gta_task_event`) inside it.
+    """
+
+
+@hookspec
+def gta_settle(kind: str, worker: str | None, gta: Any) -> AbstractContextManager[None] | None:
+    """A context manager to hold around the supervisor's settling of tasks whose worker
+    cannot, or None.
+
+    ``kind`` is ``rescue`` (a batch of expired leases taken back; ``worker`` None) or
+    ``janitor`` (the leases of a dead worker, whose lease owner ``worker`` is). The lifecycle
+    events of the tasks it settles (``rescued``; ``retried``, ``failed`` or ``succeeded``) are
+    reported inside it, on the same thread. A rescue round that finds nothing is a scope too.
+    """
+
+
+@hookspec
+def gta_worker_stopped(gta: Any) -> None:
+    """Called in a worker process that stopped serving (a graceful stop, or a recycle after
+    ``max_tasks_per_worker``) just before it exits, which it does without running ``atexit``
+    handlers: flush what the plugin buffers (spans, say) now.
+    """

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -62,6 +63,13 @@ class Plugins:
     @property
     def hook(self) -> Any:
         return self.manager.hook
+
+    @functools.cached_property
+    def implemented(self) -> frozenset[str]:
+        """The hooks at least one plugin implements (no plugin is registered after
+        `build_plugins` returns): a scope nobody holds costs a set look-up (`scopes.scope`)."""
+        return frozenset(name for name, caller in vars(self.manager.hook).items()
+                         if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls())
 
     def per_task_event_hook(self) -> Any:
         """`gta_task_event`'s caller without the plugins that take batches of events (a plugin

@@ -22,14 +22,15 @@ from .coroutines import run_to_end
 from .errors import Fail
 from .held import HeldLeases, Room
 from .leasing import Leaser
-from .outcomes import decide
+from .outcomes import SUCCEED, decide
 from .plugins import Registry, call_hook_safely, report_task_events
 from .protocol import WorkerChannel
 from .results import encode_result
 from .runtime import Runtime
+from .scopes import Attempt, Submission, announce, scope
 from .tasks import TaskContext, TaskDefinition, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
-from .workflows import prepare_chain, prepare_group
+from .workflows import announce_deferred, prepare_chain, prepare_group
 
 log = logging.getLogger("gta.worker")
 
@@ -85,7 +86,9 @@ class ThreadRunner(Room):
             # An exception escaping `run` (a plugin's SystemExit, say) ends the process
             # (`Worker._vital`) with this task still published as running: its attempt counts,
             # so a task that keeps killing its thread ends failed instead of looping.
-            deferred = self.run(task)
+            attempt = Attempt(task, self.owner)
+            with scope(self.plugins, "gta_attempt", attempt=attempt):
+                deferred = self.run(task, attempt)
             channel.running[slot] = 0
             channel.deadlines[slot] = 0.0
             if not deferred:
@@ -93,9 +96,10 @@ class ThreadRunner(Room):
             self.book.ran(time.perf_counter() - began)
             self.leaser.nudge()
 
-    def run(self, task: TaskRecord) -> bool:
-        """Run one task and record its outcome; True when a plain success was handed to the
-        completer thread (which records it, batched with others, and then forgets the task)."""
+    def run(self, task: TaskRecord, attempt: Attempt) -> bool:
+        """Run one task and record its outcome (telling ``attempt`` which); True when a plain
+        success was handed to the completer thread (which records it, batched with others, and
+        then forgets the task)."""
         logger = logging.LoggerAdapter(task_logger(task.key), {"task_id": task.id, "attempt": task.attempts})
         report_task_events(self.plugins, "started", [task])
         start = time.perf_counter()
@@ -117,9 +121,11 @@ class ThreadRunner(Room):
                 with self.book.lock:
                     self.book.contexts.pop(task.id, None)
         except BaseException as exc:  # a handler's SystemExit must not kill the thread silently
-            self.completer.settle(task, decide(self.plugins, task, exc), time.perf_counter() - start)
+            attempt.outcome = decide(self.plugins, task, exc)
+            self.completer.settle(task, attempt.outcome, time.perf_counter() - start)
             return False
         duration = time.perf_counter() - start
+        attempt.outcome = SUCCEED
         if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
             return True
         self.completer.succeed(task, ctx.children, definition.clean_succeeded, duration, result=result,
@@ -129,9 +135,10 @@ class ThreadRunner(Room):
 
 def plain_success(task: TaskRecord, ctx: TaskContext, definition: TaskDefinition, result: str | None) -> bool:
     """Whether a success may be batched by the completer: no result, children or groups it
-    created or belongs to, and its row is kept."""
+    created or belongs to, its row is kept, and it was not cancelled while it ran (the fence
+    refuses that write at once, inside the attempt's scope, where a tracer sees it)."""
     return (not ctx.children and not definition.clean_succeeded and result is None and task.group_id is None
-            and not ctx.workflows)
+            and not ctx.workflows and not ctx.cancelled)
 
 
 def child_preparer(runtime: Runtime) -> Callable[..., Any]:
@@ -143,7 +150,8 @@ def child_preparer(runtime: Runtime) -> Callable[..., Any]:
     follows the work it caused).
     """
     def prepare_child(key: str, args: Any = None, **options: Any) -> Any:
-        return prepare(runtime, TaskRequest(key, args, **options), capture_context(runtime))
+        row = prepare(runtime, TaskRequest(key, args, **options), capture_context(runtime))
+        return announce(runtime.plugins, Submission([row], deferred=True))[0]
     return prepare_child
 
 
@@ -153,8 +161,8 @@ def workflow_preparer(runtime: Runtime) -> Callable[..., Any]:
     def prepare_workflow(kind: str, *requests: Any) -> Any:
         captured = capture_context(runtime)
         if kind == "group":
-            return prepare_group(runtime, requests[0], requests[1], captured)
-        return prepare_chain(runtime, requests[0], captured)
+            return announce_deferred(runtime, prepare_group(runtime, requests[0], requests[1], captured))
+        return announce_deferred(runtime, prepare_chain(runtime, requests[0], captured))
     return prepare_workflow
 
 

@@ -20,6 +20,7 @@ from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of, wake_after_commit
 from .runtime import Runtime, get_runtime
+from .scopes import Submission, scope
 from .store_insert import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
 
@@ -69,9 +70,11 @@ def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str
     rows = prepare_all(runtime, items)
     if not rows:
         return []
-    if runtime.eager is not None:
-        return run_eagerly(runtime, handle.after_commit, rows)
-    return handle.insert(runtime, rows)
+    submission = Submission(rows)
+    with scope(runtime.plugins, "gta_submit", submission=submission):
+        if runtime.eager is not None:
+            return submission.written(run_eagerly(runtime, handle.after_commit, submission.tasks))
+        return submission.written(handle.insert(runtime, submission.tasks))
 
 
 def prepare_all(runtime: Runtime, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[NewTask]:

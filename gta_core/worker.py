@@ -33,6 +33,7 @@ from .config import Settings
 from .heartbeat import Heartbeat
 from .held import HeldLeases
 from .leasing import Leaser
+from .plugins import call_hook_safely
 from .protocol import EXIT_BOOT_FAILED, EXIT_RECYCLED, EXIT_THREAD_DIED, WorkerChannel
 from .runner import ThreadRunner
 from .runtime import Runtime
@@ -64,6 +65,7 @@ def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> 
         os._exit(EXIT_BOOT_FAILED)
     channel.booted.set()
     code = Worker(runtime, channel, parent_pid).run()
+    call_hook_safely(runtime.plugins, "gta_worker_stopped")  # os._exit runs no atexit handler
     logging.shutdown()
     os._exit(code)
 

@@ -26,6 +26,7 @@ from . import handles
 from .api_errors import gta_errors
 from .errors import InvalidArguments
 from .runtime import Runtime, get_runtime
+from .scopes import Submission, announce, scope
 from .store_insert import NewTask
 from .store_workflows import PreparedWorkflow, Workflow
 from .validation import TaskRequest, capture_context, prepare
@@ -46,7 +47,7 @@ def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workf
     runtime = get_runtime()
     handle = handles.resolve(db_tx, runtime)
     prepared = prepare_group(runtime, members, on_complete, capture_context(runtime))
-    return handle.write(runtime, lambda store: store.insert_workflow(prepared))
+    return _create(runtime, handle, prepared)
 
 
 @gta_errors
@@ -57,7 +58,40 @@ def chain(db_tx: Any, steps: Iterable[Request]) -> Workflow:
     runtime = get_runtime()
     handle = handles.resolve(db_tx, runtime)
     prepared = prepare_chain(runtime, steps, capture_context(runtime))
-    return handle.write(runtime, lambda store: store.insert_workflow(prepared))
+    return _create(runtime, handle, prepared)
+
+
+def _create(runtime: Runtime, handle: handles.Handle, prepared: PreparedWorkflow) -> Workflow:
+    """Insert a checked group or chain through ``handle``, inside the plugins' submit scope."""
+    submission = _submission(prepared)
+    with scope(runtime.plugins, "gta_submit", submission=submission):
+        workflow = handle.write(runtime, lambda store: store.insert_workflow(_carried(prepared, submission)))
+        submission.written([*workflow.ids, *([] if workflow.callback is None else [workflow.callback])])
+        return workflow
+
+
+def announce_deferred(runtime: Runtime, prepared: PreparedWorkflow) -> PreparedWorkflow:
+    """A group or chain a running handler created, after the plugins' submit scope saw it
+    (`Submission.deferred`: it is written with the handler's success)."""
+    submission = _submission(prepared, deferred=True)
+    announce(runtime.plugins, submission)
+    return _carried(prepared, submission)
+
+
+def _submission(prepared: PreparedWorkflow, deferred: bool = False) -> Submission:
+    """A workflow's rows as one `Submission`: members (or steps) in order, then a group's
+    callback; the callback and a chain's later steps wait for the others (``held``)."""
+    count = len(prepared.tasks)
+    rows = [*prepared.tasks, *([] if prepared.callback is None else [prepared.callback])]
+    held = range(count, count + 1) if prepared.kind == "group" else range(1, count)
+    return Submission(rows, deferred=deferred, held=frozenset(held))
+
+
+def _carried(prepared: PreparedWorkflow, submission: Submission) -> PreparedWorkflow:
+    """``prepared`` with the rows as the submit scope left them (with what plugins carry)."""
+    count = len(prepared.tasks)
+    callback = None if prepared.callback is None else submission.tasks[count]
+    return PreparedWorkflow(prepared.kind, submission.tasks[:count], callback)
 
 
 def prepare_group(runtime: Runtime, members: Iterable[Request], on_complete: Request,

@@ -123,15 +123,17 @@ class Env:
         return self
 
     def supervisor(self, workers: int = 2, *args: str, extra_env: dict[str, str] | None = None,
-                   wait_ready: bool = True, prefix: Sequence[str] = ()) -> SupervisorProcess:
+                   wait_ready: bool = True, prefix: Sequence[str] = (),
+                   command: Sequence[str] = (sys.executable, "-m", "gta_core.cli_supervisor")) -> SupervisorProcess:
         """Start ``gta-supervisor --workers N`` on this env's table (configured by environment);
-        ``prefix`` runs it through a command that execs it (``ip netns exec NAME``: same pid)."""
+        ``prefix`` runs it through a command that execs it (``ip netns exec NAME``: same pid), and
+        ``command`` is how it is started (the ``gta-supervisor`` script, for ``opentelemetry-instrument``)."""
         index = len(self.processes)
         log_path = self.tmp_path / f"supervisor-{index}.log"
         environ = {**os.environ, **(extra_env or {})}
         with open(log_path, "wb") as log_file:
             popen = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "gta_core.cli_supervisor", "--workers", str(workers), *args],
+                [*prefix, *command, "--workers", str(workers), *args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
             )
         process = SupervisorProcess(popen, log_path)

@@ -21,6 +21,7 @@ from ..errors import GTAError
 from ..outcomes import Action, decide
 from ..plugins import report_task_events
 from ..runtime import Runtime
+from ..scopes import scope
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")
@@ -72,7 +73,8 @@ class Janitor(Service):
         while True:
             attempt += 1
             try:
-                self._settle(job)
+                with scope(self.runtime.plugins, "gta_settle", kind="janitor", worker=job.owner):
+                    self._settle(job)
                 return True
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 if done.is_set() or time.monotonic() >= give_up_at:

@@ -19,6 +19,7 @@ from ..errors import GTAError, LeaseExpired
 from ..outcomes import decide
 from ..plugins import report_task_events
 from ..runtime import Runtime
+from ..scopes import scope
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")
@@ -40,10 +41,11 @@ class Rescuer(Service):
         """Rescue every expired lease now, in batches; a database error waits for the next round."""
         try:
             while True:
-                rescued = self.runtime.store.rescue_expired(BATCH, self._delay)
-                for task in rescued:
-                    log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
-                report_task_events(self.runtime.plugins, "rescued", rescued)
+                with scope(self.runtime.plugins, "gta_settle", kind="rescue", worker=None):
+                    rescued = self.runtime.store.rescue_expired(BATCH, self._delay)
+                    for task in rescued:
+                        log.warning("task %d (%s) lease expired; now %s", task.id, task.key, task.status)
+                    report_task_events(self.runtime.plugins, "rescued", rescued)
                 if len(rescued) < BATCH:
                     return
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:

@@ -18,6 +18,7 @@ from ..errors import GTAError, PluginError
 from ..plugins import periodic_definitions
 from ..runtime import Runtime
 from ..schedules import Periodic
+from ..scopes import Submission, scope
 from ..transactions import in_transaction
 from ..validation import TaskRequest, prepare
 from .runner import Service
@@ -60,8 +61,10 @@ class Scheduler(Service):
             request = TaskRequest(job.key, job.args, run_at=moment, queue=job.queue, priority=job.priority,
                                   dedupe_key=job.dedupe_key(label))
             try:
-                rows = [prepare(self.runtime, request)]
-                in_transaction(self.runtime.db, functools.partial(self.runtime.store.insert, rows))
+                submission = Submission([prepare(self.runtime, request)])
+                with scope(self.runtime.plugins, "gta_submit", submission=submission):
+                    submission.written(in_transaction(self.runtime.db,
+                                                      functools.partial(self.runtime.store.insert, submission.tasks)))
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not enqueue periodic task %s slot %s: %s", job.name, label, exc)
                 continue
