@@ -50,14 +50,15 @@ from .results import TaskResult, result, wait
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .status import TaskState, status
-from .submit import OWN_TRANSACTION, cancel, submit, submit_many, transaction
+from .submit import OWN_TRANSACTION, CancelResult, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable", "DriverMissing",
-    "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic", "PluginError",
+    "OWN_TRANSACTION", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable",
+    "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic",
+    "PluginError",
     "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
     "WorkerDied", "Workflow", "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group",
