@@ -9,8 +9,10 @@ GTA registers on each connection (``gta_now()``, ``gta_now_plus(seconds)``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from .dialects import DIALECTS, Dialect
+from .tasks import FAMILY_SUFFIX
 
 SCHEMA_VERSION = 2
 
@@ -247,9 +249,16 @@ class Statements:
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")
 
-    def known_keys(self, count: int) -> str:
-        """The ``{keys}`` part of `due` for a worker with ``count`` task keys: `` AND key IN (?, …)``."""
-        return f" AND {self.dialect.exact(self.dialect.q('key'))} IN ({', '.join('?' * count)})"
+    def known_keys(self, keys: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """The ``{keys}`` part of `due` for a worker with handlers for ``keys``, and its parameters:
+        `` AND (key IN (?, …) OR substr(key, 1, n) = ? …)``, a family ``prefix:*`` matching every
+        key that begins with ``prefix:`` (keys are ASCII, so its length in characters is in bytes)."""
+        key = self.dialect.exact(self.dialect.q("key"))
+        exact = tuple(name for name in keys if not name.endswith(FAMILY_SUFFIX))
+        prefixes = tuple(name[:-len(FAMILY_SUFFIX)] for name in keys if name.endswith(FAMILY_SUFFIX))
+        tests = [f"{key} IN ({', '.join('?' * len(exact))})"] if exact else []
+        tests += [f"substr({key}, 1, {len(prefix)}) = ?" for prefix in prefixes]
+        return f" AND ({' OR '.join(tests)})", exact + prefixes
 
     def add_column(self, name: str) -> str:
         return f"ALTER TABLE {self.table} ADD COLUMN {self.dialect.q(name)} {self.columns[name]}"

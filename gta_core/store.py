@@ -74,8 +74,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             return Leased([_record(row) for row in rows], sent)
         sql, d = self.sql, self._d
         queue_marks = placeholders(len(queues))
-        key_marks = sql.known_keys(len(keys)) if keys is not None else ""
-        keys = tuple(keys or ())
+        key_marks, keys = sql.known_keys(keys) if keys is not None else ("", ())
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
             select_ids = d.fix(sql.due_ids.format(queues=queue_marks, keys=key_marks))

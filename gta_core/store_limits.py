@@ -260,10 +260,10 @@ class LimitQueries(StoreBase):
         if chosen:
             full.append(f" AND id NOT IN ({placeholders(len(chosen))})")
             full_params += chosen
-        key_marks = self.sql.known_keys(len(known)) if known is not None else ""
+        key_marks, key_params = self.sql.known_keys(known) if known is not None else ("", ())
         statement = self.lim.candidates.format(queues=placeholders(len(queues)), keys=key_marks, scope=scope,
                                                full="".join(full))
-        return self._d.fix(statement), [*queues, *(known or ()), *params, *full_params, room]
+        return self._d.fix(statement), [*queues, *key_params, *params, *full_params, room]
 
     def _lease_unlimited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
                          keys: Sequence[str] | None, task_keys: list[str],
@@ -282,10 +282,10 @@ class LimitQueries(StoreBase):
         if not queues or keys == []:
             return time.monotonic(), []
         unlimited = f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys and keys is None else ""
-        key_marks = self.sql.known_keys(len(keys)) if keys is not None else ""
+        key_marks, key_params = self.sql.known_keys(keys) if keys is not None else ("", tuple(task_keys))
         marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
-        select_params = (*queues, *(keys if keys is not None else task_keys), want)
+        select_params = (*queues, *key_params, want)
         if self.dialect == "mysql":
             def lease_mysql() -> tuple[float, list[Any]]:
                 select = fix(lim.unlimited_ids.format(queues=marks, keys=key_marks, unlimited=unlimited))

@@ -13,7 +13,7 @@ import pytest
 import gta_core
 from gta_core.config import load_settings
 from gta_core.metrics.queues import read_stats
-from gta_core.roster import supervisors, unhandled_now
+from gta_core.roster import SupervisorState, supervisors, unhandled_now
 from gta_core.store_insert import NewTask
 from gta_plugins import monitor
 
@@ -44,6 +44,23 @@ def test_a_lease_takes_only_the_keys_given(env: Env, limited: bool) -> None:
     assert sorted(task.id for task in leased if task.key == "record") == (ours[:2] if limited else ours)
     assert all(untouched(env, task_id) for task_id in others)
     assert env.store.lease("w", ["default"], 10, 30.0, keys=()) == []
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["plain", "under-a-limit"])
+def test_a_family_of_keys_leases_every_key_it_begins_and_no_other(env: Env, limited: bool) -> None:
+    """A handler of ``django:*`` (the Django backend's family) runs ``django:<path>`` tasks: the
+    lease takes them, and only them, by prefix; the roster counts them handled."""
+    ours = [pending_unknown(env, key) for key in ("django:shop.tasks.mail", "django:a")]
+    others = [pending_unknown(env, key) for key in ("djangox:a", "Django:a", "django", "send_email")]
+    if limited:
+        gta_core.limit_queue("default", concurrency=5)
+    leased = env.store.lease("w", ["default"], 10, 30.0, keys=("django:*", "record"))
+    assert sorted(task.id for task in leased) == ours
+    assert all(untouched(env, task_id) for task_id in others)
+
+    supervisor = SupervisorState("h:1:t", "h", 1, ("default",), {"django:*": "default"}, None, None, True)
+    assert supervisor.handles("django:shop.tasks.mail", "default")
+    assert not any(supervisor.handles(key, "default") for key in ("djangox:a", "Django:a", "django"))
 
 
 def test_a_supervisor_without_a_handler_leaves_its_tasks_to_one_with_it(env: Env,
