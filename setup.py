@@ -48,7 +48,6 @@ setup(
         ],
         "gta_handlers": [
             "retry = gta_plugins.retry",
-            "demo = gta_plugins.demo",
             "metrics = gta_plugins.metrics",
             "request_id = gta_plugins.request_id",
             "otel = gta_plugins.otel:plugin",

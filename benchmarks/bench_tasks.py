@@ -37,6 +37,12 @@ def bench_stamp(ctx: TaskContext) -> None:
         os.close(fd)
 
 
+@task
+def bench_sleep(ctx: TaskContext, seconds: float) -> None:
+    """Sleeps ``seconds``: a task of a known length (short_behind_long.py)."""
+    time.sleep(seconds)
+
+
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [bench_noop, bench_fail_once, bench_numbered, bench_stamp]
+    return [bench_noop, bench_fail_once, bench_numbered, bench_stamp, bench_sleep]

@@ -52,16 +52,16 @@ from .results import TaskResult, result, wait
 from .runtime import configure, get_runtime
 from .schedules import Periodic, periodic
 from .status import TaskState, status
-from .submit import OWN_TRANSACTION, cancel, submit, submit_many, transaction
+from .submit import OWN_TRANSACTION, CancelResult, cancel, submit, submit_many, transaction
 from .tasks import TaskContext, TaskDefinition, TaskRecord, task
 from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "Attempt", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable",
-    "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic",
-    "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext",
-    "TaskDefinition",
+    "OWN_TRANSACTION", "Attempt", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked",
+    "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue",
+    "LimitState", "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings",
+    "SubmitError", "TaskContext", "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
     "WorkerDied", "Workflow", "asubmit", "asubmit_many", "attempts", "cancel", "chain", "configure", "get_runtime",
     "group", "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",

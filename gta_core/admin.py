@@ -21,16 +21,20 @@ from .errors import GTAError, InvalidLimit, TaskNotFound
 from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
 from .queues import QueueState, actor, check_name, pause_queue, queues, resume_queue
+from .roster import Unhandled, supervisors, unhandled
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
+from .sql_workflows import WAITING
+from .store import summarize_by_queue
 from .store_attempts import CANCELLED, RELEASED
 from .terminal import printable
 from .wake import notify_local
 
-STATUSES = ("pending", "running", *FINAL_STATUSES)
-#: what `gta cancel` cancels (a waiting callback of a group or chain too)
-CANCELLABLE = ("pending", "running", "waiting")
+STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
+#: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`
+#: leaves out unless asked (``--all``, or ``--key`` naming one)
+BUILT_IN_KEYS = ("gta_monitor", "gta_cleanup")
 RETRYABLE = ("failed", "cancelled")
 THROUGHPUT_WINDOW = 60.0
 BATCH = 1000
@@ -65,6 +69,18 @@ def _wake(runtime: Runtime) -> None:
 
 
 # -- formatting ---------------------------------------------------------------------------------
+def _task_is(task_id: int, status: str) -> str:
+    """A task's status in a sentence: "task 3 is pending", "task 3 succeeded", "task 3 was cancelled"."""
+    if status in FINAL_STATUSES:
+        return f"task {task_id} {'was cancelled' if status == 'cancelled' else status}"
+    return f"task {task_id} is {status}"
+
+
+def _ended(status: str) -> str:
+    """How a task ended, after "had already": "succeeded", "failed", "been cancelled"."""
+    return "been cancelled" if status == "cancelled" else status
+
+
 def _when(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
@@ -121,9 +137,11 @@ def _decoded(task: dict[str, Any]) -> dict[str, Any]:
 
 # -- commands -----------------------------------------------------------------------------------
 def list_tasks(runtime: Runtime, status: str | None, queue: str | None, key: str | None, limit: int,
-               as_json: bool) -> int:
+               as_json: bool, everything: bool = False) -> int:
+    """``gta list``; the built-in periodic tasks' runs only with ``everything`` (``--all``) or a ``key``."""
     ready(runtime)
-    tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit)
+    hidden = () if everything or key is not None else BUILT_IN_KEYS
+    tasks = runtime.store.list_tasks(status=status, queue=queue, key=key, limit=limit, hidden_keys=hidden)
     if as_json:
         return _print_json([_decoded(task) for task in tasks])
     if not tasks:
@@ -214,7 +232,7 @@ def rerun_tasks(runtime: Runtime, ids: Sequence[int], by: str | None = None) -> 
     statuses = _require(runtime, ids)
     for task_id in ids:
         if statuses[task_id] not in RETRYABLE:
-            raise GTAError(f"task {task_id} is {statuses[task_id]}: only failed or cancelled tasks can be retried "
+            raise GTAError(f"{_task_is(task_id, statuses[task_id])}: only failed or cancelled tasks can be retried "
                            "(nothing was changed)")
     before = runtime.store.rerun(ids, by)
     _wake(runtime)
@@ -247,16 +265,17 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
 
     ready(runtime)
     _require(runtime, ids)
-    before = cancel_tasks(list(ids), force=force, by=actor("cli"))
+    done = cancel_tasks(list(ids), force=force, by=actor("cli"))
     if as_json:
-        return _print_json([{"id": task_id, "cancelled": before.get(task_id) in CANCELLABLE,
-                             "was": before.get(task_id)} for task_id in ids])
+        return _print_json([{"id": task_id, "cancelled": task_id in done and done[task_id].cancelled,
+                             "was": done[task_id].was if task_id in done else None} for task_id in ids])
     for task_id in ids:
-        was = before.get(task_id)
-        if was in CANCELLABLE:
-            print(f"cancelled task {task_id} (was {was})")
+        if task_id not in done:
+            print(f"task {task_id} is gone: not cancelled")
+        elif done[task_id].cancelled:
+            print(f"cancelled task {task_id} (was {done[task_id].was})")
         else:
-            print(f"task {task_id} was already {printable(was or 'gone')}: not cancelled")
+            print(f"task {task_id} had already {printable(_ended(done[task_id].was))}: not cancelled")
     return 0
 
 
@@ -289,8 +308,9 @@ def stats_data(runtime: Runtime) -> dict[str, Any]:
     store = runtime.store
     counts = store.counts()
     done = store.succeeded_per_queue(THROUGHPUT_WINDOW)
+    groups = store.pending_by_key(runtime.settings.initialized_timeout)
     oldest: dict[str, float] = {}
-    for queue, _, due, _, now in store.pending_summary(runtime.settings.initialized_timeout):
+    for queue, _, due, _, now in summarize_by_queue(groups):
         if due is not None and now is not None:
             oldest[queue] = max(0.0, (now - due).total_seconds())
 
@@ -307,6 +327,9 @@ def stats_data(runtime: Runtime) -> dict[str, Any]:
         "time": dt.datetime.now(dt.timezone.utc).isoformat(),
         "queues": [summary(queue, queue.__eq__, oldest.get(queue), done.get(queue, 0)) for queue in queues],
         "all": summary("(all)", lambda _: True, max(oldest.values(), default=None), sum(done.values())),
+        "unhandled": [{"key": group.key, "queue": group.queue, "waiting": group.waiting,
+                       "oldest_due": group.oldest_due.isoformat() if group.oldest_due else None}
+                      for group in unhandled(groups, supervisors(store))],
     }
 
 
@@ -319,7 +342,9 @@ def stats_text(runtime: Runtime, data: dict[str, Any] | None = None) -> str:
              line["succeeded_last_minute"]] for line in lines]
     moment = dt.datetime.fromisoformat(data["time"])
     title = f"{data['table']} on {data['database']}, {moment:%Y-%m-%d %H:%M:%S} UTC"
-    return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}"
+    warnings = [f"\nwarning: {printable(Unhandled(group['key'], group['queue'], group['waiting'], None).describe())}"
+                for group in data["unhandled"]]
+    return f"{title}\n{table(header, rows, right=tuple(range(1, len(header))))}" + "".join(warnings)
 
 
 def stats(runtime: Runtime, watch: bool, interval: str, out: TextIO = sys.stdout, as_json: bool = False) -> int:
@@ -366,14 +391,16 @@ def handlers(runtime: Runtime, as_json: bool = False) -> int:
         if definition.init_timeout_sensitive:
             options.append("init_timeout_sensitive")
         options += [_schedule(job) for job in schedules if job.key == key]
-        print(printable(f"{key}{definition.signature}  [{'; '.join(options)}]"))
+        marked = "async " if definition.is_async else ""
+        print(printable(f"{marked}{key}{definition.signature}  [{'; '.join(options)}]"))
     return 0
 
 
 def _handler_data(registry: Registry, key: str, schedules: Sequence[Periodic]) -> dict[str, Any]:
     definition = registry.tasks[key]
     return {
-        "key": key, "signature": str(definition.signature), "plugin": registry.owners[key],
+        "key": key, "signature": str(definition.signature), "async": definition.is_async,
+        "plugin": registry.owners[key],
         "queue": definition.queue, "max_attempts": definition.max_attempts, "timeout": definition.timeout,
         "priority": definition.priority, "clean_succeeded": definition.clean_succeeded,
         "init_timeout_sensitive": definition.init_timeout_sensitive,

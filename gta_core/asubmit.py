@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import handles
+from .api_errors import gta_errors
 from .handles.async_connection import resolve
 from .runtime import get_runtime
 from .scopes import Submission, scope
@@ -25,6 +26,7 @@ from .validation import Delay, TaskRequest
 __all__ = ["asubmit", "asubmit_many"]
 
 
+@gta_errors
 async def asubmit(
     db_tx: Any,
     key: str,
@@ -52,6 +54,7 @@ async def asubmit(
     return (await asubmit_many(db_tx, [request]))[0]
 
 
+@gta_errors
 async def asubmit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
     """`submit_many` for an async handle: every item is checked before the first is written;
     ids in the order given."""

@@ -18,6 +18,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from .api_errors import gta_errors
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
 from .row_values import parse_timestamp
@@ -94,6 +95,7 @@ class Attempt:
         return self.started_at is None
 
 
+@gta_errors
 def attempts(task_id: int, db: Any = OWN_TRANSACTION) -> list[Attempt] | None:
     """Task ``task_id``'s attempts and operator actions, oldest first, or None when no row has
     that id (it never existed, or cleanup deleted it, taking its history with it).

@@ -19,7 +19,7 @@ from . import admin
 from . import runtime as runtime_module
 from .admin import RETRYABLE, STATUSES
 from .config import SETTINGS, add_setting_flags, settings_from_args
-from .database import check_connection, describe_url
+from .database import check_connection, describe_url, require_database_file
 from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
 from .sql import FINAL_STATUSES
@@ -29,6 +29,8 @@ EXIT_USAGE = 2  # bad input or configuration
 EXIT_DATABASE = 1  # the database cannot be reached or failed
 SUPERVISOR_SETTINGS = [setting.name for setting in SETTINGS]
 ADMIN_SETTINGS = ["database_url", "table", "plugins", "disable_plugins", "log_level"]
+#: the commands that may create a SQLite database file (`handlers` opens none); the others refuse a missing one
+CREATES_DATABASE = ("migrate", "demo", "handlers")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,12 +182,15 @@ def _admin_parser() -> argparse.ArgumentParser:
     submit.add_argument("--priority", type=int, default=None, help="priority, higher first (default: the task's)")
 
     listing = command("list", "list tasks, newest first",
-                      "List tasks, newest first, filtered by status, queue and key.",
+                      "List tasks, newest first, filtered by status, queue and key. The runs of the built-in "
+                      "periodic tasks (gta_monitor, gta_cleanup) are left out unless --all or --key names one.",
                       "a list of tasks, every column; args and context as JSON values")
     listing.add_argument("--status", choices=STATUSES, default=None)
     listing.add_argument("--queue", default=None)
     listing.add_argument("--key", default=None)
     listing.add_argument("--limit", type=_positive_int, default=50, help="most tasks shown (default 50)")
+    listing.add_argument("--all", dest="everything", action="store_true",
+                         help="also the built-in monitor and cleanup runs")
 
     show = command("show", "show one task and its attempts",
                    "Show one task: args, attempts, timestamps, its timeline of attempts and operator actions "
@@ -217,9 +222,11 @@ def _admin_parser() -> argparse.ArgumentParser:
 
     stats = command("stats", "counts by queue and status, oldest due task, throughput",
                     "Tasks by queue and status, the age of the oldest due pending task, and tasks succeeded "
-                    "in the last minute.",
+                    "in the last minute; a warning for each task key and queue whose due tasks no live "
+                    "supervisor handles.",
                     "{table, database, time, queues: [{queue, <status>: COUNT, oldest_due_seconds, "
-                    "succeeded_last_minute}], all: {...}}; with --watch one object per line and interval")
+                    "succeeded_last_minute}], all: {...}, unhandled: [{key, queue, waiting, oldest_due}]}; "
+                    "with --watch one object per line and interval")
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
 
@@ -258,8 +265,9 @@ def _admin_parser() -> argparse.ArgumentParser:
             "[{kind, name, concurrency, rate_limit, per_key, window_start, window_count, changed_at}]")
 
     command("handlers", "list every discovered task",
-            "Every task the plugins provide, with its plugin, options, signature and schedule.",
-            "[{key, signature, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
+            "Every task the plugins provide, with its plugin, options, signature and schedule; "
+            "async def handlers are marked async.",
+            "[{key, signature, async, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
             "init_timeout_sensitive, periodic: [{name, every, cron}]}]")
     demo = command("demo", "submit demo tasks, run them, print what became of each")
     demo.add_argument("--timeout", default="60s", help="give up after this long (default 60s)")
@@ -276,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         runtime = runtime_module.configure(settings)
+        runtime.plugins  # noqa: B018 - a plugin that cannot load (or a name to disable that none has) is said now
+        if args.command not in CREATES_DATABASE:
+            require_database_file(settings.database_url)
         return COMMANDS[args.command](runtime, args)
 
     return _guard("gta", run)
@@ -322,7 +333,7 @@ def cmd_demo(runtime: Runtime, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "submit": cmd_submit,
-    "list": lambda runtime, a: admin.list_tasks(runtime, a.status, a.queue, a.key, a.limit, a.json),
+    "list": lambda runtime, a: admin.list_tasks(runtime, a.status, a.queue, a.key, a.limit, a.json, a.everything),
     "show": lambda runtime, a: admin.show(runtime, a.id, a.json),
     "retry": lambda runtime, a: admin.retry(runtime, a.ids, a.status, a.json),
     "cancel": lambda runtime, a: admin.cancel(runtime, a.ids, a.force, a.json),

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import re
 import socket
 import weakref
@@ -23,10 +24,11 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from . import sqlite_ids
 from .config import redact_url
 from .db_errors import driver_error, session_not_ours
 from .drivers import require_driver
-from .errors import ConfigError, DatabaseUnavailable
+from .errors import ConfigError, DatabaseUnavailable, SchemaError
 from .reply_watchdog import guarded_cursor
 
 log = logging.getLogger("gta.database")
@@ -70,12 +72,15 @@ def dialect_of(db: peewee.Database) -> str:
 
 
 def install_sqlite_functions(db: peewee.Database) -> None:
-    """Give a SQLite database the clock functions GTA's SQL uses (idempotent)."""
+    """Give a SQLite database the functions GTA's SQL uses (idempotent): the clock, and the
+    mark of the ids handed out (`sqlite_ids`)."""
     if isinstance(db, peewee.SqliteDatabase) and "gta_now" not in getattr(db, "_functions", {}):
         # Deterministic: SQLite then evaluates a call with constant arguments once per statement,
         # not once per row (a statement's own clock, as statement_timestamp() on PostgreSQL).
         db.register_function(_sqlite_now, "gta_now", 0, deterministic=True)
         db.register_function(_sqlite_now_plus, "gta_now_plus", 1, deterministic=True)
+        db.register_function(sqlite_ids.floor, "gta_id_floor", 2)
+        db.register_function(sqlite_ids.issued, "gta_id_issued", 3)
 
 
 def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
@@ -83,8 +88,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     parsed = urlparse(url)
     scheme = parsed.scheme
     if scheme == "sqlite":
-        path = unquote(url.split("://", 1)[1])
-        path = path[1:] if path.startswith("/") else path
+        path = sqlite_path(url)
         if not path:
             raise ConfigError("database_url", "sqlite URL needs a file, e.g. sqlite:///gta.db")
         db = peewee.SqliteDatabase(
@@ -129,6 +133,25 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
             common["user"] = "root"
         return MySQLDatabase(name, statement_timeout=statement_timeout, **common)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (``sqlite:////abs/path`` for an absolute one), or None
+    for another database."""
+    if urlparse(url).scheme != "sqlite":
+        return None
+    path = unquote(url.split("://", 1)[1])
+    return path[1:] if path.startswith("/") else path
+
+
+def require_database_file(url: str) -> None:
+    """`SchemaError` for a SQLite URL whose file does not exist: a command that only reads or
+    changes tasks must not create an empty database by connecting (a typo in the URL would
+    leave a stray file behind and report a missing table instead of the typo)."""
+    path = sqlite_path(url)
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise SchemaError(f"database file {path!r} does not exist ({describe_url(url)}): check the database URL, "
+                          "or create it with `gta migrate`")
 
 
 class DropsDeadConnections(peewee.Database):

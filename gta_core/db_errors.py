@@ -1,10 +1,15 @@
 """Telling transient database failures from real ones, across drivers: a conflict worth
-trying again (`is_retryable`), a connection that is gone (`is_disconnect`), a missing table.
-Driver errors arrive wrapped by peewee; `driver_error` unwraps them.
+trying again (`is_retryable`), a connection that is gone (`is_disconnect`), a missing table;
+and the GTA error each kind of driver error is to the caller of a public function (`as_gta_error`).
+Driver errors arrive wrapped by peewee (SQLAlchemy and Django wrap them too); `driver_error`
+unwraps them.
 """
 from __future__ import annotations
 
 import peewee
+
+from .errors import DatabaseError, DatabaseLocked, DatabaseUnavailable, GTAError, SchemaError
+from .handles.sqlite_locks import busy_error
 
 #: MySQL/MariaDB errors worth retrying at once: deadlock and lock wait timeout.
 MYSQL_RETRYABLE = {1213, 1205}
@@ -12,11 +17,64 @@ MYSQL_RETRYABLE = {1213, 1205}
 MYSQL_DISCONNECTED = {2003, 2006, 2013, 2055, 1927, 1053, 4031}
 
 
+#: the packages whose exceptions are a database driver's (peewee's wrap them); SQLAlchemy's and
+#: Django's wrappers are told by their classes (`is_driver_error`)
+DRIVER_PACKAGES = frozenset({"peewee", "sqlite3", "_sqlite3", "psycopg2", "psycopg", "pymysql", "MySQLdb",
+                             "asyncpg", "aiomysql", "aiosqlite"})
+WRAPPER_CLASSES = frozenset({("sqlalchemy.exc", "DBAPIError"), ("django.db.utils", "Error")})
+
+
 def driver_error(exc: BaseException) -> BaseException:
-    # peewee wraps driver errors as WrappedError(original, *original.args)
+    """The driver's own error inside a wrapper: peewee's ``WrappedError(original, *original.args)``,
+    SQLAlchemy's ``DBAPIError.orig``, Django's (raised ``from`` the driver's)."""
     if exc.args and isinstance(exc.args[0], BaseException):
         return exc.args[0]
+    if any((cls.__module__, cls.__name__) in WRAPPER_CLASSES for cls in type(exc).__mro__):
+        original = getattr(exc, "orig", None) or exc.__cause__
+        if isinstance(original, BaseException):
+            return original
     return exc
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """Whether a database driver (or peewee, SQLAlchemy or Django wrapping one) raised ``exc``."""
+    return any(cls.__module__.partition(".")[0] in DRIVER_PACKAGES or (cls.__module__, cls.__name__) in WRAPPER_CLASSES
+               for cls in type(exc).__mro__)
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of an error: psycopg2's ``pgcode``, psycopg's and asyncpg's ``sqlstate``."""
+    original = driver_error(exc)
+    for candidate in (original, getattr(exc, "orig", None)):
+        code = getattr(candidate, "pgcode", None) or getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's message, first line (its type's name when it has none)."""
+    original = driver_error(exc)
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+def as_gta_error(exc: BaseException) -> GTAError | None:
+    """What a driver's error means to the caller of a public function, one class per kind, or
+    None for an exception that is not a driver's: `DatabaseUnavailable` (the connection cannot
+    be made or was lost), `DatabaseLocked` (SQLite's "database is locked"), `SchemaError` (a
+    table of GTA's is missing: run ``gta migrate``), or `DatabaseError` (any other failure)."""
+    if not is_driver_error(exc):
+        return None
+    reason = first_line(exc)
+    if is_disconnect(exc):
+        return DatabaseUnavailable(f"the database cannot be reached: {reason}")
+    if busy_error(exc) is not None:
+        return DatabaseLocked(f"SQLite's write lock stayed taken by another connection ({reason}): nothing was "
+                              "written; run it again, keep write transactions short or begin them IMMEDIATE")
+    if is_missing_table(exc):
+        return SchemaError(f"a table of GTA's is missing ({reason}): run `gta migrate`")
+    return DatabaseError(f"the database failed: {reason}")
 
 
 def mysql_code(exc: BaseException) -> int | None:
@@ -26,13 +84,12 @@ def mysql_code(exc: BaseException) -> int | None:
     return None
 
 
-def is_missing_table(exc: BaseException, table: str) -> bool:
-    """Whether a statement failed because ``table`` does not exist (PostgreSQL SQLSTATE 42P01,
-    MySQL/MariaDB error 1146, SQLite "no such table")."""
+def is_missing_table(exc: BaseException, table: str | None = None) -> bool:
+    """Whether a statement failed because a table (``table``, when given) does not exist
+    (PostgreSQL SQLSTATE 42P01, MySQL/MariaDB error 1146, SQLite "no such table")."""
     text = str(driver_error(exc))
-    missing = (getattr(getattr(exc, "orig", None), "pgcode", None) == "42P01" or mysql_code(exc) == 1146
-               or "no such table" in text)
-    return missing and table in text
+    missing = sqlstate(exc) == "42P01" or mysql_code(exc) == 1146 or "no such table" in text
+    return missing and (table is None or table in text)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -47,7 +104,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 def is_disconnect(exc: BaseException) -> bool:
     """The connection is gone (server restart, killed session, network): reopen it."""
-    if isinstance(exc, peewee.InterfaceError):
+    if isinstance(exc, peewee.InterfaceError) or (sqlstate(exc) or "").startswith("08"):  # connection exception
         return True
     if mysql_code(exc) in MYSQL_DISCONNECTED:
         return True
@@ -57,7 +114,7 @@ def is_disconnect(exc: BaseException) -> bool:
         "could not connect", "connection refused", "connection timed out", "ssl connection has been closed",
         "no connection to the server", "server has gone away", "lost connection", "can't connect",
         "broken pipe", "connection reset", "the database system is", "canceling statement due to statement timeout",
-        "unable to open database file",
+        "unable to open database file", "connection is closed", "connection was closed",
     ))
 
 
@@ -66,4 +123,4 @@ def session_not_ours(exc: BaseException) -> bool:
     or a ``PREPARE`` of a name the session already has (42P05): the session forgot what this
     connection prepared, or is shared with other connections (a pooler in transaction mode
     gives each transaction whichever server session is free, one another client prepared on)."""
-    return getattr(getattr(exc, "orig", None), "pgcode", None) in ("26000", "42P05")
+    return sqlstate(exc) in ("26000", "42P05")

@@ -48,6 +48,15 @@ class Dialect:
         return (f"CREATE INDEX {table}_lease ON {table} (queue, priority DESC, run_at, id)"
                 + self.partial("status = 'pending'"))
 
+    def through(self, table: str, index: str) -> str:
+        """What makes a statement read ``table`` through its index ``<table>_<index>`` where the
+        planner might scan the whole table instead (nothing: the partial indexes decide)."""
+        return ""
+
+    def exact(self, column: str) -> str:
+        """``column`` compared byte for byte, as Python compares strings."""
+        return column
+
     def expiry_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_expiry ON {table} (lease_expires_at)" + self.partial("status = 'running'")
 
@@ -75,6 +84,11 @@ class Dialect:
         """For a group's outcomes (`sql_workflows`), read once when its last member is final."""
         return f"CREATE INDEX {table}_group ON {table} (group_id)" + self.partial("group_id IS NOT NULL")
 
+    def waiting_index(self, table: str) -> str | None:
+        """For the count of ``waiting`` rows (group callbacks, chain steps waiting for their
+        turn) by queue, which the metrics read on every scrape: None where another index has it."""
+        return f"CREATE INDEX {table}_waiting ON {table} (queue)" + self.partial("status = 'waiting'")
+
     #: how an insert skips a row whose dedupe key is taken (the conflict target names the partial index)
     insert_or_skip = "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
 
@@ -86,7 +100,8 @@ class Dialect:
         return {"lease": self.lease_index(table), "expiry": self.expiry_index(table), "owner": self.owner_index(table),
                 "dedupe": self.dedupe_index(table), "order": self.order_index(table),
                 "finished": self.finished_index(table), "parent": self.parent_index(table),
-                "group": self.group_index(table)}
+                "group": self.group_index(table),
+                **({"waiting": waiting} if (waiting := self.waiting_index(table)) else {})}
 
     def skip_existing(self, key: str) -> str:
         """How an insert leaves a row alone whose primary ``key`` is taken."""
@@ -197,6 +212,18 @@ class MySQLDialect(Dialect):
 
     def order_index(self, table: str) -> str:
         return f"CREATE INDEX {table}_order ON {table} (order_key, status, id)"
+
+    def waiting_index(self, table: str) -> str | None:
+        return None  # the lease index leads with (status, queue)
+
+    def exact(self, column: str) -> str:
+        # utf8mb4_bin pads: 'record ' = 'record', and a worker would lease a key it has no handler for
+        return f"CAST({column} AS BINARY)"
+
+    def through(self, table: str, index: str) -> str:
+        # a status-leading index that does not cover the statement looks, to MariaDB's planner,
+        # like a third of the table (three statuses), and it scans every finished row instead
+        return f" FORCE INDEX ({table}_{index})"
 
     def partial(self, condition: str) -> str:
         return ""  # no partial indexes: NULLs are indexed too (and rows without a key never collide)

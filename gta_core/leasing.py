@@ -22,6 +22,7 @@ from .errors import DatabaseUnavailable, GTAError
 from .held import HeldLeases, Room
 from .protocol import WorkerChannel
 from .tasks import TaskRecord
+from .wake import notify_local, wake_key
 
 log = logging.getLogger("gta.worker")
 
@@ -46,9 +47,11 @@ class Leaser(Room):
     """
 
     def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
-                 todo: queue.SimpleQueue[TaskRecord | None]) -> None:
+                 todo: queue.SimpleQueue[TaskRecord | None], keys: tuple[str, ...]) -> None:
         super().__init__(settings, store, channel, book)
         self.todo = todo
+        #: the task keys this worker has handlers for: the only ones it leases (`TaskStore.lease`)
+        self.keys = keys
         self.nudged = False  # `nudge` rang the lease loop since it last looked
         #: slots of the async runner (0: none), and where leased async tasks go (`route_async`)
         self.async_slots = 0
@@ -91,7 +94,7 @@ class Leaser(Room):
             if held < self.low_water(ahead):
                 want = min(settings.batch, self.slots + ahead - held)
                 try:
-                    tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout)
+                    tasks = self.store.lease(self.owner, settings.queues, want, settings.lease_timeout, self.keys)
                     failures = 0
                 except (DatabaseUnavailable, peewee.DatabaseError, peewee.InterfaceError) as exc:
                     failures += 1
@@ -236,7 +239,10 @@ class Leaser(Room):
         with the attempt counted.
 
         Then the lease loop is woken if this left it room (`nudge`): a slot whose task was given
-        back idles until the next lease, which otherwise came a whole scan interval later."""
+        back idles until the next lease, which otherwise came a whole scan interval later. Idle
+        workers are woken to take them at once too, rather than at their next poll: on
+        PostgreSQL by the release's own ``NOTIFY`` (every host), elsewhere through this host's
+        wake-up socket (other hosts poll)."""
         given_back = 0
         for task in tasks:
             try:
@@ -245,6 +251,8 @@ class Leaser(Room):
                 log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
         self.book.forget(tasks, ran=False)
         self.nudge()
+        if given_back and self.store.dialect != "postgres":
+            notify_local(wake_key(self.store.db, self.store.table))
         return given_back
 
     def release_orphans(self) -> bool:

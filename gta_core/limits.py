@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
+from .api_errors import gta_errors
 from .errors import InvalidLimit
 from .limit_rules import Rate, check_concurrency, parse_rate
 from .queues import check_name
@@ -39,6 +40,7 @@ class LimitState:
     changed_at: dt.datetime | None
 
 
+@gta_errors
 def limit_queue(name: str, concurrency: int | None = None, rate_limit: str | Rate | None = None, *,
                 per_key: bool = False, runtime: Runtime | None = None) -> LimitState:
     """Limit queue ``name`` cluster-wide: at most ``concurrency`` of its tasks running at once
@@ -66,12 +68,14 @@ def check_queue_limit(name: str, concurrency: int | None, rate_limit: str | Rate
     return cap, rate
 
 
+@gta_errors
 def unlimit_queue(name: str, *, runtime: Runtime | None = None) -> bool:
     """Remove queue ``name``'s limit; whether it had one."""
     check_name(name)
     return _ready(runtime).store.clear_limit("queue", name)
 
 
+@gta_errors
 def limits(runtime: Runtime | None = None) -> list[LimitState]:
     """Every limit, task limits first, each kind by name."""
     runtime = runtime or get_runtime()

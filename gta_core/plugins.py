@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -107,6 +108,8 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    extra_modules, disabled = list(extra_modules), list(disabled)
+    _check_disabled(disabled, extra_modules)
     for name in disabled:
         manager.set_blocked(name)
     try:
@@ -130,6 +133,17 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         from .runtime import get_runtime  # the runtime module builds plugins: imported on use
         gta = get_runtime()
     return Plugins(manager, _build_registry(manager, gta), gta=gta)
+
+
+def _check_disabled(disabled: Sequence[str], extra_modules: Sequence[str]) -> None:
+    """`PluginError` for a name to disable that no plugin has: a typo would leave the plugin
+    running (its periodic task, its hooks) while the operator believes it off."""
+    names = {entry_point.name for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    names.update(extra_modules)
+    unknown = [name for name in disabled if name not in names]
+    if unknown:
+        raise PluginError(f"cannot disable {', '.join(map(repr, unknown))}: no plugin has that name "
+                          f"(plugins here: {', '.join(sorted(names)) or 'none'})")
 
 
 def _guard(plugins: Plugins) -> None:

@@ -14,6 +14,7 @@ import datetime as dt
 import getpass
 import socket
 
+from .api_errors import gta_errors
 from .errors import GTAError, InvalidQueue
 from .runtime import Runtime, get_runtime
 from .store_operations import QueueControl
@@ -66,6 +67,7 @@ def actor(channel: str) -> str:
     return f"{channel}:{default_author()}"
 
 
+@gta_errors
 def pause_queue(name: str, reason: str | None = None, by: str | None = None) -> QueueChange:
     """Pause queue ``name`` cluster-wide: no worker leases its tasks from the commit on."""
     runtime = _ready(name, reason=reason, by=by)
@@ -73,6 +75,7 @@ def pause_queue(name: str, reason: str | None = None, by: str | None = None) -> 
     return _change(runtime, name, changed)
 
 
+@gta_errors
 def resume_queue(name: str, by: str | None = None) -> QueueChange:
     """Resume queue ``name``: its due tasks are leased again, and the workers are woken at once."""
     runtime = _ready(name, by=by)
@@ -82,6 +85,7 @@ def resume_queue(name: str, by: str | None = None) -> QueueChange:
     return _change(runtime, name, changed)
 
 
+@gta_errors
 def queues(runtime: Runtime | None = None) -> list[QueueState]:
     """Every queue that has pending or running tasks, is served by this process's settings, or
     was ever paused, by name. Reads only pending and running rows and the queues table."""

@@ -9,8 +9,10 @@ GTA registers on each connection (``gta_now()``, ``gta_now_plus(seconds)``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from .dialects import DIALECTS, Dialect
+from .tasks import FAMILY_SUFFIX
 
 SCHEMA_VERSION = 2
 
@@ -99,6 +101,16 @@ class Statements:
         # there either). Racing submitters wait on the index entry, and READ COMMITTED (set on
         # MySQL connections) lets the read that follows see the winner's committed row.
         self.insert_or_skip = d.insert_or_skip
+        # SQLite: ids are never handed out twice, a rolled-back submit's included (`sqlite_ids`):
+        # an insert first raises the table's AUTOINCREMENT counter to the mark kept beside the
+        # database, and then writes down the largest id it handed out. ``main``: the database's file.
+        main = "(SELECT file FROM pragma_database_list WHERE name = 'main')"
+        self.raise_id_counter = (f"UPDATE sqlite_sequence SET seq = MAX(seq, gta_id_floor({main}, '{t}')) "
+                                 f"WHERE name = '{t}'")
+        self.record_ids = f"SELECT gta_id_issued({main}, '{t}', ?)"
+        # the counter's row, which AUTOINCREMENT adds only at a table's first insert
+        self.add_id_counter = (f"INSERT INTO sqlite_sequence (name, seq) SELECT '{t}', MAX(0, gta_id_floor({main}, "
+                               f"'{t}')) WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '{t}')")
         self.id_by_dedupe_key = fx(f"SELECT id FROM {t} WHERE dedupe_key = ?")
         self.database_and_table = fx(d.database_and_table)
 
@@ -115,7 +127,10 @@ class Statements:
         # A paused queue's rows are not due: the subquery reads the small queues table once per
         # lease (PostgreSQL hashes it, MySQL/MariaDB and SQLite materialize it), and the lease
         # index is still the one that finds the rows.
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}) "
+        # ``{keys}``: a worker leases only tasks it has a handler for (`known_keys`), so a task
+        # whose handler this worker lacks (a rolling deploy, a host's plugins mis-set) waits,
+        # unleased and unharmed, for a worker that has one; empty for operator tools and tests.
+        self.due = (f"status = 'pending' AND queue IN ({{queues}}){{keys}} "
                     f"AND queue NOT IN (SELECT name FROM {t}_queues WHERE paused) AND run_at <= {d.now} "
                     f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
@@ -176,9 +191,13 @@ class Statements:
                        f"lease_expires_at = NULL, updated_at = {d.now} WHERE {fence}{done}")
         release_set = (f"status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
                        f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now}")
+        # A task given back is due again at once: on PostgreSQL the release NOTIFYs its queue as a
+        # submit does, in the statement, so idle workers on every host take it now (elsewhere the
+        # worker giving it back pokes this host's supervisors, `Leaser.give_back`).
+        woken = f" RETURNING pg_notify('gta_{t}', queue)" if d.name == "postgres" else ""
         self.release_ids = (f"UPDATE {t} SET {release_set} "
-                            "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
-        self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}")
+                            "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})" + woken)
+        self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}{woken}")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
                                "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
@@ -208,19 +227,39 @@ class Statements:
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
         self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
+        # cancel's read: the rows stay as read until its writes (SQLite: BEGIN IMMEDIATE), so
+        # what it reports having done is what it did; in id order, as two cancels lock alike
+        self.statuses_locked = self.statuses + " ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE")
         self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}"
-                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_attempts")]
+                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_supervisors", "_attempts")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.
         # The parameter is minus the abnormal threshold in seconds.
-        self.pending_summary = fx(
-            f"SELECT queue, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
-            f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), {d.now} "
-            f"FROM {t} WHERE status = 'pending' GROUP BY queue")
+        # By queue and task key (the roster's check of which due tasks no live supervisor
+        # handles reads the same groups): pending, oldest due run_at, due longer than the
+        # threshold, due now, and the database's now.
+        self.pending_by_key = fx(
+            f"SELECT queue, {k}, COUNT(*), MIN(CASE WHEN run_at <= {d.now} THEN run_at END), "
+            f"SUM(CASE WHEN run_at <= {d.now_plus()} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN run_at <= {d.now} THEN 1 ELSE 0 END), {d.now} "
+            f"FROM {t}{d.through(t, 'lease')} WHERE status = 'pending' GROUP BY queue, {k}")
+        # Through the waiting index (the lease index on MySQL/MariaDB).
+        self.waiting_summary = f"SELECT queue, COUNT(*) FROM {t} WHERE status = 'waiting' GROUP BY queue"
         self.running_summary = fx(
             f"SELECT queue, COUNT(*), SUM(CASE WHEN started_at <= {d.now_plus()} THEN 1 ELSE 0 END) "
             f"FROM {t} WHERE status = 'running' GROUP BY queue")
+
+    def known_keys(self, keys: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """The ``{keys}`` part of `due` for a worker with handlers for ``keys``, and its parameters:
+        `` AND (key IN (?, …) OR substr(key, 1, n) = ? …)``, a family ``prefix:*`` matching every
+        key that begins with ``prefix:`` (keys are ASCII, so its length in characters is in bytes)."""
+        key = self.dialect.exact(self.dialect.q("key"))
+        exact = tuple(name for name in keys if not name.endswith(FAMILY_SUFFIX))
+        prefixes = tuple(name[:-len(FAMILY_SUFFIX)] for name in keys if name.endswith(FAMILY_SUFFIX))
+        tests = [f"{key} IN ({', '.join('?' * len(exact))})"] if exact else []
+        tests += [f"substr({key}, 1, {len(prefix)}) = ?" for prefix in prefixes]
+        return f" AND ({' OR '.join(tests)})", exact + prefixes
 
     def add_column(self, name: str) -> str:
         return f"ALTER TABLE {self.table} ADD COLUMN {self.dialect.q(name)} {self.columns[name]}"

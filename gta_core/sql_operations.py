@@ -31,6 +31,9 @@ class OperationStatements:
         # status-leading ones on MySQL) keep finished rows out of both.
         self.running_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'running' "
                                    f"AND started_at < {d.now_plus()} ORDER BY started_at LIMIT ?")
+        # Parameters: queue, key, limit. On the lease index.
+        self.pending_due = fx(f"SELECT {columns} FROM {t} WHERE status = 'pending' AND queue = ? "
+                              f"AND {d.q('key')} = ? AND run_at <= {d.now} ORDER BY run_at LIMIT ?")
         self.pending_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'pending' "
                                    f"AND run_at < {d.now_plus()} ORDER BY run_at LIMIT ?")
         # Parameters: since, until, limit. finished_at is indexed.
@@ -87,6 +90,32 @@ class OperationStatements:
         self.resume = fx(f"UPDATE {q} SET paused = FALSE, changed_at = {d.now}, changed_by = ?, reason = NULL "
                          "WHERE name = ? AND paused")
         self.queue_controls = f"SELECT name, paused, changed_at, changed_by, reason FROM {q} ORDER BY name"
+
+        # -- the roster of supervisors (`services/advertiser.py`, `roster.py`) --------------------
+        # One row per supervisor: the queues it serves and the task keys it has handlers for
+        # (JSON lists), renewed while it runs; it is live until ``expires_at`` (its clock is the
+        # database's, as a lease's). Its own table, created by `gta migrate` at the same version.
+        r = f"{t}_supervisors"
+        self.roster_table = r
+        self.create_roster = (f"CREATE TABLE {r} (name VARCHAR(191) NOT NULL PRIMARY KEY, "
+                              f"host VARCHAR(191) NOT NULL, pid INTEGER NOT NULL, queues {d.text} NOT NULL, "
+                              f"task_keys {d.text} NOT NULL, started_at {d.timestamp} NOT NULL, "
+                              f"seen_at {d.timestamp} NOT NULL, expires_at {d.timestamp} NOT NULL){d.table_options}")
+        # Parameters: name, host, pid, queues, task keys, seconds alive.
+        insert = (f"INSERT INTO {r} (name, host, pid, queues, task_keys, started_at, seen_at, expires_at) "
+                  f"VALUES (?, ?, ?, ?, ?, {d.now}, {d.now}, {d.now_plus()}) ")
+        renewed = ("queues", "task_keys", "seen_at", "expires_at")
+        if d.name == "mysql":
+            self.advertise = fx(insert + "ON DUPLICATE KEY UPDATE "
+                                + ", ".join(f"{column} = VALUES({column})" for column in renewed))
+        else:
+            self.advertise = fx(insert + "ON CONFLICT (name) DO UPDATE SET "
+                                + ", ".join(f"{column} = excluded.{column}" for column in renewed))
+        self.withdraw = fx(f"DELETE FROM {r} WHERE name = ?")
+        # Parameter: minus how long a dead supervisor's row is kept, in seconds.
+        self.forget_dead = fx(f"DELETE FROM {r} WHERE expires_at < {d.now_plus()}")
+        self.roster = (f"SELECT name, host, pid, queues, task_keys, started_at, seen_at, "
+                       f"CASE WHEN expires_at > {d.now} THEN 1 ELSE 0 END FROM {r} ORDER BY name")
 
 
 @functools.cache

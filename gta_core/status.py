@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from .api_errors import gta_errors
 from .attempts import Attempt, attempts
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
@@ -56,6 +57,7 @@ class TaskState:
 FIELDS = tuple(field.name for field in dataclasses.fields(TaskState))
 
 
+@gta_errors
 def status(task_id: int, db: Any = OWN_TRANSACTION) -> TaskState | None:
     """The state of task ``task_id``, or None when no row has that id.
 

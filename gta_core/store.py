@@ -20,6 +20,7 @@ from .db_errors import is_retryable
 from .errors import LeaseExpired
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
+from .sql_workflows import UNFINISHED
 from .store_attempts import (
     CANCELLED,
     CHUNK,
@@ -74,24 +75,30 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
     action, logs its entry in its own transaction (`store_attempts`)."""
 
     # -- leasing -------------------------------------------------------------------------
-    def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float) -> Leased:
+    def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float,
+              keys: Sequence[str] | None = None) -> Leased:
         """Lease up to ``limit`` due tasks of ``queues``: status running, attempts + 1, lease set.
 
+        ``keys``: only tasks with one of these keys (a worker passes the keys it has handlers
+        for, so it never takes a task it cannot run); None: any key (operator tools, tests).
         While any global limit exists (`limits_exist`, looked up at most once a second), the
         lease obeys them (`lease_limited`); otherwise it is the one statement below. The
         answer's `Leased.sent` says from when the leases surely last ``lease_timeout``.
         """
+        if keys is not None and not keys:
+            return Leased([], time.monotonic())
         if self.limits_exist():
-            sent, rows = self.lease_limited(owner, queues, limit, lease_timeout)
+            sent, rows = self.lease_limited(owner, queues, limit, lease_timeout, keys)
             return Leased([_record(row) for row in rows], sent)
         sql, d = self.sql, self._d
         queue_marks = placeholders(len(queues))
+        key_marks, keys = sql.known_keys(keys) if keys is not None else ("", ())
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
-            select_ids = d.fix(sql.due_ids.format(queues=queue_marks))
+            select_ids = d.fix(sql.due_ids.format(queues=queue_marks, keys=key_marks))
 
             def lease_mysql() -> tuple[float, list[Any]]:
-                ids = [row[0] for row in self._execute(select_ids, (*queues, limit)).fetchall()]
+                ids = [row[0] for row in self._execute(select_ids, (*queues, *keys, limit)).fetchall()]
                 sent = time.monotonic()
                 if not ids:
                     return sent, []
@@ -100,8 +107,8 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 return sent, list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
             sent, rows = in_transaction(self.db, lease_mysql)
         else:
-            statement = sql.lease.format(queues=queue_marks)
-            params = (*lease_params, *queues, limit)
+            statement = sql.lease.format(queues=queue_marks, keys=key_marks)
+            params = (*lease_params, *queues, *keys, limit)
 
             def lease_one() -> tuple[float, list[Any]]:
                 sent = self.sending()
@@ -254,8 +261,9 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         their worker finds out on its next check (and, with ``force``, kills the handler).
         Each is logged as cancelled ``by`` whom (``cli:user@host``, ``dashboard``, ``api:…``).
 
-        Returns the status each id had: ``pending``/``running`` (now cancelled), or its
-        unchanged final status; ids that do not exist are left out.
+        Returns the status each id had just before: ``pending``/``running``/``waiting`` (now
+        cancelled, by this call), or its unchanged final status; ids that do not exist are left
+        out. The rows are locked as they are read, so no worker's write comes between.
         """
         ids = list(ids)
         if not ids:
@@ -269,10 +277,10 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             return {}
         marks = self._d.fix
         reason = FORCE_CANCEL if force else "cancelled"
-        before = self.statuses(ids)
+        before = dict(self._execute(marks(self.sql.statuses_locked.format(ids=placeholders(len(ids)))), ids).fetchall())
         members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
-        # the rows this cancel changes, locked: each gets its entry, and no other becomes one meanwhile
-        cancelled = self.lock_rows(ids, "status IN ('pending', 'running', 'waiting')")
+        # the rows this cancel changes (locked as read): each gets its entry
+        cancelled = sorted(task_id for task_id, status in before.items() if status in UNFINISHED)
         if cancelled:
             self.log_rows(cancelled, LogEntry(CANCELLED, error=reason, actor=by))
             id_marks = placeholders(len(cancelled))
@@ -361,13 +369,18 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Rows by (queue, status)."""
         return {(queue, status): count for queue, status, count in self._execute(self.sql.count_by_status)}
 
+    def pending_by_key(self, overdue_after: float) -> list[PendingGroup]:
+        """The pending rows by queue and task key (see `PendingGroup`). Reads pending rows only."""
+        rows = self._execute(self.sql.pending_by_key, (self._secs(-overdue_after),)).fetchall()
+        return [PendingGroup(queue, key, int(count), parse_timestamp(oldest), int(overdue or 0), int(due or 0),
+                             parse_timestamp(now))
+                for queue, key, count, oldest, overdue, due, now in rows]
+
     def pending_summary(self, overdue_after: float) -> list[tuple[str, int, dt.datetime | None, int,
                                                                   dt.datetime | None]]:
         """Per queue with pending rows: (queue, pending, oldest due run_at, due for longer than
         ``overdue_after`` seconds, the database's now). Reads pending rows only."""
-        rows = self._execute(self.sql.pending_summary, (self._secs(-overdue_after),)).fetchall()
-        return [(queue, int(count), parse_timestamp(oldest), int(overdue or 0), parse_timestamp(now))
-                for queue, count, oldest, overdue, now in rows]
+        return summarize_by_queue(self.pending_by_key(overdue_after))
 
     def running_summary(self, stuck_after: float) -> list[tuple[str, int, int]]:
         """Per queue with running rows: (queue, running, started more than ``stuck_after`` seconds
@@ -375,11 +388,42 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         rows = self._execute(self.sql.running_summary, (self._secs(-stuck_after),)).fetchall()
         return [(queue, int(count), int(stuck or 0)) for queue, count, stuck in rows]
 
+    def waiting_summary(self) -> dict[str, int]:
+        """Per queue with waiting rows (group callbacks, chain steps): how many. Reads those rows only."""
+        return {queue: int(count) for queue, count in self._execute(self.sql.waiting_summary).fetchall()}
+
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
         statement = self._d.fix(self.sql.statuses.format(ids=placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingGroup:
+    """The pending tasks of one task key in one queue: how many, the oldest due one's ``run_at``
+    (None: none is due yet), how many have been due longer than a threshold, how many are due,
+    and the database's clock when it counted."""
+
+    queue: str
+    key: str
+    pending: int
+    oldest_due: dt.datetime | None
+    overdue: int
+    due: int
+    now: dt.datetime | None
+
+
+def summarize_by_queue(groups: Iterable[PendingGroup]) -> list[tuple[str, int, dt.datetime | None, int,
+                                                                      dt.datetime | None]]:
+    """`TaskStore.pending_summary`'s rows from `TaskStore.pending_by_key`'s groups, by queue."""
+    by_queue: dict[str, list[PendingGroup]] = {}
+    for group in groups:
+        by_queue.setdefault(group.queue, []).append(group)
+    return [(queue, sum(group.pending for group in members),
+             min((group.oldest_due for group in members if group.oldest_due is not None), default=None),
+             sum(group.overdue for group in members), members[0].now)
+            for queue, members in sorted(by_queue.items())]
 
 
 class Leased(list[TaskRecord]):
@@ -401,4 +445,4 @@ def _retry_at_once(task: TaskRecord, _error: str) -> float | None:
     return 0.0 if task.attempts < task.max_attempts else None
 
 
-__all__ = ["Leased", "TaskStore", "TASK_COLUMNS", "parse_timestamp"]
+__all__ = ["Leased", "PendingGroup", "TaskStore", "TASK_COLUMNS", "parse_timestamp", "summarize_by_queue"]

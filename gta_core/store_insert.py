@@ -96,6 +96,8 @@ class InsertQueries(StoreBase):
         ``returns_ids``: the database has ``INSERT … RETURNING`` (MySQL 8 has not);
         ``numbered``: the runner takes PostgreSQL's ``$1`` placeholders (and may prepare)."""
         ids: list[int | None] = [None] * len(tasks)
+        if self.dialect == "sqlite":  # no id a rolled-back insert handed out comes again (`sqlite_ids`)
+            yield Query(self.sql.raise_id_counter, (), wants=None)
         plain = [index for index, task in enumerate(tasks) if task.dedupe_key is None]
         for start in range(0, len(plain), self._d.insert_chunk):
             chunk = plain[start:start + self._d.insert_chunk]
@@ -105,7 +107,10 @@ class InsertQueries(StoreBase):
         for index, task in enumerate(tasks):
             if task.dedupe_key is not None:
                 ids[index] = yield from self._insert_deduplicated(task)
-        return [task_id for task_id in ids if task_id is not None]
+        handed_out = [task_id for task_id in ids if task_id is not None]
+        if self.dialect == "sqlite" and handed_out:
+            yield Query(self.sql.record_ids, (max(handed_out),))
+        return handed_out
 
     def _values(self, tasks: Sequence[NewTask]) -> tuple[str, list[Any]]:
         sql, values, params = self.sql, [], []

@@ -158,29 +158,29 @@ class LimitQueries(StoreBase):
         return exist
 
     # -- leasing under limits ------------------------------------------------------------
-    def lease_limited(self, owner: str, queues: Sequence[str], want: int,
-                      lease_timeout: float) -> tuple[float, list[Any]]:
-        """Lease up to ``want`` due rows of ``queues`` (rows of `Statements.lease_columns`)
-        obeying every limit: first the limited rows in a transaction holding their limit rows,
-        then unlimited rows for the rest, as the plain lease does but for the limited keys and
-        queues. Also returns when (monotonic) the first statement that set some of these
-        leases was sent (`store.Leased.sent`)."""
+    def lease_limited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
+                      keys: Sequence[str] | None = None) -> tuple[float, list[Any]]:
+        """Lease up to ``want`` due rows of ``queues`` (rows of `Statements.lease_columns`), of
+        the task ``keys`` when given, obeying every limit: first the limited rows in a
+        transaction holding their limit rows, then unlimited rows for the rest, as the plain
+        lease does but for the limited keys and queues. Also returns when (monotonic) the first
+        statement that set some of these leases was sent (`store.Leased.sent`)."""
         limited: list[Any] = []
         scoped: tuple[list[str], list[str]] = ([], [])
         sent = math.inf
 
         def under_limits() -> None:
             nonlocal limited, scoped, sent
-            sent, limited, scoped = self._lease_under_limits(owner, queues, want, lease_timeout)
+            sent, limited, scoped = self._lease_under_limits(owner, queues, want, lease_timeout, keys)
         in_transaction(self.db, under_limits)
         if len(limited) < want:
-            rest_sent, rest = self._lease_unlimited(owner, queues, want - len(limited), lease_timeout, *scoped)
+            rest_sent, rest = self._lease_unlimited(owner, queues, want - len(limited), lease_timeout, keys, *scoped)
             if rest:
                 limited, sent = limited + rest, min(sent, rest_sent)
         return (sent if limited else time.monotonic()), limited
 
-    def _lease_under_limits(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float
-                            ) -> tuple[float, list[Any], tuple[list[str], list[str]]]:
+    def _lease_under_limits(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
+                            keys: Sequence[str] | None) -> tuple[float, list[Any], tuple[list[str], list[str]]]:
         lim, fix = self.lim, self._d.fix
         rows = self._execute(fix(lim.lock.format(queues=placeholders(len(queues)))), queues).fetchall()
         if not rows:
@@ -200,7 +200,7 @@ class LimitQueries(StoreBase):
             open_limits = [limit for limit in limits if not limit.full()]
             if room <= 0 or not open_limits:
                 break
-            statement, params = self._candidates(queues, limits, open_limits, chosen, room)
+            statement, params = self._candidates(queues, keys, limits, open_limits, chosen, room)
             found = self._execute(statement, params).fetchall()
             for task_id, key, queue, concurrency_key in found:
                 under = [limit for limit in limits if (key if limit.kind == "task" else queue) == limit.name]
@@ -234,9 +234,10 @@ class LimitQueries(StoreBase):
                     limit.running += count
                     limit.running_by_key[concurrency_key] = limit.running_by_key.get(concurrency_key, 0) + count
 
-    def _candidates(self, queues: Sequence[str], limits: list[Limit], open_limits: list[Limit],
-                    chosen: list[int], room: int) -> tuple[str, list[Any]]:
-        """Due rows under a limit with room, none under a full one nor of a full key, not chosen yet."""
+    def _candidates(self, queues: Sequence[str], known: Sequence[str] | None, limits: list[Limit],
+                    open_limits: list[Limit], chosen: list[int], room: int) -> tuple[str, list[Any]]:
+        """Due rows (of the task keys ``known``, when given) under a limit with room, none under
+        a full one nor of a full concurrency key, not chosen yet."""
         k = self._d.q("key")
         scope, params = _scope(k, [limit.name for limit in open_limits if limit.kind == "task"],
                                [limit.name for limit in open_limits if limit.kind == "queue"])
@@ -259,28 +260,35 @@ class LimitQueries(StoreBase):
         if chosen:
             full.append(f" AND id NOT IN ({placeholders(len(chosen))})")
             full_params += chosen
-        statement = self.lim.candidates.format(queues=placeholders(len(queues)), scope=scope, full="".join(full))
-        return self._d.fix(statement), [*queues, *params, *full_params, room]
+        key_marks, key_params = self.sql.known_keys(known) if known is not None else ("", ())
+        statement = self.lim.candidates.format(queues=placeholders(len(queues)), keys=key_marks, scope=scope,
+                                               full="".join(full))
+        return self._d.fix(statement), [*queues, *key_params, *params, *full_params, room]
 
     def _lease_unlimited(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
-                         task_keys: list[str], limited_queues: list[str]) -> tuple[float, list[Any]]:
+                         keys: Sequence[str] | None, task_keys: list[str],
+                         limited_queues: list[str]) -> tuple[float, list[Any]]:
         """The plain lease minus the rows of ``task_keys`` and ``limited_queues``, and when its
         lease statement was sent (`store.Leased.sent`).
 
         The limited queues are left out of the queue list (not filtered with NOT IN, which would
-        walk their pending rows in the lease index); rows of limited task keys are filtered,
-        so a queue whose due rows are mostly a limited task's is walked past them."""
+        walk their pending rows in the lease index); so are the limited task keys from a worker's
+        list of ``keys`` (without one, the rows of limited task keys are filtered out, so a queue
+        whose due rows are mostly a limited task's is walked past them)."""
         lim, fix, k = self.lim, self._d.fix, self._d.q("key")
         queues = [queue for queue in queues if queue not in limited_queues]
-        if not queues:
+        if keys is not None:
+            keys = [key for key in keys if key not in task_keys]
+        if not queues or keys == []:
             return time.monotonic(), []
-        unlimited = f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys else ""
+        unlimited = f" AND {k} NOT IN ({placeholders(len(task_keys))})" if task_keys and keys is None else ""
+        key_marks, key_params = self.sql.known_keys(keys) if keys is not None else ("", tuple(task_keys))
         marks = placeholders(len(queues))
         lease_params = (owner, self._secs(lease_timeout))
-        select_params = (*queues, *task_keys, want)
+        select_params = (*queues, *key_params, want)
         if self.dialect == "mysql":
             def lease_mysql() -> tuple[float, list[Any]]:
-                select = fix(lim.unlimited_ids.format(queues=marks, unlimited=unlimited))
+                select = fix(lim.unlimited_ids.format(queues=marks, keys=key_marks, unlimited=unlimited))
                 ids = [row[0] for row in self._execute(select, select_params).fetchall()]
                 sent = time.monotonic()
                 if not ids:
@@ -289,7 +297,7 @@ class LimitQueries(StoreBase):
                 self._execute(fix(lim.lease_ids.format(ids=id_list)), (*lease_params, *ids))
                 return sent, list(self._execute(fix(lim.leased_rows.format(ids=id_list)), ids).fetchall())
             return in_transaction(self.db, lease_mysql)
-        statement = fix(lim.lease_unlimited.format(queues=marks, unlimited=unlimited))
+        statement = fix(lim.lease_unlimited.format(queues=marks, keys=key_marks, unlimited=unlimited))
 
         def lease_one() -> tuple[float, list[Any]]:
             sent = self.sending()

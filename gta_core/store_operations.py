@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .database import utc_text
@@ -91,13 +92,16 @@ class OperationQueries(AttemptQueries):
         return int(in_transaction(self.db, batch))
 
     def list_tasks(self, status: str | None = None, queue: str | None = None, key: str | None = None,
-                   limit: int = 50) -> list[dict[str, Any]]:
-        """The newest ``limit`` tasks matching every filter given, newest first."""
-        filters = [(column, value) for column, value in (("status", status), ("queue", queue),
-                                                          (self._d.q("key"), key)) if value is not None]
-        where = (" WHERE " + " AND ".join(f"{column} = ?" for column, _ in filters)) if filters else ""
+                   limit: int = 50, hidden_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The newest ``limit`` tasks matching every filter given and of none of the ``hidden_keys``,
+        newest first."""
+        filters = [(f"{column} = ?", [value]) for column, value in (("status", status), ("queue", queue),
+                                                                    (self._d.q("key"), key)) if value is not None]
+        if hidden_keys:
+            filters.append((f"{self._d.q('key')} NOT IN ({placeholders(len(hidden_keys))})", list(hidden_keys)))
+        where = (" WHERE " + " AND ".join(condition for condition, _ in filters)) if filters else ""
         statement = self._d.fix(self.ops.list.format(where=where))
-        return self._tasks(statement, (*(value for _, value in filters), limit))
+        return self._tasks(statement, (*(value for _, values in filters for value in values), limit))
 
     def succeeded_per_queue(self, seconds: float) -> dict[str, int]:
         """Tasks that succeeded in the last ``seconds`` (database clock), by queue."""
@@ -159,6 +163,31 @@ class OperationQueries(AttemptQueries):
     def queue_controls(self) -> list[QueueControl]:
         """Every queue ever paused, by name: paused now or not, since when, by whom, why."""
         return [_queue_control(row) for row in self._execute(self.ops.queue_controls).fetchall()]
+
+    # -- the roster of supervisors -------------------------------------------------------------
+    def advertise(self, name: str, host: str, pid: int, queues: Sequence[str], keys: Mapping[str, str],
+                  alive_for: float) -> None:
+        """Write (or renew) supervisor ``name``'s row: it serves ``queues`` with handlers for the
+        task ``keys`` (each with its own queue), and counts as live for ``alive_for`` seconds
+        (database clock)."""
+        self._write(self.ops.advertise, (name, host, pid, json.dumps(list(queues)),
+                                         json.dumps(dict(sorted(keys.items()))), self._secs(alive_for)))
+
+    def withdraw(self, name: str) -> None:
+        """Remove supervisor ``name``'s row (it stops)."""
+        self._write(self.ops.withdraw, (name,))
+
+    def forget_dead(self, after: float) -> int:
+        """Delete the rows of supervisors dead for more than ``after`` seconds; how many."""
+        return self._write(self.ops.forget_dead, (self._secs(-after),))
+
+    def roster(self) -> list[tuple[Any, ...]]:
+        """Every supervisor's row (`OperationStatements.roster`), by name."""
+        return [tuple(row) for row in self._execute(self.ops.roster).fetchall()]
+
+    def pending_due(self, key: str, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` due pending tasks of task ``key`` in ``queue``, longest waiting first."""
+        return self._tasks(self.ops.pending_due, (queue, key, limit))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,11 +7,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from . import sqlite_ids
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
 from .sql_attempts import attempt_statements
 from .sql_limits import limit_statements
+from .sql_operations import operation_statements
 from .sql_workflows import workflow_statements
 from .store_base import StoreBase
 from .transactions import in_transaction
@@ -46,6 +48,9 @@ class SchemaQueries(StoreBase):
         if not self.db.table_exists(attempts):  # every outcome write other than a plain success logs there
             raise SchemaError(f"task table {self.table!r} has no attempt log table {attempts!r} yet: "
                               "run `gta migrate`")
+        roster = operation_statements(self.dialect, self.table).roster_table
+        if not self.db.table_exists(roster):  # every supervisor advertises its handlers there
+            raise SchemaError(f"task table {self.table!r} has no supervisors table {roster!r} yet: run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
@@ -120,6 +125,11 @@ class SchemaQueries(StoreBase):
             attempts = attempt_statements(self.dialect, self.table)
             if not self.db.table_exists(attempts.table):  # added at version 2, without a bump
                 self._execute(attempts.create)
+            operations = operation_statements(self.dialect, self.table)
+            if not self.db.table_exists(operations.roster_table):  # added at version 2, without a bump
+                self._execute(operations.create_roster)
+            if self.dialect == "sqlite":  # the id counter's row, raised on each insert (`sqlite_ids`)
+                self._execute(self.sql.add_id_counter)
             return before, SCHEMA_VERSION
 
         if self.dialect == "mysql":  # DDL is not transactional there: use a named lock instead
@@ -150,6 +160,8 @@ class SchemaQueries(StoreBase):
                 self._execute(create)
 
     def drop(self) -> None:
-        """Drop the task table and its schema table (tests and `gta purge --all` only)."""
+        """Drop the task table and its side tables (tests and `gta purge --all` only)."""
         for statement in self.sql.drop:
             self._execute(statement)
+        if self.dialect == "sqlite":
+            sqlite_ids.forget(self.db.database, self.table)

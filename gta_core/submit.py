@@ -7,6 +7,7 @@ byte is written (`validation.prepare`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import peewee
 
 from . import handles
+from .api_errors import gta_errors, translated
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of, wake_after_commit
@@ -23,9 +25,11 @@ from .scopes import Submission, scope
 from .store_insert import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
 
-__all__ = ["OWN_TRANSACTION", "TaskRequest", "cancel", "submit", "submit_many", "task_id_list", "transaction"]
+__all__ = ["CANCELLABLE", "OWN_TRANSACTION", "CancelResult", "TaskRequest", "cancel", "submit", "submit_many",
+           "task_id_list", "transaction"]
 
 
+@gta_errors
 def submit(
     db_tx: Any,
     key: str,
@@ -57,6 +61,7 @@ def submit(
     return submit_many(db_tx, [request])[0]
 
 
+@gta_errors
 def submit_many(db_tx: Any, items: Iterable[TaskRequest | tuple[str, Mapping[str, Any] | None]]) -> list[int]:
     """Insert many tasks in one statement per chunk (500 rows; 5,000 on PostgreSQL, whose
     bulk insert takes a parameter per column, not per value); ids in the order given. Rows
@@ -90,19 +95,35 @@ def _request(item: Any) -> TaskRequest:
     raise InvalidArguments(f"submit_many takes TaskRequest items or (key, args) tuples, not {type(item).__name__}")
 
 
+@dataclasses.dataclass(frozen=True)
+class CancelResult:
+    """What `cancel` did to one task: ``cancelled`` is True when this call cancelled it (it was
+    ``was``: pending, running, or waiting as a group's callback or a chain's step), False when
+    it had ended already (``was``: succeeded, failed or cancelled) and nothing changed."""
+
+    cancelled: bool
+    was: str
+
+
+#: the statuses `cancel` cancels
+CANCELLABLE = ("pending", "running", "waiting")
+
+
+@gta_errors
 def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION, *,
-           by: str | None = None) -> dict[int, str]:
+           by: str | None = None) -> dict[int, CancelResult]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
     ``db`` is a handle as for `submit` (the cancel then commits with its transaction), by
     default GTA's own connection. Each cancel is kept in the task's attempt log as done ``by``
-    whom (default ``api:user@host`` of this process). Returns each id's status before the call
-    (ids that do not exist are left out).
+    whom (default ``api:user@host`` of this process). Returns what the call did to each task
+    (`CancelResult`); ids that do not exist are left out.
     """
     runtime = get_runtime()
     ids = task_id_list(task_ids)
-    return handles.resolve(db, runtime, "db").cancel(runtime, ids, force, by or actor("api"))
+    before = handles.resolve(db, runtime, "db").cancel(runtime, ids, force, by or actor("api"))
+    return {task_id: CancelResult(was in CANCELLABLE, was) for task_id, was in before.items()}
 
 
 def task_id_list(task_ids: Any) -> list[int]:
@@ -122,7 +143,8 @@ def task_id_list(task_ids: Any) -> list[int]:
 @contextlib.contextmanager
 def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
-    ``db`` is a handle as for `submit`, by default GTA's own connection.
+    ``db`` is a handle as for `submit`, by default GTA's own connection. Its begin and commit
+    raise GTA errors (`api_errors`); what the block raises passes through as it is.
 
     On SQLite it begins IMMEDIATE: it takes the write lock at ``BEGIN``, waiting its turn up
     to the busy timeout, so that reading before submitting cannot get the submit refused at
@@ -131,9 +153,17 @@ def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """
     runtime = get_runtime()
     db = database_of(db, runtime, "db")
-    with db.atomic(*(["IMMEDIATE"] if isinstance(db, peewee.SqliteDatabase) else [])) as tx:
+    atomic = db.atomic(*(["IMMEDIATE"] if isinstance(db, peewee.SqliteDatabase) else []))
+    with translated():
+        tx = atomic.__enter__()
+    try:
         yield tx
-        wake_after_commit(runtime, db)
+    except BaseException as exc:
+        atomic.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+        raise
+    wake_after_commit(runtime, db)
+    with translated():
+        atomic.__exit__(None, None, None)  # commits
 
 
 def run_eagerly(runtime: Runtime, after_commit: Callable[[Callable[[], None]], None],

@@ -33,6 +33,7 @@ from .plugins import call_hook_safely
 from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .services import Service, ServiceRunner
+from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.rescuer import Rescuer
@@ -63,8 +64,11 @@ class Supervisor:
     """Keeps ``workers`` worker processes alive and settles their leases when they die; its
     janitor, periodic and listener threads do the cluster's housekeeping (see the module doc)."""
 
-    def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None) -> None:
+    def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True) -> None:
+        """``periodic``: enqueue the plugins' periodic tasks (`gta demo` does not: the slots of a
+        shared database's periodic tasks are its supervisors' to take)."""
         self.runtime = runtime
+        self.periodic = periodic
         self.settings = runtime.settings
         self.until = until
         self.mp = multiprocess.get_context("spawn")
@@ -86,11 +90,11 @@ class Supervisor:
         self.runtime.store.require_schema()
         # every supervisor sharing the table obeys these handlers' limits from now on
         self.runtime.store.sync_task_limits(*task_limits(self.runtime.plugins.registry.tasks.values()))
-        self.periodics = collect_periodics(self.runtime)
+        self.periodics = collect_periodics(self.runtime) if self.periodic else []
         self.runtime.db.close()  # the main loop sends no statement; the services open their own
 
     def _services(self) -> ServiceRunner:
-        services: list[Service] = [Rescuer(self.runtime), self.janitor]
+        services: list[Service] = [Advertiser(self.runtime), Rescuer(self.runtime), self.janitor]
         if self.periodics:
             services.append(Scheduler(self.runtime, self.periodics, self.wake_workers))
         if self.runtime.store.dialect == "postgres" and self.settings.listen_url != "off":
@@ -325,9 +329,9 @@ class Supervisor:
                 slot.process = None
 
 
-def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None) -> int:
+def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True) -> int:
     """Run a supervisor in this process until SIGTERM/SIGINT (or ``until()``); its exit code."""
-    return Supervisor(runtime, until).run()
+    return Supervisor(runtime, until, periodic).run()
 
 
 __all__ = ["Supervisor", "run_supervisor", "DatabaseUnavailable"]

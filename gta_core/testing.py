@@ -19,6 +19,8 @@ failed), each once, with ``parent_id`` set; delays are not waited for. An ``asyn
 runs to its end on an event loop of its own (`coroutines.run_to_end`), also when the submit
 comes from inside a running loop (an async test, `asubmit`). Global limits (``concurrency``,
 ``rate_limit``, `gta_core.limit_queue`) are ignored: handlers run inline, one at a time, at once.
+``gta_core.result(task_id)`` and ``gta_core.wait(task_id)`` answer from the run: the handler's
+return value once it succeeded, ``pending`` before the caller's transaction committed.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from typing import Any
 
 from .coroutines import run_to_end
 from .errors import TaskControl
-from .outcomes import Action, decide
+from .outcomes import Action, decide, one_line
+from .results import TaskResult
 from .runtime import Runtime, get_runtime
 from .store_insert import NewTask
 from .tasks import TaskContext, TaskRecord
@@ -59,13 +62,27 @@ class EagerRun:
 
     propagate: bool = True
     results: list[EagerResult] = dataclasses.field(default_factory=list)
+    issued: int = 0  # the last id given out
     _ids: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
     def outcomes(self, key: str | None = None) -> list[str]:
         return [result.outcome for result in self.results if key is None or result.key == key]
 
     def next_id(self) -> int:
-        return next(self._ids)
+        task_id = next(self._ids)
+        self.issued = task_id
+        return task_id
+
+    def result(self, task_id: int) -> TaskResult | None:
+        """What `gta_core.result` answers in eager mode: the task's outcome and its handler's
+        return value, ``pending`` for a task whose transaction has not committed yet, None for
+        an id this run never gave out."""
+        ran = [result for result in self.results if result.task_id == task_id]
+        if ran:
+            last = ran[-1]
+            error = one_line(last.error) if last.error is not None and last.outcome == "failed" else None
+            return TaskResult(last.outcome, last.value if last.outcome == "succeeded" else None, error)
+        return TaskResult("pending") if 0 < task_id <= self.issued else None
 
     def execute(self, runtime: Runtime, task_id: int, key: str, args_text: str, context_text: str | None,
                 queue: str, max_attempts: int, parent_id: int | None = None) -> None:

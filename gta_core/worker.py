@@ -88,7 +88,7 @@ class Worker:
         self.owner = channel.owner
         self.book = HeldLeases(settings.lease_timeout)
         todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
-        self.leaser = Leaser(settings, store, channel, self.book, todo)
+        self.leaser = Leaser(settings, store, channel, self.book, todo, tuple(sorted(runtime.plugins.registry.tasks)))
         self.completer = Completer(settings, store, runtime.plugins, channel, self.book, self.leaser.nudge)
         self.runner = ThreadRunner(runtime, channel, self.book, todo, self.leaser, self.completer)
         self.async_runner: AsyncRunner | None = None

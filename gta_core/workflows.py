@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import handles
+from .api_errors import gta_errors
 from .errors import InvalidArguments
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, announce, scope
@@ -38,6 +39,7 @@ PREVIOUS_ARGUMENT = "previous"
 Request = TaskRequest | tuple[str, Mapping[str, Any] | None]
 
 
+@gta_errors
 def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workflow:
     """Insert ``members`` and their callback ``on_complete`` in the transaction of ``db_tx``
     (a handle as for `submit`); the callback runs once every member is final, with the keyword
@@ -48,6 +50,7 @@ def group(db_tx: Any, members: Iterable[Request], on_complete: Request) -> Workf
     return _create(runtime, handle, prepared)
 
 
+@gta_errors
 def chain(db_tx: Any, steps: Iterable[Request]) -> Workflow:
     """Insert ``steps`` in the transaction of ``db_tx``; each runs once the previous one
     succeeded, with the keyword argument ``previous`` (its result); a step that fails or is

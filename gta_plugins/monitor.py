@@ -7,9 +7,12 @@ per kind that has tasks:
 - ``running_timeout``: running for longer than ``running_timeout``;
 - ``initialized_timeout``: due (pending) for longer than ``initialized_timeout``;
 - ``rescued``: their lease expired and a supervisor took it back since the last run;
-- ``failed``: failed for good since the last run.
+- ``failed``: failed for good since the last run;
+- ``unhandled``: due, with a task key that no live supervisor serving their queue has a handler
+  for (a rolling deploy, a host's plugins mis-set: workers lease only the keys they know, so
+  these wait, unharmed, until such a supervisor is up; see `gta_core.roster`).
 
-The first two are states: a task stays reported on every run while it is stuck. The last two
+The first two and the last are states: a task stays reported on every run while it is stuck. The last two
 are events, reported for a window that starts where the previous successful run's window
 ended. That watermark lives in the table itself (the start of the latest succeeded run among
 the previous slots), so every supervisor agrees on it, and a run that crashed or hung does
@@ -30,6 +33,7 @@ from typing import Any
 
 from gta_core import Periodic, Settings, TaskContext, TaskDefinition, get_runtime, hookimpl, periodic, task
 from gta_core.plugins import call_hook_safely
+from gta_core.roster import unhandled_now
 from gta_core.runtime import Runtime
 from gta_core.store import TaskStore
 
@@ -37,7 +41,7 @@ log = logging.getLogger("gta.monitor")
 
 KEY = "gta_monitor"
 NAME = "monitor"
-KINDS = ("running_timeout", "initialized_timeout", "rescued", "failed")
+KINDS = ("running_timeout", "initialized_timeout", "rescued", "failed", "unhandled")
 #: built-in tasks jump the queue: a backlog is exactly when the monitor must still run
 PRIORITY = 1000
 #: most tasks reported per kind and run
@@ -68,6 +72,8 @@ def monitor(ctx: TaskContext) -> dict[str, int]:
         "initialized_timeout": store.pending_too_long(settings.initialized_timeout, LIMIT),
         "rescued": store.rescued_between(since, until, LIMIT),
         "failed": store.failed_between(since, until, LIMIT),
+        "unhandled": [task for group in unhandled_now(store)
+                      for task in store.pending_due(group.key, group.queue, LIMIT)],
     }
     for kind, tasks in found.items():
         if tasks:
@@ -103,7 +109,21 @@ def gta_periodic(gta: Runtime) -> list[Periodic]:
 
 @hookimpl(trylast=True)
 def gta_abnormal_tasks(kind: str, tasks: list[Any]) -> None:
-    """The default report: one warning per kind, with ids and keys."""
-    shown = ", ".join(f"{item['id']} ({item['key']})" for item in tasks[:SHOWN])
-    more = f" and {len(tasks) - SHOWN} more" if len(tasks) > SHOWN else ""
-    log.warning("abnormal tasks, %s: %d task(s): %s%s", kind, len(tasks), shown, more)
+    """The default report: one warning per kind, with ids and keys; for ``unhandled``, one per
+    task key and queue, saying that no live supervisor handles it and how many wait."""
+    if kind == "unhandled":
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for item in tasks:
+            groups.setdefault((item["key"], item["queue"]), []).append(item)
+        for (key, queue), waiting in groups.items():
+            count = f"at least {LIMIT}" if len(waiting) >= LIMIT else str(len(waiting))
+            log.warning("no live supervisor handles key %r in queue %r: %s due task(s) waiting (%s)", key, queue,
+                        count, _ids(waiting))
+        return
+    log.warning("abnormal tasks, %s: %d task(s): %s", kind, len(tasks), _ids(tasks, with_keys=True))
+
+
+def _ids(tasks: list[Any], with_keys: bool = False) -> str:
+    """The first `SHOWN` ids (with their keys), and how many more."""
+    shown = ", ".join(f"{item['id']} ({item['key']})" if with_keys else str(item["id"]) for item in tasks[:SHOWN])
+    return shown + (f" and {len(tasks) - SHOWN} more" if len(tasks) > SHOWN else "")

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 import gta_core
+from gta_core.admin import BUILT_IN_KEYS
 from gta_core.runtime import Runtime
 from gta_core.sql import RERUN_ERROR_PREFIX, SCHEMA_VERSION
+from gta_core.store_insert import NewTask
 
 from .helpers import Env, wait_for
 from .rows import OWNER, age, count, make
@@ -119,6 +121,27 @@ def test_unreachable_database_is_one_line(tmp_path: Path, url: str) -> None:
         fails(gta(*command, env_vars=variables), "cannot reach database", code=1)  # 1: the database, not usage
 
 
+READ_OR_CHANGE = (["list"], ["show", "1"], ["stats"], ["queues"], ["limits"], ["cancel", "1"], ["retry", "1"],
+                  ["purge", "--older-than", "7d"], ["pause", "mail"], ["resume", "mail"], ["submit", "record"],
+                  ["limit", "mail", "--concurrency", "2"])
+
+
+def test_commands_on_tasks_create_no_database_file(tmp_path: Path) -> None:
+    """A typo in a SQLite URL is said as such, and leaves no empty database behind."""
+    typo = tmp_path / "typo.db"
+    for command in READ_OR_CHANGE:
+        fails(gta("--database-url", f"sqlite:///{typo}", *command), "does not exist", str(typo), "gta migrate")
+        assert not typo.exists(), command
+    ok("--database-url", f"sqlite:///{typo}", "migrate")
+    assert typo.exists()
+
+
+def test_a_plugin_that_cannot_load_or_a_name_no_plugin_has_is_said(env: Env) -> None:
+    fails(gta("list", "--plugin", "no_such.module"), "could not import plugin module 'no_such.module'")
+    fails(gta("--disable-plugin", "nonexistent", "list"), "cannot disable 'nonexistent'", "no plugin has that name")
+    fails(gta("list", env_vars=environ(GTA_DISABLE_PLUGINS="monitr")), "cannot disable 'monitr'")
+
+
 # -- migrate, submit, handlers ----------------------------------------------------------------------
 def test_migrate_and_submit(env: Env) -> None:
     table = f"gta_cli_{secrets.token_hex(4)}"
@@ -151,7 +174,7 @@ def test_migrate_and_submit(env: Env) -> None:
 
 def test_handlers_lists_tasks_with_plugin_options_signature_and_schedule(env: Env) -> None:
     lines = {line.split("(", 1)[0]: line for line in ok("handlers").splitlines() if line.strip()}
-    assert {"gta_monitor", "gta_cleanup", "record", "greet", "demo_hello", "example_double"} <= set(lines)
+    assert {"gta_monitor", "gta_cleanup", "record", "greet", "example_double"} <= set(lines)
     assert lines["greet"].startswith("greet(ctx: 'TaskContext', name: 'str', punctuation: 'str' = '!') -> 'str'")
     assert "plugin tests.tasks" in lines["greet"] and "max_attempts 5" in lines["greet"]
     monitor, cleanup = lines["gta_monitor"], lines["gta_cleanup"]
@@ -164,6 +187,11 @@ def test_handlers_lists_tasks_with_plugin_options_signature_and_schedule(env: En
     without = ok("--disable-plugin", "monitor", "--disable-plugin", "cleanup", "handlers")
     assert "gta_monitor(" not in without and "gta_cleanup(" not in without and "record(" in without
     fails(gta("handlers", env_vars=environ(GTA_MONITOR_INTERVAL="often")), "monitor_interval")
+    both = ("--plugin", "tests.tasks", "--plugin", "tests.async_tasks")
+    asynchronous = {line.split("(", 1)[0]: line for line in ok(*both, "handlers").splitlines()}
+    assert "async arecord" in asynchronous and "record" in asynchronous  # `async def` handlers are marked
+    described = {item["key"]: item["async"] for item in json.loads(ok(*both, "handlers", "--json"))}
+    assert described["arecord"] is True and described["record"] is False
 
 
 # -- list and show ---------------------------------------------------------------------------------
@@ -194,6 +222,15 @@ def test_list_filters_limits_and_json(env: Env) -> None:
 
     fails(gta("list", "--status", "lost"), "invalid choice", "'lost'")
     fails(gta("list", "--limit", "many"), "--limit")
+
+
+def test_list_leaves_out_the_built_in_periodic_runs_unless_asked(env: Env) -> None:
+    mine = make(env, "pending")
+    builtin = env.store.insert([NewTask(key, "default", 1000, "{}", None, 2) for key in BUILT_IN_KEYS])
+    assert listed_ids(ok("list")) == [mine]
+    assert listed_ids(ok("list", "--all")) == [*reversed(builtin), mine]
+    assert listed_ids(ok("list", "--key", "gta_monitor")) == [builtin[0]]
+    assert "--all" in ok("list", "--help")
 
 
 def test_show_prints_args_attempts_timestamps_and_traceback(env: Env) -> None:
@@ -246,7 +283,7 @@ def test_retry_by_id_resets_failed_and_cancelled_tasks(env: Env) -> None:
     pending = make(env, "pending", queue="elsewhere")
     before = {task_id: row(env, task_id) for task_id in (failed, cancelled, done, pending)}
 
-    for args, fragment in ((["retry", str(failed), str(done)], f"task {done} is succeeded"),
+    for args, fragment in ((["retry", str(failed), str(done)], f"task {done} succeeded: only failed or cancelled"),
                            (["retry", str(failed), str(pending)], f"task {pending} is pending"),
                            (["retry", str(failed), "987654321"], "no task with id 987654321")):
         fails(gta(*args), fragment)
@@ -291,7 +328,7 @@ def test_cancel(env: Env) -> None:
 
     out = ok("cancel", str(pending), str(running), str(done))
     assert out.splitlines() == [f"cancelled task {pending} (was pending)", f"cancelled task {running} (was running)",
-                                f"task {done} was already succeeded: not cancelled"]
+                                f"task {done} had already succeeded: not cancelled"]
     assert env.statuses([pending, running, done]) == {pending: "cancelled", running: "cancelled", done: "succeeded"}
     assert row(env, pending)["finished_at"] is not None
     assert not env.store.complete(OWNER, running), "the cancelled task's worker could still record success"
@@ -334,9 +371,10 @@ def test_purge_deletes_old_finished_tasks_only(env: Env) -> None:
 def stats_rows(output: str) -> dict[str, list[str]]:
     lines = output.strip().splitlines()
     header = next(index for index, line in enumerate(lines) if line.startswith("QUEUE"))
-    assert lines[header].split() == ["QUEUE", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED",
+    assert lines[header].split() == ["QUEUE", "PENDING", "RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELLED",
                                      "OLDEST", "DUE", "SUCCEEDED/MIN"]
-    return {line.split()[0]: line.split()[1:] for line in lines[header + 1:] if line.strip()}
+    return {line.split()[0]: line.split()[1:] for line in lines[header + 1:] if line.strip()
+            and not line.startswith("warning: ")}
 
 
 def test_stats_counts_ages_and_throughput(env: Env) -> None:
@@ -351,11 +389,15 @@ def test_stats_counts_ages_and_throughput(env: Env) -> None:
     gta_core.submit(gta_core.OWN_TRANSACTION,
                     "record", {"n": 1}, queue="mail", delay=3600)  # pending, not due: not the oldest
 
-    rows = stats_rows(ok("stats"))
-    assert rows["default"] == ["0", "0", "4", "1", "0", "-", "3"]
-    assert rows["mail"][:5] == ["2", "1", "0", "0", "1"] and rows["mail"][6] == "0"
-    assert re.fullmatch(r"3\.0h", rows["mail"][5]), rows["mail"]
-    assert rows["(all)"] == ["2", "1", "4", "1", "1", rows["mail"][5], "3"]
+    output = ok("stats")
+    rows = stats_rows(output)
+    assert rows["default"] == ["0", "0", "0", "4", "1", "0", "-", "3"]
+    assert rows["mail"][:6] == ["2", "1", "0", "0", "0", "1"] and rows["mail"][7] == "0"
+    assert re.fullmatch(r"3\.0h", rows["mail"][6]), rows["mail"]
+    assert rows["(all)"] == ["2", "1", "0", "4", "1", "1", rows["mail"][6], "3"]
+    # no supervisor runs: the due task is one no live supervisor handles (the delayed one is not due)
+    assert output.strip().splitlines()[-1] == ("warning: no live supervisor handles key 'record' in queue 'mail': "
+                                               "1 due task(s) waiting")
     assert len(recent) == 3
 
     fails(gta("stats", "--interval", "now"), "--interval")
@@ -371,7 +413,7 @@ def test_stats_watch_redraws_until_ctrl_c(env: Env) -> None:
     try:
         wait_for(lambda: screen.read_bytes().count(b"\x1b[H\x1b[2J") >= 2, 20, "two redraws")
         make(env, "failed", key="always_fails")  # shows up in a later frame
-        wait_for(lambda: stats_rows(screen.read_text().rsplit("\x1b[H\x1b[2J", 1)[1])["default"][3] == "1", 20,
+        wait_for(lambda: stats_rows(screen.read_text().rsplit("\x1b[H\x1b[2J", 1)[1])["default"][4] == "1", 20,
                  "the failed task in a redraw")
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
@@ -381,7 +423,7 @@ def test_stats_watch_redraws_until_ctrl_c(env: Env) -> None:
             process.wait()
     frames = screen.read_text().split("\x1b[H\x1b[2J")[1:]
     assert len(frames) >= 3
-    assert stats_rows(frames[0])["default"][2] == "1"
+    assert stats_rows(frames[0])["default"][3] == "1"
     assert (env.tmp_path / "watch.err").read_text() == ""
 
 
@@ -415,9 +457,9 @@ def test_global_options_go_before_or_after_the_command(env: Env) -> None:
         cleanup.store.drop()
         cleanup.db.close()
     # plugin flags from both sides add up; a flag after the command wins over the same before it
-    keys = {handler["key"] for handler in json.loads(ok("--disable-plugin", "demo", "handlers", "--json",
+    keys = {handler["key"] for handler in json.loads(ok("--disable-plugin", "example", "handlers", "--json",
                                                         "--disable-plugin", "monitor", "--plugin", "tests.tasks"))}
-    assert "record" in keys and not keys & {"demo_hello", "gta_monitor"} and "gta_cleanup" in keys
+    assert "record" in keys and not keys & {"example_double", "gta_monitor"} and "gta_cleanup" in keys
     fails(gta("--table", env.table, "list", "--table", "bad-name;"), "table")
 
 

@@ -184,7 +184,7 @@ def test_cancel_reaches_the_coroutine_as_cancelled_error(aenv: Env) -> None:
     running = gta_core.submit(gta_core.OWN_TRANSACTION, "acooperative")
     wait_for(lambda: entries(env, "start", running), 30, "the coroutine to start")
     asked = time.time()
-    assert gta_core.cancel(running) == {running: "running"}
+    assert gta_core.cancel(running) == {running: gta_core.CancelResult(True, "running")}
     (saw,) = wait_for(lambda: entries(env, "saw_cancel", running), 10, "the CancelledError")
     assert saw["flag"] is True, "ctx.cancelled was not set when the CancelledError arrived"
     assert saw["t"] - asked < 3.0
@@ -256,7 +256,7 @@ def test_prefetch_follows_the_event_loops_pace() -> None:
     whatever the threads' pace."""
     settings = gta_core.load_settings({"threads": 1, "prefetch": 200}, environ={})
     channel = types.SimpleNamespace(owner="me", running=[0] * 101, started=[0.0] * 101)
-    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), queue.SimpleQueue())  # type: ignore[arg-type]
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), queue.SimpleQueue(), ())  # type: ignore[arg-type]
     leaser.route_async(100, lambda task: True, lambda tasks: None)
     assert leaser.slots == 101
     assert leaser.prefetch_allowance() == 0, "prefetch before any task finished"
@@ -276,7 +276,7 @@ def test_a_worker_leases_for_the_kind_of_tasks_its_queues_bring() -> None:
     settings = gta_core.load_settings({"threads": 2, "prefetch": 0}, environ={})
     channel = types.SimpleNamespace(owner="me", running=[0] * 12, started=[0.0] * 12)
     todo: queue.SimpleQueue[TaskRecord | None] = queue.SimpleQueue()
-    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), todo)  # type: ignore[arg-type]
+    leaser = Leaser(settings, None, channel, HeldLeases(settings.lease_timeout), todo, ())  # type: ignore[arg-type]
     to_loop: list[TaskRecord] = []
     leaser.route_async(10, lambda task: task.key == "async", to_loop.extend)
     assert leaser.slots == 12  # nothing known yet: both kinds

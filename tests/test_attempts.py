@@ -116,7 +116,7 @@ def test_a_sigkilled_worker_leaves_a_worker_died_attempt_and_a_cancel_ends_the_n
     assert died.retry_delay is not None and died.started_at and died.ended_at
     assert outcomes(task_id) == ["worker_died", "running"]
 
-    assert gta_core.cancel(task_id, force=True) == {task_id: "running"}  # the API, on the second attempt
+    assert gta_core.cancel(task_id, force=True) == {task_id: gta_core.CancelResult(True, "running")}  # the API
     cancelled = history(task_id)[1]  # written with the cancel, in its transaction
     assert (cancelled.number, cancelled.outcome, cancelled.worker) == (2, "cancelled", owners(process)[second["pid"]])
     assert cancelled.actor == actor("api") and cancelled.error == "cancelled (force)" and cancelled.started_at

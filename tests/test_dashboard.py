@@ -91,7 +91,7 @@ def test_overview_queries(env: Env) -> None:
         owners = reads.running_by_owner()
         kids = reads.children(parent)
         counts = reads.counts()
-        oldest = reads.oldest_due(300)
+        oldest, unhandled = reads.pending(300)
     assert abs((now - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 60
     assert sorted((status, count) for _, status, count in per_minute) == [("failed", 1), ("succeeded", 1)]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", minute) for minute, _, _ in per_minute)
@@ -99,6 +99,8 @@ def test_overview_queries(env: Env) -> None:
     assert kids == [(children[0], "record", "succeeded"), (children[1], "record", "failed"),
                     (children[2], "record", "running")]
     assert counts[("default", "pending")] == 1 and "default" in oldest
+    # no supervisor runs here: the pending task is one no live supervisor handles
+    assert [(group.key, group.queue, group.waiting) for group in unhandled] == [("record", "default", 1)]
 
 
 def test_the_first_page_reads_the_primary_key_backwards(env: Env, backend: str) -> None:

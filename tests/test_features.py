@@ -244,7 +244,7 @@ def test_eight_processes_racing_on_one_dedupe_key_get_one_row(fenv: Env) -> None
     assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 99}, dedupe_key="race-key") == task_id
     with env.runtime.db.atomic() as tx:
         assert gta_core.submit(tx, "record", {"n": 98}, dedupe_key="race-key") == task_id
-    assert gta_core.cancel(task_id) == {task_id: "pending"}
+    assert gta_core.cancel(task_id) == {task_id: gta_core.CancelResult(True, "pending")}
     assert gta_core.submit(gta_core.OWN_TRANSACTION,
                            "record", {"n": 97}, dedupe_key="race-key") == task_id  # kept, though final
     assert row_count(env) == 1
@@ -402,7 +402,7 @@ def test_cancel_pending_and_running_tasks(fenv: Env) -> None:
     (worker,) = process.worker_pids()
 
     pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1}, delay=1)
-    assert gta_core.cancel(pending) == {pending: "pending"}
+    assert gta_core.cancel(pending) == {pending: gta_core.CancelResult(True, "pending")}
     cancelled = row(env, pending)
     assert (cancelled["status"], cancelled["attempts"]) == ("cancelled", 0)
     assert cancelled["finished_at"] is not None
@@ -410,12 +410,12 @@ def test_cancel_pending_and_running_tasks(fenv: Env) -> None:
     running = gta_core.submit(gta_core.OWN_TRANSACTION, "cooperative", {"linger": 2.2})
     wait_entries(env, "start", 1, [running])
     asked = time.time()
-    assert gta_core.cancel([running, 123456789]) == {running: "running"}
+    assert gta_core.cancel([running, 123456789]) == {running: gta_core.CancelResult(True, "running")}
     assert row(env, running)["status"] == "cancelled"
     (saw,) = wait_entries(env, "saw_cancel", 1, [running], timeout=10)
     assert saw["t"] - asked < 3.0, f"the handler heard of its cancellation {saw['t'] - asked:.1f}s later"
     wait_entries(env, "end", 1, [running])
-    assert gta_core.cancel(running) == {running: "cancelled"}  # cancelling a final task changes nothing
+    assert gta_core.cancel(running) == {running: gta_core.CancelResult(False, "cancelled")}  # a final task: nothing
 
     # a task due after the cancelled one ran: the cancelled one had every chance, and never ran
     assert time.time() > row(env, pending)["run_at"].timestamp()
@@ -442,7 +442,7 @@ def test_forced_cancel_replaces_the_worker_and_releases_its_other_task(fenv: Env
     first = wait_entries(env, "start", 2, [stubborn, neighbour])
     assert {entry["pid"] for entry in first} == {worker}
 
-    assert gta_core.cancel(stubborn, force=True) == {stubborn: "running"}
+    assert gta_core.cancel(stubborn, force=True) == {stubborn: gta_core.CancelResult(True, "running")}
     wait_for(lambda: (pids := process.worker_pids()) and worker not in pids, 15, "the worker to be replaced")
     assert env.wait_final([neighbour], 30) == {neighbour: "succeeded"}
     (replacement,) = process.wait_workers(1)
@@ -626,6 +626,21 @@ def test_eager_mode_runs_handlers_inline_after_commit_and_never_on_rollback(fenv
     assert row_count(env) == 0, "eager mode wrote rows"
     after = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 6})  # outside the block: a real, pending row
     assert row(env, after)["status"] == "pending" and len(entries(env, "run")) == 4
+
+
+def test_eager_mode_results_are_the_handlers(fenv: Env) -> None:
+    with eager(propagate=False):
+        with fenv.runtime.db.atomic() as tx:
+            hello = gta_core.submit(tx, "greet", {"name": "Ada"})
+            assert gta_core.result(hello) == gta_core.TaskResult("pending")  # it runs at commit
+            with pytest.raises(TimeoutError, match="commits"):
+                gta_core.wait(hello, timeout=1)
+        assert gta_core.result(hello) == gta_core.TaskResult("succeeded", "hello Ada!")
+        assert gta_core.wait(hello, timeout=1) == gta_core.TaskResult("succeeded", "hello Ada!")
+        failed = gta_core.submit(gta_core.OWN_TRANSACTION, "always_fails")
+        assert gta_core.result(failed) == gta_core.TaskResult("failed", None, "ValueError: always fails")
+        assert gta_core.result(failed + 1000) is None  # never given out
+    assert row_count(fenv) == 0
 
 
 # -- GTA's per-task options -----------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_a_dedupe_key_keeps_one_row(env: Env, open_caller: Callable[[], Caller])
 def test_cancel_commits_and_rolls_back_with_the_caller(env: Env, open_caller: Callable[[], Caller]) -> None:
     task_id = gta_core.submit(env.runtime.db, "record", {"n": 1})
     caller = open_caller()
-    assert gta_core.cancel(task_id, db=caller.handle) == {task_id: "pending"}
+    assert gta_core.cancel(task_id, db=caller.handle) == {task_id: gta_core.CancelResult(True, "pending")}
     caller.rollback()
     assert env.statuses([task_id]) == {task_id: "pending"}
     caller = open_caller()

@@ -42,6 +42,7 @@ DESIGN_NAMES = {
     "gta_queue_depth", "gta_oldest_pending_age_seconds", "gta_workers", "gta_worker_restarts_total",
     "gta_leases_rescued_total", "gta_leases_lost_total", "gta_abnormal_tasks",
     "gta_queue_paused",  # added with the queue controls (gta pause, issue 19)
+    "gta_unhandled_tasks",  # added with the roster of supervisors (no live supervisor handles a key, issue 27)
 }
 #: documented beyond DESIGN.md's list (docs/architecture.md, departures)
 ADDED_NAMES = {"gta_service_restarts_total"}
@@ -202,8 +203,11 @@ def test_prometheus_reads_back_what_the_database_says(env: Env, prometheus: Call
         abnormal = {(labels["queue"], labels["kind"]): value for labels, value in
                     prom.query("max by (queue, kind) (gta_abnormal_tasks)")}
         workers = prom.by("sum by (state) (gta_workers)", "state")
-        return (depth == {("default", "pending"): 1, ("default", "running"): 1,
-                          ("orphan", "pending"): 2, ("orphan", "running"): 0}
+        unhandled = {(labels["queue"], labels["task"]): value for labels, value in
+                     prom.query("max by (queue, task) (gta_unhandled_tasks) > 0")}
+        return (depth == {("default", "pending"): 1, ("default", "running"): 1, ("default", "waiting"): 0,
+                          ("orphan", "pending"): 2, ("orphan", "running"): 0, ("orphan", "waiting"): 0}
+                and unhandled == {("orphan", "record"): 2}  # the delayed one is not due
                 and abnormal == {("default", "initialized_timeout"): 0, ("default", "running_timeout"): 1,
                                  ("orphan", "initialized_timeout"): 2, ("orphan", "running_timeout"): 0}
                 and workers == {"busy": 1, "idle": 1, "down": 0})
@@ -354,7 +358,7 @@ def test_every_documented_series_is_exported_at_zero_before_any_task(env: Env) -
     for name, labels in documented_series().items():
         values: dict[str, list[str]] = {
             "outcome": ["succeeded", "retried", "failed"], "reason": ["crashed", "killed", "recycled"],
-            "state": ["busy", "idle", "down"], "status": ["pending", "running"],
+            "state": ["busy", "idle", "down"], "status": ["pending", "running", "waiting"],
             "kind": ["initialized_timeout", "running_timeout"], "service": ["rescuer", "janitor"]}
         if "task" in labels:  # each registered task on its own queue
             combos = [{"task": key, "queue": queue} for key, queue in tasks]
@@ -514,9 +518,11 @@ def test_queue_gauge_queries_skip_finished_rows(env: Env, backend: str) -> None:
     if backend == "postgres":
         db.execute_sql("SET enable_seqscan = off")  # an unusable index would still show as a Seq Scan
     try:
-        for sql, index in ((env.store.sql.pending_summary, f"{table}_lease"),
-                           (env.store.sql.running_summary, f"{table}_")):
-            params = (env.store.sql.dialect.seconds_param(-60),)
+        minus_a_minute = (env.store.sql.dialect.seconds_param(-60),)
+        for sql, index, params in ((env.store.sql.pending_by_key, f"{table}_lease", minus_a_minute),
+                                   (env.store.sql.running_summary, f"{table}_", minus_a_minute),
+                                   (env.store.sql.waiting_summary,
+                                    f"{table}_lease" if backend == "mariadb" else f"{table}_waiting", ())):
             plan = db.execute_sql(EXPLAIN[backend].format(sql=sql), params).fetchall()
             text = " ".join(str(part) for row in plan for part in row)
             assert index in text, plan
@@ -652,7 +658,7 @@ def test_promtool_accepts_the_alerts() -> None:
     assert promtool, "promtool is not installed (scripts/test installs it: scripts/prerequisites.txt)"
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
     alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
     assert {"GTATasksStuckRunning", "GTABacklogGrowing", "GTAHighFailureRatio", "GTANoWorkers"} <= alerts
     # and each alert fires on the series it is meant for, and not before its `for:` has passed

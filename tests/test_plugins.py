@@ -30,9 +30,10 @@ def _record(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:
 def test_registry_holds_named_modules_and_builtins() -> None:
     plugins = build_plugins(["tests.tasks"])
     registry = plugins.registry
-    assert TEST_TASKS | DEMO_TASKS <= set(registry.tasks)
+    assert TEST_TASKS <= set(registry.tasks)
+    assert not DEMO_TASKS & set(registry.tasks)  # the demo tasks are `gta demo`'s only
     assert registry.owners["record"] == "tests.tasks"
-    assert registry.owners["demo_hello"] == "demo"
+    assert registry.owners["gta_monitor"] == "monitor"
     assert registry.get("record").max_attempts == 3
     # the built-in retry policy is an ordinary plugin registered under its entry point name
     retry = plugins.manager.get_plugin("retry")
@@ -124,18 +125,25 @@ def test_handlers_hook_returning_garbage_fails(module: str, fragment: str) -> No
 
 
 def test_disabling_entry_point_plugin_by_name() -> None:
-    plugins = build_plugins(["tests.tasks"], disabled=["demo"])
-    assert not DEMO_TASKS & set(plugins.registry.tasks)
+    plugins = build_plugins(["tests.tasks"], disabled=["monitor"])
+    assert "gta_monitor" not in plugins.registry.tasks
     assert TEST_TASKS <= set(plugins.registry.tasks)
     assert plugins.manager.get_plugin("retry") is not None
     with pytest.raises(gta_core.UnknownTask):
-        plugins.registry.get("demo_hello")
+        plugins.registry.get("gta_monitor")
+
+
+def test_disabling_a_name_no_plugin_has_is_refused() -> None:
+    """A typo would leave the plugin running while the operator believes it off."""
+    with pytest.raises(gta_core.PluginError, match=r"cannot disable 'monitr': no plugin has that name \(plugins"):
+        build_plugins(["tests.tasks"], disabled=["monitr"])
+    assert "record" not in build_plugins(["tests.tasks"], disabled=["tests.tasks"]).registry.tasks
 
 
 def test_disabling_named_module_and_builtin_retry() -> None:
     plugins = build_plugins(["tests.tasks"], disabled=["tests.tasks", "retry"])
     assert not TEST_TASKS & set(plugins.registry.tasks)
-    assert DEMO_TASKS <= set(plugins.registry.tasks)
+    assert "gta_monitor" in plugins.registry.tasks
     assert plugins.hook.gta_retry_delay.get_hookimpls() == []
 
 

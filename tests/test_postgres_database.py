@@ -169,9 +169,10 @@ def test_a_forgotten_prepared_statement_fails_only_its_own_transaction(pg: Env) 
     db = pg.runtime.db
     gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 0})
     db.execute_sql("DEALLOCATE ALL")
-    with pytest.raises(peewee.OperationalError, match="does not exist"), db.atomic() as tx:
+    with pytest.raises(gta_core.DatabaseError, match="does not exist") as failed, db.atomic() as tx:
         db.execute_sql("SELECT 1")  # the caller's own statement ran first: nothing can re-run the transaction
         gta_core.submit(tx, "record", {"n": 1})  # the server aborted the transaction: it fails, whole
+    assert isinstance(failed.value.__cause__, peewee.OperationalError)  # GTA's error, the driver's chained
     with db.atomic() as tx:
         gta_core.submit(tx, "record", {"n": 2})
     assert [row[0] for row in db.execute_sql(f"SELECT args FROM {pg.table} ORDER BY id").fetchall()] == [

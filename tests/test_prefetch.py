@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import gta_core
+from gta_core.leasing import UNPARK_AFTER
 
 from .helpers import Env, wait_for
 from .test_supervisor import entries, row, start, stop, wait_entries
@@ -61,6 +62,30 @@ def test_tasks_prefetched_behind_a_long_task_go_to_an_idle_worker(env: Env) -> N
     assert row(env, slow)["status"] == "running" and not entries(env, "end", slow)
     runs = env.runs_by_task()
     assert {task_id: runs.get(task_id) for task_id in quick} == dict.fromkeys(quick, 1)
+    assert {task_id: row(env, task_id)["attempts"] for task_id in quick} == dict.fromkeys(quick, 1)
+    process.kill_tree()
+
+
+def test_tasks_handed_back_wake_the_idle_worker(env: Env) -> None:
+    """Hand-backs wake idle workers (on PostgreSQL through the release's NOTIFY, elsewhere through
+    the local wake-up socket): tasks prefetched behind a long one start on the idle worker about
+    `UNPARK_AFTER` after, not at that worker's next poll. Polls here are far apart (1 s doubling
+    to 30 s), so without the wake-up the idle worker sleeps for 8 s after its empty lease."""
+    process = start(env, 2, "--threads", "1", "--prefetch", "20", "--batch", "20", "--lease-timeout", "30",
+                    "--instant-scan-interval", "1", "--scan-interval", "30")
+    for _ in range(10):  # both workers know the (fast) pace of their tasks, so either prefetches
+        env.wait_final(gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(20)]))
+        if len({entry["pid"] for entry in entries(env, "run")}) == 2:
+            break
+    assert len({entry["pid"] for entry in entries(env, "run")}) == 2
+    time.sleep(3.5)  # both idle: polls after 1 and 2 s, the next one 4 s on, then 8 s
+    slow, *quick = gta_core.submit_many(gta_core.OWN_TRANSACTION,
+                                        [("sleepy", {"seconds": 10})] + [("record", {"n": n}) for n in range(6)])
+    submitted = time.monotonic()
+    env.wait_final(quick, 6)
+    waited = time.monotonic() - submitted
+    assert waited < UNPARK_AFTER + 2.5, f"the quick tasks waited {waited:.1f}s"
+    assert row(env, slow)["status"] == "running"
     assert {task_id: row(env, task_id)["attempts"] for task_id in quick} == dict.fromkeys(quick, 1)
     process.kill_tree()
 

@@ -85,6 +85,38 @@ def test_rollback_writes_nothing(env: Env) -> None:
     assert row_count(env) == 0
 
 
+def test_an_id_is_never_handed_out_twice(env: Env) -> None:
+    """Not even the id of a submit that rolled back, whose caller may still ask about it
+    (SQLite's AUTOINCREMENT counter rolls back with the transaction: `gta_core.sqlite_ids`)."""
+    db = env.runtime.db
+    given = []
+    for _ in range(2):
+        with pytest.raises(Boom), db.atomic() as tx:
+            given.append(gta_core.submit(tx, "record", {"n": 1}))
+            raise Boom
+    with db.atomic() as outer:
+        kept = gta_core.submit(outer, "record", {"n": 2})
+        with pytest.raises(Boom), db.atomic() as savepoint:
+            given.append(gta_core.submit(savepoint, "record", {"n": 3}))
+            raise Boom
+        after = gta_core.submit(outer, "record", {"n": 4})
+    assert len({*given, kept, after}) == 5 and min(kept, after) > given[1] > given[0]
+    assert [gta_core.status(task_id) for task_id in given] == [None, None, None]
+    assert gta_core.status(after).id == after  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the counter and its row are SQLite's
+def test_migrate_gives_an_existing_sqlite_table_its_id_counter(env: Env) -> None:
+    """AUTOINCREMENT adds the counter's row at a table's first insert: one made by an earlier GTA
+    that never had a task gets it from `gta migrate`, so its first rolled-back id is not reused."""
+    env.runtime.db.execute_sql("DELETE FROM sqlite_sequence WHERE name = ?", (env.table,))
+    env.store.migrate()
+    with pytest.raises(Boom), env.runtime.db.atomic() as tx:
+        first = gta_core.submit(tx, "record", {"n": 1})
+        raise Boom
+    assert gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 2}) > first
+
+
 def test_rolled_back_nested_atomic_loses_only_its_own_task(env: Env) -> None:
     db = env.runtime.db
     with db.atomic() as outer:
@@ -94,7 +126,6 @@ def test_rolled_back_nested_atomic_loses_only_its_own_task(env: Env) -> None:
                 gta_core.submit(inner, "record", {"n": 2})
                 raise Boom
         after = gta_core.submit(outer, "record", {"n": 3})
-    # compare by content: SQLite may hand the rolled-back id out again
     assert all_args(env) == {kept: {"n": 1}, after: {"n": 3}}
     assert_pending(env, kept, "record", {"n": 1})
 

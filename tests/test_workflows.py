@@ -5,6 +5,7 @@ so a callback's runs are counted across processes without asking the database un
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -15,9 +16,12 @@ import pytest
 import gta_core
 from gta_core import OWN_TRANSACTION, TaskRequest
 from gta_core.admin import rerun_tasks
+from gta_core.config import load_settings
+from gta_core.dashboard import pages
+from gta_core.metrics.queues import read_stats
 
 from .helpers import Env, wait_for, wait_log
-from .test_admin_cli import gta
+from .test_admin_cli import gta, ok
 from .test_supervisor import SERVING, stop
 
 PLUGINS = "tests.tasks,tests.workflow_tasks"
@@ -199,6 +203,21 @@ def test_rerun_member_counts_again_and_cleanup_keeps_open_groups(wenv: Env) -> N
     stop(process)
     assert wenv.store.delete_finished(0.001, 100) == 3  # both members and the callback
     assert group_rows(wenv) == []
+
+
+def test_waiting_callbacks_show_in_list_stats_metrics_and_the_dashboard(wenv: Env) -> None:
+    made = gta_core.group(OWN_TRANSACTION, [TaskRequest("square", {"n": 1}, delay=3600)],
+                          on_complete=TaskRequest("collect", queue="callbacks"))
+    listed = json.loads(ok("list", "--status", "waiting", "--json"))
+    assert [task["id"] for task in listed] == [made.callback]
+    stats = json.loads(ok("stats", "--json"))
+    assert [(line["queue"], line["waiting"]) for line in stats["queues"]] == [("callbacks", 1), ("default", 0)]
+    assert stats["all"]["waiting"] == 1 and "WAITING" in ok("stats")
+    assert read_stats(wenv.store, load_settings()).depth[("callbacks", "waiting")] == 1
+    counts = wenv.store.counts()
+    overview = pages.overview(counts, [], dt.datetime.now(dt.timezone.utc), {}, None, {},
+                              pages.Viewer(can_act=False, token_configured=False), max_queues=100)
+    assert 'href="/tasks?status=waiting"' in overview
 
 
 def test_group_is_atomic_with_the_submitting_transaction(wenv: Env) -> None:

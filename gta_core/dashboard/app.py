@@ -176,7 +176,7 @@ class Dashboard:
         with self.reads.session() as reads:  # each on an index: pending, running or finished_at rows
             finished = reads.finished_per_minute(pages.CHART_MINUTES)
             now = reads.now()
-            oldest = reads.oldest_due(self.settings.initialized_timeout)
+            oldest, unhandled = reads.pending(self.settings.initialized_timeout)
             running = reads.running_by_owner()
         counts: dict[tuple[str, str], int] | None = None
         try:  # reads every row: on a huge table it may run out of time, and the rest still shows
@@ -185,7 +185,7 @@ class Dashboard:
         except ReadTimeout:
             pass
         return pages.overview(counts, finished, now, oldest, self.local(), running, viewer,
-                              self.settings.metrics_max_queues)
+                              self.settings.metrics_max_queues, unhandled)
 
     def _tasks(self, query: Mapping[str, str], viewer: pages.Viewer) -> Markup:
         filters = parse_filters(query)

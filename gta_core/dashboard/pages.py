@@ -14,11 +14,14 @@ from urllib.parse import urlencode
 
 from ..admin import RETRYABLE, STATUSES
 from ..attempts import Attempt
+from ..roster import Unhandled
 from ..sql import RERUN_ERROR_PREFIX
 from .queries import PREVIEW, SHOWN, Filters
 from .render import Markup, join, render, tag, when
 
 CHART_MINUTES = 60
+#: warnings of tasks no live supervisor handles shown on the overview (the most waiting first)
+UNHANDLED_SHOWN = 20
 ARGS_SHOWN = SHOWN  # characters of args/context/errors shown on a task's page
 
 
@@ -97,7 +100,7 @@ def age(seconds: float | None) -> str:
 # -- overview ------------------------------------------------------------------------------------
 def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tuple[str, str, int]], now: dt.datetime,
              oldest: Mapping[str, float], local: LocalSupervisor | None, running: Mapping[str, int],
-             viewer: Viewer, max_queues: int) -> Markup:
+             viewer: Viewer, max_queues: int, unhandled: Sequence[Unhandled] = ()) -> Markup:
     if counts is None:
         uncounted = tag("p", "counting every row took too long: see `gta stats`", class_="notice")
         statuses = by_queue = uncounted
@@ -117,8 +120,15 @@ def overview(counts: Mapping[tuple[str, str], int] | None, finished: Sequence[tu
     workers = _table(("host", "supervisor pid", "worker", "running tasks"),
                      [(*_owner_parts(owner), count) for owner, count in sorted(running.items())],
                      numeric=(1, 3), empty="no task is running")
-    body = render("overview.html", statuses=statuses, chart=chart, succeeded=succeeded, failed=failed,
-                  failure_rate=rate, oldest=age(max(oldest.values(), default=None)), queues=by_queue,
+    warnings = join([*(tag("p", join([group.describe() + " (",
+                                      tag("a", "list them", href="/tasks?" + urlencode(
+                                          {"status": "pending", "queue": group.queue, "key": group.key})), ")"]),
+                           class_="notice unhandled") for group in unhandled[:UNHANDLED_SHOWN]),
+                     *([tag("p", f"and {len(unhandled) - UNHANDLED_SHOWN} more task keys and queues that no live "
+                                 "supervisor handles: see `gta stats`", class_="notice unhandled")]
+                       if len(unhandled) > UNHANDLED_SHOWN else [])])
+    body = render("overview.html", warnings=warnings, statuses=statuses, chart=chart, succeeded=succeeded,
+                  failed=failed, failure_rate=rate, oldest=age(max(oldest.values(), default=None)), queues=by_queue,
                   supervisors=supervisors, workers=workers)
     purge = tag("section", join([
         tag("h2", "Purge finished tasks"),

@@ -26,8 +26,9 @@ import peewee
 from ..attempts import Attempt, timeline
 from ..database import dialect_of, open_database, utc_text
 from ..dialects import DIALECTS, Dialect
+from ..roster import Unhandled, supervisors, unhandled
 from ..sql import ALL_COLUMNS
-from ..store import TaskStore, parse_timestamp
+from ..store import TaskStore, parse_timestamp, summarize_by_queue
 
 READ_TIMEOUT = 5.0  # seconds a dashboard statement may run
 SOCKET_GRACE = 5.0
@@ -120,13 +121,15 @@ class DashboardReads:
     def counts(self) -> dict[tuple[str, str], int]:
         return self.store.counts()
 
-    def oldest_due(self, overdue_after: float) -> dict[str, float]:
-        """Seconds the oldest due pending task of each queue has waited."""
+    def pending(self, overdue_after: float) -> tuple[dict[str, float], list[Unhandled]]:
+        """Seconds the oldest due pending task of each queue has waited, and the due tasks that
+        no live supervisor handles (one read of the pending rows, and the roster)."""
+        groups = self.store.pending_by_key(overdue_after)
         ages = {}
-        for queue, _, oldest, _, now in self.store.pending_summary(overdue_after):
+        for queue, _, oldest, _, now in summarize_by_queue(groups):
             if oldest is not None and now is not None:
                 ages[queue] = max(0.0, (now - oldest).total_seconds())
-        return ages
+        return ages, unhandled(groups, supervisors(self.store))
 
     def finished_per_minute(self, minutes: int) -> list[tuple[str, str, int]]:
         """(minute 'YYYY-MM-DD HH:MM' UTC, status, count) of tasks finished in the last

@@ -41,9 +41,10 @@ async def adapt(handle: Any, runtime: Runtime) -> AiosqliteHandle:
 
 
 async def install_clock_functions(connection: Any) -> None:
-    """The clock functions GTA's SQLite statements call (``gta_now()``), on an aiosqlite connection."""
+    """The functions GTA's SQLite statements call (the clock, ``gta_now()``, and the mark of the
+    ids handed out, `sqlite_ids`), on an aiosqlite connection."""
     database = borrowed_database("sqlite")
     install_sqlite_functions(database)
-    for name, (function, arity, _) in database._functions.items():  # type: ignore[attr-defined]
+    for name, (function, arity, deterministic) in database._functions.items():  # type: ignore[attr-defined]
         if name.startswith("gta_"):
-            await connection.create_function(name, arity, function, deterministic=True)
+            await connection.create_function(name, arity, function, deterministic=bool(deterministic))

@@ -1,8 +1,10 @@
-"""The database-derived gauges: queue depth, age of the oldest due task, abnormal tasks, paused queues.
+"""The database-derived gauges: queue depth, age of the oldest due task, abnormal tasks, paused
+queues, and due tasks that no live supervisor handles.
 
 They are read by one thread with one connection, on demand and at most once per
-``min_interval`` however often Prometheus (or a probe) asks; the queries touch only pending
-and running rows (`TaskStore.pending_summary`, `TaskStore.running_summary`). A request waits
+``min_interval`` however often Prometheus (or a probe) asks; the queries touch only pending,
+running and waiting rows (`TaskStore.pending_by_key`, `TaskStore.running_summary`,
+`TaskStore.waiting_summary`) and the small queues and supervisors tables. A request waits
 at most ``timeout`` for an answer, so a hung database turns into "unhealthy", never into a
 hung probe. The values are the whole table's, so several supervisors on one database all
 report the same numbers: aggregate them with ``max``, not ``sum``.
@@ -18,13 +20,17 @@ from typing import Any
 
 from ..config import Settings
 from ..database import drop_connection, open_database
-from ..store import TaskStore
+from ..roster import supervisors, unhandled
+from ..store import TaskStore, summarize_by_queue
 from .health import DatabaseCheck
 
 log = logging.getLogger("gta.metrics")
 
-STATUSES = ("pending", "running")
+STATUSES = ("pending", "running", "waiting")
 KINDS = ("initialized_timeout", "running_timeout")
+#: most (queue, task) series of ``gta_unhandled_tasks``, those with the most tasks waiting: a
+#: flood of unknown keys must not flood Prometheus with series
+UNHANDLED_SERIES = 50
 OTHER = "__other__"  # the queue label of every queue beyond the cap, summed
 
 
@@ -37,6 +43,7 @@ class QueueStats:
     oldest_age: dict[str, float] = dataclasses.field(default_factory=dict)
     abnormal: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, kind)
     paused: dict[str, bool] = dataclasses.field(default_factory=dict)  # every queue ever paused (`gta pause`)
+    unhandled: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (queue, task key)
     error: str | None = None
 
     @property
@@ -46,7 +53,8 @@ class QueueStats:
 
 def read_stats(store: TaskStore, settings: Settings) -> QueueStats:
     stats = QueueStats(time.monotonic())
-    for queue, count, oldest, overdue, now in store.pending_summary(settings.initialized_timeout):
+    groups = store.pending_by_key(settings.initialized_timeout)
+    for queue, count, oldest, overdue, now in summarize_by_queue(groups):
         stats.depth[queue, "pending"] = count
         stats.abnormal[queue, "initialized_timeout"] = overdue
         if oldest is not None and now is not None:
@@ -54,8 +62,16 @@ def read_stats(store: TaskStore, settings: Settings) -> QueueStats:
     for queue, count, stuck in store.running_summary(settings.running_timeout):
         stats.depth[queue, "running"] = count
         stats.abnormal[queue, "running_timeout"] = stuck
+    for queue, count in store.waiting_summary().items():
+        stats.depth[queue, "waiting"] = count
     for control in store.queue_controls():
         stats.paused[control.name] = control.paused
+    roster = supervisors(store)
+    for state in roster:  # every task a live supervisor has, at 0 on its own queue (as the task counters)
+        if state.live:
+            stats.unhandled.update({(queue, key): 0 for key, queue in state.keys.items()})
+    for group in unhandled(groups, roster)[:UNHANDLED_SERIES]:
+        stats.unhandled[group.queue, group.key] = group.waiting
     return stats
 
 
@@ -149,7 +165,7 @@ class QueueCollector:
             return  # no numbers rather than stale ones; /healthz says why
         stats = _folded(stats, named_queues(stats, self.queues, self.limit))
         queues = sorted(set(self.queues) | {queue for queue, _ in stats.depth} | set(stats.paused))
-        depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending or running, by queue and status.",
+        depth = GaugeMetricFamily("gta_queue_depth", "Tasks pending, running or waiting, by queue and status.",
                                   labels=["queue", "status"])
         oldest = GaugeMetricFamily("gta_oldest_pending_age_seconds",
                                    "Seconds the oldest due pending task of a queue has waited since it became due.",
@@ -159,6 +175,11 @@ class QueueCollector:
                                      labels=["queue", "kind"])
         paused = GaugeMetricFamily("gta_queue_paused", "1 while the queue is paused (gta pause), else 0.",
                                    labels=["queue"])
+        unhandled_tasks = GaugeMetricFamily(
+            "gta_unhandled_tasks", "Due tasks that no live supervisor serving their queue has a handler for.",
+            labels=["queue", "task"])
+        for (queue, key), count in sorted(stats.unhandled.items()):
+            unhandled_tasks.add_metric([queue, key], count)
         for queue in queues:
             for status in STATUSES:
                 depth.add_metric([queue, status], stats.depth.get((queue, status), 0))
@@ -166,7 +187,7 @@ class QueueCollector:
             for kind in KINDS:
                 abnormal.add_metric([queue, kind], stats.abnormal.get((queue, kind), 0))
             paused.add_metric([queue], 1 if stats.paused.get(queue) else 0)
-        yield from (depth, oldest, abnormal, paused)
+        yield from (depth, oldest, abnormal, paused, unhandled_tasks)
 
 
 def _folded(stats: QueueStats, named: set[str]) -> QueueStats:
@@ -184,4 +205,7 @@ def _folded(stats: QueueStats, named: set[str]) -> QueueStats:
     for queue, paused in stats.paused.items():
         label = queue if queue in named else OTHER
         folded.paused[label] = paused or folded.paused.get(label, False)
+    for (queue, task), count in stats.unhandled.items():
+        labels = (queue if queue in named else OTHER, task)
+        folded.unhandled[labels] = folded.unhandled.get(labels, 0) + count
     return folded

@@ -1,5 +1,6 @@
 """The supervisor's background loops, one module each, run and watched by `runner.ServiceRunner`.
 
+- `advertiser`: keeps this supervisor's row of the roster (its queues and task keys) alive;
 - `rescuer`: puts expired leases back to pending, cluster-wide, every ``rescue_interval``;
 - `janitor`: settles a dead worker's leases at once (writes its unwritten successes, retries
   what it was running, releases the rest);
