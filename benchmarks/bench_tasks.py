@@ -5,12 +5,20 @@ import os
 import time
 from typing import Any
 
-from gta_core import TaskContext, hookimpl, task
+from gta_core import Retry, TaskContext, hookimpl, task
 
 
 @task
 def bench_noop(ctx: TaskContext) -> None:
     """Does nothing: measures the framework, not the handler."""
+
+
+@task
+def bench_fail_once(ctx: TaskContext) -> None:
+    """Asks for an immediate retry on its first attempt, then does nothing: the failing path's
+    writes (a retry and its attempt log entry), then a success."""
+    if ctx.attempt == 1:
+        raise Retry(delay=0)
 
 
 @task
@@ -37,4 +45,4 @@ def bench_sleep(ctx: TaskContext, seconds: float) -> None:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [bench_noop, bench_numbered, bench_stamp, bench_sleep]
+    return [bench_noop, bench_fail_once, bench_numbered, bench_stamp, bench_sleep]

@@ -100,9 +100,9 @@ def wait_until(condition: object, timeout: float, interval: float = 0.02) -> boo
 
 
 def timed_drain(store: TaskStore, key: str, tasks: int, supervisor_args: list[str],
-                steady: dict[str, float] | None = None) -> float:
+                steady: dict[str, float] | None = None, attempts: int = 1) -> float:
     """Tasks/s of `supervisor` draining the ``tasks`` pending rows of task ``key``, from its start
-    to the last success; raises Failed unless each succeeded exactly once (attempts = 1).
+    to the last success; raises Failed unless each succeeded exactly once, at attempt ``attempts``.
 
     The end is the last ``finished_at`` (this host's clock, like the start), so the poll that
     notices the end can be cheap and infrequent: it never steals the measured system's CPU.
@@ -117,7 +117,7 @@ def timed_drain(store: TaskStore, key: str, tasks: int, supervisor_args: list[st
     with supervisor(*supervisor_args):
         done = wait_until(lambda: db.execute_sql(unfinished).fetchone() is None, timeout=600, interval=0.05)
     rows = db.execute_sql(f"SELECT status, attempts, COUNT(*) {where} GROUP BY status, attempts").fetchall()
-    if not done or [tuple(row) for row in rows] != [("succeeded", 1, tasks)]:
+    if not done or [tuple(row) for row in rows] != [("succeeded", attempts, tasks)]:
         raise Failed(f"{key} (status, attempts, count)={rows}")
     first, last = (parse_timestamp(value) for value in
                    db.execute_sql(f"SELECT MIN(started_at), MAX(finished_at) {where}").fetchone())

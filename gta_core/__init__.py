@@ -16,12 +16,14 @@ Public API::
     pause_queue("mail", reason="SMTP down")   # cluster-wide; resume_queue("mail"), queues()
     limit_queue("mail", concurrency=5, rate_limit="100/m")   # global; @task(concurrency=3, rate_limit=...)
     wait(task_id, timeout=30)                 # TaskResult(status, value): what the handler returned
+    attempts(task_id)                         # [Attempt(number, outcome, worker, error, ...)]: its history
     group(tx, [("resize", {"n": 1}), ...], on_complete=TaskRequest("collect"))   # docs/workflows.md
 """
 from __future__ import annotations
 
 from . import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
 from .asubmit import asubmit, asubmit_many
+from .attempts import Attempt, attempts
 from .config import Settings, load_settings
 from .errors import (
     ConfigError,
@@ -56,12 +58,12 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
-    "OWN_TRANSACTION", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked", "DatabaseUnavailable",
-    "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue", "LimitState", "Periodic",
-    "PluginError",
-    "QueueChange", "QueueState", "Retry", "SchemaError", "Settings", "SubmitError", "TaskContext", "TaskDefinition",
+    "OWN_TRANSACTION", "Attempt", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked",
+    "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue",
+    "LimitState", "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings",
+    "SubmitError", "TaskContext", "TaskDefinition",
     "TaskNotFound", "TaskRecord", "TaskRequest", "TaskResult", "TaskState", "TaskTimeout", "UnknownTask",
-    "WorkerDied", "Workflow", "asubmit", "asubmit_many", "cancel", "chain", "configure", "get_runtime", "group",
-    "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",
+    "WorkerDied", "Workflow", "asubmit", "asubmit_many", "attempts", "cancel", "chain", "configure", "get_runtime",
+    "group", "hookimpl", "limit_queue", "limits", "load_settings", "pause_queue", "periodic", "queues", "result",
     "resume_queue", "status", "submit", "submit_many", "task", "transaction", "unlimit_queue", "wait",
 ]

@@ -14,18 +14,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
+from .attempts import Attempt, timeline
 from .config import parse_duration
 from .database import check_connection, describe_url
 from .errors import GTAError, InvalidLimit, TaskNotFound
 from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
-from .queues import QueueState, check_name, pause_queue, queues, resume_queue
+from .queues import QueueState, actor, check_name, pause_queue, queues, resume_queue
 from .roster import Unhandled, supervisors, unhandled
 from .runtime import Runtime
 from .schedules import Periodic
 from .sql import FINAL_STATUSES
 from .sql_workflows import WAITING
 from .store import summarize_by_queue
+from .store_attempts import CANCELLED, RELEASED
 from .terminal import printable
 from .wake import notify_local
 
@@ -157,29 +159,66 @@ def show(runtime: Runtime, task_id: int, as_json: bool) -> int:
     task = runtime.store.get(task_id)
     if task is None:
         raise TaskNotFound(f"no task with id {task_id}")
+    logged, current = runtime.store.attempt_entries(task_id)
+    history = timeline(task_id, logged, current) if current is not None else []
     if as_json:
-        return _print_json(_decoded(task))
+        return _print_json({**_decoded(task), "attempt_log": [dataclasses.asdict(entry) for entry in history]})
     for column, value in task.items():
         if column == "last_error":
             continue
         if column == "attempts":
             value = f"{value} of {task['max_attempts']}"
         print(f"{column:>17}: {'' if value is None else printable(value)}")
+    print("\n" + timeline_text(history))
     if task["last_error"]:
         print("\nlast error:\n" + printable(task["last_error"], multiline=True))
     return 0
+
+
+def timeline_text(history: Sequence[Attempt]) -> str:
+    """A task's attempts and operator actions as a table, oldest first (`gta show`)."""
+    if not history:
+        return "attempts: none yet"
+    rows: list[Sequence[Any]] = []
+    for entry in history:
+        if entry.dropped_before:
+            rows.append(("…", "", "", "", "", "", "", f"{entry.dropped_before} entries dropped (attempts_kept)"))
+        took = entry.duration
+        rows.append((entry.number, entry.outcome, _instant(entry.started_at), _instant(entry.ended_at),
+                     "-" if took is None else f"{took:.3f}s", entry.worker or "-", entry.actor or "-",
+                     _entry_detail(entry)))
+    header = ("#", "OUTCOME", "LEASED (UTC)", "ENDED (UTC)", "TOOK", "WORKER", "BY", "ERROR / NEXT")
+    return "attempts (errors with their tracebacks: --json):\n" + table(header, rows, right=(0, 4))
+
+
+def _instant(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
+
+
+def _entry_detail(entry: Attempt) -> str:
+    """The error's class and first line, then what followed: a retry after its delay, or the end."""
+    parts = []
+    if entry.exception_class_path:
+        parts.append(f"{entry.exception_class_path}: {_first_line(entry.error, 80)}")
+    elif entry.error and entry.outcome in (RELEASED, CANCELLED):
+        parts.append(_first_line(entry.error, 80))
+    if entry.retry_delay is not None:
+        parts.append(f"retry in {entry.retry_delay:.3g}s")
+    elif entry.exception_class_path:
+        parts.append("no retry: failed")
+    return "; ".join(parts) or "-"
 
 
 def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: bool = False) -> int:
     """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, attempts reset, due now."""
     ready(runtime)
     if status is not None:
-        total = rerun_batches(runtime, _ids_with_status(runtime, status), (status,))
+        total = rerun_batches(runtime, _ids_with_status(runtime, status), (status,), by=actor("cli"))
         if as_json:
             return _print_json({"status": status, "retried": total})
         print(f"retried {total} {status} task(s)")
         return 0
-    was = rerun_tasks(runtime, ids)
+    was = rerun_tasks(runtime, ids, by=actor("cli"))
     if as_json:
         return _print_json([{"id": task_id, "retried": True, "was": was[task_id]} for task_id in ids])
     for task_id in ids:
@@ -187,25 +226,27 @@ def retry(runtime: Runtime, ids: Sequence[int], status: str | None, as_json: boo
     return 0
 
 
-def rerun_tasks(runtime: Runtime, ids: Sequence[int]) -> dict[int, str]:
-    """Put failed or cancelled tasks back to pending (all of them or, with a `GTAError`, none);
-    the status each had before. Shared by ``gta retry`` and the dashboard."""
+def rerun_tasks(runtime: Runtime, ids: Sequence[int], by: str | None = None) -> dict[int, str]:
+    """Put failed or cancelled tasks back to pending (all of them or, with a `GTAError`, none),
+    logged as done ``by`` whom; the status each had before. Shared by ``gta retry`` and the dashboard."""
     statuses = _require(runtime, ids)
     for task_id in ids:
         if statuses[task_id] not in RETRYABLE:
             raise GTAError(f"{_task_is(task_id, statuses[task_id])}: only failed or cancelled tasks can be retried "
                            "(nothing was changed)")
-    before = runtime.store.rerun(ids)
+    before = runtime.store.rerun(ids, by)
     _wake(runtime)
     return {task_id: before.get(task_id, statuses[task_id]) for task_id in ids}
 
 
-def rerun_batches(runtime: Runtime, batches: Iterable[Sequence[int]], counted: Sequence[str] = RETRYABLE) -> int:
-    """Rerun each batch of ids (`TaskStore.rerun` leaves other statuses alone); how many had one
-    of the ``counted`` statuses, i.e. were rerun. Shared by ``gta retry --status`` and the dashboard."""
+def rerun_batches(runtime: Runtime, batches: Iterable[Sequence[int]], counted: Sequence[str] = RETRYABLE, *,
+                  by: str | None = None) -> int:
+    """Rerun each batch of ids (`TaskStore.rerun` leaves other statuses alone), logged as done
+    ``by`` whom; how many had one of the ``counted`` statuses, i.e. were rerun. Shared by
+    ``gta retry --status`` and the dashboard."""
     total = 0
     for batch in batches:
-        before = runtime.store.rerun(batch)
+        before = runtime.store.rerun(batch, by)
         total += sum(1 for was in before.values() if was in counted)
     if total:
         _wake(runtime)
@@ -224,7 +265,7 @@ def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = Fa
 
     ready(runtime)
     _require(runtime, ids)
-    done = cancel_tasks(list(ids), force=force)
+    done = cancel_tasks(list(ids), force=force, by=actor("cli"))
     if as_json:
         return _print_json([{"id": task_id, "cancelled": task_id in done and done[task_id].cancelled,
                              "was": done[task_id].was if task_id in done else None} for task_id in ids])
@@ -376,7 +417,7 @@ def _schedule(job: Periodic) -> str:
 def pause(runtime: Runtime, name: str, reason: str | None, as_json: bool) -> int:
     check_name(name)
     check_connection(runtime.db, runtime.settings.database_url)
-    change = pause_queue(name, reason=reason)
+    change = pause_queue(name, reason=reason, by=actor("cli"))
     if as_json:
         print(_json(dataclasses.asdict(change)))
         return 0
@@ -395,7 +436,7 @@ def pause(runtime: Runtime, name: str, reason: str | None, as_json: bool) -> int
 def resume(runtime: Runtime, name: str, as_json: bool) -> int:
     check_name(name)
     check_connection(runtime.db, runtime.settings.database_url)
-    change = resume_queue(name)
+    change = resume_queue(name, by=actor("cli"))
     if as_json:
         print(_json(dataclasses.asdict(change)))
     elif change.changed:

@@ -128,7 +128,8 @@ class AsyncRunner(Room):
         mine = [task for task in waiting if self.book.lasts(task) is not None]
         if mine:
             log.info("gave back %d of %d waiting async task(s) behind long-running ones",
-                     self.leaser.give_back(mine), len(mine))
+                     self.leaser.give_back(mine, "handed back unrun: it waited behind long-running coroutines"),
+                     len(mine))
 
     def _wake(self) -> None:
         loop, wakeup = self.aloop, self.wakeup

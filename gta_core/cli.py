@@ -192,9 +192,12 @@ def _admin_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", dest="everything", action="store_true",
                          help="also the built-in monitor and cleanup runs")
 
-    show = command("show", "show one task",
-                   "Show one task: args, attempts, timestamps, last error with traceback.",
-                   "every column; args and context as JSON values")
+    show = command("show", "show one task and its attempts",
+                   "Show one task: args, attempts, timestamps, its timeline of attempts and operator actions "
+                   "(worker, start, duration, outcome, error, retry delay, who acted), last error with traceback.",
+                   "every column; args and context as JSON values; attempt_log: [{task_id, number, outcome, "
+                   "started_at, ended_at, worker, exception_class_path, error, traceback, retry_delay, actor, seq, "
+                   "dropped_before}]")
     show.add_argument("id", type=_task_id)
 
     retry = command("retry", "run failed or cancelled tasks again",

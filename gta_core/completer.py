@@ -79,12 +79,13 @@ class Completer(Room):
         if outcome.action is Action.RETRY:
             delay = outcome.delay or 0.0
             if self._record(task, lambda: self.store.retry(self.owner, task.id, delay, outcome.error_text,
-                                                           attempt=task.attempts)):
+                                                           attempt=task.attempts, entry=outcome.entry())):
                 task_logger(task.key).info("task %d attempt %d/%d failed (%s); retry in %.1fs", task.id,
                                            task.attempts, task.max_attempts, one_line(error), delay)
                 self.event("retried", task, error, duration)
         elif self._record(task, lambda: self.store.fail(self.owner, task.id, outcome.error_text,
-                                                        attempt=task.attempts, group_id=task.group_id)):
+                                                        attempt=task.attempts, group_id=task.group_id,
+                                                        entry=outcome.entry())):
             task_logger(task.key).warning(
                 "task %d failed for good after %d attempt(s): %s", task.id, task.attempts, one_line(error))
             self.event("failed", task, error, duration)

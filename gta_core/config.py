@@ -258,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
             "refused and nothing is written", "BYTES"),
     Setting("args_max_depth", _positive_int, 32,
             "deepest nesting of lists and dicts in task arguments (and context) accepted at submit", "N"),
+    Setting("attempts_kept", _positive_int, 50,
+            "the attempt log keeps each task's first and last N entries; those between are dropped (and "
+            "counted)", "N"),
     Setting("retry_base", _positive_duration, "1s",
             "first retry delay of the built-in retry policy; doubles per attempt", "DURATION"),
     Setting("retry_cap", _positive_duration, "1h", "longest retry delay of the built-in policy", "DURATION"),
@@ -325,6 +328,7 @@ class Settings:
     result_max_bytes: int = _default("result_max_bytes")
     args_max_bytes: int = _default("args_max_bytes")
     args_max_depth: int = _default("args_max_depth")
+    attempts_kept: int = _default("attempts_kept")
     retry_base: float = _default("retry_base")
     retry_cap: float = _default("retry_cap")
     max_tasks_per_worker: int = _default("max_tasks_per_worker")

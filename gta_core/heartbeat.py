@@ -97,7 +97,8 @@ class Heartbeat(Room):
             # a thread cannot be killed: give the innocent tasks back, then end the process
             log.warning("forced cancel of %s: releasing %s and exiting", sorted(found), others)
             try:
-                self.store.release(self.owner, others)
+                self.store.release(self.owner, others, "handed back: its worker exits for the forced cancel "
+                                                       "of another task")
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not release %s (%s); the supervisor will", others, exc)
             logging.shutdown()

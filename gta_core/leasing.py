@@ -208,7 +208,7 @@ class Leaser(Room):
             self.todo.put(None)
         mine = [task for task in waiting if self.book.lasts(task) is not None]
         if mine:
-            given_back = self.give_back(mine)
+            given_back = self.give_back(mine, "handed back unrun: it waited behind long-running tasks")
             log.info("gave back %d of %d prefetched task(s) waiting behind long-running ones",
                      given_back, len(mine))
 
@@ -229,13 +229,14 @@ class Leaser(Room):
             return False
         log.warning("task %d (%s): its lease may have lapsed while it waited (this worker was stopped or "
                     "could not renew it); giving it back unrun", task.id, task.key)
-        self.give_back([task])
+        self.give_back([task], "handed back unrun: its lease may have lapsed while it waited")
         return True
 
-    def give_back(self, tasks: list[TaskRecord]) -> int:
+    def give_back(self, tasks: list[TaskRecord], reason: str = "handed back unrun") -> int:
         """Return leased tasks that never started to pending, uncounted, each release fenced on
-        its lease (one lost meanwhile is left to its new holder); how many were released. If the
-        database cannot be reached, lease rescue returns them later, with the attempt counted.
+        its lease (one lost meanwhile is left to its new holder) and logged with ``reason``; how
+        many were released. If the database cannot be reached, lease rescue returns them later,
+        with the attempt counted.
 
         Then the lease loop is woken if this left it room (`nudge`): a slot whose task was given
         back idles until the next lease, which otherwise came a whole scan interval later. Idle
@@ -245,7 +246,7 @@ class Leaser(Room):
         given_back = 0
         for task in tasks:
             try:
-                given_back += self.store.release_lease(self.owner, task.id, task.attempts)
+                given_back += self.store.release_lease(self.owner, task.id, task.attempts, reason)
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 log.warning("could not give task %d back (%s); lease rescue will", task.id, exc)
         self.book.forget(tasks, ran=False)
@@ -265,7 +266,8 @@ class Leaser(Room):
             orphans = [task.id for task in self.store.owned(self.owner) if task.id not in known]
             if orphans:
                 log.warning("releasing %d task(s) leased by a statement whose reply was lost", len(orphans))
-                self.store.release(self.owner, orphans)
+                self.store.release(self.owner, orphans, "handed back unrun: leased by a statement whose reply "
+                                                        "was lost")
             return True
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError):
             return False
@@ -275,7 +277,7 @@ class Leaser(Room):
         leftover = self.book.take_all()
         if leftover:
             try:
-                released = self.store.release(self.owner, leftover)
+                released = self.store.release(self.owner, leftover, "handed back unrun: its worker stopped")
                 log.info("released %d unfinished task(s) back to pending: %s", released, leftover)
             except Exception as exc:  # the supervisor releases them after we exit
                 log.warning("could not release %s (%s); the supervisor will", leftover, exc)

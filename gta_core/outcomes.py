@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import traceback
 from typing import Any
 
-from .errors import Fail, InvalidArguments, Retry, UnknownTask
+from .errors import Fail, InvalidArguments, LeaseExpired, Retry, TaskTimeout, UnknownTask, WorkerDied
 from .plugins import Plugins, first_hook_result
+from .store_attempts import RESCUED, TIMED_OUT, WORKER_DIED, LogEntry, class_path
 
 
 class Action(enum.Enum):
@@ -62,8 +64,25 @@ class Outcome:
 
     @property
     def error_text(self) -> str:
-        """What goes into ``last_error``."""
-        return describe_error(self.error) if self.error is not None else ""
+        """What goes into ``last_error``: ``Type: message``, then the traceback."""
+        if self.error is None:
+            return ""
+        return f"{one_line(self.error)}\n\n{self.traceback_text}"
+
+    @functools.cached_property
+    def traceback_text(self) -> str:
+        """The error's formatted traceback (ending with its ``Type: message`` line), formatted once."""
+        error = self.error
+        return "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error else ""
+
+    def entry(self) -> LogEntry:
+        """The attempt log's entry of a retry or a failure: how the attempt ended (timed out, its
+        worker died, its lease expired, else by the write: retried or failed), its error's real
+        class, message and traceback, and the delay before the next attempt, if any."""
+        error = self.error
+        assert error is not None
+        ended = next((name for kind, name in _ENDINGS if isinstance(error, kind)), self.action.value)
+        return LogEntry(ended, class_path(type(error)), str(error), self.traceback_text, self.delay)
 
 
 SUCCEED = Outcome(Action.SUCCEED)
@@ -71,6 +90,8 @@ NOTHING = Outcome(Action.NOTHING)
 
 #: errors no retry can cure: the task fails at once
 _HOPELESS = (Fail, UnknownTask, InvalidArguments)
+#: how the attempt log names an attempt's end by the error it ended with (otherwise retried or failed)
+_ENDINGS = ((TaskTimeout, TIMED_OUT), (WorkerDied, WORKER_DIED), (LeaseExpired, RESCUED))
 
 
 def decide(plugins: Plugins, task: Any, error: BaseException | None, *, lease_lost: bool = False) -> Outcome:

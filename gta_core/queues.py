@@ -60,11 +60,18 @@ def default_author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def actor(channel: str) -> str:
+    """Who an operator action is recorded as (a pause, an operator retry, a cancel):
+    ``channel:user@host`` of this process, ``channel`` being ``cli`` or ``api`` (the dashboard
+    records ``dashboard``)."""
+    return f"{channel}:{default_author()}"
+
+
 @gta_errors
 def pause_queue(name: str, reason: str | None = None, by: str | None = None) -> QueueChange:
     """Pause queue ``name`` cluster-wide: no worker leases its tasks from the commit on."""
     runtime = _ready(name, reason=reason, by=by)
-    changed = runtime.store.pause_queue(name, by or default_author(), reason)
+    changed = runtime.store.pause_queue(name, by or actor("api"), reason)
     return _change(runtime, name, changed)
 
 
@@ -72,7 +79,7 @@ def pause_queue(name: str, reason: str | None = None, by: str | None = None) -> 
 def resume_queue(name: str, by: str | None = None) -> QueueChange:
     """Resume queue ``name``: its due tasks are leased again, and the workers are woken at once."""
     runtime = _ready(name, by=by)
-    changed = runtime.store.resume_queue(name, by or default_author())
+    changed = runtime.store.resume_queue(name, by or actor("api"))
     if changed and runtime.store.dialect != "postgres":  # PostgreSQL's NOTIFY rode with the write
         notify_local(runtime.wake_key(runtime.db))
     return _change(runtime, name, changed)
@@ -145,4 +152,4 @@ def _known(runtime: Runtime, state: QueueState) -> bool:
     return any(definition.queue == state.name for definition in handlers)
 
 
-__all__ = ["QueueChange", "QueueState", "default_author", "pause_queue", "queues", "resume_queue"]
+__all__ = ["QueueChange", "QueueState", "actor", "default_author", "pause_queue", "queues", "resume_queue"]

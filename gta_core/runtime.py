@@ -45,13 +45,13 @@ class Runtime:
 
     @functools.cached_property
     def store(self) -> TaskStore:
-        return TaskStore(self.db, self.settings.table)
+        return TaskStore(self.db, self.settings.table, attempts_kept=self.settings.attempts_kept)
 
     def store_for(self, db: peewee.Database) -> TaskStore:
         """The store on a caller's own Database object (same table)."""
         if db is self.db:
             return self.store
-        return TaskStore(db, self.settings.table)
+        return TaskStore(db, self.settings.table, attempts_kept=self.settings.attempts_kept)
 
     def wake_key(self, db: peewee.Database) -> str:
         return wake_key(db, self.settings.table)

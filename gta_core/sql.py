@@ -151,6 +151,9 @@ class Statements:
         # lease counts an attempt, so the attempt number tells the two apart. A NULL attempt
         # (operator tools and tests that hold no lease record) fences on owner and status only.
         fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
+        #: the fence, for statements that must match exactly the rows an outcome write will
+        #: (its parameters, id, owner, attempt, are the last three of every outcome write's)
+        self.fence = fence
         # PostgreSQL: a final write NOTIFYs the table's ``done`` channel for `gta_core.wait`, in
         # the statement itself (no round trip; one notification per transaction, as the payload
         # is the same), delivered on commit
@@ -159,7 +162,6 @@ class Statements:
         done = f" RETURNING {self.notify_done}" if self.notify_done else ""
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}{done}")
-        self.complete_and_delete = fx(f"DELETE FROM {t} WHERE {fence}")
         many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids}){leases}"
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
@@ -196,7 +198,6 @@ class Statements:
         self.release_ids = (f"UPDATE {t} SET {release_set} "
                             "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})" + woken)
         self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}{woken}")
-        self.release_owner = fx(f"UPDATE {t} SET {release_set} WHERE lease_owner = ? AND status = 'running'{woken}")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
                                "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
@@ -230,7 +231,7 @@ class Statements:
         # what it reports having done is what it did; in id order, as two cancels lock alike
         self.statuses_locked = self.statuses + " ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE")
         self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}"
-                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_supervisors")]
+                     for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_supervisors", "_attempts")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"
         # Metrics gauges: each reads only pending or only running rows, through the partial
         # indexes (status-leading ones on MySQL), so finished rows never add to their cost.

@@ -3,7 +3,8 @@
 A snapshot of one row, as a frozen `TaskState`, or None when no row has the id (it never
 existed, or cleanup/``gta purge`` deleted it after it finished: both are ordinary outcomes a
 caller must handle, so they are a value, not an exception). Fields are added at the end with
-defaults, so code that reads a `TaskState` keeps working as GTA stores more (results).
+defaults, so code that reads a `TaskState` keeps working as GTA stores more (results). The row
+holds the latest attempt only; `TaskState.attempt_log` (or `gta_core.attempts`) reads them all.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from .api_errors import gta_errors
+from .attempts import Attempt, attempts
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
 from .runtime import get_runtime
@@ -34,11 +36,16 @@ class TaskState:
     last_error: str | None  # the latest failure's message and traceback, kept after a retry succeeds
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
-    started_at: dt.datetime | None  # the latest attempt's start
+    started_at: dt.datetime | None  # the latest attempt's start (every attempt's: `attempt_log`)
     finished_at: dt.datetime | None
     parent_id: int | None = None
     dedupe_key: str | None = None
     order_key: str | None = None
+
+    def attempt_log(self, db: Any = OWN_TRANSACTION) -> list[Attempt]:
+        """This task's attempts and operator actions, oldest first, read now
+        (`gta_core.attempts`); empty once the row is gone."""
+        return attempts(self.id, db) or []
 
     @property
     def final(self) -> bool:

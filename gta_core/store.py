@@ -17,8 +17,22 @@ from typing import Any
 import peewee
 
 from .db_errors import is_retryable
+from .errors import LeaseExpired
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
+from .sql_workflows import UNFINISHED
+from .store_attempts import (
+    CANCELLED,
+    CHUNK,
+    FAILED,
+    RELEASED,
+    RESCUED,
+    RETRIED,
+    AttemptQueries,
+    LeaseMoved,
+    LogEntry,
+    class_path,
+)
 from .store_insert import InsertQueries, NewTask
 from .store_limits import LimitQueries
 from .store_operations import OperationQueries
@@ -49,12 +63,16 @@ def _lenient_timestamp(value: Any) -> dt.datetime | None:
 FORCE_CANCEL = "cancelled (force)"
 
 
-class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries, LimitQueries):
+class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries, LimitQueries, AttemptQueries):
     """Queries on one task table through one peewee Database (thread-local connections): the
     engine's here (leasing, outcomes, rescue, reading), the schema's from `SchemaQueries`, the
     submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
-    and groups from `WorkflowQueries`, global limits from `LimitQueries`, all on `StoreBase`. Every statement comes from
-    `sql`/`sql_operations`/`sql_workflows`, built once per (dialect, table)."""
+    and groups from `WorkflowQueries`, global limits from `LimitQueries`, the attempt log from
+    `AttemptQueries`, all on `StoreBase`. Every statement comes from
+    `sql`/`sql_operations`/`sql_workflows`/`sql_limits`/`sql_attempts`, built once per (dialect, table).
+
+    Every write that ends an attempt otherwise than in a plain success, and every operator
+    action, logs its entry in its own transaction (`store_attempts`)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float,
@@ -116,15 +134,20 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         ``attempt`` the lease counted (see `Statements` in sql.py).
         """
         params: tuple[Any, ...] = (task_id, owner, attempt)
-        if delete:
-            statement = self.sql.complete_and_delete
+        if delete:  # the row's attempt log goes with it
+            statement = self.att.complete_and_delete
         elif result is not None:
             statement, params = self.wf.complete_with_result, (result, *params)
         else:
             statement = self.sql.complete
 
+        def landed() -> bool:
+            if delete and self.att.entries_of_fenced:  # SQLite: the entries first, while the fence holds
+                self._execute(self.att.entries_of_fenced, (task_id, *params))
+            return bool(self._execute(statement, params).rowcount >= 1)  # MySQL counts deleted entries too
+
         def write() -> bool:
-            if self._execute(statement, params).rowcount != 1:
+            if not landed():
                 return False
             if children:
                 self.insert([dataclasses.replace(child, parent_id=task_id) for child in children])
@@ -134,7 +157,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 self.count_final({group_id: 1})
             return True
         if not children and not workflows and group_id is None:
-            return self._write(statement, params) == 1
+            return in_statement(self.db, landed)  # one statement, but on SQLite (in-process) with a delete
         return in_transaction(self.db, write)
 
     def complete_many(self, owner: str, ids: Sequence[int], attempts: Sequence[int] | None = None) -> set[int]:
@@ -179,43 +202,64 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
         return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})
 
-    def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None) -> bool:
-        """Back to pending, due after ``delay`` seconds; False when the lease was lost."""
-        return self._write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt)) == 1
+    def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None,
+              entry: LogEntry | None = None) -> bool:
+        """Back to pending, due after ``delay`` seconds, the attempt logged (``entry``: how it
+        ended, by default a retry with ``error``); False when the lease was lost."""
+        entry = entry or LogEntry(RETRIED, error=error, retry_delay=delay)
+        return self.ended_write(self.sql.retry, (self._secs(delay), error, task_id, owner, attempt), task_id,
+                                attempt, owner, entry)
 
     def fail(self, owner: str, task_id: int, error: str, *, attempt: int | None = None,
-             group_id: int | None = None) -> bool:
-        """Mark failed for good, and count it in its group (``group_id``) in the same
-        transaction; False when the lease was lost."""
-        params = (error, task_id, owner, attempt)
-        if group_id is None:
-            return self._write(self.sql.fail, params) == 1
+             group_id: int | None = None, entry: LogEntry | None = None) -> bool:
+        """Mark failed for good, the attempt logged (``entry``, by default a failure with
+        ``error``), and count it in its group (``group_id``) in the same transaction; False
+        when the lease was lost."""
+        entry = entry or LogEntry(FAILED, error=error)
+        counted = None if group_id is None else lambda: self.count_final({group_id: 1})
+        return self.ended_write(self.sql.fail, (error, task_id, owner, attempt), task_id, attempt, owner, entry,
+                                then=counted)
 
-        def write() -> bool:
-            if self._execute(self.sql.fail, params).rowcount != 1:
-                return False
-            self.count_final({group_id: 1})
-            return True
-        return in_transaction(self.db, write)
+    def release(self, owner: str, ids: Iterable[int] | None = None, reason: str | None = None) -> int:
+        """Give leases back to pending without counting an attempt (all of owner's when ids is
+        None), each logged as released (``reason``: why); how many."""
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return 0
 
-    def release(self, owner: str, ids: Iterable[int] | None = None) -> int:
-        """Give leases back to pending without counting an attempt (all of owner's when ids is None)."""
-        if ids is None:
-            return self._write(self.sql.release_owner, (owner,))
-        ids = list(ids)
-        if not ids:
-            return 0
-        statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(ids))))
-        return self._write(statement, (owner, *ids))
+        def write() -> int:
+            if ids is None:
+                held = [task.id for task in self.owned(owner)]  # a dead worker's: it takes no more
+            else:
+                held = ids
+            # read plainly, not locked: a stale release (of leases taken over meanwhile) must not
+            # lock the new holders' rows (`AttemptStatements.log_fenced`)
+            mine = self.lock_rows(held, "lease_owner = ? AND status = 'running'", (owner,), lock=False)
+            if not mine:
+                return 0
+            self.log_rows(mine, LogEntry(RELEASED, error=reason or "handed back unrun"))
+            released = 0
+            for start in range(0, len(mine), CHUNK):
+                chunk = mine[start:start + CHUNK]
+                statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(chunk))))
+                released += int(self._execute(statement, (owner, *chunk)).rowcount)
+            if released != len(mine):
+                raise LeaseMoved(f"a lease of {owner} changed before its release")  # read and write again
+            return released
+        return int(self.unless_moved(write))
 
-    def release_lease(self, owner: str, task_id: int, attempt: int) -> bool:
+    def release_lease(self, owner: str, task_id: int, attempt: int, reason: str | None = None) -> bool:
         """Give one lease back to pending without counting its attempt, if it is still this
-        lease (the attempt tells it from a newer lease of the same owner); whether it was."""
-        return self._write(self.sql.release_lease, (task_id, owner, attempt)) == 1
+        lease (the attempt tells it from a newer lease of the same owner), logged as released
+        (``reason``: why); whether it was."""
+        return self.ended_write(self.sql.release_lease, (task_id, owner, attempt), task_id, attempt, owner,
+                                LogEntry(RELEASED, error=reason or "handed back unrun"))
 
-    def cancel(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+    def cancel(self, ids: Sequence[int], force: bool = False, by: str | None = None) -> dict[int, str]:
         """Cancel tasks: pending ones never run; running ones end ``cancelled`` at once, and
         their worker finds out on its next check (and, with ``force``, kills the handler).
+        Each is logged as cancelled ``by`` whom (``cli:user@host``, ``dashboard``, ``api:…``).
 
         Returns the status each id had just before: ``pending``/``running``/``waiting`` (now
         cancelled, by this call), or its unchanged final status; ids that do not exist are left
@@ -224,9 +268,10 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         ids = list(ids)
         if not ids:
             return {}
-        return in_transaction(self.db, lambda: self.cancel_in_transaction(ids, force))
+        return in_transaction(self.db, lambda: self.cancel_in_transaction(ids, force, by))
 
-    def cancel_in_transaction(self, ids: Sequence[int], force: bool = False) -> dict[int, str]:
+    def cancel_in_transaction(self, ids: Sequence[int], force: bool = False,
+                              by: str | None = None) -> dict[int, str]:
         """`cancel`'s statements, in the transaction already open on this store's connection."""
         if not ids:
             return {}
@@ -234,10 +279,14 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         reason = FORCE_CANCEL if force else "cancelled"
         before = dict(self._execute(marks(self.sql.statuses_locked.format(ids=placeholders(len(ids)))), ids).fetchall())
         members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
-        id_marks = placeholders(len(ids))
-        self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *ids))
-        self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *ids))
-        self.cancel_waiting(ids, reason)
+        # the rows this cancel changes (locked as read): each gets its entry
+        cancelled = sorted(task_id for task_id, status in before.items() if status in UNFINISHED)
+        if cancelled:
+            self.log_rows(cancelled, LogEntry(CANCELLED, error=reason, actor=by))
+            id_marks = placeholders(len(cancelled))
+            self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *cancelled))
+            self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *cancelled))
+            self.cancel_waiting(cancelled, reason)
         if members:
             self.count_final(members)
         return before
@@ -289,17 +338,19 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
     def rescue_one(self, task: TaskRecord, error: str, delay: float | None) -> bool:
         """Take back one expired lease of ``task`` as read, in the transaction open on this
         store's connection: pending after ``delay`` seconds, or failed (counted in its group)
-        when ``delay`` is None. False, writing nothing, when the lease is no longer that
-        expired one or its row is locked by another transaction."""
+        when ``delay`` is None, the attempt logged as rescued. False, writing nothing, when the
+        lease is no longer that expired one or its row is locked by another transaction."""
         sql, fence = self.sql, (task.id, task.lease_owner, task.attempts)
         if self._execute(sql.rescue_lock, fence).fetchone() is None:
             return False
-        if delay is not None:
+        if delay is None:
+            self._execute(sql.rescue_fail, (error, *fence))
+            if task.group_id is not None:
+                self.count_final({task.group_id: 1})
+        else:
             self._execute(sql.rescue_retry, (self._secs(delay), error, *fence))
-            return True
-        self._execute(sql.rescue_fail, (error, *fence))
-        if task.group_id is not None:
-            self.count_final({task.group_id: 1})
+        self.log_ended(task.id, task.attempts, task.lease_owner,
+                       LogEntry(RESCUED, class_path(LeaseExpired), error, retry_delay=delay))
         return True
 
     # -- reading -------------------------------------------------------------------------

@@ -13,14 +13,19 @@ from .dialects import numbered
 from .sql import statements
 from .transactions import in_statement
 
+#: the default of the ``attempts_kept`` setting
+ATTEMPTS_KEPT = 50
+
 
 class StoreBase:
     """The connection and statements that `TaskStore`'s parts (schema, inserts, leasing and
     outcomes, operations) share."""
 
-    def __init__(self, db: peewee.Database, table: str) -> None:
+    def __init__(self, db: peewee.Database, table: str, *, attempts_kept: int = ATTEMPTS_KEPT) -> None:
         self.db = db
         self.table = table
+        #: the attempt log keeps each task's first and last this many entries (`store_attempts`)
+        self.attempts_kept = attempts_kept
         self.dialect = dialect_of(db)
         self.sql = statements(self.dialect, table)
         self._d = self.sql.dialect

@@ -16,12 +16,12 @@ from .row_values import parse_timestamp, placeholders, task_dict
 from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX
 from .sql_operations import OperationStatements, operation_statements
 from .sql_workflows import workflow_statements
-from .store_base import StoreBase
+from .store_attempts import RERUN, AttemptQueries, LogEntry
 from .transactions import in_transaction
 
 
-class OperationQueries(StoreBase):
-    """What the operations side asks of the task table."""
+class OperationQueries(AttemptQueries):
+    """What the operations side asks of the task table (logging its actions in the attempt log)."""
 
     statuses: Callable[[Sequence[int]], dict[int, str]]  # from `TaskStore`
     reopen_groups: Callable[[Sequence[int]], None]  # from `WorkflowQueries`
@@ -86,6 +86,7 @@ class OperationQueries(StoreBase):
                 self._execute(workflow_statements(self.dialect, self.table).delete_finished_groups, (age,))
             if not ids:
                 return 0
+            self.delete_attempts(ids)  # the rows picked are locked (SQLite: BEGIN IMMEDIATE): all go below
             delete = self._d.fix(self.ops.delete_finished.format(ids=placeholders(len(ids)), statuses=marks))
             return int(self._execute(delete, (*ids, *statuses, age)).rowcount)
         return int(in_transaction(self.db, batch))
@@ -111,9 +112,10 @@ class OperationQueries(StoreBase):
         """Up to ``limit`` ids of tasks with ``status`` above ``after_id``, ascending (a cursor)."""
         return [row[0] for row in self._execute(self.ops.ids_with_status, (status, after_id, limit)).fetchall()]
 
-    def rerun(self, ids: Sequence[int]) -> dict[int, str]:
+    def rerun(self, ids: Sequence[int], by: str | None = None) -> dict[int, str]:
         """GTA's ForceRerunTasks: failed or cancelled tasks back to pending, due now, attempts
-        reset (the previous error is kept in last_error). Other tasks are left alone.
+        reset (the previous error is kept in last_error), each logged as rerun ``by`` whom.
+        Other tasks are left alone.
 
         Returns the status each id had before (ids that do not exist are left out). On
         PostgreSQL the workers are notified in the same transaction.
@@ -121,14 +123,18 @@ class OperationQueries(StoreBase):
         ids = list(ids)
         if not ids:
             return {}
-        marks = placeholders(len(ids))
 
         def write() -> dict[int, str]:
             before = self.statuses(ids)
-            self.reopen_groups(ids)
-            if self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), ids).rowcount and \
-                    self.dialect == "postgres":
-                queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), ids).fetchall()
+            rerun = self.lock_rows(ids, "status IN ('failed', 'cancelled')")
+            if not rerun:
+                return before
+            marks = placeholders(len(rerun))
+            self.log_rows(rerun, LogEntry(RERUN, actor=by))
+            self.reopen_groups(rerun)
+            self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), rerun)
+            if self.dialect == "postgres":
+                queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), rerun).fetchall()
                 for (queue,) in sorted(queues):
                     self._execute(self.sql.notify, (f"gta_{self.table}", queue))
             return before

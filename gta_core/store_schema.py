@@ -11,6 +11,7 @@ from . import sqlite_ids
 from .db_errors import is_missing_table
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
+from .sql_attempts import attempt_statements
 from .sql_limits import limit_statements
 from .sql_operations import operation_statements
 from .sql_workflows import workflow_statements
@@ -43,6 +44,10 @@ class SchemaQueries(StoreBase):
         limits = limit_statements(self.dialect, self.table).table
         if not self.db.table_exists(limits):  # every lease looks whether a limit exists there
             raise SchemaError(f"task table {self.table!r} has no limits table {limits!r} yet: run `gta migrate`")
+        attempts = attempt_statements(self.dialect, self.table).table
+        if not self.db.table_exists(attempts):  # every outcome write other than a plain success logs there
+            raise SchemaError(f"task table {self.table!r} has no attempt log table {attempts!r} yet: "
+                              "run `gta migrate`")
         roster = operation_statements(self.dialect, self.table).roster_table
         if not self.db.table_exists(roster):  # every supervisor advertises its handlers there
             raise SchemaError(f"task table {self.table!r} has no supervisors table {roster!r} yet: run `gta migrate`")
@@ -117,6 +122,9 @@ class SchemaQueries(StoreBase):
             limits = limit_statements(self.dialect, self.table)
             if not self.db.table_exists(limits.table):  # added at version 2, without a bump
                 self._execute(limits.create)
+            attempts = attempt_statements(self.dialect, self.table)
+            if not self.db.table_exists(attempts.table):  # added at version 2, without a bump
+                self._execute(attempts.create)
             operations = operation_statements(self.dialect, self.table)
             if not self.db.table_exists(operations.roster_table):  # added at version 2, without a bump
                 self._execute(operations.create_roster)

@@ -19,6 +19,7 @@ from .api_errors import gta_errors, translated
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of, wake_after_commit
+from .queues import actor
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, scope
 from .store_insert import NewTask
@@ -109,17 +110,19 @@ CANCELLABLE = ("pending", "running", "waiting")
 
 
 @gta_errors
-def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION) -> dict[int, CancelResult]:
+def cancel(task_ids: int | Iterable[int], force: bool = False, db: Any = OWN_TRANSACTION, *,
+           by: str | None = None) -> dict[int, CancelResult]:
     """Cancel tasks by id: a pending task never runs; a running one ends ``cancelled`` and its
     handler sees ``ctx.cancelled`` (with ``force=True`` its worker process is killed instead).
 
     ``db`` is a handle as for `submit` (the cancel then commits with its transaction), by
-    default GTA's own connection. Returns what the call did to each task (`CancelResult`);
-    ids that do not exist are left out.
+    default GTA's own connection. Each cancel is kept in the task's attempt log as done ``by``
+    whom (default ``api:user@host`` of this process). Returns what the call did to each task
+    (`CancelResult`); ids that do not exist are left out.
     """
     runtime = get_runtime()
     ids = task_id_list(task_ids)
-    before = handles.resolve(db, runtime, "db").cancel(runtime, ids, force)
+    before = handles.resolve(db, runtime, "db").cancel(runtime, ids, force, by or actor("api"))
     return {task_id: CancelResult(was in CANCELLABLE, was) for task_id, was in before.items()}
 
 

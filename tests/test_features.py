@@ -374,6 +374,15 @@ def test_overrunning_task_is_killed_retried_and_fails_while_its_neighbour_is_rel
     assert end["pid"] not in killed
     assert row(env, neighbour)["attempts"] == 1
 
+    # its history: each kill a timed-out attempt of the overrunning task, a release of its neighbour
+    overran = gta_core.attempts(overrun) or []
+    assert [(entry.number, entry.outcome) for entry in overran] == [(1, "timed_out"), (2, "timed_out")]
+    assert {entry.exception_class_path for entry in overran} == {"gta_core.errors.TaskTimeout"}
+    assert overran[0].retry_delay is not None and overran[1].retry_delay is None  # retried, then failed
+    released = gta_core.attempts(neighbour) or []
+    assert [entry.outcome for entry in released] == ["released"] * (len(released) - 1) + ["succeeded"]
+    assert len(released) >= len(neighbour_runs) and {entry.number for entry in released} == {1}
+
     log = process.log()
     assert log.count(f"killed for overrunning tasks [{overrun}]") == 2
     (worker,) = process.wait_workers(1)  # the worker count is restored

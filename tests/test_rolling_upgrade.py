@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -44,22 +45,47 @@ SUBMITTER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("previous-release")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS, "gta_core",
+#: the last commit before the attempt log (`<table>_attempts`, added at schema version 2)
+BEFORE_ATTEMPT_LOG = "7c138e3cf3111b9f29d1951434ac0f9675f8e16e"
+
+
+def release_at(commit: str, root: Path) -> Path:
+    """This repository's code at ``commit``, extracted into ``root`` with ``git archive``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "gta_core",
                               "gta_plugins", "tests/__init__.py", "tests/tasks.py"], capture_output=True)
-    assert archive.returncode == 0, (f"the rolling-upgrade test needs commit {PREVIOUS} of this repository "
+    assert archive.returncode == 0, (f"the rolling-upgrade test needs commit {commit} of this repository "
                                      f"(a shallow clone: git fetch --unshallow): {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return release_at(PREVIOUS, tmp_path_factory.mktemp("previous-release"))
+
+
+@pytest.fixture(scope="module")
+def release_before_attempt_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return release_at(BEFORE_ATTEMPT_LOG, tmp_path_factory.mktemp("release-before-attempt-log"))
+
+
+def previous_environ(root: Path) -> dict[str, str]:
+    """This process's environment for the previous release at ``root``: its code first on the
+    path, and the built-in plugins it lacks disabled. Their entry points are this version's
+    install's, which a host of the previous release would not have: loaded, they import this
+    version's modules beside its own (the ``otel`` plugin failed so)."""
+    missing = [point.name for point in entry_points(group="gta_handlers")
+               if point.value.startswith("gta_plugins.")
+               and not (root / "gta_plugins" / f"{point.value.split(':')[0].split('.')[1]}.py").exists()]
+    disabled = ",".join(filter(None, [os.environ.get("GTA_DISABLE_PLUGINS", ""), *missing]))
+    return {**os.environ, "PYTHONPATH": str(root), "GTA_DISABLE_PLUGINS": disabled}
 
 
 def previous(root: Path, script: str, *args: str) -> subprocess.Popen[str]:
     """``python -c script`` with the previous release's code first on the path (and as the
     working directory, which ``-c`` puts before it)."""
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+                            text=True, env=previous_environ(root), cwd=root)
 
 
 def previous_supervisor(env: Env, root: Path) -> SupervisorProcess:
@@ -69,7 +95,7 @@ def previous_supervisor(env: Env, root: Path) -> SupervisorProcess:
     with open(log_path, "wb") as log_file:
         popen = subprocess.Popen([sys.executable, "-m", "gta_core.cli_supervisor", "--workers", "1"], cwd=root,
                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONPATH": str(root)})
+                                 env=previous_environ(root))
     process = SupervisorProcess(popen, log_path)
     env.processes.append(process)  # stopped with the others at the end
     process.wait_workers(1)
@@ -111,5 +137,34 @@ def test_previous_and_new_supervisors_share_a_table_across_migrate(env: Env, pre
     assert env.runs_by_task() == {task_id: 1 for task_id in ids}  # each ran once, by one version or the other
     count = env.runtime.db.execute_sql(f"SELECT COUNT(*) FROM {env.table}").fetchone()[0]
     assert count == 80
+    clean(old)
+    clean(new)
+
+
+def test_the_release_before_the_attempt_log_shares_a_table_across_migrate(
+        env: Env, release_before_attempt_log: Path) -> None:
+    env.store.drop()
+    made = previous(release_before_attempt_log,
+                    "import sys; from gta_core.cli import main; sys.exit(main(['migrate']))")
+    assert made.communicate(timeout=60) and made.returncode == 0
+    assert not env.store.db.table_exists(f"{env.table}_attempts")
+
+    old = previous_supervisor(env, release_before_attempt_log)
+    before = [gta_core.submit(gta_core.OWN_TRANSACTION, "flaky", {"failures": 1}) for _ in range(10)]
+    ok("migrate")  # while it runs: adds the log table
+    new = env.supervisor(1)
+    old.signal(signal.SIGTERM)  # the last step of the rollout
+    assert old.wait() == 0
+    after = [gta_core.submit(gta_core.OWN_TRANSACTION, "flaky", {"failures": 1}) for _ in range(10)]
+    assert set(env.wait_final(before + after, 60).values()) == {"succeeded"}
+    assert env.runs_by_task() == {task_id: 2 for task_id in before + after}  # a failure, then the success
+
+    for task_id in before:  # whichever version ran its failed attempt, the history ends in its success
+        history = gta_core.attempts(task_id)
+        assert history and history[-1].outcome == "succeeded" and history[-1].number == 2
+    for task_id in after:  # run by this version alone: every attempt is there
+        history = gta_core.attempts(task_id)
+        assert history and [(entry.number, entry.outcome) for entry in history] == [(1, "retried"), (2, "succeeded")]
+        assert history[0].exception_class_path == "builtins.RuntimeError"
     clean(old)
     clean(new)

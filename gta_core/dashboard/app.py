@@ -49,6 +49,8 @@ DONE = {  # the notice shown after an action (a fixed text: a link cannot put wo
     "signed-out": "Signed out.",
 }
 BULK_BATCH = 500
+#: who the attempt log records the dashboard's actions as
+ACTOR = "dashboard"
 FILTER_LIMIT = 500  # characters of one filter field
 MAX_ID = 2**63 - 1  # the id column's largest value
 HTML = "text/html; charset=utf-8"
@@ -151,14 +153,16 @@ class Dashboard:
             return self._page(200, "Tasks", self._tasks(request.query, viewer), viewer, _bulk_notice(request.query))
         if match := _TASK.fullmatch(path):
             task_id = int(match[1])
-            task, children = None, []
+            task, children, history = None, [], []
             if task_id <= MAX_ID:
                 with self.reads.session() as reads:
                     task = reads.task(task_id)
                     children = reads.children(task_id) if task else []
+                    history = reads.attempts(task_id) if task else []
             if task is None:
                 return self._page(404, f"Task {task_id}", Markup(""), viewer, f"no task with id {task_id}", error=True)
-            return self._page(200, f"Task {task_id}", pages.task_detail(task, children, viewer), viewer, notice)
+            return self._page(200, f"Task {task_id}", pages.task_detail(task, children, viewer, history), viewer,
+                              notice)
         if path == "/signin":
             return self._page(200, "Sign in", pages.signin(local_path(request.query.get("next", "/"))), viewer)
         if path.startswith("/static/") and path[len("/static/"):] in ASSETS:
@@ -206,13 +210,13 @@ class Dashboard:
             if task_id > MAX_ID:
                 raise TaskNotFound(f"no task with id {task_id}")
             if action == "retry":
-                admin.rerun_tasks(self.runtime, [task_id])
+                admin.rerun_tasks(self.runtime, [task_id], ACTOR)
                 return _redirect(f"/tasks/{task_id}?done=retried")
-            self.runtime.store.cancel([task_id])
+            self.runtime.store.cancel([task_id], by=ACTOR)
             return _redirect(f"/tasks/{task_id}?done=cancelled")
         if path == "/tasks/retry":
             filters = parse_filters(form)
-            total = admin.rerun_batches(self.runtime, self._retryable_batches(filters))
+            total = admin.rerun_batches(self.runtime, self._retryable_batches(filters), by=ACTOR)
             return _redirect("/tasks?" + urlencode({**pages.filter_query(filters, form), "retried": str(total)}))
         if path == "/purge":
             return self._purge(form)

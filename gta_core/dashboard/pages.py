@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..admin import RETRYABLE, STATUSES
+from ..attempts import Attempt
 from ..roster import Unhandled
 from ..sql import RERUN_ERROR_PREFIX
 from .queries import PREVIEW, SHOWN, Filters
@@ -239,7 +240,8 @@ def _preview(text: str | None) -> str:
 
 
 # -- one task ---------------------------------------------------------------------------------
-def task_detail(task: dict[str, Any], children: Sequence[tuple[int, str, str]], viewer: Viewer) -> Markup:
+def task_detail(task: dict[str, Any], children: Sequence[tuple[int, str, str]], viewer: Viewer,
+                history: Sequence[Attempt] = ()) -> Markup:
     fields = []
     for column, value in task.items():
         if column in ("args", "context", "last_error"):
@@ -264,8 +266,29 @@ def task_detail(task: dict[str, Any], children: Sequence[tuple[int, str, str]], 
     child_rows = [(tag("a", child_id, href=f"/tasks/{child_id}"), key, _status(status))
                   for child_id, key, status in children]
     return render("task.html", actions=join(actions), fields=join(fields), args=pretty(task["args"]),
-                  context=pretty(task["context"]), errors=error_list,
+                  context=pretty(task["context"]), errors=error_list, attempts=attempt_table(history),
                   children=_table(("id", "key", "status"), child_rows, empty="none"))
+
+
+def attempt_table(history: Sequence[Attempt]) -> Markup:
+    """A task's attempts and operator actions in order: number, outcome, worker, start,
+    duration, who acted, the error (its traceback folded under it) and the retry delay."""
+    rows: list[Sequence[Any]] = []
+    for entry in history:
+        if entry.dropped_before:
+            rows.append(("…", "", "", "", "", "", f"{entry.dropped_before} entries dropped (attempts_kept)", ""))
+        error: Any = ""
+        if entry.exception_class_path or entry.error:
+            headline = f"{entry.exception_class_path + ': ' if entry.exception_class_path else ''}{entry.error or ''}"
+            error = (tag("details", join([tag("summary", _preview(headline)), tag("pre", _shown(entry.traceback))]))
+                     if entry.traceback else _preview(headline))
+        took = entry.duration
+        at = entry.started_at or entry.ended_at
+        rows.append((entry.number, _status(entry.outcome), entry.worker or "-", when(at),
+                     "-" if took is None else f"{took:.3f}s", entry.actor or "-", error,
+                     "-" if entry.retry_delay is None else f"{entry.retry_delay:.3g}s"))
+    return _table(("#", "outcome", "worker", "at", "took", "by", "error", "retry in"), rows, numeric=(0, 4),
+                  empty="no attempt yet")
 
 
 def pretty(text: str | None) -> str:

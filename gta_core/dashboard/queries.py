@@ -23,6 +23,7 @@ from typing import Any
 
 import peewee
 
+from ..attempts import Attempt, timeline
 from ..database import dialect_of, open_database, utc_text
 from ..dialects import DIALECTS, Dialect
 from ..roster import Unhandled, supervisors, unhandled
@@ -214,6 +215,12 @@ class DashboardReads:
         for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
             task[column] = parse_timestamp(task[column])
         return task
+
+    def attempts(self, task_id: int) -> list[Attempt]:
+        """The task's attempts and operator actions, oldest first (at most twice ``attempts_kept``
+        logged entries, and the row's)."""
+        logged, current = self.store.attempt_entries(task_id)
+        return timeline(task_id, logged, current) if current is not None else []
 
     def children(self, task_id: int, limit: int = CHILDREN) -> list[tuple[int, str, str]]:
         """(id, key, status) of the tasks ``task_id`` submitted, on the parent_id index."""

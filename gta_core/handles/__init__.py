@@ -54,8 +54,8 @@ class Handle(abc.ABC):
         return self.write(runtime, lambda store: store.insert(rows))
 
     @abc.abstractmethod
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
-        """`TaskStore.cancel` in the caller's transaction."""
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
+        """`TaskStore.cancel` in the caller's transaction (logged as done ``by`` whom)."""
 
     @abc.abstractmethod
     def after_commit(self, fn: Callable[[], None]) -> None:

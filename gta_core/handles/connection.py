@@ -67,10 +67,10 @@ class ConnectionHandle(Handle):
             self.on_commit(lambda: notify_local(key))
         return done
 
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
         store = self._store(runtime)
         with store._table_required(), self._lock_errors(store):
-            return store.cancel_in_transaction(ids, force)
+            return store.cancel_in_transaction(ids, force, by)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
@@ -85,7 +85,7 @@ class ConnectionHandle(Handle):
         check_dialect(self.kind, self.dialect, runtime)
         borrowed = borrowed_database(self.dialect)
         borrowed._state.set_connection(self.connection)  # type: ignore[attr-defined]
-        store = TaskStore(borrowed, runtime.settings.table)
+        store = TaskStore(borrowed, runtime.settings.table, attempts_kept=runtime.settings.attempts_kept)
         query = where_query(self.dialect, store.table)
         database, has_table = where_answer(self.dialect, store._execute(query.sql, query.params).fetchall())
         check_database(self.kind, runtime, database)

@@ -43,9 +43,9 @@ class PeeweeHandle(Handle):
         wake(runtime)
         return done
 
-    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool) -> dict[int, str]:
+    def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
         with self._lock_errors():
-            return runtime.store_for(self.db).cancel(ids, force)
+            return runtime.store_for(self.db).cancel(ids, force, by)
 
     def _lock_errors(self) -> contextlib.AbstractContextManager[None]:
         return lock_errors(self.kind, IMMEDIATE, lambda sql: self.db.execute_sql(sql).fetchall())

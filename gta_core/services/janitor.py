@@ -114,13 +114,13 @@ class Janitor(Service):
                 outcome = decide(plugins, task, error)
                 if outcome.action is Action.RETRY:
                     landed = store.retry(job.owner, task.id, outcome.delay or 0.0, outcome.error_text,
-                                         attempt=task.attempts)
+                                         attempt=task.attempts, entry=outcome.entry())
                 else:
                     landed = store.fail(job.owner, task.id, outcome.error_text, attempt=task.attempts,
-                                        group_id=task.group_id)
+                                        group_id=task.group_id, entry=outcome.entry())
                 if landed:  # fenced: rescue may have taken the lease meanwhile; report only our outcome
                     report_task_events(plugins, outcome.event, [task], [error])
-        released = store.release(job.owner)
+        released = store.release(job.owner, reason=f"handed back: its worker {job.owner} ended without recording it")
         if released:
             log.info("released %d task(s) leased by %s", released, job.owner)
 
