@@ -21,6 +21,7 @@ from .queues import check_name
 from .row_values import parse_timestamp
 from .runtime import Runtime, get_runtime
 from .sql_limits import LIMIT_COLUMNS
+from .store import TaskStore
 from .tasks import TaskDefinition
 
 
@@ -78,8 +79,13 @@ def unlimit_queue(name: str, *, runtime: Runtime | None = None) -> bool:
 @gta_errors
 def limits(runtime: Runtime | None = None) -> list[LimitState]:
     """Every limit, task limits first, each kind by name."""
-    runtime = runtime or get_runtime()
-    return [_state(dict(zip(LIMIT_COLUMNS, row, strict=True))) for row in runtime.store.limit_rows()]
+    return limit_states(runtime or get_runtime())
+
+
+def limit_states(source: Runtime | TaskStore) -> list[LimitState]:
+    """`limits` read through a runtime's store or any `TaskStore` (the dashboard's)."""
+    store = source.store if isinstance(source, Runtime) else source
+    return [_state(dict(zip(LIMIT_COLUMNS, row, strict=True))) for row in store.limit_rows()]
 
 
 def task_limits(definitions: Iterable[TaskDefinition]) -> tuple[list[tuple[str, int | None, tuple[int, int] | None,
@@ -113,4 +119,4 @@ def _ready(runtime: Runtime | None) -> Runtime:
     return runtime
 
 
-__all__ = ["LimitState", "check_queue_limit", "limit_queue", "limits", "task_limits", "unlimit_queue"]
+__all__ = ["LimitState", "check_queue_limit", "limit_queue", "limit_states", "limits", "task_limits", "unlimit_queue"]

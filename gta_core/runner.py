@@ -114,7 +114,9 @@ class ThreadRunner(Room):
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
-                value = run_to_end(definition.fn(ctx, **args))  # an async handler without an async runner
+                # run_to_end: an async handler in a worker without an async runner (this line is
+                # the first of every handler's traceback: a comment on it would be printed there)
+                value = run_to_end(definition.fn(ctx, **args))
                 if value is not None:  # stored with the success; not JSON or too large: Fail
                     result = encode_result(value, self.settings.result_max_bytes)
             finally:

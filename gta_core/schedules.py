@@ -70,6 +70,21 @@ class Cron:
                 return candidate
         return None
 
+    def following(self, moment: dt.datetime) -> dt.datetime | None:
+        """The first firing time after ``moment`` within the next 5 years, or None (`latest` run forward)."""
+        candidate = moment.astimezone(UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        ceiling = candidate + dt.timedelta(days=366 * 5)
+        while candidate <= ceiling:
+            if candidate.month not in self.months or not self._day_matches(candidate.date()):
+                candidate = candidate.replace(hour=0, minute=0) + dt.timedelta(days=1)
+            elif candidate.hour not in self.hours:
+                candidate = candidate.replace(minute=0) + dt.timedelta(hours=1)
+            elif candidate.minute not in self.minutes:
+                candidate += dt.timedelta(minutes=1)
+            else:
+                return candidate
+        return None
+
 
 def _parse_field(part: str, name: str, low: int, high: int, expression: str) -> frozenset[int]:
     values: set[int] = set()
@@ -112,6 +127,22 @@ class Periodic:
         assert self.cron is not None
         moment = self.cron.latest(now)
         return (moment.strftime("%Y%m%dT%H%M"), moment) if moment else None
+
+    def next_slot(self, now: dt.datetime) -> dt.datetime | None:
+        """When the first slot after ``now`` falls due (what the dashboard shows as the next run)."""
+        if self.every is not None:
+            return dt.datetime.fromtimestamp((math.floor(now.timestamp() / self.every) + 1) * self.every, UTC)
+        assert self.cron is not None
+        return self.cron.following(now)
+
+    def recent_slots(self, now: dt.datetime) -> list[str]:
+        """The labels of the latest slot at or before ``now`` and of the one before it: the
+        latest run's row has one of their dedupe keys (the latest may not be enqueued yet)."""
+        latest = self.latest_slot(now)
+        if latest is None:
+            return []
+        before = self.latest_slot(latest[1] - dt.timedelta(microseconds=1))
+        return [latest[0], *([before[0]] if before else [])]
 
     def dedupe_key(self, slot: str) -> str:
         return f"periodic:{self.name}:{slot}"

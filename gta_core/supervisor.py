@@ -113,6 +113,7 @@ class Supervisor:
         except BaseException:
             self.metrics.close()
             raise
+        self.metrics.publish_catalog(self.runtime, self.periodics)
         call_hook_safely(self.runtime.plugins, "gta_supervisor_started",
                          tasks=list(self.runtime.plugins.registry.tasks.values()), queues=list(self.settings.queues))
         os.environ[drivers.ENV] = self.runtime.store.dialect  # workers and sidecar import one driver

@@ -13,18 +13,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
 import gta_core
 from gta_core.config import load_settings
 from gta_core.dashboard.access import Guard, prepare, same_origin
+from gta_core.dashboard.inputs import args_fragment
 from gta_core.dashboard.pages import error_history
 from gta_core.dashboard.queries import PREVIEW, DashboardReads, Filters, ReadTimeout
 from gta_core.dashboard.sessions import Sessions
 from gta_core.dashboard.throttle import SignInThrottle
 from gta_core.errors import ConfigError
+from gta_core.roster import unhandled
 from gta_core.sql import RERUN_ERROR_PREFIX
 
 from . import dashboard_client
@@ -65,7 +66,13 @@ def test_task_list_pages_newest_first_with_every_filter(env: Env) -> None:
         later = reads.page(Filters(since=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)), None, 10)
         earlier = reads.page(Filters(until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)), None, 10)
         recent = reads.page(Filters(since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)), None, 10)
-        retryable = reads.retryable_ids(Filters(), None, 10)
+        retryable = reads.matching_ids(Filters(), ("failed", "cancelled"), None, 10)
+        counted = [reads.count_matching(Filters(), ("failed", "cancelled"), cap) for cap in (2, 10)]
+        by_argument = reads.page(Filters(args=args_fragment("n=4")), None, 10)
+        by_text = reads.page(Filters(args=args_fragment("x" * PREVIEW)), None, 10)
+        on_screen = reads.rows([ids[0], other, ids[5]])
+        newer = [reads.newer(Filters(), ids[4], 1000), reads.newer(Filters(status="failed"), ids[0], 1000),
+                 reads.newer(Filters(), ids[0], 3), reads.newer(Filters(), other, 1000)]
     everything = [task["id"] for task in first + second + rest]
     assert everything == sorted([*ids, other], reverse=True)
     assert [task["id"] for task in failed] == [ids[2], ids[1]]
@@ -73,7 +80,10 @@ def test_task_list_pages_newest_first_with_every_filter(env: Env) -> None:
     assert [task["id"] for task in mail] == [other]
     assert len(mail[0]["args"]) == PREVIEW + 1  # cut in SQL, one more character tells it was cut
     assert later == [] and earlier == [] and len(recent) == 8
-    assert retryable == [ids[3], ids[2], ids[1]]
+    assert retryable == [ids[3], ids[2], ids[1]] and counted == [2, 3]  # the walk stops at the cap
+    assert [task["id"] for task in by_argument] == [ids[4]] and [task["id"] for task in by_text] == [other]
+    assert [task["id"] for task in on_screen] == [other, ids[5], ids[0]]  # by primary key, newest first
+    assert newer == [3, 2, None, 0]  # None: more new ids than the span looked at
 
 
 def test_overview_queries(env: Env) -> None:
@@ -84,23 +94,33 @@ def test_overview_queries(env: Env) -> None:
     _set(env, children[0], status="succeeded", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
     _set(env, children[1], status="failed", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
     _set(env, children[2], status="running", lease_owner="host-a:4242.0:abc")
+    moment = env.store._moment(dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=3))
+    _set(env, children[0], started_at=moment, run_at=env.store._moment(dt.datetime.now(dt.timezone.utc)
+                                                                        - dt.timedelta(seconds=10)))
     reads = _reads(env)
     with reads.session():
         now = reads.now()
-        per_minute = reads.finished_per_minute(60)
-        owners = reads.running_by_owner()
+        finished = reads.finished_counts(now - dt.timedelta(hours=1), now + dt.timedelta(minutes=1))
+        waits = reads.wait_samples(now - dt.timedelta(hours=1), now + dt.timedelta(minutes=1), 10)
+        running = reads.running_tasks()
+        depth = reads.queue_depth()
         kids = reads.children(parent)
         counts = reads.counts()
-        oldest, unhandled = reads.pending(300)
+        groups = reads.pending_groups()
+        roster = reads.supervisors()
     assert abs((now - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 60
-    assert sorted((status, count) for _, status, count in per_minute) == [("failed", 1), ("succeeded", 1)]
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", minute) for minute, _, _ in per_minute)
-    assert owners == {"host-a:4242.0:abc": 1}
+    assert sorted((queue, status, count) for _, queue, status, count in finished) == [
+        ("default", "failed", 1), ("default", "succeeded", 1)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", minute) for minute, _, _, _ in finished)
+    assert [(queue, round(wait)) for _, queue, wait in waits] == [("default", 7)]  # due 10 s ago, started 3 s ago
+    assert [(task["id"], task["lease_owner"]) for task in running] == [(children[2], "host-a:4242.0:abc")]
     assert kids == [(children[0], "record", "succeeded"), (children[1], "record", "failed"),
                     (children[2], "record", "running")]
-    assert counts[("default", "pending")] == 1 and "default" in oldest
+    assert depth["default"].pending == depth["default"].due == 1 and depth["default"].running == 1
+    assert depth["default"].oldest_due is not None and counts[("default", "pending")] == 1
     # no supervisor runs here: the pending task is one no live supervisor handles
-    assert [(group.key, group.queue, group.waiting) for group in unhandled] == [("record", "default", 1)]
+    assert roster == [] and [(group.key, group.queue, group.waiting) for group in unhandled(groups, roster)] == [
+        ("record", "default", 1)]
 
 
 def test_the_first_page_reads_the_primary_key_backwards(env: Env, backend: str) -> None:
@@ -151,7 +171,9 @@ def test_sessions_expire_end_at_sign_out_and_bind_single_use_csrf_values() -> No
     now[0] += 59  # 649 s after it began
     assert guard.session(cookie) is None and not guard.spend_form_value(session, other)
     idle = sessions.begin()
-    now[0] += 61
+    now[0] += 59
+    assert sessions.live(idle, touch=False)  # a live update: looked at, not used
+    now[0] += 2
     assert not sessions.live(idle)
     ended = guard.session(guard.sign_in().split(";", 1)[0])
     assert ended is not None
@@ -235,8 +257,11 @@ def test_actions_need_the_token_a_session_and_the_csrf_value(env: Env, tmp_path:
     assert env.statuses([task_id]) == {task_id: "failed"}
 
     done = server.request("POST", retry, {"csrf": csrf}, {**same_site, "Cookie": cookie})
-    assert done.status == 303 and done.headers["Location"] == f"/tasks/{task_id}?done=retried"
+    assert done.status == 303 and done.headers["Location"] == f"/tasks/{task_id}"
     wait_for(lambda: env.statuses([task_id]) == {task_id: "succeeded"}, what="the retried task to succeed")
+    notices = [re.findall(r'<p class="notice"[^>]*>([^<]*)</p>',
+                          server.request("GET", f"/tasks/{task_id}", headers={"Cookie": cookie}).body) for _ in "12"]
+    assert notices == [[f"Retried task {task_id}: it is pending again."], []]  # shown once, not after a reload
 
 
 def test_read_only_without_token_and_inert_huge_or_hostile_values(env: Env) -> None:
@@ -251,7 +276,10 @@ def test_read_only_without_token_and_inert_huge_or_hostile_values(env: Env) -> N
     for page in (listing, detail):
         assert "<script>window" not in page.body and "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page.body
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert "read-only" in detail.body and 'disabled="disabled"' in detail.body
+    assert "read-only" in detail.body and "Retry" not in detail.body
+    for page in (listing, detail, server.request("GET", "/queues"), server.request("GET", "/workers"),
+                 server.request("GET", "/")):
+        assert page.status == 200 and 'method="post"' not in page.body  # no button the server would refuse
     refused = server.request("POST", f"/tasks/{task_id}/retry", {"csrf": "x.y"})
     assert refused.status == 403 and "read-only" in refused.body
     assert server.request("POST", "/signin", {"token": ""}).status == 403
@@ -281,40 +309,3 @@ def test_metrics_and_healthz_answer_while_a_page_is_slow(env: Env) -> None:
         thread.join(30)
     locker.close()
     assert page == [503]  # cut by the statement timeout, not hung
-
-
-# -- actions, in process (the routes without HTTP), on every database --------------------------------
-def test_cancel_bulk_retry_and_purge(env: Env) -> None:
-    from gta_core.dashboard.app import Dashboard, Request
-
-    settings = env.runtime.settings.replace(dashboard_token=dashboard_client.TOKEN)
-    dashboard = Dashboard(settings)
-    signed_in = dashboard.handle(Request("POST", "/signin", {}, {"Host": "h"}, "client",
-                                         lambda: urlencode({"token": dashboard_client.TOKEN}).encode()))
-    cookie = dict(signed_in.headers)["Set-Cookie"].split(";", 1)[0]
-    session = cookie.split("=", 1)[1]
-
-    def post(path: str, **form: str) -> tuple[int, str]:
-        form["csrf"] = dashboard.guard.form_value(session)
-        body = urlencode(form).encode()
-        response = dashboard.handle(Request("POST", path, {}, {"Cookie": cookie, "Host": "h"}, "client", lambda: body))
-        return response.status, dict(response.headers).get("Location", response.body.decode())
-
-    pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {}, delay=3600)
-    ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(4)])
-    for task_id in ids[:3]:
-        _set(env, task_id, status="failed", last_error=f"boom {task_id}")
-    _set(env, ids[3], status="succeeded", finished_at="2000-01-01 00:00:00")
-
-    assert post(f"/tasks/{pending}/cancel") == (303, f"/tasks/{pending}?done=cancelled")
-    assert post("/tasks/retry", status="failed", error=f"boom {ids[0]}") == \
-        (303, f"/tasks?status=failed&error=boom+{ids[0]}&retried=1")
-    assert env.statuses(ids[:3]) == {ids[0]: "pending", ids[1]: "failed", ids[2]: "failed"}
-    assert post("/tasks/retry") == (303, "/tasks?retried=3")  # the cancelled one and the two failed
-    assert post("/purge", older_than="1d", status="succeeded") == (303, "/tasks?purged=1")
-    assert env.statuses([pending, *ids]) == {pending: "pending", ids[0]: "pending", ids[1]: "pending",
-                                             ids[2]: "pending"}
-    status, body = post(f"/tasks/{ids[0]}/retry")
-    assert status == 409 and "only failed or cancelled" in body
-    assert post("/purge", older_than="soon")[0] == 400
-    assert post("/purge", older_than="1d", status="pending")[0] == 400

@@ -2,9 +2,13 @@
 
 `mount` builds it for a sidecar; `serve` answers one request of the sidecar's HTTP server
 (`gta_core.metrics.server`, which bounds connections, requests and responses) with it.
-Modules: `access` (token, origin), `sessions` (sign-ins and their CSRF values), `throttle`
-(wrong tokens per client), `queries` (bounded reads), `pages` and `render` (escaped HTML),
-`app` (routes and actions), `local` (what the sidecar knows of its supervisor).
+Modules: `access` (token, origin), `sessions` (sign-ins, their CSRF values and flash
+messages), `throttle` (wrong tokens per client), `inputs` (checked request values), `queries`
+(bounded reads), `history` (the last 24 hours, recorded by the sidecar), `render`, `pages` and
+`charts` (escaped HTML), one module per page (`overview`, `queue_pages`, `worker_page`,
+`task_pages`, `workflow_page`), `live` (live updates), `app` (routes), `actions` (POST) and
+`operator` (the writes, recorded as the dashboard's), `local` (what the sidecar knows of its
+supervisor).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..config import Settings
-from ..metrics import server
+from ..metrics import catalog, server
 from ..metrics.multiproc import MultiprocDir
 from .access import prepare, refusal
 from .app import Dashboard, Request
@@ -33,7 +37,9 @@ def mount(settings: Settings, directory: MultiprocDir, supervisor_pid: int, coll
         log.error("dashboard not served: %s", reason)
         return None
     local = functools.partial(read_local, directory, supervisor_pid, collector)
-    return Dashboard(settings, local)
+    dashboard = Dashboard(settings, local, functools.partial(catalog.read, directory.path))
+    dashboard.history.start()
+    return dashboard
 
 
 def serve(request: server.Request, dashboard: Dashboard) -> server.Reply:

@@ -30,6 +30,15 @@ from ..errors import ConfigError
 from .sessions import Sessions
 
 COOKIE = "gta_dashboard"
+#: no inline script, no third party, no framing: escaping is the first defence, this the second
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+)
+
 GENERATE = "generate"
 
 
@@ -89,8 +98,8 @@ class Guard:
         self.sessions.end(session)
         return f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
 
-    def session(self, cookie_header: str | None) -> str | None:
-        """The live session the request's cookie names, or None."""
+    def session(self, cookie_header: str | None, touch: bool = True) -> str | None:
+        """The live session the request's cookie names, or None (``touch``: see `Sessions.live`)."""
         if not self.enabled or not cookie_header:
             return None
         try:
@@ -98,7 +107,7 @@ class Guard:
         except CookieError:
             return None
         morsel = cookies.get(COOKIE)
-        return morsel.value if morsel is not None and self.sessions.live(morsel.value) else None
+        return morsel.value if morsel is not None and self.sessions.live(morsel.value, touch) else None
 
     def form_value(self, session: str) -> str:
         """A fresh CSRF value for a page rendered for ``session``."""

@@ -4,7 +4,8 @@ A session begins with a sign-in and ends at sign-out, after ``idle`` seconds unu
 ``max_age`` seconds after it began, whichever comes first. The cookie carries only its random
 id. Each page rendered for a session gets a CSRF value, ``nonce.HMAC(key, session id:nonce)``:
 it is refused for any other session or after its session ended, and it serves one action
-(the next page brings a fresh one). Sessions live in the sidecar's memory, so a restarted
+(the next page brings a fresh one). An action leaves a flash message in its session, which
+the next page shows once. Sessions live in the sidecar's memory, so a restarted
 sidecar asks everyone to sign in again; the key is random per process for the same reason.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ class _Session:
     began: float
     last_used: float
     spent: set[str] = dataclasses.field(default_factory=set)  # the nonces of used CSRF values
+    flash: str | None = None  # what the next page shows once (the outcome of the last action)
 
 
 class Sessions:
@@ -47,8 +49,10 @@ class Sessions:
             self._sessions[session_id] = _Session(now, now)
         return session_id
 
-    def live(self, session_id: str) -> bool:
-        """Whether the session exists and has not expired; using it restarts its idle time."""
+    def live(self, session_id: str, touch: bool = True) -> bool:
+        """Whether the session exists and has not expired; using it (``touch``) restarts its
+        idle time. A page's live updates do not touch it: an unattended open page must not keep
+        its browser signed in."""
         now = self._clock()
         with self._lock:
             session = self._sessions.get(session_id)
@@ -57,8 +61,24 @@ class Sessions:
             if now - session.last_used > self.idle or now - session.began > self.max_age:
                 del self._sessions[session_id]
                 return False
-            session.last_used = now
+            if touch:
+                session.last_used = now
             return True
+
+    def flash(self, session_id: str, message: str) -> None:
+        """Show ``message`` on the next page this session opens, and only there."""
+        with self._lock:
+            if (session := self._sessions.get(session_id)) is not None:
+                session.flash = message
+
+    def take_flash(self, session_id: str) -> str | None:
+        """The message waiting for this session, now taken (a reload does not show it again)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            message, session.flash = session.flash, None
+            return message
 
     def end(self, session_id: str) -> None:
         with self._lock:

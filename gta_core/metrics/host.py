@@ -33,6 +33,8 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from ..errors import GTAError
+from ..schedules import Periodic
+from . import catalog
 from .health import SupervisorStatus
 from .multiproc import ENV, MultiprocDir
 
@@ -128,6 +130,12 @@ class MetricsHost:
     def worker_restarted(self, exitcode: int | None) -> None:
         if self.directory is not None:
             self._metrics.restarts.labels(reason=restart_reason(exitcode)).inc()
+
+    def publish_catalog(self, runtime: Any, periodics: Sequence[Periodic]) -> None:
+        """Tell the sidecar's dashboard what this supervisor runs (`catalog`): from ``runtime``
+        (its loaded plugins) and its checked ``periodics``."""
+        if self.directory is not None and self.settings.dashboard:
+            catalog.write(catalog.build(runtime, periodics), self.directory.path)
 
     def services(self, names: Sequence[str]) -> None:
         """Export the service-restart counter at 0 for each of the supervisor's loops."""
