@@ -20,7 +20,7 @@ from gta_core import runtime as runtime_module
 from gta_core.runtime import Runtime
 
 from .helpers import Env
-from .paths import IMPORT_ROOT, INSTALLED, REPO, in_checkout, prepare_import_root
+from .paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
 
 prepare_import_root()  # installed mode: children import tests.* from IMPORT_ROOT, gta_core from the wheel
 BACKENDS = {
@@ -77,7 +77,7 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         "GTA_METRICS": "off",  # tests of the sidecar turn it on, each on a port of its own
         # the periodic built-ins add rows of their own; their tests turn them back on
         "GTA_DISABLE_PLUGINS": "monitor,cleanup",
-        "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, [str(IMPORT_ROOT), os.environ.get("PYTHONPATH")]))),
+        "PYTHONPATH": child_pythonpath(),
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)

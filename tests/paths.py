@@ -38,6 +38,12 @@ def check_installed() -> None:
                           f"not the installed wheel: run scripts/test (pytest --import-mode=append, PYTHONSAFEPATH=1)")
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH for a process the suite starts: ``IMPORT_ROOT`` first, then this process's."""
+    inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return os.pathsep.join(dict.fromkeys(filter(None, [str(IMPORT_ROOT), *inherited])))
+
+
 def prepare_import_root() -> None:
     """Installed mode: the links of ``IMPORT_ROOT`` and this process's environment for children."""
     if not INSTALLED:

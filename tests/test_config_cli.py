@@ -21,8 +21,8 @@ from gta_core.runtime import Runtime
 from gta_core.sql import SCHEMA_VERSION
 
 from .helpers import Env
+from .paths import child_pythonpath
 
-from .paths import IMPORT_ROOT, REPO
 GTA = [sys.executable, "-c", "import sys; from gta_core.cli import main; sys.exit(main())"]
 SUPERVISOR = [sys.executable, "-m", "gta_core.cli_supervisor"]
 UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"]
@@ -31,7 +31,7 @@ UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1
 def clean_environ(**variables: str) -> dict[str, str]:
     """This process's environment without any GTA_* setting, plus ``variables``."""
     environ = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
-    environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, [str(IMPORT_ROOT), os.environ.get("PYTHONPATH")])))
+    environ["PYTHONPATH"] = child_pythonpath()
     return {**environ, **variables}
 
 

@@ -31,9 +31,9 @@ from gta_core.metrics.multiproc import MultiprocDir
 from gta_core.metrics.queues import QueueProbe
 
 from .helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
+from .paths import IMPORT_ROOT, REPO
 from .servers import Prometheus, TcpProxy, free_port, http_get
 
-from .paths import IMPORT_ROOT, REPO
 DASHBOARD = REPO / "dashboards" / "gta.json"
 ALERTS = REPO / "dashboards" / "alerts.yml"
 #: The names fixed by DESIGN.md ("Metrics").

@@ -47,7 +47,8 @@ def clean_environ() -> dict[str, str]:
 
 def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, cwd=cwd, env=clean_environ(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-4000:]}\n"
+                                  f"{done.stderr[-4000:]}")
     return done
 
 
@@ -83,7 +84,8 @@ def test_the_wheel_ships_every_file_of_the_packages_and_nothing_else(wheel: Path
     packaged = {name for name in names if name.split("/")[0] in PACKAGES}
     missing = shipped_files() - packaged
     assert not missing, f"left out of {wheel.name}: {sorted(missing)}"
-    assert not packaged - shipped_files(), f"in {wheel.name} but not in the source tree: {sorted(packaged - shipped_files())}"
+    extra = packaged - shipped_files()
+    assert not extra, f"in {wheel.name} but not in the source tree: {sorted(extra)}"
     assert {"gta_core/py.typed", "gta_plugins/py.typed", "gta_core/dashboard/templates/base.html",
             "gta_core/dashboard/static/style.css", "gta_core/services/__init__.py"} <= packaged
     others = {name.split("/")[0] for name in names} - set(PACKAGES)

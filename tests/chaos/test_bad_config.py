@@ -30,10 +30,10 @@ from gta_core import runtime as runtime_module
 from gta_core.config import SETTINGS, SETTINGS_BY_NAME, Settings
 
 from ..helpers import Env
+from ..paths import IMPORT_ROOT
 
 pytestmark = pytest.mark.chaos
 
-from ..paths import IMPORT_ROOT, REPO
 DURATIONS = {s.name for s in SETTINGS if s.metavar == "DURATION"}
 INTEGERS = {s.name for s in SETTINGS if s.metavar in ("N", "T")}
 LIMIT = 100 * 365.25 * 86400  # the longest duration a setting takes (100 years)
