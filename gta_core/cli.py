@@ -18,7 +18,7 @@ import peewee
 from . import __version__, admin
 from . import runtime as runtime_module
 from .admin import RETRYABLE, STATUSES
-from .config import SETTINGS, add_setting_flags, settings_from_args
+from .config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
 from .database import check_connection, describe_url, require_database_file
 from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
@@ -141,6 +141,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> str:
+    """A duration option, checked while parsing (before any database is opened) and kept as
+    typed: the command parses it again where it is used and quotes it back."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _task_id(text: str) -> int:
     """A task id argument: an integer the 64-bit id column can hold (drivers refuse others
     with errors of their own, SQLite's an OverflowError)."""
@@ -191,7 +201,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     submit = command("submit", "submit a task", "Submit one task; prints its id.", "{\"id\": ID}")
     submit.add_argument("key", help="the task's key (see gta handlers)")
     submit.add_argument("--args", default="{}", help="arguments as a JSON object (default {})")
-    submit.add_argument("--delay", default=None, help="run after this long (e.g. 30s, 5m)")
+    submit.add_argument("--delay", type=_duration, default=None, help="run after this long (e.g. 30s, 5m)")
     submit.add_argument("--queue", default=None, help="queue (default: the task's)")
     submit.add_argument("--priority", type=int, default=None, help="priority, higher first (default: the task's)")
 
@@ -231,7 +241,7 @@ def _admin_parser() -> argparse.ArgumentParser:
                     "Delete succeeded, failed and cancelled tasks that finished more than DURATION ago, in "
                     "batches. Pending and running tasks are never touched.",
                     "{deleted, statuses, older_than_seconds}")
-    purge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30s, 5m, 7d")
+    purge.add_argument("--older-than", type=_duration, required=True, metavar="DURATION", help="e.g. 30s, 5m, 7d")
     purge.add_argument("--status", choices=FINAL_STATUSES, default=None, help="only tasks with this status")
 
     stats = command("stats", "counts by queue and status, oldest due task, throughput",
@@ -242,7 +252,7 @@ def _admin_parser() -> argparse.ArgumentParser:
                     "succeeded_last_minute}], all: {...}, unhandled: [{key, queue, waiting, oldest_due}]}; "
                     "with --watch one object per line and interval")
     stats.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
-    stats.add_argument("--interval", default="2s", help="redraw period with --watch (default 2s)")
+    stats.add_argument("--interval", type=_duration, default="2s", help="redraw period with --watch (default 2s)")
 
     pause = command("pause", "pause a queue on every supervisor",
                     "Pause a queue cluster-wide: no worker of any supervisor sharing the database starts a new "
@@ -284,7 +294,7 @@ def _admin_parser() -> argparse.ArgumentParser:
             "[{key, signature, async, plugin, queue, max_attempts, timeout, priority, clean_succeeded, "
             "init_timeout_sensitive, periodic: [{name, every, cron}]}]")
     demo = command("demo", "submit demo tasks, run them, print what became of each")
-    demo.add_argument("--timeout", default="60s", help="give up after this long (default 60s)")
+    demo.add_argument("--timeout", type=_duration, default="60s", help="give up after this long (default 60s)")
     return parser
 
 

@@ -29,6 +29,7 @@ CALLS: dict[str, Callable[[], Any]] = {
     "cancel": lambda: gta_core.cancel([1, 2]),
     "status": lambda: gta_core.status(1),
     "result": lambda: gta_core.result(1),
+    "attempts": lambda: gta_core.attempts(1),
     "wait": lambda: gta_core.wait(1, timeout=1),
     "queues": lambda: gta_core.queues(),
     "pause_queue": lambda: gta_core.pause_queue("mail"),

@@ -50,7 +50,9 @@ def _channel(ctx: Any) -> WorkerChannel:
 
 
 class _Store:
-    def release_lease(self, owner: str, task_id: int, attempt: int) -> bool:
+    dialect = "postgres"  # its release's own NOTIFY wakes other workers: no local wake-up socket
+
+    def release_lease(self, owner: str, task_id: int, attempt: int, reason: str) -> bool:
         return True
 
 
@@ -58,7 +60,7 @@ def test_a_lapsed_task_given_back_wakes_the_lease_loop() -> None:
     ctx = multiprocess.get_context("spawn")
     settings = load_settings({"lease_timeout": "3s", "threads": 1, "prefetch": 0}, environ={})
     channel, book = _channel(ctx), HeldLeases(settings.lease_timeout)
-    leaser = Leaser(settings, _Store(), channel, book, queue.SimpleQueue())
+    leaser = Leaser(settings, _Store(), channel, book, queue.SimpleQueue(), ("record",))
     task = TaskRecord(7, "record", "default", "{}", None, 1, 3)
     book.add([task], time.monotonic() - settings.lease_timeout)  # waited in the queue past its lease
     channel.wake.clear()

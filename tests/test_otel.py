@@ -292,7 +292,7 @@ def test_every_submit_path_carries_its_creation_context(env: Env, backend: str,
         assert context.get("otel.link") == link
 
     # asubmit and the Django backend: a send span in the request, the row carries it
-    for path, key in (("asubmit", "record"), ("django", "django.task")):
+    for path, key in (("asubmit", "record"), ("django", "django:tests.django_app.tasks.remember")):
         send = only([span for span in sent(f"send {key}", request["span_id"])
                      if span["attributes"]["messaging.message.id"] == str(ids[path][0])])
         assert send["kind"] == "PRODUCER" and send["trace_id"] == request["trace_id"]

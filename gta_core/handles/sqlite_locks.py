@@ -14,10 +14,13 @@ write on a caller's connection, so a refusal at once means the caller's transact
 from __future__ import annotations
 
 import contextlib
-import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 from ..errors import DatabaseLocked
 
@@ -30,7 +33,14 @@ GUIDE = 'docs/integrations.md, "SQLite: begin write transactions IMMEDIATE"'
 
 def busy_error(exc: BaseException) -> sqlite3.OperationalError | None:
     """The SQLITE_BUSY error behind ``exc`` (as sqlite3 and aiosqlite raise it, or wrapped: by
-    peewee in ``args[0]``, by SQLAlchemy in ``orig``, by Django as the ``__cause__``), or None."""
+    peewee in ``args[0]``, by SQLAlchemy in ``orig``, by Django as the ``__cause__``), or None.
+
+    Imports no sqlite3: without it loaded there is no SQLite error to find, and a worker on
+    another database must not map SQLite's library (every module reaches this one)."""
+    driver = sys.modules.get("sqlite3")
+    if driver is None:
+        return None
+    operational: type[sqlite3.OperationalError] = driver.OperationalError
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo:
@@ -38,7 +48,7 @@ def busy_error(exc: BaseException) -> sqlite3.OperationalError | None:
         if not isinstance(error, BaseException) or id(error) in seen:
             continue
         seen.add(id(error))
-        if isinstance(error, sqlite3.OperationalError) and _busy(error):
+        if isinstance(error, operational) and _busy(error):
             return error
         todo += [getattr(error, "orig", None), error.__cause__, error.args[0] if error.args else None]
     return None

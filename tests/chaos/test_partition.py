@@ -97,7 +97,7 @@ def server(request: pytest.FixtureRequest, network: Network) -> Iterator[Private
         started.close()
 
 
-def statement_marks(server: PrivateServer, table: str, how: str) -> tuple[int, list[bytes]]:
+def statement_marks(server: PrivateServer, harness: ChaosHarness, how: str) -> tuple[int, list[bytes]]:
     """Where (byte offset in a TCP payload) and what (16 bytes each) marks the statements of a
     host after which the ``how`` cut lands. Both protocols put a query's text at byte 5.
 
@@ -112,9 +112,11 @@ def statement_marks(server: PrivateServer, table: str, how: str) -> tuple[int, l
     if how == "limits":
         return 5, [b"SELECT kind, nam" if server.backend == "mariadb" else b"BEGIN; SELECT ki"]
     if server.backend == "mariadb":
-        return 5 + len(f"UPDATE {table}"), [b" SET status = 'r", b" SET status = 's"]
-    sql = statements("postgres", table)
-    lease = numbered(sql.lease.format(queues=placeholders(2)))  # a's two queues
+        return 5 + len(f"UPDATE {harness.table}"), [b" SET status = 'r", b" SET status = 's"]
+    sql = statements("postgres", harness.table)
+    # a's two queues, and the keys its workers have handlers for (as `Worker` passes them)
+    keys, _ = sql.known_keys(tuple(sorted(harness.runtime.plugins.registry.tasks)))
+    lease = numbered(sql.lease.format(queues=placeholders(2), keys=keys))
     return 5, [f"EXECUTE {prepared_name(statement)}"[:16].encode() for statement in (lease, sql.complete_many_arrays)]
 
 
@@ -140,7 +142,7 @@ def cut_and_heal(harness: ChaosHarness, network: Network, server: PrivateServer,
         time.sleep(random.uniform(0.2, 1.0))
         cut_at = network.cut("a")
     else:
-        offset, marks = statement_marks(server, harness.table, how)
+        offset, marks = statement_marks(server, harness, how)
         network.cut_after("a", server.port, offset, marks)
         deadline = time.monotonic() + 20
         while not network.is_cut("a"):
