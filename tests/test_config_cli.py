@@ -425,3 +425,36 @@ def test_demo_on_a_fresh_sqlite_database(tmp_path: Path) -> None:
     statuses = [line.split()[2] for line in result.stdout.splitlines() if line.strip().startswith("task ")
                 and "never existed" not in line]
     assert statuses == ["succeeded"] * 4 + ["failed"]
+
+
+MYAPP_TASKS = '''
+from gta_core import hookimpl, task
+
+@task()
+def ship(ctx, n: int) -> None:
+    pass
+
+@hookimpl
+def gta_handlers():
+    return [ship]
+'''
+
+
+def test_plugin_of_the_projects_own_directory(tmp_path: Path) -> None:
+    """``gta --plugin myapp.tasks`` (and ``GTA_PLUGINS``) from the project's directory finds
+    ``myapp`` as Celery's and gunicorn's commands do (the console scripts, whose path starts at
+    their bin folder); from elsewhere, one line saying what to do."""
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "tasks.py").write_text(MYAPP_TASKS)
+    gta = [str(Path(sys.executable).with_name("gta"))]
+    environ = clean_environ(GTA_DATABASE_URL=f"sqlite:///{tmp_path / 'gta.db'}")
+    environ.pop("PYTHONPATH")
+    found = run(gta, "handlers", "--plugin", "myapp.tasks", environ=environ, cwd=project)
+    assert found.returncode == 0 and "ship" in found.stdout, found.stdout + found.stderr
+    by_variable = run(gta, "handlers", environ={**environ, "GTA_PLUGINS": "myapp.tasks"}, cwd=project)
+    assert by_variable.returncode == 0 and "ship" in by_variable.stdout, by_variable.stderr
+    elsewhere = assert_one_line_error(run(gta, "handlers", "--plugin", "myapp.tasks", environ=environ, cwd=tmp_path),
+                                      "No module named 'myapp'")
+    assert f"the working directory {tmp_path} has no 'myapp': run from the directory that contains it" in elsewhere
