@@ -71,7 +71,7 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="session")
-def django6() -> Django6:
+def django6(tmp_path_factory: pytest.TempPathFactory) -> Django6:
     python = find_python312()
     if python is None:
         message = ("Django 6 tests need Python 3.12: install python3.12 (with its venv module) or set "
@@ -80,12 +80,17 @@ def django6() -> Django6:
             pytest.fail(message)
         pytest.skip(message)
     wheel = os.environ.get("GTA_TEST_WHEEL")  # scripts/test's build: GTA installed as users install it
-    gta = f"{wheel}[test]" if wheel else f"{REPO}[test]"
-    stamp = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + repr((REQUIREMENTS, bool(wheel))).encode()
-                           ).hexdigest()
     venv_python = VENV / "bin" / "python"
     if not venv_python.exists():
         _run([python, "-m", "venv", str(VENV)], INSTALL_TIMEOUT)
+    if INSTALLED and not wheel:  # tox: a wheel of this checkout, as the suite here tests an install
+        out = tmp_path_factory.mktemp("wheel")
+        _run([str(venv_python), "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+             INSTALL_TIMEOUT)
+        wheel = str(next(out.glob("gta-*.whl")))
+    gta = f"{wheel}[test]" if wheel else f"{REPO}[test]"
+    stamp = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + repr((REQUIREMENTS, bool(wheel))).encode()
+                           ).hexdigest()
     if not (VENV / "stamp").exists() or (VENV / "stamp").read_text() != stamp:
         _run([str(venv_python), "-m", "pip", "install", "--quiet", *([] if wheel else ["-e"]), gta, "-e",
               str(REPO / "tests" / "example_pkg"), *REQUIREMENTS], INSTALL_TIMEOUT)
