@@ -124,7 +124,9 @@ def test_djangos_own_tasks_suite_passes_against_gtabackend(django6: Django6, dat
         url, test_name = os.environ["GTA_TEST_POSTGRES_URL"], f"test_gta_django_{secrets.token_hex(4)}"
     environ = {**os.environ, "GTA_DATABASE_URL": url, "GTA_SUITE_TEST_NAME": test_name,
                "GTA_SUITE_LOG_DIR": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH") or str(IMPORT_ROOT)}
-    for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE"):
+    # PYTHONSAFEPATH too: Django's runtests.py imports its neighbours through the script's folder
+    # on the path (the checkout is not on it: the working directory is Django's tests/)
+    for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE", "PYTHONSAFEPATH"):
         environ.pop(name, None)
     done = subprocess.run([str(django6.python), "runtests.py", "tasks", "--settings=tests.django_suite.settings",
                            "--parallel=1", "--verbosity=2", "--noinput"], cwd=django6.tests, env=environ,
