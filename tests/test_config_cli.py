@@ -338,18 +338,18 @@ def test_submit_prints_id_and_writes_row(env: Env) -> None:
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["record", "--args", "{bad"], ["--args", "JSON"]),
-    (["record", "--args", "[1, 2]"], ["dict"]),
-    (["record", "--args", '{"m": 1}'], ["'m'"]),
-    (["greet"], ["missing"]),
-    (["nosuchkey"], ["'nosuchkey'"]),
-    (["record", "--delay", "-5"], ["--delay"]),
-    (["record", "--queue", ""], ["queue"]),
+    (["record", "--args", "{bad"], ["gta: error", "--args", "JSON"]),
+    (["record", "--args", "[1, 2]"], ["gta: error", "dict"]),
+    (["record", "--args", '{"m": 1}'], ["gta: error", "'m'"]),
+    (["greet"], ["gta: error", "missing"]),
+    (["nosuchkey"], ["gta: error", "'nosuchkey'"]),
+    (["record", "--delay", "-5"], ["gta submit: error: argument --delay"]),  # refused while parsing
+    (["record", "--queue", ""], ["gta: error", "queue"]),
 ], ids=["bad-json", "not-a-dict", "unexpected-kwarg", "missing-arg", "unknown-key", "negative-delay",
         "empty-queue"])
 def test_submit_bad_input_is_one_line_and_writes_nothing(env: Env, args: list[str], fragments: list[str]) -> None:
     result = run(GTA, "submit", *args)
-    assert_one_line_error(result, "gta: error", *fragments)
+    assert_one_line_error(result, *fragments)
     assert result.stdout == ""
     assert row_count(env) == 0
 
