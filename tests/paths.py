@@ -4,7 +4,7 @@
 
 Installed, no process of the suite may put the checkout on its path, or it would import the
 checkout's ``gta_core`` beside the wheel's: processes the tests start get ``IMPORT_ROOT`` on
-``PYTHONPATH`` instead, a folder holding links to ``tests/`` and ``examples/`` only, and
+``PYTHONPATH`` instead, a folder holding links to ``tests/``, ``examples/`` and ``benchmarks/`` only, and
 ``PYTHONSAFEPATH=1`` (no working directory or script folder put first). Imports no GTA module.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALLED = bool(os.environ.get("GTA_TEST_INSTALLED"))
 #: what the suite's child processes put on PYTHONPATH to import ``tests.*`` and ``examples.*``
 IMPORT_ROOT = REPO / ".pytest-path" if INSTALLED else REPO
-LINKED = ("tests", "examples")
+LINKED = ("tests", "examples", "benchmarks")  # benchmarks: tests/test_sqlite_writers.py's writers
 
 
 def gta_core_origin() -> Path:
