@@ -151,6 +151,16 @@ def create_app_table(path: str) -> None:
     connection.close()
 
 
+def writers_pythonpath() -> str:
+    """PYTHONPATH for the writer processes (``python -m benchmarks.sqlite_writers``): the folder
+    holding ``benchmarks`` first, unless PYTHONPATH reaches a ``benchmarks`` already (the test
+    suite run against the installed wheel gives one that holds no ``gta_core``: tests/paths.py)."""
+    inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if any(os.path.isdir(os.path.join(entry, "benchmarks")) for entry in inherited):
+        return os.pathsep.join(inherited)
+    return os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *inherited])
+
+
 def run_writers(framework: str, mode: str, processes: int, count: int, key: str,
                 synchronous: str = "FULL") -> WriterRun:
     """Start ``processes`` writer processes on the configured database (``GTA_*`` variables,
@@ -160,8 +170,7 @@ def run_writers(framework: str, mode: str, processes: int, count: int, key: str,
     only at checkpoints)."""
     command = [sys.executable, "-m", "benchmarks.sqlite_writers", "--writer", framework, mode, str(count), key,
                synchronous]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": writers_pythonpath()}
     children = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
                 for _ in range(processes)]
     try:

@@ -21,6 +21,9 @@ Public API::
 """
 from __future__ import annotations
 
+#: this release; packaging reads it from here (pyproject.toml), `gta --version` prints it
+__version__ = "0.1.0"
+
 from . import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
 from .asubmit import asubmit, asubmit_many
 from .attempts import Attempt, attempts
@@ -58,6 +61,7 @@ from .validation import TaskRequest
 from .workflows import Workflow, chain, group
 
 __all__ = [
+    "__version__",
     "OWN_TRANSACTION", "Attempt", "CancelResult", "ConfigError", "DatabaseError", "DatabaseLocked",
     "DatabaseUnavailable", "DriverMissing", "Fail", "GTAError", "InvalidArguments", "InvalidLimit", "InvalidQueue",
     "LimitState", "Periodic", "PluginError", "QueueChange", "QueueState", "Retry", "SchemaError", "Settings",

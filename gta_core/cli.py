@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import peewee
 
-from . import admin
+from . import __version__, admin
 from . import runtime as runtime_module
 from .admin import RETRYABLE, STATUSES
 from .config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
@@ -41,7 +41,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _project_importable() -> None:
+    """Make the working directory importable, as Celery's and gunicorn's commands do: ``gta-supervisor
+    --plugin myapp.tasks`` (or ``GTA_PLUGINS``) run from the project's directory finds ``myapp``.
+    A console script's path starts at its bin directory, not there. Appended, not put first:
+    an installed package (GTA itself, run from its checkout) wins over a folder of the same name,
+    and the spawned workers inherit the path."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.append(here)
 
 
 def _fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
@@ -95,6 +108,7 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
                         help="disable a plugin by name (repeatable; also GTA_DISABLE_PLUGINS)")
     args = parser.parse_args(argv)
     _merge_plugin_flags(args)
+    _project_importable()
 
     def run() -> int:
         from .dashboard import prepare
@@ -287,6 +301,7 @@ def _admin_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _admin_parser().parse_args(argv)
     _merge_plugin_flags(args)
+    _project_importable()
     if args.command == "retry" and bool(args.ids) == (args.status is not None):
         return _fail("gta retry", "give task ids or --status, not both and not neither (see gta retry --help)")
 

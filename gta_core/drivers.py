@@ -18,7 +18,7 @@ from .errors import DriverMissing
 
 ENV = "GTA_DRIVER_DIALECT"
 #: per dialect: its name for people, the modules GTA can use (any one will do), and the
-#: setup.py extra that installs one
+#: extra (pyproject.toml) that installs one
 INSTALLABLE = {
     "postgres": ("PostgreSQL", ("psycopg2",), "postgres"),
     "mysql": ("MySQL/MariaDB", ("pymysql", "MySQLdb"), "mysql"),

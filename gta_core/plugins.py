@@ -6,6 +6,7 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -122,7 +123,8 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise PluginError(f"could not import plugin module {module_name!r}: {exc}") from exc
+            raise PluginError(f"could not import plugin module {module_name!r}: {exc}{_import_hint(exc, module_name)}"
+                              ) from exc
         if not manager.is_registered(module):
             _register(manager, module, module_name)
     try:
@@ -133,6 +135,19 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         from .runtime import get_runtime  # the runtime module builds plugins: imported on use
         gta = get_runtime()
     return Plugins(manager, _build_registry(manager, gta), gta=gta)
+
+
+def _import_hint(exc: Exception, module_name: str) -> str:
+    """What to do when a plugin module's package is not on the path (not when the module itself
+    fails to import something): run from the directory that holds it, or put that on PYTHONPATH."""
+    top = module_name.split(".")[0]
+    if not isinstance(exc, ModuleNotFoundError) or exc.name not in (top, module_name):
+        return ""
+    here = os.getcwd()
+    if exc.name == top and not any(os.path.exists(os.path.join(here, top + end)) for end in ("", ".py")):
+        return (f" (the working directory {here} has no {top!r}: run from the directory that contains it, "
+                f"or add that directory to PYTHONPATH)")
+    return f" (add the directory that contains {top!r} to PYTHONPATH)"
 
 
 def _check_disabled(disabled: Sequence[str], extra_modules: Sequence[str]) -> None:

@@ -20,8 +20,9 @@ from gta_core import runtime as runtime_module
 from gta_core.runtime import Runtime
 
 from .helpers import Env
+from .paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
 
-REPO = Path(__file__).resolve().parent.parent
+prepare_import_root()  # installed mode: children import tests.* from IMPORT_ROOT, gta_core from the wheel
 BACKENDS = {
     "sqlite": None,
     "postgres": os.environ.get("GTA_TEST_POSTGRES_URL"),
@@ -76,7 +77,7 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         "GTA_METRICS": "off",  # tests of the sidecar turn it on, each on a port of its own
         # the periodic built-ins add rows of their own; their tests turn them back on
         "GTA_DISABLE_PLUGINS": "monitor,cleanup",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": child_pythonpath(),
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
@@ -93,8 +94,20 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         cleanup.db.close()
 
 
-def pytest_report_header() -> str:
-    return f"gta backends: {', '.join(ENABLED)} (python {sys.version.split()[0]})"
+def pytest_report_header() -> list[str]:
+    origin = Path(gta_core.__file__).resolve()
+    where = "the checkout" if in_checkout(origin) else "an installed package"
+    return [f"gta backends: {', '.join(ENABLED)} (python {sys.version.split()[0]})",
+            f"gta_core {gta_core.__version__} imported from {origin.parent} ({where}; "
+            f"GTA_TEST_INSTALLED={'1' if INSTALLED else 'unset'})"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Installed mode (scripts/test): the suite tests the wheel, or it does not run at all."""
+    origin = Path(gta_core.__file__).resolve()
+    if INSTALLED and in_checkout(origin):
+        raise pytest.UsageError(f"GTA_TEST_INSTALLED=1 but gta_core was imported from the checkout ({origin}): "
+                                f"run pytest with --import-mode=append and PYTHONSAFEPATH=1, as scripts/test does")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

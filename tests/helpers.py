@@ -124,17 +124,19 @@ class Env:
 
     def supervisor(self, workers: int = 2, *args: str, extra_env: dict[str, str] | None = None,
                    wait_ready: bool = True, prefix: Sequence[str] = (),
-                   command: Sequence[str] = (sys.executable, "-m", "gta_core.cli_supervisor")) -> SupervisorProcess:
+                   command: Sequence[str] = (sys.executable, "-m", "gta_core.cli_supervisor"),
+                   cwd: Path | None = None) -> SupervisorProcess:
         """Start ``gta-supervisor --workers N`` on this env's table (configured by environment);
         ``prefix`` runs it through a command that execs it (``ip netns exec NAME``: same pid), and
-        ``command`` is how it is started (the ``gta-supervisor`` script, for ``opentelemetry-instrument``)."""
+        ``command`` is how it is started (the ``gta-supervisor`` script, for ``opentelemetry-instrument``),
+        ``cwd`` its working directory (None: this process's)."""
         index = len(self.processes)
         log_path = self.tmp_path / f"supervisor-{index}.log"
         environ = {**os.environ, **(extra_env or {})}
         with open(log_path, "wb") as log_file:
             popen = subprocess.Popen(
                 [*prefix, *command, "--workers", str(workers), *args],
-                stdout=log_file, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
+                stdout=log_file, stderr=subprocess.STDOUT, env=environ, start_new_session=True, cwd=cwd,
             )
         process = SupervisorProcess(popen, log_path)
         self.processes.append(process)

@@ -19,8 +19,9 @@ from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownT
 from gta_core.testing import eager
 
 from .async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, SyncCaller, driver_url
-from .conftest import ENABLED, REPO, only_on
+from .conftest import ENABLED, only_on
 from .helpers import Env
+from .paths import REPO
 
 PARAMS = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in ASYNC_KINDS[backend]]
 WOKEN = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in ASYNC_KINDS[backend]

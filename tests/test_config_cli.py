@@ -21,8 +21,8 @@ from gta_core.runtime import Runtime
 from gta_core.sql import SCHEMA_VERSION
 
 from .helpers import Env
+from .paths import child_pythonpath
 
-REPO = Path(__file__).resolve().parent.parent
 GTA = [sys.executable, "-c", "import sys; from gta_core.cli import main; sys.exit(main())"]
 SUPERVISOR = [sys.executable, "-m", "gta_core.cli_supervisor"]
 UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"]
@@ -31,7 +31,7 @@ UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1
 def clean_environ(**variables: str) -> dict[str, str]:
     """This process's environment without any GTA_* setting, plus ``variables``."""
     environ = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    environ["PYTHONPATH"] = child_pythonpath()
     return {**environ, **variables}
 
 
@@ -425,3 +425,36 @@ def test_demo_on_a_fresh_sqlite_database(tmp_path: Path) -> None:
     statuses = [line.split()[2] for line in result.stdout.splitlines() if line.strip().startswith("task ")
                 and "never existed" not in line]
     assert statuses == ["succeeded"] * 4 + ["failed"]
+
+
+MYAPP_TASKS = '''
+from gta_core import hookimpl, task
+
+@task()
+def ship(ctx, n: int) -> None:
+    pass
+
+@hookimpl
+def gta_handlers():
+    return [ship]
+'''
+
+
+def test_plugin_of_the_projects_own_directory(tmp_path: Path) -> None:
+    """``gta --plugin myapp.tasks`` (and ``GTA_PLUGINS``) from the project's directory finds
+    ``myapp`` as Celery's and gunicorn's commands do (the console scripts, whose path starts at
+    their bin folder); from elsewhere, one line saying what to do."""
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "tasks.py").write_text(MYAPP_TASKS)
+    gta = [str(Path(sys.executable).with_name("gta"))]
+    environ = clean_environ(GTA_DATABASE_URL=f"sqlite:///{tmp_path / 'gta.db'}")
+    environ.pop("PYTHONPATH")
+    found = run(gta, "handlers", "--plugin", "myapp.tasks", environ=environ, cwd=project)
+    assert found.returncode == 0 and "ship" in found.stdout, found.stdout + found.stderr
+    by_variable = run(gta, "handlers", environ={**environ, "GTA_PLUGINS": "myapp.tasks"}, cwd=project)
+    assert by_variable.returncode == 0 and "ship" in by_variable.stdout, by_variable.stderr
+    elsewhere = assert_one_line_error(run(gta, "handlers", "--plugin", "myapp.tasks", environ=environ, cwd=tmp_path),
+                                      "No module named 'myapp'")
+    assert f"the working directory {tmp_path} has no 'myapp': run from the directory that contains it" in elsewhere

@@ -1,7 +1,8 @@
 """Django 6 (``django.tasks``, Python 3.12): Django's own ``tests/tasks`` suite against GTABackend
 with a real ``gta-supervisor``, and this project's Django tests, in a Python 3.12 environment
 of their own (``.venv-django6``: GTA, its test dependencies and ``django>=6,<6.1``; made on
-first use, kept while setup.py and pyproject.toml are unchanged).
+first use, kept while pyproject.toml is unchanged; under
+``scripts/test`` GTA is its built wheel, reinstalled each run).
 
 Django's suite comes from the source distribution of the Django version installed there
 (``pip download --no-binary :all: django==X``; its tests/runtests.py, tests/urls.py,
@@ -24,11 +25,11 @@ import pytest
 
 from .conftest import only_on
 from .django_suite.skips import SKIPPED
+from .paths import IMPORT_ROOT, INSTALLED, REPO
 
-REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv-django6"
 REQUIREMENTS = ("django>=6,<6.1",)
-PROJECT_TESTS = ["tests/test_django_tasks.py", "tests/test_examples.py::test_django",
+PROJECT_TESTS = ["tests/test_django_tasks.py", "tests/test_examples.py",
                  "tests/test_handles.py", "-k", "django or Django"]
 INSTALL_TIMEOUT = 600
 SUITE_TIMEOUT = 300
@@ -70,7 +71,7 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="session")
-def django6() -> Django6:
+def django6(tmp_path_factory: pytest.TempPathFactory) -> Django6:
     python = find_python312()
     if python is None:
         message = ("Django 6 tests need Python 3.12: install python3.12 (with its venv module) or set "
@@ -78,15 +79,25 @@ def django6() -> Django6:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    stamp = hashlib.sha256(b"".join((REPO / name).read_bytes() for name in ("setup.py", "pyproject.toml")
-                                    if (REPO / name).exists()) + repr(REQUIREMENTS).encode()).hexdigest()
+    wheel = os.environ.get("GTA_TEST_WHEEL")  # scripts/test's build: GTA installed as users install it
     venv_python = VENV / "bin" / "python"
     if not venv_python.exists():
         _run([python, "-m", "venv", str(VENV)], INSTALL_TIMEOUT)
+    if INSTALLED and not wheel:  # tox: a wheel of this checkout, as the suite here tests an install
+        out = tmp_path_factory.mktemp("wheel")
+        _run([str(venv_python), "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+             INSTALL_TIMEOUT)
+        wheel = str(next(out.glob("gta-*.whl")))
+    gta = f"{wheel}[test]" if wheel else f"{REPO}[test]"
+    stamp = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + repr((REQUIREMENTS, bool(wheel))).encode()
+                           ).hexdigest()
     if not (VENV / "stamp").exists() or (VENV / "stamp").read_text() != stamp:
-        _run([str(venv_python), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[test]", "-e",
+        _run([str(venv_python), "-m", "pip", "install", "--quiet", *([] if wheel else ["-e"]), gta, "-e",
               str(REPO / "tests" / "example_pkg"), *REQUIREMENTS], INSTALL_TIMEOUT)
         (VENV / "stamp").write_text(stamp)
+    if wheel:  # this build's code, every run (the stamp covers only the dependencies)
+        _run([str(venv_python), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", wheel],
+             INSTALL_TIMEOUT)
     version = _run([str(venv_python), "-c", "import django; print(django.__version__)"], 60).stdout.strip()
     source = VENV / f"django-{version}"
     if not (source / "tests" / "runtests.py").exists():
@@ -112,8 +123,10 @@ def test_djangos_own_tasks_suite_passes_against_gtabackend(django6: Django6, dat
     else:
         url, test_name = os.environ["GTA_TEST_POSTGRES_URL"], f"test_gta_django_{secrets.token_hex(4)}"
     environ = {**os.environ, "GTA_DATABASE_URL": url, "GTA_SUITE_TEST_NAME": test_name,
-               "GTA_SUITE_LOG_DIR": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO)}
-    for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE"):
+               "GTA_SUITE_LOG_DIR": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH") or str(IMPORT_ROOT)}
+    # PYTHONSAFEPATH too: Django's runtests.py imports its neighbours through the script's folder
+    # on the path (the checkout is not on it: the working directory is Django's tests/)
+    for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE", "PYTHONSAFEPATH"):
         environ.pop(name, None)
     done = subprocess.run([str(django6.python), "runtests.py", "tasks", "--settings=tests.django_suite.settings",
                            "--parallel=1", "--verbosity=2", "--noinput"], cwd=django6.tests, env=environ,
@@ -132,7 +145,9 @@ def test_this_projects_django_tests_pass_on_django6(django6: Django6, record_pro
     environ = {**os.environ}
     for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE", "GTA_DATABASE_URL"):
         environ.pop(name, None)
-    done = subprocess.run([str(django6.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *PROJECT_TESTS],
+    installed = ["--import-mode=append"] if INSTALLED else []  # as scripts/test runs the suite: the wheel's gta_core
+    done = subprocess.run([str(django6.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *installed,
+                           *PROJECT_TESTS],
                           cwd=REPO, env=environ, capture_output=True, text=True, timeout=SUITE_TIMEOUT * 3)
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, f"on Django {django6.version}:\n{done.stdout[-12000:]}\n{done.stderr[-4000:]}"

@@ -31,9 +31,9 @@ from gta_core.metrics.multiproc import MultiprocDir
 from gta_core.metrics.queues import QueueProbe
 
 from .helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
+from .paths import IMPORT_ROOT, REPO
 from .servers import Prometheus, TcpProxy, free_port, http_get
 
-REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "dashboards" / "gta.json"
 ALERTS = REPO / "dashboards" / "alerts.yml"
 #: The names fixed by DESIGN.md ("Metrics").
@@ -629,7 +629,7 @@ def test_submitting_never_imports_prometheus_client(tmp_path: Path) -> None:
     """)
     environ = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
-                            env={**environ, "PYTHONPATH": str(REPO)})
+                            env={**environ, "PYTHONPATH": str(IMPORT_ROOT)})
     assert result.stdout.strip() == "ok", result.stderr
 
 

@@ -20,6 +20,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,9 @@ from .otlp_receiver import OtlpReceiver, ReceivedSpan
 BIN = Path(sys.executable).parent
 INSTRUMENT = str(BIN / "opentelemetry-instrument")
 SUPERVISOR = (INSTRUMENT, str(BIN / "gta-supervisor"))
+#: the working directory of what opentelemetry-instrument starts: it puts its own first on
+#: PYTHONPATH, which from the checkout would import the checkout's gta_core, not the installed one
+OUTSIDE = Path(tempfile.gettempdir())
 PLUGINS = "tests.tasks,tests.otel_tasks"
 
 
@@ -55,7 +59,7 @@ class App:
     def __init__(self, receiver: OtlpReceiver) -> None:
         environ = {**os.environ, **receiver.environment("shop")}
         self.popen = subprocess.Popen([INSTRUMENT, sys.executable, "-m", "tests.otel_app"], env=environ,
-                                      stdout=subprocess.PIPE, start_new_session=True)
+                                      stdout=subprocess.PIPE, start_new_session=True, cwd=OUTSIDE)
         assert self.popen.stdout is not None
         self.port = int(self.popen.stdout.readline() or b"0")
         assert self.port, "the web application did not start"
@@ -110,7 +114,7 @@ def stop(supervisor: object, app: App) -> None:
 def test_a_request_s_trace_reaches_every_attempt_of_its_tasks(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                                receiver: OtlpReceiver) -> None:
     env.with_plugins(monkeypatch, PLUGINS)
-    supervisor = env.supervisor(2, command=SUPERVISOR, extra_env=receiver.environment("worker"))
+    supervisor = env.supervisor(2, command=SUPERVISOR, cwd=OUTSIDE, extra_env=receiver.environment("worker"))
     app = App(receiver)
     try:
         checkout, ship, pack, quote, refund = (app.post(action) for action in ("checkout", "ship", "pack", "quote",
@@ -206,7 +210,7 @@ def test_parent_first_makes_the_first_immediate_attempt_a_child_and_links_the_re
     env.with_plugins(monkeypatch, PLUGINS)
     # a worker is recycled after each task: its spans must arrive before it goes, without any stop
     supervisor = env.supervisor(1, "--otel-span-relation", "parent-first", "--max-tasks-per-worker", "1",
-                                command=SUPERVISOR, extra_env=receiver.environment("worker"))
+                                command=SUPERVISOR, cwd=OUTSIDE, extra_env=receiver.environment("worker"))
     app = App(receiver)
     try:
         checkout, ship, delayed = app.post("checkout"), app.post("ship"), app.post("delayed")
@@ -241,7 +245,7 @@ def started(env: Env, phase: str) -> int:
 def test_a_sigkilled_worker_s_attempt_shows_in_the_janitor_s_span(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                                    receiver: OtlpReceiver) -> None:
     env.with_plugins(monkeypatch, PLUGINS)
-    supervisor = env.supervisor(1, command=SUPERVISOR, extra_env=receiver.environment("worker"))
+    supervisor = env.supervisor(1, command=SUPERVISOR, cwd=OUTSIDE, extra_env=receiver.environment("worker"))
     app = App(receiver)
     try:
         stalled = app.post("stall")
@@ -353,13 +357,13 @@ def test_a_lease_nobody_renews_is_rescued_in_a_span(env: Env, monkeypatch: pytes
     env.with_plugins(monkeypatch, PLUGINS)
     fast = {**receiver.environment("worker"), "GTA_LEASE_TIMEOUT": "2"}
     app = App(receiver)
-    supervisors = [env.supervisor(1, command=SUPERVISOR, extra_env=fast)]
+    supervisors = [env.supervisor(1, command=SUPERVISOR, cwd=OUTSIDE, extra_env=fast)]
     try:
         stalled = app.post("stall")
         task_id = stalled.ids[0]
         started(env, "stall")
         supervisors[0].kill_tree()  # its host is gone: no janitor settles the lease, another supervisor's rescuer does
-        supervisors.append(env.supervisor(1, command=SUPERVISOR, extra_env=fast))
+        supervisors.append(env.supervisor(1, command=SUPERVISOR, cwd=OUTSIDE, extra_env=fast))
         assert env.wait_final([task_id]) == {task_id: "succeeded"}
     finally:
         stop(supervisors[-1], app)

@@ -1,10 +1,8 @@
 """Django settings of the recipe: one database (``GTA_DATABASE_URL``) for the orders and the
 tasks, and GTA as the ``django.tasks`` backend.
 
-Run (from the repository root): ``export DJANGO_SETTINGS_MODULE=examples.django.settings
-GTA_DATABASE_URL=sqlite:///shop.db GTA_PLUGINS=gta_core.contrib.django``, then
-``gta migrate``, ``django-admin migrate``, ``django-admin runserver`` and
-``gta-supervisor --plugin gta_core.contrib.django``.
+Run it as examples/README.md says (from the repository root: ``python -m django``, not
+``django-admin``, has the working directory, where ``examples`` is, on its path).
 """
 from __future__ import annotations
 

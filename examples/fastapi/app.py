@@ -2,10 +2,10 @@
 commit together, and the submit never blocks the event loop (``await gta_core.asubmit``).
 (No ``from __future__ import annotations``: FastAPI reads the endpoint's annotations at run time.)
 
-Run: ``DATABASE_URL=sqlite+aiosqlite:///shop.db GTA_DATABASE_URL=sqlite:///shop.db
-GTA_PLUGINS=examples.receipts uvicorn examples.fastapi.app:app`` beside ``gta migrate`` and
-``gta-supervisor --plugin examples.receipts`` (one database for the orders and the tasks;
-``postgresql+asyncpg://…`` or ``mysql+aiomysql://…`` for a server).
+Run it as examples/README.md says: ``GTA_PLUGINS=examples.receipts uvicorn examples.fastapi.app:app``
+with ``DATABASE_URL`` (``sqlite+aiosqlite://…``, ``postgresql+asyncpg://…`` or
+``mysql+aiomysql://…``) and ``GTA_DATABASE_URL`` naming one database, beside ``gta migrate`` and
+``gta-supervisor --plugin examples.receipts``. It creates its table (``example_orders``) at start.
 """
 import os
 from collections.abc import AsyncIterator
@@ -45,6 +45,8 @@ def create_app(database_url: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as connection:  # the orders' table, if missing
+            await connection.run_sync(Base.metadata.create_all)
         yield
         await engine.dispose()  # on the loop that opened the pool's connections
 

@@ -62,8 +62,8 @@ from gta_core.sql import FINAL_STATUSES
 from gta_core.store import TaskStore, parse_timestamp
 
 from ..helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for
+from ..paths import child_pythonpath
 
-REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "tests.chaos.chaos_tasks"
 #: every scenario's counter line, printed by the terminal summary of tests/chaos/conftest.py
 REPORTS: list[str] = []
@@ -298,7 +298,7 @@ class ChaosHarness:
             "GTA_LEASE_TIMEOUT": str(lease_timeout), "GTA_SCAN_INTERVAL": str(scan_interval),
             "GTA_SHUTDOWN_TIMEOUT": str(shutdown_timeout), "GTA_RETRY_BASE": "0.1", "GTA_RETRY_CAP": "0.5",
             "GTA_METRICS": "off", "GTA_DISABLE_PLUGINS": "monitor,cleanup",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": child_pythonpath(),
             **(extra_env or {}),
         }
         self.settings: Settings = load_settings(environ=self.environ)

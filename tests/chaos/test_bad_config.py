@@ -30,10 +30,10 @@ from gta_core import runtime as runtime_module
 from gta_core.config import SETTINGS, SETTINGS_BY_NAME, Settings
 
 from ..helpers import Env
+from ..paths import IMPORT_ROOT
 
 pytestmark = pytest.mark.chaos
 
-REPO = Path(__file__).resolve().parent.parent.parent
 DURATIONS = {s.name for s in SETTINGS if s.metavar == "DURATION"}
 INTEGERS = {s.name for s in SETTINGS if s.metavar in ("N", "T")}
 LIMIT = 100 * 365.25 * 86400  # the longest duration a setting takes (100 years)
@@ -253,7 +253,7 @@ def test_admin_command_line_runs_or_names_the_problem_and_writes_nothing(env: En
 def test_real_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:
     """The installed entry points as processes: undecodable bytes and absurd values."""
     environ = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
-    environ["PYTHONPATH"] = str(REPO)
+    environ["PYTHONPATH"] = str(IMPORT_ROOT)
     environ["GTA_DATABASE_URL"] = f"sqlite:///{tmp_path / 'never.db'}"
     cases = [
         ([sys.executable, "-m", "gta_core.cli_supervisor", "--workers", b"\xff\xfe"], "workers"),
