@@ -5,6 +5,7 @@ engine's statements from them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 
 class Dialect:
@@ -106,6 +107,10 @@ class Dialect:
     def skip_existing(self, key: str) -> str:
         """How an insert leaves a row alone whose primary ``key`` is taken."""
         return f"ON CONFLICT ({key}) DO NOTHING"
+
+    def update_existing(self, key: str, columns: Sequence[str]) -> str:
+        """How an insert whose primary ``key`` is taken writes its ``columns`` over that row's."""
+        return f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{column} = excluded.{column}" for column in columns)
 
     def upgrades(self, table: str) -> dict[int, list[str]]:
         """Statements that bring a table from the version before each key to that version.
@@ -235,6 +240,9 @@ class MySQLDialect(Dialect):
 
     def skip_existing(self, key: str) -> str:
         return f"ON DUPLICATE KEY UPDATE {key} = {key}"
+
+    def update_existing(self, key: str, columns: Sequence[str]) -> str:
+        return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{column} = VALUES({column})" for column in columns)
 
     def upgrades(self, table: str) -> dict[int, list[str]]:
         return {2: [self.drop_index(table, "order"), self.order_index(table)]}

@@ -46,13 +46,8 @@ class LimitStatements:
         values = "(?, ?, ?, ?, ?, ?, 0, ?)"
         insert = (f"INSERT INTO {lim} (kind, name, concurrency, rate_count, rate_period, per_key, window_count, "
                   f"changed_at) VALUES {values.replace('?)', f'{d.now})')}")
-        changed = ("concurrency", "rate_count", "rate_period", "per_key", "changed_at")
-        if d.name == "mysql":
-            self.upsert = fx(insert + " ON DUPLICATE KEY UPDATE "
-                             + ", ".join(f"{column} = VALUES({column})" for column in changed))
-        else:
-            self.upsert = fx(insert + " ON CONFLICT (kind, name) DO UPDATE SET "
-                             + ", ".join(f"{column} = excluded.{column}" for column in changed))
+        self.upsert = fx(insert + " " + d.update_existing(
+            "kind, name", ("concurrency", "rate_count", "rate_period", "per_key", "changed_at")))
         self.delete = fx(f"DELETE FROM {lim} WHERE kind = ? AND name = ?")
 
         # Running tasks under the locked limits: only unexpired leases count, so the slot of a

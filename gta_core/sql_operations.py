@@ -104,13 +104,7 @@ class OperationStatements:
         # Parameters: name, host, pid, queues, task keys, seconds alive.
         insert = (f"INSERT INTO {r} (name, host, pid, queues, task_keys, started_at, seen_at, expires_at) "
                   f"VALUES (?, ?, ?, ?, ?, {d.now}, {d.now}, {d.now_plus()}) ")
-        renewed = ("queues", "task_keys", "seen_at", "expires_at")
-        if d.name == "mysql":
-            self.advertise = fx(insert + "ON DUPLICATE KEY UPDATE "
-                                + ", ".join(f"{column} = VALUES({column})" for column in renewed))
-        else:
-            self.advertise = fx(insert + "ON CONFLICT (name) DO UPDATE SET "
-                                + ", ".join(f"{column} = excluded.{column}" for column in renewed))
+        self.advertise = fx(insert + d.update_existing("name", ("queues", "task_keys", "seen_at", "expires_at")))
         self.withdraw = fx(f"DELETE FROM {r} WHERE name = ?")
         # Parameter: minus how long a dead supervisor's row is kept, in seconds.
         self.forget_dead = fx(f"DELETE FROM {r} WHERE expires_at < {d.now_plus()}")

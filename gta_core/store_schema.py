@@ -35,24 +35,28 @@ class SchemaQueries(StoreBase):
         version = self.schema_version()
         if version != SCHEMA_VERSION:
             raise self._schema_error(version)
-        if not self.db.table_exists(self.sql.queues_table):  # leasing reads it
-            raise SchemaError(f"task table {self.table!r} has no queue controls table "
-                              f"{self.sql.queues_table!r} yet: run `gta migrate`")
-        groups = workflow_statements(self.dialect, self.table).groups_table
-        if not self.db.table_exists(groups):  # every final write of a group member counts there
-            raise SchemaError(f"task table {self.table!r} has no groups table {groups!r} yet: run `gta migrate`")
-        limits = limit_statements(self.dialect, self.table).table
-        if not self.db.table_exists(limits):  # every lease looks whether a limit exists there
-            raise SchemaError(f"task table {self.table!r} has no limits table {limits!r} yet: run `gta migrate`")
-        attempts = attempt_statements(self.dialect, self.table).table
-        if not self.db.table_exists(attempts):  # every outcome write other than a plain success logs there
-            raise SchemaError(f"task table {self.table!r} has no attempt log table {attempts!r} yet: "
-                              "run `gta migrate`")
-        roster = operation_statements(self.dialect, self.table).roster_table
-        if not self.db.table_exists(roster):  # every supervisor advertises its handlers there
-            raise SchemaError(f"task table {self.table!r} has no supervisors table {roster!r} yet: run `gta migrate`")
+        for what, name, _ in self._side_tables():
+            if not self.db.table_exists(name):
+                raise SchemaError(f"task table {self.table!r} has no {what} {name!r} yet: run `gta migrate`")
         if problems := self.schema_problems():
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
+
+    def _side_tables(self) -> list[tuple[str, str, str]]:
+        """The tables beside the task table, each (what it is, its name, the statement creating
+        it). All were added at version 2 without a bump, so `migrate` creates whichever is
+        missing, and a process refuses to start without them: leasing reads the queue controls
+        and the limits, every final write of a group member counts in the groups table, every
+        outcome write other than a plain success logs in the attempt log, and every supervisor
+        advertises its handlers in the supervisors table."""
+        workflows = workflow_statements(self.dialect, self.table)
+        limits = limit_statements(self.dialect, self.table)
+        attempts = attempt_statements(self.dialect, self.table)
+        operations = operation_statements(self.dialect, self.table)
+        return [("queue controls table", self.sql.queues_table, self.sql.create_queues),
+                ("groups table", workflows.groups_table, workflows.create_groups),
+                ("limits table", limits.table, limits.create),
+                ("attempt log table", attempts.table, attempts.create),
+                ("supervisors table", operations.roster_table, operations.create_roster)]
 
     def schema_problems(self) -> list[str]:
         """What the database really lacks of this version's schema: tables, columns, indexes
@@ -114,20 +118,9 @@ class SchemaQueries(StoreBase):
                     self._execute(self.sql.set_schema_version, (version,))
             if self.schema_version() != SCHEMA_VERSION:
                 self._execute(self.sql.set_schema_version, (SCHEMA_VERSION,))
-            if not self.db.table_exists(self.sql.queues_table):  # added at version 2, without a bump
-                self._execute(self.sql.create_queues)
-            workflows = workflow_statements(self.dialect, self.table)
-            if not self.db.table_exists(workflows.groups_table):  # added at version 2, without a bump
-                self._execute(workflows.create_groups)
-            limits = limit_statements(self.dialect, self.table)
-            if not self.db.table_exists(limits.table):  # added at version 2, without a bump
-                self._execute(limits.create)
-            attempts = attempt_statements(self.dialect, self.table)
-            if not self.db.table_exists(attempts.table):  # added at version 2, without a bump
-                self._execute(attempts.create)
-            operations = operation_statements(self.dialect, self.table)
-            if not self.db.table_exists(operations.roster_table):  # added at version 2, without a bump
-                self._execute(operations.create_roster)
+            for _, name, create in self._side_tables():
+                if not self.db.table_exists(name):
+                    self._execute(create)
             if self.dialect == "sqlite":  # the id counter's row, raised on each insert (`sqlite_ids`)
                 self._execute(self.sql.add_id_counter)
             return before, SCHEMA_VERSION

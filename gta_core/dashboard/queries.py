@@ -174,22 +174,6 @@ class DashboardReads:
                 ages[queue] = max(0.0, (now - oldest).total_seconds())
         return ages
 
-    def finished_per_minute(self, minutes: int) -> list[tuple[str, str, int]]:
-        """(minute 'YYYY-MM-DD HH:MM' UTC, status, count) of tasks finished in the last
-        ``minutes`` (database clock), read on the finished_at index."""
-        text = "CHAR" if self.dialect_name == "mysql" else "TEXT"
-        minute = f"SUBSTR(CAST(finished_at AS {text}), 1, 16)"
-        rows = self._rows(f"SELECT {minute}, status, COUNT(*) FROM {self.table} "
-                          f"WHERE finished_at >= {self.d.now_plus()} GROUP BY {minute}, status",
-                          (self.d.seconds_param(-60.0 * minutes),))
-        return [(str(bucket), status, int(count)) for bucket, status, count in rows]
-
-    def running_by_owner(self) -> dict[str, int]:
-        """Running tasks by lease owner (``host:pid.slot:…``), on the running rows' index."""
-        rows = self._rows(f"SELECT lease_owner, COUNT(*) FROM {self.table} WHERE status = 'running' "
-                          "GROUP BY lease_owner")
-        return {str(owner): int(count) for owner, count in rows}
-
     def _minute(self) -> str:
         """``finished_at`` as ``YYYY-MM-DD HH:MM`` (UTC) in SQL."""
         return f"SUBSTR(CAST(finished_at AS {'CHAR' if self.dialect_name == 'mysql' else 'TEXT'}), 1, 16)"
