@@ -61,13 +61,7 @@ class DashboardServer:
                     sock.shutdown(socket.SHUT_WR)
             except OSError:  # the server may answer and hang up before taking all of it
                 pass
-            answer = b""
-            try:
-                while chunk := sock.recv(65536):
-                    answer += chunk
-            except ConnectionResetError:
-                pass
-            return answer
+            return read_until_closed(sock)
 
     def sign_in(self, token: str = TOKEN) -> str:
         """The session cookie (``name=value``) a correct sign-in gets."""
@@ -81,6 +75,17 @@ class DashboardServer:
         match = re.search(r'name="csrf" value="([^"]+)"', page.body)
         assert match, page.body
         return match[1]
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on ``sock`` until it closes the connection (or resets it)."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
 
 
 def start(env: Env, token: str | None = TOKEN, workers: int = 1,

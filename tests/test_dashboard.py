@@ -36,14 +36,6 @@ from .servers import free_port, http_get
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
-def _set(env: Env, task_id: int, **columns: object) -> None:
-    """Write columns of a row directly (a test's shortcut to a state)."""
-    store = env.store
-    assignments = ", ".join(f"{store._d.q(name)} = ?" for name in columns)
-    env.runtime.db.execute_sql(store._d.fix(f"UPDATE {env.table} SET {assignments} WHERE id = ?"),
-                               (*columns.values(), task_id))
-
-
 def _reads(env: Env, timeout: float = 5.0) -> DashboardReads:
     return DashboardReads(env.db_url, env.table, timeout)
 
@@ -52,9 +44,9 @@ def _reads(env: Env, timeout: float = 5.0) -> DashboardReads:
 def test_task_list_pages_newest_first_with_every_filter(env: Env) -> None:
     ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(7)])
     other = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": "x" * (PREVIEW * 3)}, queue="mail")
-    _set(env, ids[1], status="failed", last_error="boom: 100% _odd_ chars")
-    _set(env, ids[2], status="failed", last_error="boom: 100 percent")
-    _set(env, ids[3], status="cancelled")
+    env.set_columns(ids[1], status="failed", last_error="boom: 100% _odd_ chars")
+    env.set_columns(ids[2], status="failed", last_error="boom: 100 percent")
+    env.set_columns(ids[3], status="cancelled")
     reads = _reads(env)
     with reads.session():
         first = reads.page(Filters(), None, 3)
@@ -90,12 +82,12 @@ def test_overview_queries(env: Env) -> None:
     parent = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {})
     children = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(3)])
     for child in children:
-        _set(env, child, parent_id=parent)
-    _set(env, children[0], status="succeeded", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
-    _set(env, children[1], status="failed", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
-    _set(env, children[2], status="running", lease_owner="host-a:4242.0:abc")
+        env.set_columns(child, parent_id=parent)
+    env.set_columns(children[0], status="succeeded", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
+    env.set_columns(children[1], status="failed", finished_at=env.store._moment(dt.datetime.now(dt.timezone.utc)))
+    env.set_columns(children[2], status="running", lease_owner="host-a:4242.0:abc")
     moment = env.store._moment(dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=3))
-    _set(env, children[0], started_at=moment, run_at=env.store._moment(dt.datetime.now(dt.timezone.utc)
+    env.set_columns(children[0], started_at=moment, run_at=env.store._moment(dt.datetime.now(dt.timezone.utc)
                                                                         - dt.timedelta(seconds=10)))
     reads = _reads(env)
     with reads.session():
@@ -267,7 +259,7 @@ def test_actions_need_the_token_a_session_and_the_csrf_value(env: Env, tmp_path:
 def test_read_only_without_token_and_inert_huge_or_hostile_values(env: Env) -> None:
     big = "y" * 1_000_000
     task_id = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": XSS, "punctuation": big})
-    _set(env, task_id, status="failed", last_error=XSS)
+    env.set_columns(task_id, status="failed", last_error=XSS)
     server = dashboard_client.start(env, token=None)
     listing = server.request("GET", "/tasks")
     assert listing.status == 200 and len(listing.body) < 50_000  # the megabyte stayed in the database

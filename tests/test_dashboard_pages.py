@@ -36,13 +36,6 @@ NOTICE = re.compile(r'<p class="notice"[^>]*>([^<]*)</p>')
 OWNER = "host-b:777.3:token"
 
 
-def _set(env: Env, task_id: int, **columns: object) -> None:
-    store = env.store
-    assignments = ", ".join(f"{store._d.q(name)} = ?" for name in columns)
-    env.runtime.db.execute_sql(store._d.fix(f"UPDATE {env.table} SET {assignments} WHERE id = ?"),
-                               (*columns.values(), task_id))
-
-
 @dataclasses.dataclass
 class Client:
     """A signed-in browser of an in-process dashboard (or a read-only one: ``cookie`` empty)."""
@@ -85,7 +78,7 @@ def test_bulk_actions_are_filtered_capped_confirmed_and_reported_once(env: Env, 
     waiting = gta_core.submit_many(gta_core.OWN_TRANSACTION, [gta_core.TaskRequest("record", {"n": n}, delay=3600)
                                                               for n in range(2)])
     for task_id in [*mail, other]:
-        _set(env, task_id, status="failed", last_error=f"ValueError: boom {task_id}\n\nTraceback …")
+        env.set_columns(task_id, status="failed", last_error=f"ValueError: boom {task_id}\n\nTraceback …")
 
     confirm = client.get("/tasks/bulk", action="retry", status="failed", queue="mail").body.decode()
     assert "3 failed task(s) match status &#x27;failed&#x27;, queue &#x27;mail&#x27;." in confirm
@@ -114,7 +107,7 @@ def test_single_actions_pause_resume_run_now_and_purge(env: Env) -> None:
     client = Client.signed_in(env, (job,))
     pending = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {}, delay=3600)
     done = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {})
-    _set(env, done, status="succeeded", finished_at="2000-01-01 00:00:00")
+    env.set_columns(done, status="succeeded", finished_at="2000-01-01 00:00:00")
 
     assert client.post(f"/tasks/{pending}/cancel", next="/workers") == (303, "/workers")
     assert client.notices("/workers") == [f"Cancelled task {pending} (it was pending)."]
@@ -161,7 +154,7 @@ def test_queue_workers_group_chain_and_search_pages(env: Env, monkeypatch: Any) 
     ran = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {}, dedupe_key=job.periodic.dedupe_key(slot[0]))
     gta_core.limit_queue("mail", concurrency=4, rate_limit="100/m")
     running = gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": "ada@example.com"}, queue="mail")
-    _set(env, running, status="running", lease_owner=OWNER, started_at=env.store._moment(now),
+    env.set_columns(running, status="running", lease_owner=OWNER, started_at=env.store._moment(now),
          lease_expires_at=env.store._moment(now + dt.timedelta(seconds=30)))
     made = gta_core.group(gta_core.OWN_TRANSACTION, [gta_core.TaskRequest("square", {"n": n}) for n in range(3)],
                           on_complete=gta_core.TaskRequest("collect", {}))
@@ -205,7 +198,7 @@ def test_queue_workers_group_chain_and_search_pages(env: Env, monkeypatch: Any) 
 
 def test_read_only_and_signed_out_viewers_see_no_action_button(env: Env) -> None:
     failed = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {})
-    _set(env, failed, status="failed", last_error="ValueError: x")
+    env.set_columns(failed, status="failed", last_error="ValueError: x")
     for token in ("", dashboard_client.TOKEN):
         viewer = Client(Dashboard(env.runtime.settings.replace(dashboard_token=token)))
         for path in ("/", "/queues", "/queue?name=default", "/workers", "/tasks", f"/tasks/{failed}",
@@ -228,7 +221,7 @@ def test_live_updates_send_only_the_parts_that_changed(env: Env) -> None:
 
     unchanged = json.loads(client.get(f"/live/tasks/{task_id}", header).body)
     assert unchanged["parts"] == {} and unchanged["digests"] == held and unchanged["every"] == 3000
-    _set(env, task_id, status="succeeded", started_at="2026-01-01 00:00:00", finished_at="2026-01-01 00:00:02")
+    env.set_columns(task_id, status="succeeded", started_at="2026-01-01 00:00:00", finished_at="2026-01-01 00:00:02")
     changed = json.loads(client.get(f"/live/tasks/{task_id}", header).body)
     assert "summary" in changed["parts"] and "children" not in changed["parts"]  # the timeline too, with its log
     assert "succeeded" in changed["parts"]["summary"]
@@ -242,7 +235,7 @@ def test_live_updates_send_only_the_parts_that_changed(env: Env) -> None:
     url = live[1].replace("&amp;", "&")
     assert url == f"/live/tasks?ids={task_id}&top={task_id}"
     newer = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {})
-    _set(env, task_id, status="failed", last_error="KeyError: 'x'\n\nTraceback (most recent call last): …")
+    env.set_columns(task_id, status="failed", last_error="KeyError: 'x'\n\nTraceback (most recent call last): …")
     path, _, query = url.partition("?")
     update = json.loads(client.get(path, **dict(pair.split("=") for pair in query.split("&"))).body)
     assert "1 newer matching task(s)" in update["parts"]["newer"]
@@ -287,7 +280,7 @@ def test_history_reads_the_table(env: Env) -> None:
     ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(4)])
     now = dt.datetime.now(dt.timezone.utc)
     for back, task_id in zip((3 * 3600, 600, 30), ids, strict=False):  # finished 3 h, 10 min and 30 s ago
-        _set(env, task_id, status="succeeded", finished_at=env.store._moment(now - dt.timedelta(seconds=back)),
+        env.set_columns(task_id, status="succeeded", finished_at=env.store._moment(now - dt.timedelta(seconds=back)),
              started_at=env.store._moment(now - dt.timedelta(seconds=back + 1)),
              run_at=env.store._moment(now - dt.timedelta(seconds=back + 6)))
     reader = TableReader(DashboardReads(env.db_url, env.table))

@@ -27,18 +27,12 @@ from gta_core.metrics.hosts import AllowedHosts
 from gta_core.metrics.server import MAX_CONNECTIONS, Reply, Request, Server
 
 from . import dashboard_client
+from .dashboard_client import read_until_closed
 from .helpers import Env, children, cmdline, wait_for
 from .servers import http_get
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])  # HTTP is the subject: one database is enough
 LEAKS = ("Traceback", "Error:", "Exception", "int too large", "OverflowError", "ValueError", "invalid literal")
-
-
-def _set(env: Env, task_id: int, **columns: object) -> None:
-    store = env.store
-    assignments = ", ".join(f"{store._d.q(name)} = ?" for name in columns)
-    env.runtime.db.execute_sql(store._d.fix(f"UPDATE {env.table} SET {assignments} WHERE id = ?"),
-                               (*columns.values(), task_id))
 
 
 def _head(answer: bytes) -> tuple[int, list[str]]:
@@ -104,7 +98,7 @@ def test_no_response_carries_a_header_with_a_control_or_non_latin1_character() -
         for path in values:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-                answer = _read_all(sock)
+                answer = read_until_closed(sock)
             status, headers = _head(answer)
             if path == "/fine":
                 assert status == 303 and "Location: /tasks?x=é" in headers
@@ -195,7 +189,7 @@ def test_idle_connections_cannot_starve_metrics_and_healthz(env: Env) -> None:
         assert http_get(f"{server.base}/healthz", timeout=10)[0] in (200, 503)
         assert server.request("GET", "/").status == 200
         readable = select.select(idle, [], [], 2)[0]
-        closed = sum(1 for sock in readable if _read_all(sock) == b"")
+        closed = sum(1 for sock in readable if read_until_closed(sock) == b"")
         assert closed >= 150 - MAX_CONNECTIONS, closed
         assert _status_field(pid, "Threads") <= MAX_CONNECTIONS + 8
     finally:
@@ -227,18 +221,18 @@ def test_the_server_closes_slow_clients_and_refuses_beyond_its_cap_when_all_are_
                     time.sleep(0.1)
 
         threading.Thread(target=trickle, daemon=True).start()
-        assert _read_all(silent) == b""
-        assert _read_all(trickling) == b""  # hung up on at the request timeout, not the end of the trickle
+        assert read_until_closed(silent) == b""
+        assert read_until_closed(trickling) == b""  # hung up on at the request timeout, not the end of the trickle
         assert time.monotonic() - started < 2
         busy = [connect() for _ in range(3)]
         for sock in busy:
             sock.sendall(b"GET /slow HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         wait_for(lambda: len(answering) == 3, 10, "three requests being answered")
         refused = connect()
-        answer = _read_all(refused)
+        answer = read_until_closed(refused)
         assert answer.startswith(b"HTTP/1.0 503") and b"Retry-After: 1" in answer
         release.set()
-        assert all(_read_all(sock).startswith(b"HTTP/1.0 200") for sock in busy)
+        assert all(read_until_closed(sock).startswith(b"HTTP/1.0 200") for sock in busy)
         for sock in (silent, trickling, refused, *busy):
             sock.close()
 
@@ -272,7 +266,7 @@ def test_sessions_end_at_sign_out_and_idle_and_csrf_values_are_bound_and_single_
     server = dashboard_client.start(env, settings={"GTA_DASHBOARD_SESSION_IDLE": "3s"})
     ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(3)])
     for task_id in ids:
-        _set(env, task_id, status="failed")
+        env.set_columns(task_id, status="failed")
     same_site = {"Origin": server.base, "Sec-Fetch-Site": "same-origin"}
     first, second = server.sign_in(), server.sign_in()
     csrf = server.csrf(first, f"/tasks/{ids[0]}")
@@ -362,8 +356,8 @@ def test_arguments_too_deep_or_too_big_are_refused_and_nothing_is_written(env: E
 def test_a_stored_argument_too_deep_or_too_big_still_shows_on_its_page(env: Env) -> None:
     """Rows written before the limits (here: directly) neither break nor bloat the task page."""
     deep, wide = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {}), ("record", {})])
-    _set(env, deep, args="[" * 985 + "]" * 985)
-    _set(env, wide, args='{"blob": "' + "y" * 3_000_000 + '"}')
+    env.set_columns(deep, args="[" * 985 + "]" * 985)
+    env.set_columns(wide, args='{"blob": "' + "y" * 3_000_000 + '"}')
     server = dashboard_client.start(env)
     page = server.request("GET", f"/tasks/{deep}")
     assert page.status == 200 and "[[[[" in page.body
@@ -386,14 +380,3 @@ def _served(app: object, **bounds: float) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    return answer
-
