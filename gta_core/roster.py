@@ -20,7 +20,7 @@ from typing import Any
 
 from .row_values import parse_timestamp
 from .store import PendingGroup, TaskStore
-from .tasks import FAMILY_SUFFIX
+from .tasks import covers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,7 @@ class SupervisorState:
 
     def handles(self, key: str, queue: str) -> bool:
         """Live, serving ``queue``, and with a handler for ``key``: its own, or its family's."""
-        return self.live and queue in self.queues and (key in self.keys or any(
-            name.endswith(FAMILY_SUFFIX) and key.startswith(name[:-len(FAMILY_SUFFIX)]) for name in self.keys))
+        return self.live and queue in self.queues and (key in self.keys or any(covers(name, key) for name in self.keys))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 
 from .dialects import DIALECTS, Dialect
-from .tasks import FAMILY_SUFFIX
+from .tasks import family_prefix
 
 SCHEMA_VERSION = 2
 
@@ -255,8 +255,8 @@ class Statements:
         `` AND (key IN (?, …) OR substr(key, 1, n) = ? …)``, a family ``prefix:*`` matching every
         key that begins with ``prefix:`` (keys are ASCII, so its length in characters is in bytes)."""
         key = self.dialect.exact(self.dialect.q("key"))
-        exact = tuple(name for name in keys if not name.endswith(FAMILY_SUFFIX))
-        prefixes = tuple(name[:-len(FAMILY_SUFFIX)] for name in keys if name.endswith(FAMILY_SUFFIX))
+        exact = tuple(name for name in keys if family_prefix(name) is None)
+        prefixes = tuple(prefix for name in keys if (prefix := family_prefix(name)) is not None)
         tests = [f"{key} IN ({', '.join('?' * len(exact))})"] if exact else []
         tests += [f"substr({key}, 1, {len(prefix)}) = ?" for prefix in prefixes]
         return f" AND ({' OR '.join(tests)})", exact + prefixes

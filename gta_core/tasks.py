@@ -23,6 +23,21 @@ _FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,188}:\*$")
 FAMILY_SUFFIX = "*"
 
 
+def family_prefix(key: str) -> str | None:
+    """``"django:"`` for a family key ``"django:*"`` (the handler of every key beginning so),
+    None for an ordinary key."""
+    return key[:-len(FAMILY_SUFFIX)] if key.endswith(FAMILY_SUFFIX) else None
+
+
+def covers(handler_key: str, key: str) -> bool:
+    """Whether the handler registered under ``handler_key`` runs tasks of ``key``: its own key,
+    or a family (``django:*``) that ``key`` begins with (a family's key itself names no task)."""
+    prefix = family_prefix(handler_key)
+    if prefix is None:
+        return handler_key == key
+    return key.startswith(prefix) and not key.endswith(FAMILY_SUFFIX)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskDefinition:
     """A handler and its options. Calling it calls the handler directly."""
@@ -50,9 +65,8 @@ class TaskDefinition:
 
     @property
     def family_prefix(self) -> str | None:
-        """``"django:"`` for a family key ``"django:*"`` (the handler of every key beginning so),
-        None for an ordinary key."""
-        return self.key[:-len(FAMILY_SUFFIX)] if self.key.endswith(FAMILY_SUFFIX) else None
+        """`family_prefix` of this definition's key."""
+        return family_prefix(self.key)
 
     @functools.cached_property
     def is_async(self) -> bool:

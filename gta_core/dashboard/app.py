@@ -25,7 +25,7 @@ from ..metrics.catalog import Catalog
 from ..metrics.server import Reply as Response
 from ..roster import unhandled
 from ..runtime import Runtime
-from ..tasks import FAMILY_SUFFIX
+from ..tasks import covers
 from . import charts, live, overview, pages, task_pages, worker_page, workflow_page
 from .access import SECURITY_HEADERS, Guard
 from .actions import BULK_CAP, Actions, Locked, Refused, redirect
@@ -251,16 +251,9 @@ class Dashboard:
             return "/tasks"
         if query.isascii() and query.isdigit() and len(query) <= 19:
             return f"/tasks/{query}"
-        if any(_handles(handler.key, query) for handler in self.catalog().handlers):
+        if any(covers(handler.key, query) for handler in self.catalog().handlers):
             return "/tasks?" + urlencode({"key": query})
         return "/tasks?" + urlencode({"args": query})
-
-
-def _handles(handler_key: str, key: str) -> bool:
-    """Whether a handler's key covers ``key``: the same, or a family (``django:*``) it begins with."""
-    if handler_key.endswith(FAMILY_SUFFIX):
-        return key.startswith(handler_key[:-len(FAMILY_SUFFIX)]) and not key.endswith(FAMILY_SUFFIX)
-    return handler_key == key
 
 
 def _chain_steps(reads: DashboardReads, link: Mapping[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
