@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 from common import emit, parser
 
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
 from tests.chaos.harness import ChaosHarness, InvariantError, client_ports, new_table
 from tests.helpers import SupervisorProcess, children, cmdline
 from tests.servers import free_port

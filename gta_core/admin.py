@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 from .attempts import Attempt, timeline
 from .config import parse_duration
-from .database import check_connection, describe_url
+from .db.connect import check_connection, describe_url
+from .db.wakeup import notify_local
 from .errors import GTAError, InvalidLimit, TaskNotFound
 from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
@@ -29,7 +30,6 @@ from .sql_workflows import WAITING
 from .store import summarize_by_queue
 from .store_attempts import CANCELLED, RELEASED
 from .terminal import printable
-from .wake import notify_local
 
 STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
 #: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`

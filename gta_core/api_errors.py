@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from .db_errors import as_gta_error
+from .db.driver_errors import as_gta_error
 from .errors import GTAError
 
 F = TypeVar("F", bound=Callable[..., Any])

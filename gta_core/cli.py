@@ -19,7 +19,7 @@ from . import __version__, admin
 from . import runtime as runtime_module
 from .admin import RETRYABLE, STATUSES
 from .config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
-from .database import check_connection, describe_url, require_database_file
+from .db.connect import check_connection, describe_url, require_database_file
 from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
 from .sql import FINAL_STATUSES

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .database import check_connection, describe_url
+from .db.connect import check_connection, describe_url
 from .runtime import Runtime, configure
 from .submit import submit
 from .supervisor import run_supervisor

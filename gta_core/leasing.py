@@ -18,11 +18,11 @@ from typing import Any
 import peewee
 
 from .config import Settings
+from .db.wakeup import notify_local, wake_key
 from .errors import DatabaseUnavailable, GTAError
 from .held import HeldLeases, Room
 from .protocol import WorkerChannel
 from .tasks import TaskRecord
-from .wake import notify_local, wake_key
 
 log = logging.getLogger("gta.worker")
 

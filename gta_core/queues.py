@@ -15,11 +15,11 @@ import getpass
 import socket
 
 from .api_errors import gta_errors
+from .db.wakeup import notify_local
 from .errors import GTAError, InvalidQueue
 from .runtime import Runtime, get_runtime
 from .store_operations import QueueControl
 from .validation import STORABLE_RULE, storable
-from .wake import notify_local
 
 #: longest ``by`` (a VARCHAR(191) column) and ``reason`` a pause records
 TEXT_LIMITS = {"by": 191, "reason": 10_000}

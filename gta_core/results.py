@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from .api_errors import gta_errors
-from .database import drop_connection, open_database
+from .db.connect import drop_connection, open_database
 from .errors import Fail, GTAError
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of

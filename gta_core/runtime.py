@@ -13,10 +13,10 @@ from typing import Any
 import peewee
 
 from .config import Settings, load_settings
-from .database import open_database
+from .db.connect import open_database
+from .db.wakeup import wake_key
 from .plugins import Plugins, build_plugins
 from .store import TaskStore
-from .wake import wake_key
 
 
 @dataclasses.dataclass

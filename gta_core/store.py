@@ -16,7 +16,8 @@ from typing import Any
 
 import peewee
 
-from .db_errors import is_retryable
+from .db.driver_errors import is_retryable
+from .db.transactions import in_statement, in_transaction
 from .errors import LeaseExpired
 from .row_values import parse_timestamp, placeholders
 from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
@@ -39,7 +40,6 @@ from .store_operations import OperationQueries
 from .store_schema import SchemaQueries
 from .store_workflows import PreparedWorkflow, WorkflowQueries
 from .tasks import TaskRecord
-from .transactions import in_statement, in_transaction
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal, TypeVar
 
-from .database import utc_text
+from .db.connect import utc_text
 from .store_base import StoreBase
 
 

@@ -7,8 +7,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from . import sqlite_ids
-from .db_errors import is_missing_table
+from .db import sqlite_ids
+from .db.driver_errors import is_missing_table
+from .db.transactions import in_transaction
 from .errors import SchemaError
 from .sql import SCHEMA_VERSION
 from .sql_attempts import attempt_statements
@@ -16,7 +17,6 @@ from .sql_limits import limit_statements
 from .sql_operations import operation_statements
 from .sql_workflows import workflow_statements
 from .store_base import StoreBase
-from .transactions import in_transaction
 
 log = logging.getLogger("gta.store")
 

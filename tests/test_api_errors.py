@@ -15,7 +15,7 @@ import pytest
 import gta_core
 from gta_core import OWN_TRANSACTION, TaskRequest
 from gta_core import runtime as runtime_module
-from gta_core.db_errors import is_driver_error
+from gta_core.db.driver_errors import is_driver_error
 
 from .conftest import BACKENDS, ENABLED
 

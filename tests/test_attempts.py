@@ -19,7 +19,7 @@ import pytest
 
 import gta_core
 from gta_core import Attempt
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
 from gta_core.errors import SchemaError
 from gta_core.outcomes import Action, Outcome
 from gta_core.queues import actor

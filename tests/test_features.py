@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import gta_core
-from gta_core.database import utc_text
+from gta_core.db.connect import utc_text
 from gta_core.submit import TaskRequest
 from gta_core.testing import eager
 from gta_plugins.request_id import request_id

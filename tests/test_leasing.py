@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import gta_core
-from gta_core.database import drop_connection, open_database
+from gta_core.db.connect import drop_connection, open_database
 from gta_core.store import TaskStore
 
 from .helpers import Env, wait_for

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import gta_core
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
 
 from .chaos.harness import client_ports
 from .conftest import BACKENDS

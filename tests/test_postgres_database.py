@@ -8,8 +8,8 @@ import psycopg2.extensions
 import pytest
 
 import gta_core
-from gta_core.database import PostgresDatabase, drop_connection
-from gta_core.transactions import in_transaction
+from gta_core.db.connect import PostgresDatabase, drop_connection
+from gta_core.db.transactions import in_transaction
 
 from .conftest import only_on
 from .helpers import Env

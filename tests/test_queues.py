@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import gta_core
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
+from gta_core.db.transactions import in_transaction
 from gta_core.store import NewTask, TaskStore
-from gta_core.transactions import in_transaction
 
 from .helpers import Env, wait_for
 from .test_admin_cli import environ, fails, gta, ok

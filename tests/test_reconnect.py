@@ -11,8 +11,8 @@ import time
 import peewee
 import pytest
 
-from gta_core.database import open_database
-from gta_core.transactions import in_transaction
+from gta_core.db.connect import open_database
+from gta_core.db.transactions import in_transaction
 
 from .chaos.servers import end_sessions
 
@@ -76,7 +76,7 @@ def test_the_server_ends_a_transaction_its_client_left_silent(backend: str, db_u
 
 def test_mysql_session_bounds_per_server() -> None:
     """MariaDB >= 10.3 gets an idle-transaction timeout; MySQL, which has none, the rest."""
-    from gta_core.database import mysql_session_settings
+    from gta_core.db.connect import mysql_session_settings
 
     mariadb = mysql_session_settings("5.5.5-10.11.6-MariaDB-0+deb12u1", 30)
     assert "idle_transaction_timeout = 30" in mariadb and "max_statement_time = 30" in mariadb

@@ -23,7 +23,7 @@ import pytest
 
 import gta_core
 from benchmarks.sqlite_writers import APP_TABLE, READ, create_app_table
-from gta_core.handles.sqlite_locks import busy_error
+from gta_core.db.sqlite_locks import busy_error
 
 from .handles import sqlite_path, use_django_database
 from .helpers import Env

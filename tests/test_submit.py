@@ -87,7 +87,7 @@ def test_rollback_writes_nothing(env: Env) -> None:
 
 def test_an_id_is_never_handed_out_twice(env: Env) -> None:
     """Not even the id of a submit that rolled back, whose caller may still ask about it
-    (SQLite's AUTOINCREMENT counter rolls back with the transaction: `gta_core.sqlite_ids`)."""
+    (SQLite's AUTOINCREMENT counter rolls back with the transaction: `gta_core.db.sqlite_ids`)."""
     db = env.runtime.db
     given = []
     for _ in range(2):

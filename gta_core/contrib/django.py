@@ -43,12 +43,13 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 import gta_core
-from gta_core import TaskContext, hookimpl
-from gta_core import task as gta_task
-from gta_core.handles.connection import borrowed_database
-from gta_core.store import TaskStore
-from gta_core.transactions import in_transaction
-from gta_core.validation import storable
+
+from .. import TaskContext, hookimpl
+from .. import task as gta_task
+from ..db.transactions import in_transaction
+from ..handles.connection import borrowed_database
+from ..store import TaskStore
+from ..validation import storable
 
 try:  # Django 6
     from django.tasks import TaskContext as DjangoTaskContext  # type: ignore[import-not-found,unused-ignore]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .. import admin
+from ..db.transactions import in_transaction
+from ..db.wakeup import notify_local
 from ..metrics.catalog import Schedule
 from ..runtime import Runtime
-from ..transactions import in_transaction
-from ..wake import notify_local
 
 #: who the attempt log and the queues table record the dashboard's actions as
 ACTOR = "dashboard"

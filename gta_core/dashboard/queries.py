@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import peewee
 
 from ..attempts import Attempt, timeline
-from ..database import dialect_of, open_database, utc_text
+from ..db.connect import dialect_of, open_database, utc_text
 from ..dialects import DIALECTS, Dialect
 from ..errors import SchemaError
 from ..limits import LimitState, limit_states

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..db.sqlite_locks import BUSY_TIMEOUT, busy_error, busy_timeout, locked
+from ..db.wakeup import notify_local
 from ..errors import SubmitError
 from ..store import TaskStore
 from ..store_insert import Query
-from ..wake import notify_local
 from . import is_async, refuse_none
 from .connection import (
     borrowed_database,
@@ -33,7 +34,6 @@ from .connection import (
     where_answer,
     where_query,
 )
-from .sqlite_locks import BUSY_TIMEOUT, busy_error, busy_timeout, locked
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

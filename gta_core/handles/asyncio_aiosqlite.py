@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..database import install_sqlite_functions
+from ..db.connect import install_sqlite_functions
 from ..runtime import Runtime
 from .async_connection import AsyncConnectionHandle
 from .connection import borrowed_database
 
-#: how an aiosqlite connection's transactions begin IMMEDIATE (`gta_core.handles.sqlite_locks`)
+#: how an aiosqlite connection's transactions begin IMMEDIATE (`gta_core.db.sqlite_locks`)
 IMMEDIATE = ("`await conn.execute('BEGIN IMMEDIATE')` instead of `BEGIN` (with isolation_level=None), or let it "
              "begin them: `aiosqlite.connect(..., isolation_level='IMMEDIATE')`")
 

@@ -23,15 +23,15 @@ from urllib.parse import unquote
 
 import peewee
 
-from ..database import dialect_of
+from ..db.connect import dialect_of
+from ..db.sqlite_locks import lock_errors
+from ..db.wakeup import notify_local
 from ..errors import SchemaError, SubmitError
 from ..runtime import Runtime
 from ..sql import statements
 from ..store import TaskStore
 from ..store_insert import Query
-from ..wake import notify_local
 from . import Handle
-from .sqlite_locks import lock_errors
 
 T = TypeVar("T")
 _DATABASES: dict[str, type[peewee.Database]] = {

@@ -15,7 +15,7 @@ from ..runtime import Runtime
 from .connection import ConnectionHandle
 
 DIALECTS = {"sqlite3": "sqlite", "psycopg2": "postgres", "psycopg": "postgres", "pymysql": "mysql"}
-#: how a sqlite3 connection's transactions begin IMMEDIATE (`gta_core.handles.sqlite_locks`)
+#: how a sqlite3 connection's transactions begin IMMEDIATE (`gta_core.db.sqlite_locks`)
 IMMEDIATE = ("execute `BEGIN IMMEDIATE` instead of `BEGIN` (with isolation_level=None), or let sqlite3 begin "
              "them: `sqlite3.connect(..., isolation_level='IMMEDIATE')`")
 #: MySQL's server status flag: a transaction is open

@@ -12,15 +12,15 @@ from typing import Any, TypeVar
 
 import peewee
 
-from ..database import dialect_of
+from ..db.connect import dialect_of
+from ..db.sqlite_locks import lock_errors
+from ..db.transactions import in_transaction
+from ..db.wakeup import notify_local
 from ..errors import SubmitError
 from ..runtime import Runtime
 from ..store import TaskStore
-from ..transactions import in_transaction
-from ..wake import notify_local
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
 from .connection import check_database, check_dialect, database_name
-from .sqlite_locks import lock_errors
 
 T = TypeVar("T")
 #: how a peewee transaction begins IMMEDIATE on SQLite (`sqlite_locks`)

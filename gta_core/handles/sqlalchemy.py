@@ -23,7 +23,7 @@ from .connection import ConnectionHandle
 from .dbapi import autocommitting
 
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
-#: how a SQLAlchemy engine's transactions begin IMMEDIATE on SQLite (`gta_core.handles.sqlite_locks`)
+#: how a SQLAlchemy engine's transactions begin IMMEDIATE on SQLite (`gta_core.db.sqlite_locks`)
 IMMEDIATE = ("let the engine emit it from its \"begin\" event (`conn.exec_driver_sql('BEGIN IMMEDIATE')`), with "
              "the driver's own BEGIN turned off in its \"connect\" event (`dbapi_connection.isolation_level = None`)")
 

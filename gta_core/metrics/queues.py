@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..config import Settings
-from ..database import drop_connection, open_database
+from ..db.connect import drop_connection, open_database
 from ..roster import supervisors, unhandled
 from ..store import TaskStore, summarize_by_queue
 from .health import DatabaseCheck

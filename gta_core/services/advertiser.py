@@ -17,7 +17,7 @@ import threading
 
 import peewee
 
-from ..database import drop_connection
+from ..db.connect import drop_connection
 from ..errors import GTAError
 from ..runtime import Runtime
 from .runner import Service

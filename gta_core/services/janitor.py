@@ -16,7 +16,7 @@ import time
 
 import peewee
 
-from ..database import drop_connection
+from ..db.connect import drop_connection
 from ..errors import GTAError
 from ..outcomes import Action, decide
 from ..plugins import report_task_events

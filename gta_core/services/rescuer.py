@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 
-from ..database import drop_connection
+from ..db.connect import drop_connection
 from ..errors import GTAError, LeaseExpired
 from ..outcomes import decide
 from ..plugins import report_task_events

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 
 import peewee
 
-from ..database import drop_connection
+from ..db.connect import drop_connection
+from ..db.transactions import in_transaction
 from ..errors import GTAError, PluginError
 from ..plugins import periodic_definitions
 from ..runtime import Runtime
 from ..schedules import Periodic
 from ..scopes import Submission, scope
-from ..transactions import in_transaction
 from ..validation import TaskRequest, prepare
 from .runner import Service
 

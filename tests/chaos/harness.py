@@ -56,7 +56,7 @@ from urllib.parse import urlparse
 import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.config import Settings, load_settings
-from gta_core.database import drop_connection, open_database
+from gta_core.db.connect import drop_connection, open_database
 from gta_core.runtime import Runtime
 from gta_core.sql import FINAL_STATUSES
 from gta_core.store import TaskStore, parse_timestamp

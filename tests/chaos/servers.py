@@ -24,7 +24,7 @@ from pathlib import Path
 import peewee
 import pytest
 
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
 
 from ..conftest import only_on
 from ..helpers import wait_for

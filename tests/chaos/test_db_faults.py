@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gta_core.database import REPLY_GRACE
+from gta_core.db.connect import REPLY_GRACE
 
 from .harness import ChaosHarness, Report, new_table
 from .proxy import ChaosProxy

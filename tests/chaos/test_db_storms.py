@@ -25,9 +25,9 @@ import pytest
 
 import gta_core
 from gta_core import runtime as runtime_module
-from gta_core.database import open_database
-from gta_core.db_errors import is_retryable
-from gta_core.transactions import in_transaction
+from gta_core.db.connect import open_database
+from gta_core.db.driver_errors import is_retryable
+from gta_core.db.transactions import in_transaction
 from gta_plugins.cleanup import delete_expired
 
 from ..conftest import BACKENDS, NOT_RUN

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from gta_core.database import open_database
+from gta_core.db.connect import open_database
 
 from .harness import ChaosHarness
 from .servers import end_sessions

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from gta_core.database import prepared_name
+from gta_core.db.connect import prepared_name
 from gta_core.dialects import numbered
 from gta_core.limits import limit_queue
 from gta_core.row_values import placeholders

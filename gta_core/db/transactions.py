@@ -11,9 +11,9 @@ from typing import TypeVar
 
 import peewee
 
-from .database import PostgresDatabase, drop_connection
-from .db_errors import driver_error, is_disconnect, is_retryable
-from .errors import DatabaseUnavailable
+from ..errors import DatabaseUnavailable
+from .connect import PostgresDatabase, drop_connection
+from .driver_errors import driver_error, is_disconnect, is_retryable
 
 T = TypeVar("T")
 

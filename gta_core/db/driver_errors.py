@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import peewee
 
-from .errors import DatabaseError, DatabaseLocked, DatabaseUnavailable, GTAError, SchemaError
-from .handles.sqlite_locks import busy_error
+from ..errors import DatabaseError, DatabaseLocked, DatabaseUnavailable, GTAError, SchemaError
+from .sqlite_locks import busy_error
 
 #: MySQL/MariaDB errors worth retrying at once: deadlock and lock wait timeout.
 MYSQL_RETRYABLE = {1213, 1205}

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import DriverMissing
+from ..errors import DriverMissing
 
 ENV = "GTA_DRIVER_DIALECT"
 #: per dialect: its name for people, the modules GTA can use (any one will do), and the

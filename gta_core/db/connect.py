@@ -24,12 +24,12 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from ..config import redact_url
+from ..errors import ConfigError, DatabaseUnavailable, SchemaError
 from . import sqlite_ids
-from .config import redact_url
-from .db_errors import driver_error, session_not_ours
+from .driver_errors import driver_error, session_not_ours
 from .drivers import require_driver
-from .errors import ConfigError, DatabaseUnavailable, SchemaError
-from .reply_watchdog import guarded_cursor
+from .read_timeout import guarded_cursor
 
 log = logging.getLogger("gta.database")
 

@@ -16,7 +16,7 @@ import tempfile
 
 import peewee
 
-from .database import dialect_of
+from .connect import dialect_of
 
 
 def wake_key(db: peewee.Database, table: str) -> str:
