@@ -16,9 +16,9 @@ from pathlib import Path
 
 import gta_core
 from gta_core import runtime as runtime_module
-from gta_core.row_values import parse_timestamp
 from gta_core.runtime import Runtime
-from gta_core.store import TaskStore
+from gta_core.store.rows import parse_timestamp
+from gta_core.store.task_store import TaskStore
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the scripts run as files; workers import benchmarks.bench_tasks

@@ -19,8 +19,8 @@ import time
 from common import Failed, emit, fresh_table, parser, supervisor, wait_until
 
 from gta_core import TaskRequest, submit_many
-from gta_core.row_values import parse_timestamp
-from gta_core.store import TaskStore
+from gta_core.store.rows import parse_timestamp
+from gta_core.store.task_store import TaskStore
 
 
 def unfinished(store: TaskStore, ids: list[int]) -> bool:

@@ -22,13 +22,13 @@ from .errors import GTAError, InvalidLimit, TaskNotFound
 from .limits import LimitState, check_queue_limit, limit_queue, limits, unlimit_queue
 from .plugins import Registry, periodic_definitions
 from .queues import QueueState, actor, check_name, pause_queue, queues, resume_queue
-from .roster import Unhandled, supervisors, unhandled
 from .runtime import Runtime
 from .schedules import Periodic
-from .sql import FINAL_STATUSES
-from .sql_workflows import WAITING
-from .store import summarize_by_queue
-from .store_attempts import CANCELLED, RELEASED
+from .store.attempts import CANCELLED, RELEASED
+from .store.roster import Unhandled, supervisors, unhandled
+from .store.sql.statements import FINAL_STATUSES
+from .store.sql.workflows import WAITING
+from .store.task_store import summarize_by_queue
 from .terminal import printable
 
 STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)

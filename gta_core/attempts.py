@@ -21,9 +21,8 @@ from typing import Any
 from .api_errors import gta_errors
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
-from .row_values import parse_timestamp
 from .runtime import get_runtime
-from .store_attempts import (
+from .store.attempts import (
     CANCELLED,
     FAILED,
     RELEASED,
@@ -35,6 +34,7 @@ from .store_attempts import (
     TIMED_OUT,
     WORKER_DIED,
 )
+from .store.rows import parse_timestamp
 from .submit import task_id_list
 
 #: every ``Attempt.outcome``, in the order a task's life may show them

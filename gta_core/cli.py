@@ -22,7 +22,7 @@ from .config import SETTINGS, add_setting_flags, parse_duration, settings_from_a
 from .db.connect import check_connection, describe_url, require_database_file
 from .errors import DatabaseUnavailable, GTAError
 from .runtime import Runtime
-from .sql import FINAL_STATUSES
+from .store.sql.statements import FINAL_STATUSES
 from .terminal import printable
 
 EXIT_USAGE = 2  # bad input or configuration

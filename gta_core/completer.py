@@ -23,7 +23,7 @@ from .held import HeldLeases, Room
 from .outcomes import Action, Outcome, one_line
 from .plugins import Plugins, report_task_events
 from .protocol import WorkerChannel
-from .store_insert import NewTask
+from .store.inserts import NewTask
 from .tasks import TaskRecord
 
 log = logging.getLogger("gta.worker")

@@ -60,7 +60,7 @@ def gta_abnormal_tasks(kind: str, tasks: list[Any]) -> None:
     Kinds: ``running_timeout`` (running too long), ``initialized_timeout`` (pending too long),
     ``rescued`` (lease expired and was taken back), ``failed`` (newly failed) and ``unhandled``
     (due, but no live supervisor serving the task's queue has a handler for its key: see
-    `gta_core.roster`; at most 1,000 per key and queue).
+    `gta_core.store.roster`; at most 1,000 per key and queue).
     Each task is a dict of the row's columns (``id``, ``key``, ``queue``, ``status``,
     ``attempts``, ``last_error``, timestamps as aware UTC datetimes, ...). Called in the worker
     running the built-in ``monitor`` task, at most once per kind and run.

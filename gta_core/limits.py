@@ -18,10 +18,10 @@ from .api_errors import gta_errors
 from .errors import InvalidLimit
 from .limit_rules import Rate, check_concurrency, parse_rate
 from .queues import check_name
-from .row_values import parse_timestamp
 from .runtime import Runtime, get_runtime
-from .sql_limits import LIMIT_COLUMNS
-from .store import TaskStore
+from .store.rows import parse_timestamp
+from .store.sql.limits import LIMIT_COLUMNS
+from .store.task_store import TaskStore
 from .tasks import TaskDefinition
 
 

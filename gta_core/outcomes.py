@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import Fail, InvalidArguments, LeaseExpired, Retry, TaskTimeout, UnknownTask, WorkerDied
 from .plugins import Plugins, first_hook_result
-from .store_attempts import RESCUED, TIMED_OUT, WORKER_DIED, LogEntry, class_path
+from .store.attempts import RESCUED, TIMED_OUT, WORKER_DIED, LogEntry, class_path
 
 
 class Action(enum.Enum):

@@ -18,7 +18,7 @@ from .api_errors import gta_errors
 from .db.wakeup import notify_local
 from .errors import GTAError, InvalidQueue
 from .runtime import Runtime, get_runtime
-from .store_operations import QueueControl
+from .store.operations import QueueControl
 from .validation import STORABLE_RULE, storable
 
 #: longest ``by`` (a VARCHAR(191) column) and ``reason`` a pause records

@@ -25,7 +25,7 @@ from .errors import Fail, GTAError
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
 from .runtime import get_runtime
-from .sql import FINAL_STATUSES
+from .store.sql.statements import FINAL_STATUSES
 from .submit import task_id_list
 
 #: the longest a waiter sleeps between two reads, even on PostgreSQL (a missed notification,

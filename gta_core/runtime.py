@@ -16,7 +16,7 @@ from .config import Settings, load_settings
 from .db.connect import open_database
 from .db.wakeup import wake_key
 from .plugins import Plugins, build_plugins
-from .store import TaskStore
+from .store.task_store import TaskStore
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 from .outcomes import Outcome
 from .plugins import Plugins, call_hook_safely
-from .store_insert import NewTask
+from .store.inserts import NewTask
 from .tasks import TaskRecord
 
 log = logging.getLogger("gta.plugins")

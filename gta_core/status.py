@@ -17,7 +17,7 @@ from .attempts import Attempt, attempts
 from .handles import OWN_TRANSACTION
 from .handles.peewee import database_of
 from .runtime import get_runtime
-from .sql import FINAL_STATUSES
+from .store.sql.statements import FINAL_STATUSES
 from .submit import task_id_list
 
 

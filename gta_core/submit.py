@@ -22,7 +22,7 @@ from .handles.peewee import database_of, wake_after_commit
 from .queues import actor
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, scope
-from .store_insert import NewTask
+from .store.inserts import NewTask
 from .validation import Delay, TaskRequest, capture_context, integer, prepare
 
 __all__ = ["CANCELLABLE", "OWN_TRANSACTION", "CancelResult", "TaskRequest", "cancel", "submit", "submit_many",

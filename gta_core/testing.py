@@ -37,7 +37,7 @@ from .errors import TaskControl
 from .outcomes import Action, decide, one_line
 from .results import TaskResult
 from .runtime import Runtime, get_runtime
-from .store_insert import NewTask
+from .store.inserts import NewTask
 from .tasks import TaskContext, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
 

@@ -17,7 +17,7 @@ from .errors import InvalidArguments
 from .limit_rules import concurrency_key_value
 from .plugins import call_hook_safely
 from .runtime import Runtime
-from .store_insert import NewTask
+from .store.inserts import NewTask
 from .tasks import TaskDefinition, dump_args
 
 Delay = float | int | dt.timedelta

@@ -27,8 +27,8 @@ from .api_errors import gta_errors
 from .errors import InvalidArguments
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, announce, scope
-from .store_insert import NewTask
-from .store_workflows import PreparedWorkflow, Workflow
+from .store.inserts import NewTask
+from .store.workflows import PreparedWorkflow, Workflow
 from .validation import TaskRequest, capture_context, prepare
 
 #: the keyword argument a group's callback receives the members' outcomes in

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from gta_core import Periodic, Settings, TaskContext, TaskDefinition, get_runtime, hookimpl, periodic, task
 from gta_core.runtime import Runtime
-from gta_core.store import TaskStore
+from gta_core.store.task_store import TaskStore
 
 log = logging.getLogger("gta.cleanup")
 

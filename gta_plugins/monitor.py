@@ -10,7 +10,7 @@ per kind that has tasks:
 - ``failed``: failed for good since the last run;
 - ``unhandled``: due, with a task key that no live supervisor serving their queue has a handler
   for (a rolling deploy, a host's plugins mis-set: workers lease only the keys they know, so
-  these wait, unharmed, until such a supervisor is up; see `gta_core.roster`).
+  these wait, unharmed, until such a supervisor is up; see `gta_core.store.roster`).
 
 The first two and the last are states: a task stays reported on every run while it is stuck. The last two
 are events, reported for a window that starts where the previous successful run's window
@@ -33,9 +33,9 @@ from typing import Any
 
 from gta_core import Periodic, Settings, TaskContext, TaskDefinition, get_runtime, hookimpl, periodic, task
 from gta_core.plugins import call_hook_safely
-from gta_core.roster import unhandled_now
 from gta_core.runtime import Runtime
-from gta_core.store import TaskStore
+from gta_core.store.roster import unhandled_now
+from gta_core.store.task_store import TaskStore
 
 log = logging.getLogger("gta.monitor")
 

@@ -20,8 +20,8 @@ import pytest
 import gta_core
 from gta_core.admin import BUILT_IN_KEYS
 from gta_core.runtime import Runtime
-from gta_core.sql import RERUN_ERROR_PREFIX, SCHEMA_VERSION
-from gta_core.store_insert import NewTask
+from gta_core.store.inserts import NewTask
+from gta_core.store.sql.statements import RERUN_ERROR_PREFIX, SCHEMA_VERSION
 
 from .helpers import Env, wait_for
 from .rows import OWNER, age, count, make

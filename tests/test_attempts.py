@@ -23,7 +23,7 @@ from gta_core.db.connect import open_database
 from gta_core.errors import SchemaError
 from gta_core.outcomes import Action, Outcome
 from gta_core.queues import actor
-from gta_core.store import TaskStore
+from gta_core.store.task_store import TaskStore
 
 from .helpers import Env, SupervisorProcess, wait_for, wait_log
 from .rows import OWNER, age, make

@@ -18,7 +18,7 @@ import pytest
 import gta_core
 from gta_core.config import parse_duration
 from gta_core.runtime import Runtime
-from gta_core.sql import SCHEMA_VERSION
+from gta_core.store.sql.statements import SCHEMA_VERSION
 
 from .helpers import Env
 from .paths import child_pythonpath

@@ -25,8 +25,8 @@ from gta_core.dashboard.queries import PREVIEW, DashboardReads, Filters, ReadTim
 from gta_core.dashboard.sessions import Sessions
 from gta_core.dashboard.throttle import SignInThrottle
 from gta_core.errors import ConfigError
-from gta_core.roster import unhandled
-from gta_core.sql import RERUN_ERROR_PREFIX
+from gta_core.store.roster import unhandled
+from gta_core.store.sql.statements import RERUN_ERROR_PREFIX
 
 from . import dashboard_client
 from .conftest import BACKENDS, only_on

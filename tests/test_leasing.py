@@ -17,7 +17,7 @@ import pytest
 
 import gta_core
 from gta_core.db.connect import drop_connection, open_database
-from gta_core.store import TaskStore
+from gta_core.store.task_store import TaskStore
 
 from .helpers import Env, wait_for
 

@@ -103,7 +103,7 @@ def table_rows(env: Env) -> list[tuple[str, str, str, int, dt.datetime | None]]:
     """(key, queue, status, attempts, run_at) of every row."""
     d = env.store.sql.dialect
     cursor = env.runtime.db.execute_sql(f"SELECT {d.q('key')}, queue, status, attempts, run_at FROM {env.table}")
-    from gta_core.store import parse_timestamp
+    from gta_core.store.task_store import parse_timestamp
     return [(key, queue, status, int(attempts), parse_timestamp(run_at))
             for key, queue, status, attempts, run_at in cursor.fetchall()]
 

@@ -5,7 +5,7 @@ import pytest
 
 import gta_core
 from gta_core.errors import SchemaError
-from gta_core.sql import SCHEMA_VERSION
+from gta_core.store.sql.statements import SCHEMA_VERSION
 
 from .helpers import Env
 from .test_admin_cli import fails, gta, ok

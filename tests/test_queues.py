@@ -14,7 +14,7 @@ import pytest
 import gta_core
 from gta_core.db.connect import open_database
 from gta_core.db.transactions import in_transaction
-from gta_core.store import NewTask, TaskStore
+from gta_core.store.task_store import NewTask, TaskStore
 
 from .helpers import Env, wait_for
 from .test_admin_cli import environ, fails, gta, ok

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import gta_core
-from gta_core.sql import SCHEMA_VERSION
+from gta_core.store.sql.statements import SCHEMA_VERSION
 
 from .helpers import Env, SupervisorProcess, wait_for
 from .paths import REPO

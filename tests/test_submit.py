@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gta_core
-from gta_core.sql import SCHEMA_VERSION
+from gta_core.store.sql.statements import SCHEMA_VERSION
 from gta_core.submit import TaskRequest
 
 from .helpers import Env

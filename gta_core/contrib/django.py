@@ -48,7 +48,7 @@ from .. import TaskContext, hookimpl
 from .. import task as gta_task
 from ..db.transactions import in_transaction
 from ..handles.connection import borrowed_database
-from ..store import TaskStore
+from ..store.task_store import TaskStore
 from ..validation import storable
 
 try:  # Django 6

@@ -21,7 +21,7 @@ from ..config import parse_duration
 from ..errors import InvalidQueue, TaskNotFound
 from ..metrics.server import Reply as Response
 from ..queues import TEXT_LIMITS, check_name
-from ..sql import FINAL_STATUSES
+from ..store.sql.statements import FINAL_STATUSES
 from ..submit import CANCELLABLE
 from . import operator, task_pages
 from .access import same_origin

@@ -23,8 +23,8 @@ from ..config import Settings
 from ..errors import GTAError, TaskNotFound
 from ..metrics.catalog import Catalog
 from ..metrics.server import Reply as Response
-from ..roster import unhandled
 from ..runtime import Runtime
+from ..store.roster import unhandled
 from ..tasks import covers
 from . import charts, live, overview, pages, task_pages, worker_page, workflow_page
 from .access import SECURITY_HEADERS, Guard

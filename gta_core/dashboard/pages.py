@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from ..sql import RERUN_ERROR_PREFIX
+from ..store.sql.statements import RERUN_ERROR_PREFIX
 from .queries import SHOWN
 from .render import Markup, join, render, tag
 

@@ -26,15 +26,15 @@ import peewee
 
 from ..attempts import Attempt, timeline
 from ..db.connect import dialect_of, open_database, utc_text
-from ..dialects import DIALECTS, Dialect
 from ..errors import SchemaError
 from ..limits import LimitState, limit_states
-from ..roster import SupervisorState, supervisors
-from ..row_values import placeholders
-from ..sql import ALL_COLUMNS
-from ..sql_workflows import workflow_statements
-from ..store import PendingGroup, TaskStore, parse_timestamp
-from ..store_operations import QueueControl
+from ..store.operations import QueueControl
+from ..store.roster import SupervisorState, supervisors
+from ..store.rows import placeholders
+from ..store.sql.dialects import DIALECTS, Dialect
+from ..store.sql.statements import ALL_COLUMNS
+from ..store.sql.workflows import workflow_statements
+from ..store.task_store import PendingGroup, TaskStore, parse_timestamp
 
 T = TypeVar("T")
 

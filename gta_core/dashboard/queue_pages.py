@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 
 from ..limits import LimitState
 from ..metrics.catalog import Catalog, Handler, Schedule
-from ..roster import Unhandled
-from ..store_operations import QueueControl
+from ..store.operations import QueueControl
+from ..store.roster import Unhandled
 from .history import Recent
 from .pages import Screen, Viewer, count, form, queue_link, sign_in_hint, status, table, task_link
 from .queries import QueueDepth

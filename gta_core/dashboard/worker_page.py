@@ -1,7 +1,7 @@
 """The Workers page: supervisors, their workers and the task each is running, with a cancel
 button per task.
 
-Every supervisor sharing the table is in the roster (`gta_core.roster`: host, pid, the queues
+Every supervisor sharing the table is in the roster (`gta_core.store.roster`: host, pid, the queues
 it serves, the task keys it has handlers for, renewed every third of a lease period). The
 running tasks come from their rows (``lease_owner`` is ``host:supervisor-pid.worker-slot:token``;
 the owner index holds running rows only), grouped by supervisor and worker; this sidecar's own
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from ..roster import SupervisorState
+from ..store.roster import SupervisorState
 from .overview import supervisor_table
 from .pages import LocalSupervisor, Screen, Viewer, form, owner_parts, queue_link, sign_in_hint, table, task_link
 from .queries import RUNNING_SHOWN

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-    from ..store import TaskStore
-    from ..store_insert import NewTask
+    from ..store.inserts import NewTask
+    from ..store.task_store import TaskStore
 
 T = TypeVar("T")
 

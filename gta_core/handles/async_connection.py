@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..db.sqlite_locks import BUSY_TIMEOUT, busy_error, busy_timeout, locked
 from ..db.wakeup import notify_local
 from ..errors import SubmitError
-from ..store import TaskStore
-from ..store_insert import Query
+from ..store.inserts import Query
+from ..store.task_store import TaskStore
 from . import is_async, refuse_none
 from .connection import (
     borrowed_database,
@@ -37,7 +37,7 @@ from .connection import (
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-    from ..store_insert import NewTask
+    from ..store.inserts import NewTask
 
 T = TypeVar("T")
 #: top-level package of an async handle's class → the adapter module that writes through it
@@ -137,7 +137,7 @@ def numbered_marks(sql: str) -> str:
 
 
 async def run_async_steps(steps: Generator[Query, Any, T], run: Callable[[Query], Any]) -> T:
-    """`gta_core.store_insert.run_steps` for a runner that returns awaitables."""
+    """`gta_core.store.inserts.run_steps` for a runner that returns awaitables."""
     try:
         query = next(steps)
         while True:

@@ -28,9 +28,9 @@ from ..db.sqlite_locks import lock_errors
 from ..db.wakeup import notify_local
 from ..errors import SchemaError, SubmitError
 from ..runtime import Runtime
-from ..sql import statements
-from ..store import TaskStore
-from ..store_insert import Query
+from ..store.inserts import Query
+from ..store.sql.statements import statements
+from ..store.task_store import TaskStore
 from . import Handle
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from ..db.transactions import in_transaction
 from ..db.wakeup import notify_local
 from ..errors import SubmitError
 from ..runtime import Runtime
-from ..store import TaskStore
+from ..store.task_store import TaskStore
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
 from .connection import check_database, check_dialect, database_name
 

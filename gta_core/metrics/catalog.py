@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schedules import Periodic, periodic
-from ..store_insert import NewTask
+from ..store.inserts import NewTask
 
 CATALOG_FILE = "catalog.json"
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..config import Settings
 from ..db.connect import drop_connection, open_database
-from ..roster import supervisors, unhandled
-from ..store import TaskStore, summarize_by_queue
+from ..store.roster import supervisors, unhandled
+from ..store.task_store import TaskStore, summarize_by_queue
 from .health import DatabaseCheck
 
 log = logging.getLogger("gta.metrics")

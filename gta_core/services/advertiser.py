@@ -1,4 +1,4 @@
-"""The advertiser: keeps this supervisor's row of the roster (`gta_core.roster`) alive.
+"""The advertiser: keeps this supervisor's row of the roster (`gta_core.store.roster`) alive.
 
 The row says which queues the supervisor serves and which task keys its workers have handlers
 for (they lease no other), so that whoever reads the roster (the monitor, the metrics, ``gta

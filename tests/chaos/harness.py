@@ -58,8 +58,8 @@ from gta_core import runtime as runtime_module
 from gta_core.config import Settings, load_settings
 from gta_core.db.connect import drop_connection, open_database
 from gta_core.runtime import Runtime
-from gta_core.sql import FINAL_STATUSES
-from gta_core.store import TaskStore, parse_timestamp
+from gta_core.store.sql.statements import FINAL_STATUSES
+from gta_core.store.task_store import TaskStore, parse_timestamp
 
 from ..helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for
 from ..paths import child_pythonpath

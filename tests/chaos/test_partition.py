@@ -33,10 +33,10 @@ from typing import Any
 import pytest
 
 from gta_core.db.connect import prepared_name
-from gta_core.dialects import numbered
 from gta_core.limits import limit_queue
-from gta_core.row_values import placeholders
-from gta_core.sql import statements
+from gta_core.store.rows import placeholders
+from gta_core.store.sql.dialects import numbered
+from gta_core.store.sql.statements import statements
 
 from ..helpers import SupervisorProcess
 from .harness import REPORTS, ChaosHarness, new_table

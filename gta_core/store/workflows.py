@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .row_values import placeholders
-from .sql_workflows import WorkflowStatements, workflow_statements
-from .store_base import StoreBase
-from .store_insert import NewTask
+from .base import StoreBase
+from .inserts import NewTask
+from .rows import placeholders
+from .sql.workflows import WorkflowStatements, workflow_statements
 
 #: ids per ``IN`` list when joining members to their group
 CHUNK = 500

@@ -8,10 +8,10 @@ from typing import Any
 
 import peewee
 
-from .db.connect import PostgresDatabase, dialect_of, install_sqlite_functions
-from .db.transactions import in_statement
-from .dialects import numbered
-from .sql import statements
+from ..db.connect import PostgresDatabase, dialect_of, install_sqlite_functions
+from ..db.transactions import in_statement
+from .sql.dialects import numbered
+from .sql.statements import statements
 
 #: the default of the ``attempts_kept`` setting
 ATTEMPTS_KEPT = 50

@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 
 import peewee
 
-from .db.driver_errors import is_missing_table
-from .db.transactions import in_statement, in_transaction
-from .errors import GTAError, SchemaError
-from .row_values import placeholders
-from .sql_attempts import AttemptStatements, attempt_statements
-from .store_base import StoreBase
+from ..db.driver_errors import is_missing_table
+from ..db.transactions import in_statement, in_transaction
+from ..errors import GTAError, SchemaError
+from .base import StoreBase
+from .rows import placeholders
+from .sql.attempts import AttemptStatements, attempt_statements
 
 # How an attempt ended, or what an operator did (an entry's ``outcome``).
 SUCCEEDED = "succeeded"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .sql import RERUN_ERROR_PREFIX, statements
+from .statements import RERUN_ERROR_PREFIX, statements
 
 
 class OperationStatements:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .sql import statements
+from .statements import statements
 
 #: the status of a callback task whose group (or previous chain step) is not final yet
 WAITING = "waiting"

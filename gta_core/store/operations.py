@@ -11,13 +11,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .db.connect import utc_text
-from .db.transactions import in_transaction
-from .row_values import parse_timestamp, placeholders, task_dict
-from .sql import FINAL_STATUSES, RESCUED_ERROR_PREFIX
-from .sql_operations import OperationStatements, operation_statements
-from .sql_workflows import workflow_statements
-from .store_attempts import RERUN, AttemptQueries, LogEntry
+from ..db.connect import utc_text
+from ..db.transactions import in_transaction
+from .attempts import RERUN, AttemptQueries, LogEntry
+from .rows import parse_timestamp, placeholders, task_dict
+from .sql.operations import OperationStatements, operation_statements
+from .sql.statements import FINAL_STATUSES, RESCUED_ERROR_PREFIX
+from .sql.workflows import workflow_statements
 
 
 class OperationQueries(AttemptQueries):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from ...tasks import family_prefix
 from .dialects import DIALECTS, Dialect
-from .tasks import family_prefix
 
 SCHEMA_VERSION = 2
 

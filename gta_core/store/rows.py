@@ -5,7 +5,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from .sql import ALL_COLUMNS
+from .sql.statements import ALL_COLUMNS
 
 
 def placeholders(count: int) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .sql import statements
+from .statements import statements
 
 #: the columns of an entry, in the order every statement here writes and reads them
 COLUMNS = ("task_id", "seq", "attempt", "outcome", "worker", "started_at", "ended_at", "error_class", "error",

@@ -15,8 +15,8 @@ import datetime as dt
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal, TypeVar
 
-from .db.connect import utc_text
-from .store_base import StoreBase
+from ..db.connect import utc_text
+from .base import StoreBase
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .sql import statements
+from .statements import statements
 
 LIMIT_COLUMNS = ("kind", "name", "concurrency", "rate_count", "rate_period", "per_key", "window_start",
                  "window_count", "changed_at")

@@ -7,16 +7,16 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from .db import sqlite_ids
-from .db.driver_errors import is_missing_table
-from .db.transactions import in_transaction
-from .errors import SchemaError
-from .sql import SCHEMA_VERSION
-from .sql_attempts import attempt_statements
-from .sql_limits import limit_statements
-from .sql_operations import operation_statements
-from .sql_workflows import workflow_statements
-from .store_base import StoreBase
+from ..db import sqlite_ids
+from ..db.driver_errors import is_missing_table
+from ..db.transactions import in_transaction
+from ..errors import SchemaError
+from .base import StoreBase
+from .sql.attempts import attempt_statements
+from .sql.limits import limit_statements
+from .sql.operations import operation_statements
+from .sql.statements import SCHEMA_VERSION
+from .sql.workflows import workflow_statements
 
 log = logging.getLogger("gta.store")
 

@@ -16,13 +16,11 @@ from typing import Any
 
 import peewee
 
-from .db.driver_errors import is_retryable
-from .db.transactions import in_statement, in_transaction
-from .errors import LeaseExpired
-from .row_values import parse_timestamp, placeholders
-from .sql import ALL_COLUMNS, TASK_COLUMNS, rescued_error
-from .sql_workflows import UNFINISHED
-from .store_attempts import (
+from ..db.driver_errors import is_retryable
+from ..db.transactions import in_statement, in_transaction
+from ..errors import LeaseExpired
+from ..tasks import TaskRecord
+from .attempts import (
     CANCELLED,
     CHUNK,
     FAILED,
@@ -34,12 +32,14 @@ from .store_attempts import (
     LogEntry,
     class_path,
 )
-from .store_insert import InsertQueries, NewTask
-from .store_limits import LimitQueries
-from .store_operations import OperationQueries
-from .store_schema import SchemaQueries
-from .store_workflows import PreparedWorkflow, WorkflowQueries
-from .tasks import TaskRecord
+from .inserts import InsertQueries, NewTask
+from .limits import LimitQueries
+from .operations import OperationQueries
+from .rows import parse_timestamp, placeholders
+from .schema import SchemaQueries
+from .sql.statements import ALL_COLUMNS, TASK_COLUMNS, rescued_error
+from .sql.workflows import UNFINISHED
+from .workflows import PreparedWorkflow, WorkflowQueries
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:

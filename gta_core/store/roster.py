@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .row_values import parse_timestamp
-from .store import PendingGroup, TaskStore
-from .tasks import covers
+from ..tasks import covers
+from .rows import parse_timestamp
+from .task_store import PendingGroup, TaskStore
 
 
 @dataclasses.dataclass(frozen=True)

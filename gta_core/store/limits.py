@@ -18,11 +18,11 @@ from typing import Any
 
 import peewee
 
-from .db.driver_errors import is_missing_table
-from .db.transactions import in_statement, in_transaction
-from .row_values import parse_timestamp, placeholders
-from .sql_limits import limit_statements
-from .store_base import StoreBase
+from ..db.driver_errors import is_missing_table
+from ..db.transactions import in_statement, in_transaction
+from .base import StoreBase
+from .rows import parse_timestamp, placeholders
+from .sql.limits import limit_statements
 
 #: how long (seconds) a process trusts its last look at whether any limit exists: a new limit
 #: binds every worker within this long, and a worker without limits pays one tiny query per period
