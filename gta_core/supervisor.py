@@ -30,7 +30,6 @@ from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from .limits import task_limits
 from .metrics.host import MetricsHost
 from .plugins import call_hook_safely
-from .protocol import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from .runtime import Runtime
 from .services import Service, ServiceRunner
 from .services.advertiser import Advertiser
@@ -38,7 +37,8 @@ from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.rescuer import Rescuer
 from .services.scheduler import Scheduler, collect_periodics
-from .worker import async_slots, worker_main
+from .worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
+from .worker.process import async_slots, worker_main
 
 log = logging.getLogger("gta.supervisor")
 

@@ -32,7 +32,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from .coroutines import run_to_end
 from .errors import TaskControl
 from .outcomes import Action, decide, one_line
 from .results import TaskResult
@@ -40,6 +39,7 @@ from .runtime import Runtime, get_runtime
 from .store.inserts import NewTask
 from .tasks import TaskContext, TaskRecord
 from .validation import TaskRequest, capture_context, prepare
+from .worker.coroutines import run_to_end
 
 log = logging.getLogger("gta.testing")
 

@@ -14,10 +14,10 @@ import types
 import pytest
 
 import gta_core
-from gta_core.held import HeldLeases
-from gta_core.leasing import Leaser
 from gta_core.tasks import TaskRecord
 from gta_core.testing import eager
+from gta_core.worker.held_leases import HeldLeases
+from gta_core.worker.leasing import Leaser
 from gta_plugins.request_id import request_id
 
 from .helpers import Env, SupervisorProcess, wait_for, wait_log

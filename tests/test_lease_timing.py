@@ -16,10 +16,10 @@ import pytest
 
 import gta_core
 from gta_core.config import load_settings
-from gta_core.held import HeldLeases
-from gta_core.leasing import Leaser
-from gta_core.protocol import Doorbell, StopFlag, WorkerChannel
 from gta_core.tasks import TaskRecord
+from gta_core.worker.channel import Doorbell, StopFlag, WorkerChannel
+from gta_core.worker.held_leases import HeldLeases
+from gta_core.worker.leasing import Leaser
 
 from .helpers import Env
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import gta_core
-from gta_core.leasing import UNPARK_AFTER
+from gta_core.worker.leasing import UNPARK_AFTER
 
 from .helpers import Env, wait_for
 from .test_supervisor import entries, row, start, stop, wait_entries

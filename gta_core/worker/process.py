@@ -26,18 +26,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import runtime as runtime_module
+from .. import runtime as runtime_module
+from ..config import Settings
+from ..plugins import call_hook_safely
+from ..runtime import Runtime
+from ..tasks import TaskRecord
 from .async_runner import AsyncRunner
+from .channel import EXIT_BOOT_FAILED, EXIT_RECYCLED, EXIT_THREAD_DIED, WorkerChannel
 from .completer import Completer
-from .config import Settings
 from .heartbeat import Heartbeat
-from .held import HeldLeases
+from .held_leases import HeldLeases
 from .leasing import Leaser
-from .plugins import call_hook_safely
-from .protocol import EXIT_BOOT_FAILED, EXIT_RECYCLED, EXIT_THREAD_DIED, WorkerChannel
-from .runner import ThreadRunner
-from .runtime import Runtime
-from .tasks import TaskRecord
+from .thread_runner import ThreadRunner
 
 log = logging.getLogger("gta.worker")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import peewee
 
-from .config import Settings
-from .errors import GTAError
-from .held import HeldLeases, Room
-from .protocol import EXIT_CANCEL_FORCED, WorkerChannel
+from ..config import Settings
+from ..errors import GTAError
+from .channel import EXIT_CANCEL_FORCED, WorkerChannel
+from .held_leases import HeldLeases, Room
 
 log = logging.getLogger("gta.worker")
 

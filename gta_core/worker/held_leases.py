@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .config import Settings
-from .protocol import WorkerChannel
-from .tasks import TaskContext, TaskRecord
+from ..config import Settings
+from ..tasks import TaskContext, TaskRecord
+from .channel import WorkerChannel
 
 PACE_WEIGHT = 0.2  # weight of the newest task in the moving average of task run time
 

@@ -16,21 +16,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..config import Settings
+from ..errors import Fail
+from ..outcomes import SUCCEED, decide
+from ..plugins import Registry, call_hook_safely, report_task_events
+from ..results import encode_result
+from ..runtime import Runtime
+from ..scopes import Attempt, Submission, announce, scope
+from ..tasks import TaskContext, TaskDefinition, TaskRecord
+from ..validation import TaskRequest, capture_context, prepare
+from ..workflows import announce_deferred, prepare_chain, prepare_group
+from .channel import WorkerChannel
 from .completer import Completer, task_logger
-from .config import Settings
 from .coroutines import run_to_end
-from .errors import Fail
-from .held import HeldLeases, Room
+from .held_leases import HeldLeases, Room
 from .leasing import Leaser
-from .outcomes import SUCCEED, decide
-from .plugins import Registry, call_hook_safely, report_task_events
-from .protocol import WorkerChannel
-from .results import encode_result
-from .runtime import Runtime
-from .scopes import Attempt, Submission, announce, scope
-from .tasks import TaskContext, TaskDefinition, TaskRecord
-from .validation import TaskRequest, capture_context, prepare
-from .workflows import announce_deferred, prepare_chain, prepare_group
 
 log = logging.getLogger("gta.worker")
 

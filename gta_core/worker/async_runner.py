@@ -37,18 +37,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import TaskTimeout
+from ..outcomes import SUCCEED, decide
+from ..plugins import call_hook_safely, report_task_events
+from ..results import encode_result
+from ..runtime import Runtime
+from ..scopes import Attempt, scope
+from ..tasks import TaskContext, TaskRecord
+from .channel import EXIT_THREAD_DIED, WorkerChannel
 from .completer import Completer, task_logger
-from .errors import TaskTimeout
-from .held import HeldLeases, Room
+from .held_leases import HeldLeases, Room
 from .leasing import UNPARK_AFTER, Leaser
-from .outcomes import SUCCEED, decide
-from .plugins import call_hook_safely, report_task_events
-from .protocol import EXIT_THREAD_DIED, WorkerChannel
-from .results import encode_result
-from .runner import checked_call, child_preparer, plain_success, workflow_preparer
-from .runtime import Runtime
-from .scopes import Attempt, scope
-from .tasks import TaskContext, TaskRecord
+from .thread_runner import checked_call, child_preparer, plain_success, workflow_preparer
 
 log = logging.getLogger("gta.worker")
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import peewee
 
-from .config import Settings
-from .db.wakeup import notify_local, wake_key
-from .errors import DatabaseUnavailable, GTAError
-from .held import HeldLeases, Room
-from .protocol import WorkerChannel
-from .tasks import TaskRecord
+from ..config import Settings
+from ..db.wakeup import notify_local, wake_key
+from ..errors import DatabaseUnavailable, GTAError
+from ..tasks import TaskRecord
+from .channel import WorkerChannel
+from .held_leases import HeldLeases, Room
 
 log = logging.getLogger("gta.worker")
 

@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import peewee
 
-from .config import Settings
-from .errors import DatabaseUnavailable
-from .held import HeldLeases, Room
-from .outcomes import Action, Outcome, one_line
-from .plugins import Plugins, report_task_events
-from .protocol import WorkerChannel
-from .store.inserts import NewTask
-from .tasks import TaskRecord
+from ..config import Settings
+from ..errors import DatabaseUnavailable
+from ..outcomes import Action, Outcome, one_line
+from ..plugins import Plugins, report_task_events
+from ..store.inserts import NewTask
+from ..tasks import TaskRecord
+from .channel import WorkerChannel
+from .held_leases import HeldLeases, Room
 
 log = logging.getLogger("gta.worker")
 T = TypeVar("T")
