@@ -114,7 +114,7 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
         from .dashboard import prepare
         settings = prepare(settings_from_args(args))
         _setup_logging(settings.log_level)
-        from .supervisor import run_supervisor
+        from .supervisor.manager import run_supervisor
         return run_supervisor(runtime_module.configure(settings))
 
     return _guard("gta-supervisor", run)

@@ -14,7 +14,7 @@ import time
 from .db.connect import check_connection, describe_url
 from .runtime import Runtime, configure
 from .submit import submit
-from .supervisor import run_supervisor
+from .supervisor.manager import run_supervisor
 
 FINAL = {"succeeded", "failed", "cancelled"}
 #: the module of the demo tasks, loaded as a plugin by `gta demo` only

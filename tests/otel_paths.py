@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import gta_core
 from gta_core.schedules import periodic
-from gta_core.services.scheduler import Scheduler
+from gta_core.supervisor.services.periodic import Scheduler
 
 from .async_handles import ASYNC_KINDS
 from .handles import use_django_database

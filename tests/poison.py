@@ -14,10 +14,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from gta_core.services.janitor import Janitor
-from gta_core.services.listener import Listener
-from gta_core.services.rescuer import Rescuer
-from gta_core.services.scheduler import Scheduler
+from gta_core.supervisor.services.janitor import Janitor
+from gta_core.supervisor.services.listener import Listener
+from gta_core.supervisor.services.periodic import Scheduler
+from gta_core.supervisor.services.rescuer import Rescuer
 from gta_core.worker.completer import Completer
 from gta_core.worker.heartbeat import Heartbeat
 from gta_core.worker.thread_runner import ThreadRunner

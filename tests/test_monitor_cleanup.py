@@ -17,7 +17,7 @@ import gta_core
 from gta_core import load_settings
 from gta_core.plugins import build_plugins
 from gta_core.runtime import Runtime
-from gta_core.services.scheduler import collect_periodics
+from gta_core.supervisor.services.periodic import collect_periodics
 from gta_plugins.cleanup import delete_expired
 from gta_plugins.monitor import monitor_timeout
 

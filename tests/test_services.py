@@ -16,7 +16,7 @@ import pytest
 
 import gta_core
 from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
-from gta_core.services import Service, ServiceRunner
+from gta_core.supervisor.services import Service, ServiceRunner
 
 from .helpers import Env, wait_for
 from .test_metrics import health, scrape, total, with_metrics

@@ -4,7 +4,7 @@ the database healthy?
 The supervisor writes a small status file into its multiprocess directory about once a
 second (at once when something changed); the sidecar reads it on each probe. A status file
 that stopped changing means the supervisor's main loop is stuck even though the process
-exists; a loop of `gta_core.services` that is not running, or stuck in one iteration, is
+exists; a loop of `gta_core.supervisor.services` that is not running, or stuck in one iteration, is
 named under ``services``.
 """
 from __future__ import annotations

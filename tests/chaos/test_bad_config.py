@@ -158,7 +158,7 @@ def test_supervisor_command_line_starts_or_names_the_problem(parts: list[Part]) 
     environ = {name: value for name, value in os.environ.items() if not name.startswith("GTA_")}
     try:
         with mock.patch.dict(os.environ, environ, clear=True), \
-                mock.patch("gta_core.supervisor.run_supervisor", fake_run):
+                mock.patch("gta_core.supervisor.manager.run_supervisor", fake_run):
             code, stderr = run_in_process(cli.supervisor_main, argv)
     finally:
         runtime_module.reset()

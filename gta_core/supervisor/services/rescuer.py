@@ -14,12 +14,12 @@ from typing import Any
 
 import peewee
 
-from ..db.connect import drop_connection
-from ..errors import GTAError, LeaseExpired
-from ..outcomes import decide
-from ..plugins import report_task_events
-from ..runtime import Runtime
-from ..scopes import scope
+from ...db.connect import drop_connection
+from ...errors import GTAError, LeaseExpired
+from ...outcomes import decide
+from ...plugins import report_task_events
+from ...runtime import Runtime
+from ...scopes import scope
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")

@@ -4,7 +4,7 @@ Signal handlers only queue the signal; the main loop dispatches it (as in gunico
 The main loop never waits on the database: it select()s on the signal pipe, the local wake-up
 socket and the workers' sentinels. This module only manages worker processes; the database
 work of the supervisor (rescuer, janitor, periodic scheduler, PostgreSQL listener) is done
-by the loops of `gta_core.services`, which the main loop keeps running through a
+by the loops of `gta_core.supervisor.services`, which the main loop keeps running through a
 `ServiceRunner` (a loop that dies is logged, counted, restarted and reported to /healthz).
 """
 from __future__ import annotations
@@ -24,21 +24,21 @@ from typing import Any
 
 import multiprocess
 
-from .db import drivers
-from .db.connect import REPLY_GRACE, check_connection
-from .errors import DatabaseUnavailable, TaskTimeout, WorkerDied
-from .limits import task_limits
-from .metrics.host import MetricsHost
-from .plugins import call_hook_safely
-from .runtime import Runtime
+from ..db import drivers
+from ..db.connect import REPLY_GRACE, check_connection
+from ..errors import DatabaseUnavailable, TaskTimeout, WorkerDied
+from ..limits import task_limits
+from ..metrics.host import MetricsHost
+from ..plugins import call_hook_safely
+from ..runtime import Runtime
+from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
+from ..worker.process import async_slots, worker_main
 from .services import Service, ServiceRunner
 from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
+from .services.periodic import Scheduler, collect_periodics
 from .services.rescuer import Rescuer
-from .services.scheduler import Scheduler, collect_periodics
-from .worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
-from .worker.process import async_slots, worker_main
 
 log = logging.getLogger("gta.supervisor")
 
@@ -149,7 +149,7 @@ class Supervisor:
     def _open_wake_socket(self) -> Any:
         if self.runtime.store.dialect == "postgres":
             return None
-        from .db.wakeup import WakeSocket
+        from ..db.wakeup import WakeSocket
         return WakeSocket(self.runtime.wake_key(self.runtime.db))
 
     def _queue_signal(self, signum: int, _frame: Any) -> None:

@@ -17,9 +17,9 @@ import threading
 
 import peewee
 
-from ..db.connect import drop_connection
-from ..errors import GTAError
-from ..runtime import Runtime
+from ...db.connect import drop_connection
+from ...errors import GTAError
+from ...runtime import Runtime
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")

@@ -4,7 +4,7 @@
 - `rescuer`: puts expired leases back to pending, cluster-wide, every ``rescue_interval``;
 - `janitor`: settles a dead worker's leases at once (writes its unwritten successes, retries
   what it was running, releases the rest);
-- `scheduler`: enqueues each periodic task's latest slot;
+- `periodic`: enqueues each periodic task's latest slot;
 - `listener`: on PostgreSQL, LISTENs for submit's NOTIFY and wakes the workers.
 
 A loop that dies is logged with its traceback, counted (``gta_service_restarts_total``),

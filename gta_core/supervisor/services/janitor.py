@@ -16,12 +16,12 @@ import time
 
 import peewee
 
-from ..db.connect import drop_connection
-from ..errors import GTAError
-from ..outcomes import Action, decide
-from ..plugins import report_task_events
-from ..runtime import Runtime
-from ..scopes import scope
+from ...db.connect import drop_connection
+from ...errors import GTAError
+from ...outcomes import Action, decide
+from ...plugins import report_task_events
+from ...runtime import Runtime
+from ...scopes import scope
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")

@@ -23,7 +23,7 @@ from typing import Any
 
 import peewee
 
-from ..db.connect import drop_connection, open_database
+from ...db.connect import drop_connection, open_database
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")

@@ -13,14 +13,14 @@ from collections.abc import Callable, Sequence
 
 import peewee
 
-from ..db.connect import drop_connection
-from ..db.transactions import in_transaction
-from ..errors import GTAError, PluginError
-from ..plugins import periodic_definitions
-from ..runtime import Runtime
-from ..schedules import Periodic
-from ..scopes import Submission, scope
-from ..validation import TaskRequest, prepare
+from ...db.connect import drop_connection
+from ...db.transactions import in_transaction
+from ...errors import GTAError, PluginError
+from ...plugins import periodic_definitions
+from ...runtime import Runtime
+from ...schedules import Periodic
+from ...scopes import Submission, scope
+from ...validation import TaskRequest, prepare
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")
