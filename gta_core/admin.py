@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from .attempts import Attempt, timeline
+from .cli.terminal import printable
 from .config import parse_duration
 from .db.connect import check_connection, describe_url
 from .db.wakeup import notify_local
@@ -29,7 +30,6 @@ from .store.roster import Unhandled, supervisors, unhandled
 from .store.sql.statements import FINAL_STATUSES
 from .store.sql.workflows import WAITING
 from .store.task_store import summarize_by_queue
-from .terminal import printable
 
 STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
 #: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`

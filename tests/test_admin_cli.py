@@ -33,7 +33,7 @@ DAY = 86400.0
 
 
 def gta_bin() -> str:
-    """The console script pip installed for ``gta = gta_core.cli:main``."""
+    """The console script pip installed for ``gta = gta_core.cli.main:main``."""
     beside = Path(sys.executable).with_name("gta")
     found = str(beside) if beside.exists() else shutil.which("gta")
     assert found, "the gta entry point is not installed: pip install -e ."

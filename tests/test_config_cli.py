@@ -23,7 +23,7 @@ from gta_core.store.sql.statements import SCHEMA_VERSION
 from .helpers import Env
 from .paths import child_pythonpath
 
-GTA = [sys.executable, "-c", "import sys; from gta_core.cli import main; sys.exit(main())"]
+GTA = [sys.executable, "-c", "import sys; from gta_core.cli.main import main; sys.exit(main())"]
 SUPERVISOR = [sys.executable, "-m", "gta_core.cli_supervisor"]
 UNREACHABLE = ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"]
 

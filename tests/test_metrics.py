@@ -618,7 +618,7 @@ def test_submitting_never_imports_prometheus_client(tmp_path: Path) -> None:
     """Only the supervisor's own set-up may decide prometheus_client's mode."""
     script = textwrap.dedent(f"""
         import sys
-        import gta_core, gta_core.cli, gta_core.supervisor.manager, gta_core.metrics.host, gta_core.metrics.sidecar
+        import gta_core, gta_core.cli.main, gta_core.supervisor.manager, gta_core.metrics.host, gta_core.metrics.sidecar
         import gta_plugins.metrics
         runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'app.db'}", plugins="tests.tasks")
         runtime.store.migrate()

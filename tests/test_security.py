@@ -345,7 +345,7 @@ def test_arguments_too_deep_or_too_big_are_refused_and_nothing_is_written(env: E
     with pytest.raises(InvalidArguments, match=r"1,048,576 \(setting args_max_bytes"):
         gta_core.submit(gta_core.OWN_TRANSACTION, "greet", {"name": "x" * 1_048_576})
     assert sum(env.store.counts().values()) == sum(before.values()) + 1  # only the first was written
-    refused = subprocess.run([sys.executable, "-c", "import sys; from gta_core.cli import main; sys.exit(main())",
+    refused = subprocess.run([sys.executable, "-c", "import sys; from gta_core.cli.main import main; sys.exit(main())",
                               "submit", "greet", "--args", '{"name": "' + "x" * 200 + '"}'],
                              capture_output=True, text=True, timeout=60,
                              env={**os.environ, "GTA_ARGS_MAX_BYTES": "100"})

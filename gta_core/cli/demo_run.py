@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
-from .db.connect import check_connection, describe_url
-from .runtime import Runtime, configure
-from .submit import submit
-from .supervisor.manager import run_supervisor
+from ..db.connect import check_connection, describe_url
+from ..runtime import Runtime, configure
+from ..submit import submit
+from ..supervisor.manager import run_supervisor
 
 FINAL = {"succeeded", "failed", "cancelled"}
 #: the module of the demo tasks, loaded as a plugin by `gta demo` only

@@ -15,14 +15,14 @@ from typing import NoReturn
 
 import peewee
 
-from . import __version__, admin
-from . import runtime as runtime_module
-from .admin import RETRYABLE, STATUSES
-from .config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
-from .db.connect import check_connection, describe_url, require_database_file
-from .errors import DatabaseUnavailable, GTAError
-from .runtime import Runtime
-from .store.sql.statements import FINAL_STATUSES
+from .. import __version__, admin
+from .. import runtime as runtime_module
+from ..admin import RETRYABLE, STATUSES
+from ..config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
+from ..db.connect import check_connection, describe_url, require_database_file
+from ..errors import DatabaseUnavailable, GTAError
+from ..runtime import Runtime
+from ..store.sql.statements import FINAL_STATUSES
 from .terminal import printable
 
 EXIT_USAGE = 2  # bad input or configuration
@@ -111,10 +111,10 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
     _project_importable()
 
     def run() -> int:
-        from .dashboard import prepare
+        from ..dashboard import prepare
         settings = prepare(settings_from_args(args))
         _setup_logging(settings.log_level)
-        from .supervisor.manager import run_supervisor
+        from ..supervisor.manager import run_supervisor
         return run_supervisor(runtime_module.configure(settings))
 
     return _guard("gta-supervisor", run)
@@ -338,7 +338,7 @@ def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
-    from .submit import OWN_TRANSACTION, submit
+    from ..submit import OWN_TRANSACTION, submit
     try:
         task_args = json.loads(args.args)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
@@ -351,7 +351,7 @@ def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(runtime: Runtime, args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo_run import run_demo
     return run_demo(runtime, admin.duration("--timeout", args.timeout))
 
 
