@@ -30,6 +30,7 @@ from .store.roster import Unhandled, supervisors, unhandled
 from .store.sql.statements import FINAL_STATUSES
 from .store.sql.workflows import WAITING
 from .store.task_store import summarize_by_queue
+from .submit import cancel as cancel_tasks
 
 STATUSES = ("pending", "running", WAITING, *FINAL_STATUSES)
 #: the built-in periodic tasks (`gta_plugins.monitor`, `gta_plugins.cleanup`), whose runs `gta list`
@@ -261,7 +262,6 @@ def _ids_with_status(runtime: Runtime, status: str) -> Iterable[list[int]]:
 
 
 def cancel(runtime: Runtime, ids: Sequence[int], force: bool, as_json: bool = False) -> int:
-    from .submit import cancel as cancel_tasks
 
     ready(runtime)
     _require(runtime, ids)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import handles
-from .api_errors import gta_errors
+from .handles.api_errors import gta_errors
 from .handles.async_connection import resolve
 from .runtime import get_runtime
 from .scopes import Submission, scope

@@ -18,8 +18,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from .api_errors import gta_errors
 from .handles import OWN_TRANSACTION
+from .handles.api_errors import gta_errors
 from .handles.peewee import database_of
 from .runtime import get_runtime
 from .store.attempts import (

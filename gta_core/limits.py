@@ -14,8 +14,8 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
-from .api_errors import gta_errors
 from .errors import InvalidLimit
+from .handles.api_errors import gta_errors
 from .limit_rules import Rate, check_concurrency, parse_rate
 from .queues import check_name
 from .runtime import Runtime, get_runtime

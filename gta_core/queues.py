@@ -14,9 +14,9 @@ import datetime as dt
 import getpass
 import socket
 
-from .api_errors import gta_errors
 from .db.wakeup import notify_local
 from .errors import GTAError, InvalidQueue
+from .handles.api_errors import gta_errors
 from .runtime import Runtime, get_runtime
 from .store.operations import QueueControl
 from .validation import STORABLE_RULE, storable

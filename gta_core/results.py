@@ -19,10 +19,10 @@ import select
 import time
 from typing import Any
 
-from .api_errors import gta_errors
 from .db.connect import drop_connection, open_database
 from .errors import Fail, GTAError
 from .handles import OWN_TRANSACTION
+from .handles.api_errors import gta_errors
 from .handles.peewee import database_of
 from .runtime import get_runtime
 from .store.sql.statements import FINAL_STATUSES

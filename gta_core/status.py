@@ -12,9 +12,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from .api_errors import gta_errors
 from .attempts import Attempt, attempts
 from .handles import OWN_TRANSACTION
+from .handles.api_errors import gta_errors
 from .handles.peewee import database_of
 from .runtime import get_runtime
 from .store.sql.statements import FINAL_STATUSES

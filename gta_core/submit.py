@@ -15,9 +15,9 @@ from typing import Any
 import peewee
 
 from . import handles
-from .api_errors import gta_errors, translated
 from .errors import GTAError, InvalidArguments
 from .handles import OWN_TRANSACTION
+from .handles.api_errors import gta_errors, translated
 from .handles.peewee import database_of, wake_after_commit
 from .queues import actor
 from .runtime import Runtime, get_runtime

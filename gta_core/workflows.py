@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import handles
-from .api_errors import gta_errors
 from .errors import InvalidArguments
+from .handles.api_errors import gta_errors
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, announce, scope
 from .store.inserts import NewTask

@@ -25,7 +25,7 @@ from gta_core.dashboard.inputs import args_fragment
 from gta_core.dashboard.queries import DashboardReads, Filters, Fresh
 from gta_core.metrics import catalog
 from gta_core.metrics.catalog import Catalog, Handler, Schedule
-from gta_core.metrics.queues import OTHER
+from gta_core.metrics.database_gauges import OTHER
 from gta_core.metrics.server import Reply
 
 from . import dashboard_client

@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 import gta_core
+from gta_core.metrics.database_gauges import QueueProbe
 from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
 from gta_core.metrics.multiproc import MultiprocDir
-from gta_core.metrics.queues import QueueProbe
 
 from .helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
 from .paths import IMPORT_ROOT, REPO
@@ -475,15 +475,15 @@ def test_health_rules() -> None:
 # -- the database gauges ------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_queue_gauges_are_read_at_most_once_per_interval(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gta_core.metrics import queues
+    from gta_core.metrics import database_gauges
 
     starts: list[float] = []
-    real = queues.read_stats
+    real = database_gauges.read_stats
 
     def counting(store: Any, settings: Any) -> Any:
         starts.append(time.monotonic())
         return real(store, settings)
-    monkeypatch.setattr(queues, "read_stats", counting)
+    monkeypatch.setattr(database_gauges, "read_stats", counting)
     gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     probe = QueueProbe(env.runtime.settings, min_interval=0.3)
     deadline = time.monotonic() + 1.0

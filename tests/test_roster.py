@@ -12,7 +12,7 @@ import pytest
 
 import gta_core
 from gta_core.config import load_settings
-from gta_core.metrics.queues import read_stats
+from gta_core.metrics.database_gauges import read_stats
 from gta_core.store.inserts import NewTask
 from gta_core.store.roster import SupervisorState, supervisors, unhandled_now
 from gta_plugins import monitor

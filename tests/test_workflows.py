@@ -17,7 +17,7 @@ from gta_core import OWN_TRANSACTION, TaskRequest
 from gta_core.admin import rerun_tasks
 from gta_core.config import load_settings
 from gta_core.dashboard.overview import whole_table
-from gta_core.metrics.queues import read_stats
+from gta_core.metrics.database_gauges import read_stats
 
 from .helpers import Env, wait_for, wait_log
 from .test_admin_cli import gta, ok

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..metrics.queues import OTHER
+from ..metrics.database_gauges import OTHER
 from .queries import DashboardReads, ReadTimeout
 
 log = logging.getLogger("gta.dashboard")

@@ -12,6 +12,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import SubmitError
+
 if TYPE_CHECKING:
     from ..runtime import Runtime
     from ..store.inserts import NewTask
@@ -81,7 +83,6 @@ OWN_TRANSACTION: Any = _OwnTransaction()
 def refuse_none(handle: Any, name: str) -> None:
     """`SubmitError` for a handle that is None: it must never mean GTA's own transaction."""
     if handle is None:
-        from ..errors import SubmitError
         raise SubmitError(f"{name} is None: pass your transaction ({KINDS}) to write inside it, or "
                           "gta_core.OWN_TRANSACTION to commit on GTA's own connection regardless of yours")
 
@@ -96,7 +97,6 @@ def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
     """The adapter for ``handle``; `SubmitError` (before anything is written) for what none takes."""
     refuse_none(handle, name)
     if is_async(handle):
-        from ..errors import SubmitError
         raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
                           "submit through it with `await gta_core.asubmit(...)`")
     for klass in type(handle).__mro__:

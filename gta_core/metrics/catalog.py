@@ -18,6 +18,7 @@ from typing import Any
 
 from ..schedules import Periodic, periodic
 from ..store.inserts import NewTask
+from ..validation import TaskRequest, prepare
 
 CATALOG_FILE = "catalog.json"
 
@@ -79,8 +80,6 @@ class Catalog:
 
 def build(runtime: Any, periodics: Sequence[Periodic]) -> Catalog:
     """The catalog of a started supervisor (``runtime``: its `Runtime`; ``periodics``: checked)."""
-    from ..validation import TaskRequest, prepare
-
     registry = runtime.plugins.registry
     handlers = tuple(Handler(key, definition.queue, definition.priority, definition.max_attempts, definition.timeout,
                              definition.is_async, registry.owners[key], definition.concurrency,

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
+from .database_gauges import QueueCollector, QueueProbe
 from .health import SupervisorStatus, evaluate
 from .host import SETTINGS_ENV
 from .hosts import AllowedHosts
 from .multiproc import ENV, MultiprocDir
-from .queues import QueueCollector, QueueProbe
 from .server import HttpError, Reply, Request, Server, text_reply
 
 log = logging.getLogger("gta.metrics")

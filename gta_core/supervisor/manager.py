@@ -26,6 +26,7 @@ import multiprocess
 
 from ..db import drivers
 from ..db.connect import REPLY_GRACE, check_connection
+from ..db.wakeup import WakeSocket
 from ..errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from ..limits import task_limits
 from ..metrics.host import MetricsHost
@@ -149,7 +150,6 @@ class Supervisor:
     def _open_wake_socket(self) -> Any:
         if self.runtime.store.dialect == "postgres":
             return None
-        from ..db.wakeup import WakeSocket
         return WakeSocket(self.runtime.wake_key(self.runtime.db))
 
     def _queue_signal(self, signum: int, _frame: Any) -> None:

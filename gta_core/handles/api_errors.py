@@ -20,8 +20,9 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from .db.driver_errors import as_gta_error
-from .errors import GTAError
+from ..db.driver_errors import as_gta_error
+from ..errors import GTAError
+from ..runtime import get_runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +56,6 @@ def gta_errors(function: F) -> F:
 
 
 def _eager() -> bool:
-    from .runtime import get_runtime  # the runtime imports the store, whose modules import this one
     try:
         return get_runtime().eager is not None
     except GTAError:  # settings that do not load: no eager mode either
