@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import statements
+from .statements import LEASE_FENCE
 
 #: the columns of an entry, in the order every statement here writes and reads them
 COLUMNS = ("task_id", "seq", "attempt", "outcome", "worker", "started_at", "ended_at", "error_class", "error",
@@ -60,7 +60,7 @@ class AttemptStatements:
         # its COMMIT would hold the row of the worker that took the task over. Parameters:
         # `log_ended`'s but the last, then the fence's (id, owner, attempt).
         self.log_fenced = fx(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, {entry} "
-                             f"FROM {t} WHERE {statements(d.name, t).fence}")
+                             f"FROM {t} WHERE {LEASE_FENCE}")
         # PostgreSQL: the fenced write and its entry in one statement (`ended_write`), prepared
         # (planning it cost as much as running it), so its parameters carry their types
         typed = ("COALESCE(?::integer, attempts), ?::varchar, ?::varchar, started_at, " + d.now

@@ -24,6 +24,17 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 #: the last fields of TaskRecord, left at None in a leased record (see `Statements.lease_columns`)
 LEASE_SKIPS = ("last_error", "created_at")
 
+#: The fence of an outcome write: this lease, not only this owner. A worker stopped past its
+#: lease may lease the same task again (same owner) while the stale run goes on; every lease
+#: counts an attempt, so the attempt number tells the two apart. A NULL attempt (operator tools
+#: and tests that hold no lease record) fences on owner and status only. Parameters: id, owner,
+#: attempt — the last three of every outcome write's. Written once: every outcome write of
+#: every part of the store (`Statements`, `sql.workflows`, `sql.attempts`) fences with this text.
+LEASE_FENCE = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
+#: The fence of a write to many of one worker's leases (renewals, batched successes, give-backs):
+#: the owner's running rows among ``{ids}``.
+OWNER_FENCE = "lease_owner = ? AND status = 'running' AND id IN ({ids})"
+
 
 class Statements:
     """The statements for one table on one dialect; see `statements`."""
@@ -144,16 +155,8 @@ class Statements:
         self.lease_ids = f"UPDATE {t} SET {lease_set} WHERE id IN ({{ids}})"
         self.leased_rows = f"SELECT {self.lease_columns} FROM {t} WHERE id IN ({{ids}})"
 
-        self.heartbeat = (f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} "
-                          "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})")
-        # The fence of an outcome write: this lease, not only this owner. A worker stopped past its
-        # lease may lease the same task again (same owner) while the stale run goes on; every
-        # lease counts an attempt, so the attempt number tells the two apart. A NULL attempt
-        # (operator tools and tests that hold no lease record) fences on owner and status only.
-        fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
-        #: the fence, for statements that must match exactly the rows an outcome write will
-        #: (its parameters, id, owner, attempt, are the last three of every outcome write's)
-        self.fence = fence
+        self.heartbeat = f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} WHERE {OWNER_FENCE}"
+        fence = LEASE_FENCE
         # PostgreSQL: a final write NOTIFYs the table's ``done`` channel for `gta_core.wait`, in
         # the statement itself (no round trip; one notification per transaction, as the payload
         # is the same), delivered on commit
@@ -162,7 +165,7 @@ class Statements:
         done = f" RETURNING {self.notify_done}" if self.notify_done else ""
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}{done}")
-        many_fence = "lease_owner = ? AND status = 'running' AND id IN ({ids}){leases}"
+        many_fence = OWNER_FENCE + "{leases}"
         self.lease_pairs = " AND (id, attempts) IN ({rows})"
         self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                               f"lease_expires_at = NULL WHERE {many_fence}")
@@ -179,7 +182,7 @@ class Statements:
             f", {self.notify_done}" if self.notify_done else "")
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
         # the batch's ids and (id, attempt) pairs took as long as running it); a NULL attempt
-        # fences on owner and status only, as in `fence`
+        # fences on owner and status only, as in `LEASE_FENCE`
         self.complete_many_arrays = (
             f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
             f"lease_expires_at = NULL FROM unnest($1::bigint[], $2::integer[]) AS lease(id, attempt) "
@@ -195,8 +198,7 @@ class Statements:
         # submit does, in the statement, so idle workers on every host take it now (elsewhere the
         # worker giving it back pokes this host's supervisors, `Leaser.give_back`).
         woken = f" RETURNING pg_notify('gta_{t}', queue)" if d.name == "postgres" else ""
-        self.release_ids = (f"UPDATE {t} SET {release_set} "
-                            "WHERE lease_owner = ? AND status = 'running' AND id IN ({ids})" + woken)
+        self.release_ids = f"UPDATE {t} SET {release_set} WHERE {OWNER_FENCE}{woken}"
         self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}{woken}")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
         self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import statements
+from .statements import LEASE_FENCE, statements
 
 #: the status of a callback task whose group (or previous chain step) is not final yet
 WAITING = "waiting"
@@ -57,11 +57,10 @@ class WorkflowStatements:
 
         # -- results ---------------------------------------------------------------------------
         engine = statements(d.name, t)
-        fence = "id = ? AND lease_owner = ? AND status = 'running' AND attempts = COALESCE(?, attempts)"
         done = f" RETURNING {engine.notify_done}" if engine.notify_done else ""
         self.complete_with_result = fx(
             f"UPDATE {t} SET status = 'succeeded', result = ?, finished_at = {d.now}, updated_at = {d.now}, "
-            f"lease_expires_at = NULL WHERE {fence}{done}")
+            f"lease_expires_at = NULL WHERE {LEASE_FENCE}{done}")
         self.result = fx(f"SELECT status, result, last_error FROM {t} WHERE id = ?")
         #: PostgreSQL's channel for final writes (`gta_core.wait` listens on it)
         self.done_channel = engine.done_channel
