@@ -8,7 +8,7 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -16,6 +16,9 @@ from . import hookspecs
 from .errors import PluginError, UnknownTask
 from .schedules import Periodic
 from .tasks import TaskDefinition
+
+if TYPE_CHECKING:  # the runtime builds the plugins and hands itself in: no import back
+    from .runtime import Runtime
 
 log = logging.getLogger("gta.plugins")
 #: the hint of `UnknownTask`: the usual cause is a handler module loaded by the supervisor only
@@ -69,9 +72,9 @@ class Plugins:
 
     manager: pluggy.PluginManager
     registry: Registry
-    hook_errors: int = 0
     #: what hooks that take ``gta`` receive: the process's `Runtime` (see `hookspecs.gta_handlers`)
-    gta: Any = dataclasses.field(default=None, repr=False)
+    gta: Runtime = dataclasses.field(repr=False)
+    hook_errors: int = 0
     _per_task_events: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -98,11 +101,11 @@ class Plugins:
         return self._per_task_events
 
 
-def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (), gta: Any = None) -> Plugins:
+def build_plugins(gta: Runtime, extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Plugins:
     """Specs, then entry-point plugins (the built-ins among them), then named modules.
 
-    ``gta`` is what hooks taking that argument receive: the `Runtime` building the plugins
-    (None: this process's, `get_runtime`).
+    ``gta`` is what hooks taking that argument receive: the `Runtime` building the plugins. The
+    host passes itself in (as pluggy's eggsample host does), so nothing here reaches back for it.
 
     Raises `PluginError` for a module that cannot be imported, a hookimpl that matches no
     spec, or two tasks with one key.
@@ -131,10 +134,7 @@ def build_plugins(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin hook matches no hook specification: {_one_line(exc)}") from exc
-    if gta is None:
-        from .runtime import get_runtime  # the runtime module builds plugins: imported on use
-        gta = get_runtime()
-    return Plugins(manager, _build_registry(manager, gta), gta=gta)
+    return Plugins(manager, _build_registry(manager, gta), gta)
 
 
 def _import_hint(exc: Exception, module_name: str) -> str:
@@ -204,7 +204,7 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def _build_registry(manager: pluggy.PluginManager, gta: Any) -> Registry:
+def _build_registry(manager: pluggy.PluginManager, gta: Runtime) -> Registry:
     tasks: dict[str, TaskDefinition] = {}
     owners: dict[str, str] = {}
     for impl in manager.hook.gta_handlers.get_hookimpls():
@@ -272,7 +272,7 @@ def report_task_events(plugins: Plugins, event: str, tasks: Sequence[Any],
             per_task(event=event, task=task, error=error, duration=duration)
 
 
-def _given(impl: Any, gta: Any) -> list[Any]:
+def _given(impl: Any, gta: Runtime) -> list[Any]:
     """The arguments of a hook whose only argument is ``gta``, for an implementation that
     names it or not."""
     return [gta] if "gta" in impl.argnames else []

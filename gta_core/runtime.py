@@ -30,7 +30,7 @@ class Runtime:
 
     @functools.cached_property
     def plugins(self) -> Plugins:
-        return build_plugins(self.settings.plugins, self.settings.disable_plugins, gta=self)
+        return build_plugins(self, self.settings.plugins, self.settings.disable_plugins)
 
     @property
     def statement_timeout(self) -> float:
