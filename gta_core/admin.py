@@ -1,5 +1,5 @@
 """What the admin commands do (``gta list``, ``show``, ``retry``, ``cancel``, ``purge``, ``stats``,
-``handlers``, ``pause``, ``resume``, ``queues``); `cli.py` parses the command line and calls these.
+``handlers``, ``pause``, ``resume``, ``queues``); `cli/main.py` parses the command line and calls these.
 
 Every function takes the configured `Runtime` and returns the exit code. Problems are raised as
 `GTAError` (one line, exit 2 in the CLI); nothing is written when a command refuses.

@@ -3,7 +3,7 @@
 Each `Attempt` says when the attempt was leased, when and how it ended, which worker ran it,
 its error (the exception's real class path, its message and traceback) and the retry delay
 the policy chose; an operator's action (an operator retry, a cancel) says who took it. The
-entries come from the attempt log (`store_attempts`), which the outcome writes keep in their own
+entries come from the attempt log (`store.attempts`), which the outcome writes keep in their own
 transactions, and the last one may come from the task row itself: the attempt that is running
 now, or the success that ended the task (a plain success is not logged twice: the row holds it).
 

@@ -5,7 +5,7 @@ database.
 A limit is a row of ``<table>_limits`` (created by `gta migrate`). Task limits come from
 ``@task(concurrency=…, concurrency_key=…, rate_limit=…)`` and are written by each supervisor
 as it starts (the latest to start decides); queue limits from `limit_queue` / ``gta limit``.
-The lease obeys them (`store_limits`): workers never sleep on a limit, a full limit's tasks
+The lease obeys them (`store.limits`): workers never sleep on a limit, a full limit's tasks
 simply are not leased. A limit set or cleared binds every worker within a second.
 """
 from __future__ import annotations

@@ -144,7 +144,7 @@ def task_id_list(task_ids: Any) -> list[int]:
 def transaction(db: Any = OWN_TRANSACTION) -> Iterator[Any]:
     """``db.atomic()`` that wakes this host's workers the moment it commits (the commit hook);
     ``db`` is a handle as for `submit`, by default GTA's own connection. Its begin and commit
-    raise GTA errors (`api_errors`); what the block raises passes through as it is.
+    raise GTA errors (`handles.api_errors`); what the block raises passes through as it is.
 
     On SQLite it begins IMMEDIATE: it takes the write lock at ``BEGIN``, waiting its turn up
     to the busy timeout, so that reading before submitting cannot get the submit refused at

@@ -16,7 +16,7 @@ the handler until ``max_attempts``, `Fail` fails it. Other exceptions propagate 
 a test sees them; with ``propagate=False`` they go through the retry policy as in production. Children a
 handler submits with ``ctx.submit`` run right after their parent succeeded (never after it
 failed), each once, with ``parent_id`` set; delays are not waited for. An ``async def`` handler
-runs to its end on an event loop of its own (`coroutines.run_to_end`), also when the submit
+runs to its end on an event loop of its own (`worker.coroutines.run_to_end`), also when the submit
 comes from inside a running loop (an async test, `asubmit`). Global limits (``concurrency``,
 ``rate_limit``, `gta_core.limit_queue`) are ignored: handlers run inline, one at a time, at once.
 ``gta_core.result(task_id)`` and ``gta_core.wait(task_id)`` answer from the run: the handler's

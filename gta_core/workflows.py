@@ -13,7 +13,7 @@ Inside a handler, ``ctx.group(...)`` and ``ctx.chain(...)`` check the requests a
 create them with the handler's success, as ``ctx.submit`` does for children.
 
 No loop polls a group: each member's final write counts it in the same transaction
-(`store_workflows.WorkflowQueries.count_final`), and the one that finishes the group releases
+(`store.workflows.WorkflowQueries.count_final`), and the one that finishes the group releases
 the callback. See docs/workflows.md.
 """
 from __future__ import annotations

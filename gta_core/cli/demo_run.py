@@ -74,7 +74,7 @@ def run_demo(runtime: Runtime, timeout: float) -> int:
         error = (task.get("last_error") or "").split("\n", 1)[0]
         suffix = f"  (last error: {error})" if error else ""
         print(f"  task {task_id:>5}  {task.get('status', '?'):<9} attempts {task.get('attempts')}  {label}{suffix}")
-    # ids are never handed out twice (SQLite's too, `store_insert.py`): a row with it would be this one
+    # ids are never handed out twice (SQLite's too, `store/inserts.py`): a row with it would be this one
     assert rolled_back_id is not None
     exists = runtime.store.get(rolled_back_id) is not None
     print(f"  task {rolled_back_id:>5}  {'EXISTS (bug!)' if exists else 'never existed'}  (rolled back)")

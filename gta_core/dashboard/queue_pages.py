@@ -38,7 +38,7 @@ class QueueView:
     catalog: Catalog
     runs: Mapping[str, dict[str, Any]]  # periodic slots' rows by dedupe key
     served: Sequence[str]  # the queues this sidecar's supervisor serves
-    unhandled: Sequence[Unhandled] = ()  # due tasks no live supervisor handles (`roster.unhandled`)
+    unhandled: Sequence[Unhandled] = ()  # due tasks no live supervisor handles (`store.roster.unhandled`)
 
     def names(self, limit: int) -> tuple[list[str], int]:
         """The queues to list by name (paused first, then the busiest, up to ``limit``; whoever

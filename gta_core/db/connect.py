@@ -1,7 +1,7 @@
 """Opening the task database: a peewee Database per URL, with the connection behaviour GTA
 relies on (timeouts, a new connection for a thread whose old one died, on PostgreSQL deferred
-``BEGIN`` and prepared hot statements). Telling failures apart is `db_errors`'; retrying them,
-`transactions`'; PostgreSQL's reply watchdog, `reply_watchdog`'s.
+``BEGIN`` and prepared hot statements). Telling failures apart is `db.driver_errors`'; retrying them,
+`db.transactions`'; PostgreSQL's reply watchdog, `db.read_timeout`'s.
 
 Each process (and each thread, through peewee's thread-local connections) opens its own
 connection; nothing opened here ever crosses a fork. Connections carry timeouts so that a
@@ -236,7 +236,7 @@ def mysql_session_settings(server_version: str, statement_timeout: float) -> str
       ends: an abandoned statement went on holding, and waiting for, row locks.
     - ``innodb_lock_wait_timeout``: a lock wait gives up after a fifth of the statement
       timeout (default 50 s), shorter than the lease: a row locked by a silent host's open
-      transaction costs the waiter a retry (`transactions.in_transaction`), not its lease.
+      transaction costs the waiter a retry (`db.transactions.in_transaction`), not its lease.
     - ``lock_wait_timeout`` (metadata locks, default a year): the statement timeout.
 
     Empty when ``statement_timeout`` is 0 (a connection that waits as long as it takes).

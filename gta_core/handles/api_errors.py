@@ -3,7 +3,7 @@
 `gta_errors` wraps each public function that reaches the database (``status``, ``result``,
 ``wait``, ``queues``, ``pause_queue``, ``cancel``, ``submit`` …): a driver's error (peewee's,
 psycopg's, PyMySQL's, sqlite3's, asyncpg's …, or SQLAlchemy's and Django's wrappers of them)
-leaves it as one GTA error class per kind of failure (`db_errors.as_gta_error`):
+leaves it as one GTA error class per kind of failure (`db.driver_errors.as_gta_error`):
 `DatabaseUnavailable` when the database cannot be reached or the connection was lost,
 `SchemaError` when a table of GTA's is missing, `DatabaseError` for any other failure; the
 driver's error is chained (``__cause__``). So ``except gta_core.GTAError`` catches every

@@ -96,7 +96,7 @@ class AsyncConnectionHandle(abc.ABC):
         hook_for_eager(self.kind, self.no_transaction, self.on_commit)(fn)
 
     async def _busy_timeout(self) -> float | None:
-        """The connection's SQLite busy timeout (`sqlite_locks.busy_timeout`), after a refused write."""
+        """The connection's SQLite busy timeout (`db.sqlite_locks.busy_timeout`), after a refused write."""
         try:
             rows = await self._run(Query(BUSY_TIMEOUT, ()))
         except Exception:

@@ -24,7 +24,7 @@ class StoreBase:
     def __init__(self, db: peewee.Database, table: str, *, attempts_kept: int = ATTEMPTS_KEPT) -> None:
         self.db = db
         self.table = table
-        #: the attempt log keeps each task's first and last this many entries (`store_attempts`)
+        #: the attempt log keeps each task's first and last this many entries (`store.attempts`)
         self.attempts_kept = attempts_kept
         self.dialect = dialect_of(db)
         self.sql = statements(self.dialect, table)

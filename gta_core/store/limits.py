@@ -97,7 +97,7 @@ class LimitQueries(StoreBase):
 
     # -- the limit rows ------------------------------------------------------------------
     def limit_rows(self) -> list[tuple[Any, ...]]:
-        """Every limit row (`sql_limits.LIMIT_COLUMNS`), by kind and name."""
+        """Every limit row (`store.sql.limits.LIMIT_COLUMNS`), by kind and name."""
         return [tuple(row) for row in self._execute(self.lim.rows).fetchall()]
 
     def set_limit(self, kind: str, name: str, concurrency: int | None, rate: tuple[int, int] | None,
@@ -164,7 +164,7 @@ class LimitQueries(StoreBase):
         the task ``keys`` when given, obeying every limit: first the limited rows in a
         transaction holding their limit rows, then unlimited rows for the rest, as the plain
         lease does but for the limited keys and queues. Also returns when (monotonic) the first
-        statement that set some of these leases was sent (`store.Leased.sent`)."""
+        statement that set some of these leases was sent (`store.task_store.Leased.sent`)."""
         limited: list[Any] = []
         scoped: tuple[list[str], list[str]] = ([], [])
         sent = math.inf
@@ -269,7 +269,7 @@ class LimitQueries(StoreBase):
                          keys: Sequence[str] | None, task_keys: list[str],
                          limited_queues: list[str]) -> tuple[float, list[Any]]:
         """The plain lease minus the rows of ``task_keys`` and ``limited_queues``, and when its
-        lease statement was sent (`store.Leased.sent`).
+        lease statement was sent (`store.task_store.Leased.sent`).
 
         The limited queues are left out of the queue list (not filtered with NOT IN, which would
         walk their pending rows in the lease index); so are the limited task keys from a worker's

@@ -1,7 +1,7 @@
 """The operations side's queries (the monitor, cleanup and the admin CLI), mixed into `TaskStore`.
 
-Kept apart from the engine's queries in `store.py` as their statements are kept apart in
-`sql_operations.py`: none of them runs on a worker's hot path.
+Kept apart from the engine's queries in `store/task_store.py` as their statements are kept apart in
+`store/sql/operations.py`: none of them runs on a worker's hot path.
 """
 from __future__ import annotations
 

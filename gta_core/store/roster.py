@@ -2,7 +2,7 @@
 has handlers for; and the due tasks that no live supervisor handles (`unhandled`).
 
 Each supervisor writes its row of ``<table>_supervisors`` at start and renews it every third of
-``lease_timeout`` (`services.advertiser`); it counts as live until a lease period after its
+``lease_timeout`` (`supervisor.services.advertiser`); it counts as live until a lease period after its
 latest renewal, by the database's clock, and its row goes when it stops. A worker leases only
 the task keys it has handlers for, so a task whose handler no live supervisor has, in its queue,
 waits: the monitor (``gta_abnormal_tasks`` kind ``unhandled``), the metric

@@ -3,7 +3,7 @@
 Every write to a leased row is fenced by ``lease_owner`` and ``status = 'running'``; a fenced
 write that touches no row means the lease was lost, and the caller is told so (never
 overwrites). Writes run in short transactions (``BEGIN IMMEDIATE`` on SQLite) retried on
-deadlock and lock-wait errors by `transactions.in_transaction`.
+deadlock and lock-wait errors by `db.transactions.in_transaction`.
 """
 from __future__ import annotations
 
@@ -69,10 +69,10 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
     submit side's from `InsertQueries`, the operations side's from `OperationQueries`, results
     and groups from `WorkflowQueries`, global limits from `LimitQueries`, the attempt log from
     `AttemptQueries`, all on `StoreBase`. Every statement comes from
-    `sql`/`sql_operations`/`sql_workflows`/`sql_limits`/`sql_attempts`, built once per (dialect, table).
+    `sql`/`sql.operations`/`sql.workflows`/`sql.limits`/`sql.attempts`, built once per (dialect, table).
 
     Every write that ends an attempt otherwise than in a plain success, and every operator
-    action, logs its entry in its own transaction (`store_attempts`)."""
+    action, logs its entry in its own transaction (`store.attempts`)."""
 
     # -- leasing -------------------------------------------------------------------------
     def lease(self, owner: str, queues: Sequence[str], limit: int, lease_timeout: float,

@@ -11,7 +11,7 @@ with children) run on a small pool of writer threads, so the loop never waits on
 How each guarantee of the sync path holds here:
 
 - *Dead worker.* Each running coroutine publishes its task in an async slot of the shared
-  `protocol.WorkerChannel` (the slots after the ``threads`` handler slots): the supervisor
+  `worker.channel.WorkerChannel` (the slots after the ``threads`` handler slots): the supervisor
   counts an attempt for exactly those, and releases the tasks that only waited.
 - *Heartbeats* run on their own thread: a coroutine that blocks the loop (a synchronous call)
   does not stop them, and Python's thread switching lets them run beside a busy loop.
@@ -169,16 +169,12 @@ class AsyncRunner(Room):
             started = time.monotonic()
             definition = self.plugins.registry.find(task.key)
             timeout = definition.timeout if definition is not None else None
-            # deadline before id, and id cleared before deadline (see `ThreadRunner.loop`)
-            channel.deadlines[slot] = started + timeout + CANCEL_GRACE if timeout else 0.0
-            channel.started[slot] = started
-            channel.running[slot] = task.id
+            channel.publish(slot, task.id, started, started + timeout + CANCEL_GRACE if timeout else 0.0)
             began = time.perf_counter()
             attempt = Attempt(task, self.owner)
             with scope(self.plugins, "gta_attempt", attempt=attempt):  # the handler's task inherits it
                 deferred = await self._execute(task, timeout, attempt)
-            channel.running[slot] = 0
-            channel.deadlines[slot] = 0.0
+            channel.clear(slot)
             if not deferred:
                 self.book.forget([task])
             self.book.ran_async(time.perf_counter() - began)

@@ -121,6 +121,20 @@ class WorkerChannel:
     # records those successes (they ran to the end: neither a re-run nor a lost attempt)
     unwritten: Any
 
+    def publish(self, slot: int, task_id: int, started: float, deadline: float) -> None:
+        """Show the supervisor that ``slot`` runs ``task_id`` since ``started`` until ``deadline``
+        (0.0: no timeout), all on time.monotonic(). The deadline is written before the id, and
+        `clear` takes the id away before the deadline, so the supervisor, reading without a lock,
+        never pairs a task with another task's deadline."""
+        self.deadlines[slot] = deadline
+        self.started[slot] = started
+        self.running[slot] = task_id
+
+    def clear(self, slot: int) -> None:
+        """``slot`` runs nothing any more (see `publish` for the order)."""
+        self.running[slot] = 0
+        self.deadlines[slot] = 0.0
+
     def request_stop(self) -> None:
         """Ask the worker to stop (from the supervisor, or a signal handler in the worker)."""
         self.stop.set()

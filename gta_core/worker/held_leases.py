@@ -1,7 +1,7 @@
 """The book of leases one worker process holds, shared by the worker's rooms.
 
 Leasing adds tasks to it, the runner and the completer settle them, the heartbeat renews them
-and the supervisor learns nothing from it (it reads the shared `protocol.WorkerChannel`). One
+and the supervisor learns nothing from it (it reads the shared `worker.channel.WorkerChannel`). One
 lock guards every field, so each room sees a consistent picture.
 """
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """A worker process: lease due tasks, run their handlers, record each outcome.
 
-The work is split by job into rooms that share one book of held leases (`held.HeldLeases`):
-- leasing (`leasing.Leaser`, the main thread) leases tasks into a queue, with prefetch, and
+The work is split by job into rooms that share one book of held leases (`worker.held_leases.HeldLeases`):
+- leasing (`worker.leasing.Leaser`, the main thread) leases tasks into a queue, with prefetch, and
   hands back leases that must not run here;
-- the runner (`runner.ThreadRunner`, ``threads`` handler threads) runs them and asks the
+- the runner (`worker.thread_runner.ThreadRunner`, ``threads`` handler threads) runs them and asks the
   outcome rule (`outcomes.decide`) what each ending means; async handlers' tasks go to the
-  async runner (`async_runner.AsyncRunner`, an event loop on its thread, up to
+  async runner (`worker.async_runner.AsyncRunner`, an event loop on its thread, up to
   ``concurrency`` at once) instead, when the supervisor gave this worker async slots;
-- completion (`completer.Completer`, its own thread for batched successes) writes outcomes,
+- completion (`worker.completer.Completer`, its own thread for batched successes) writes outcomes,
   fenced on the lease;
-- the heartbeat (`heartbeat.Heartbeat`, its own thread) renews leases, delivers cancels and
+- the heartbeat (`worker.heartbeat.Heartbeat`, its own thread) renews leases, delivers cancels and
   stops the worker when its supervisor is gone.
-What the supervisor and a worker share lives in `protocol`.
+What the supervisor and a worker share lives in `worker.channel`.
 """
 from __future__ import annotations
 

@@ -77,11 +77,7 @@ class ThreadRunner(Room):
             started = time.monotonic()
             definition = self.plugins.registry.find(task.key)
             timeout = definition.timeout if definition is not None else None
-            # deadline before id, and id cleared before deadline: the supervisor never pairs
-            # a task with another task's deadline
-            channel.deadlines[slot] = started + timeout if timeout else 0.0
-            channel.started[slot] = started
-            channel.running[slot] = task.id
+            channel.publish(slot, task.id, started, started + timeout if timeout else 0.0)
             began = time.perf_counter()
             # An exception escaping `run` (a plugin's SystemExit, say) ends the process
             # (`Worker._vital`) with this task still published as running: its attempt counts,
@@ -89,8 +85,7 @@ class ThreadRunner(Room):
             attempt = Attempt(task, self.owner)
             with scope(self.plugins, "gta_attempt", attempt=attempt):
                 deferred = self.run(task, attempt)
-            channel.running[slot] = 0
-            channel.deadlines[slot] = 0.0
+            channel.clear(slot)
             if not deferred:
                 self.book.forget([task])
             self.book.ran(time.perf_counter() - began)

@@ -1,5 +1,5 @@
 """SQL fragments that differ between databases (`Dialect`, one subclass per database), and the
-upgrades each dialect's table goes through between schema versions. `sql.Statements` builds the
+upgrades each dialect's table goes through between schema versions. `store.sql.statements.Statements` builds the
 engine's statements from them.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Dialect:
         return f"CREATE INDEX {table}_parent ON {table} (parent_id)" + self.partial("parent_id IS NOT NULL")
 
     def group_index(self, table: str) -> str:
-        """For a group's outcomes (`sql_workflows`), read once when its last member is final."""
+        """For a group's outcomes (`sql.workflows`), read once when its last member is final."""
         return f"CREATE INDEX {table}_group ON {table} (group_id)" + self.partial("group_id IS NOT NULL")
 
     def waiting_index(self, table: str) -> str | None:

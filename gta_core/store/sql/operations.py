@@ -1,6 +1,6 @@
 """The statements of the operations side (the monitor, cleanup and the admin CLI), per dialect.
 
-Kept apart from `sql.Statements` (the engine's hot path) and built the same way.
+Kept apart from `store.sql.statements.Statements` (the engine's hot path) and built the same way.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class OperationStatements:
                          "WHERE name = ? AND paused")
         self.queue_controls = f"SELECT name, paused, changed_at, changed_by, reason FROM {q} ORDER BY name"
 
-        # -- the roster of supervisors (`services/advertiser.py`, `roster.py`) --------------------
+        # -- the roster of supervisors (`services/advertiser.py`, `store/roster.py`) --------------------
         # One row per supervisor: the queues it serves and the task keys it has handlers for
         # (JSON lists), renewed while it runs; it is live until ``expires_at`` (its clock is the
         # database's, as a lease's). Its own table, created by `gta migrate` at the same version.

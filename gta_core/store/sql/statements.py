@@ -1,5 +1,5 @@
 """The engine's statements (`Statements`), per dialect, built once per (dialect, table); the
-operations side's are in `sql_operations`.
+operations side's are in `sql.operations`.
 
 Statements are written with ``?`` placeholders and converted to the driver's style. The
 clock is the database's where it has one (PostgreSQL, MySQL/MariaDB), so a host with a
@@ -60,10 +60,10 @@ class Statements:
             "order_key": "VARCHAR(191) NULL", "parent_id": "BIGINT NULL", "last_error": f"{tx} NULL",
             "created_at": f"{ts} NOT NULL", "updated_at": f"{ts} NOT NULL", "started_at": f"{ts} NULL",
             "finished_at": f"{ts} NULL",
-            # results and groups (`sql_workflows`): nullable, so `gta migrate` adds them to a table
+            # results and groups (`sql.workflows`): nullable, so `gta migrate` adds them to a table
             # of the same schema version, and processes of the previous release ignore them
             "result": f"{tx} NULL", "group_id": "BIGINT NULL",
-            # limits (`sql_limits`): the value a task is counted under by a per-key concurrency
+            # limits (`sql.limits`): the value a task is counted under by a per-key concurrency
             # limit; nullable, added by `gta migrate` at the same schema version
             "concurrency_key": "VARCHAR(191) NULL",
         }

@@ -5,7 +5,7 @@ A group is a row of ``<table>_groups`` holding how many of its members are not f
 ``waiting`` (never leased: leasing takes ``pending`` rows only). Each member's final write
 decrements ``remaining`` in the same transaction; the row lock of that ``UPDATE`` serializes
 members finishing at once on two hosts, so exactly one transaction takes it to zero, and that
-one releases the callback (`store_workflows`). Built once per (dialect, table), as `sql`.
+one releases the callback (`store.workflows`). Built once per (dialect, table), as `sql`.
 """
 from __future__ import annotations
 

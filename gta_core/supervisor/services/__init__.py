@@ -1,4 +1,4 @@
-"""The supervisor's background loops, one module each, run and watched by `runner.ServiceRunner`.
+"""The supervisor's background loops, one module each, run and watched by `supervisor.services.runner.ServiceRunner`.
 
 - `advertiser`: keeps this supervisor's row of the roster (its queues and task keys) alive;
 - `rescuer`: puts expired leases back to pending, cluster-wide, every ``rescue_interval``;
