@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from .attempts import Attempt, timeline
 from .cli.terminal import printable
-from .config import parse_duration
+from .config import format_duration, parse_duration
 from .db.connect import check_connection, describe_url
 from .db.wakeup import notify_local
 from .errors import GTAError, InvalidLimit, TaskNotFound
@@ -84,16 +84,6 @@ def _ended(status: str) -> str:
 
 def _when(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
 
 
 def _first_line(text: str | None, width: int = 60) -> str:
@@ -338,7 +328,7 @@ def stats_text(runtime: Runtime, data: dict[str, Any] | None = None) -> str:
     data = stats_data(runtime) if data is None else data
     header = ("QUEUE", *(status.upper() for status in STATUSES), "OLDEST DUE", "SUCCEEDED/MIN")
     lines = data["queues"] + ([data["all"]] if len(data["queues"]) != 1 else [])
-    rows = [[line["queue"], *(line[status] for status in STATUSES), _age(line["oldest_due_seconds"]),
+    rows = [[line["queue"], *(line[status] for status in STATUSES), format_duration(line["oldest_due_seconds"]),
              line["succeeded_last_minute"]] for line in lines]
     moment = dt.datetime.fromisoformat(data["time"])
     title = f"{data['table']} on {data['database']}, {moment:%Y-%m-%d %H:%M:%S} UTC"
@@ -456,7 +446,7 @@ def queue_list(runtime: Runtime, as_json: bool) -> int:
     print(table(("QUEUE", "STATE", "SINCE (UTC)", "BY", "PENDING", "RUNNING", "OLDEST DUE", "REASON"),
                 [(state.name, "paused" if state.paused else "active", _when(state.since), state.by or "-",
                   state.pending, state.running,
-                  _age((now - state.oldest_due).total_seconds() if state.oldest_due else None),
+                  format_duration((now - state.oldest_due).total_seconds() if state.oldest_due else None),
                   _first_line(state.reason) or "-") for state in states], right=(4, 5, 6)))
     return 0
 

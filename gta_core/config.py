@@ -40,6 +40,19 @@ def parse_duration(text: str | float | int) -> float:
     return float(seconds)
 
 
+def format_duration(seconds: float | None) -> str:
+    """A duration for people, the inverse of `parse_duration`: ``35ms``, ``4.2s``, ``3.5m``,
+    ``1.2h``, ``2.0d``; ``-`` for None. A negative age (another host's clock ahead of this one)
+    reads ``0ms``: the `gta` commands and the dashboard print ages with this one function."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
+
+
 def _integer(text: str | float) -> int:
     """``int()`` that refuses to truncate: ``1.5`` workers is an error, not one worker."""
     if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
@@ -47,10 +60,16 @@ def _integer(text: str | float) -> int:
     return int(text)
 
 
-def _positive_int(text: str | int) -> int:
+#: the largest integer GTA's BIGINT columns hold (and SQLite's driver binds)
+BIGINT_MAX = 2**63 - 1
+
+
+def positive_int(text: str | int) -> int:
+    """A count, from 1 to `BIGINT_MAX` (``1.5`` is refused, not truncated): the settings' counts
+    and the command line's (``gta list --limit``) alike."""
     value = _integer(text)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
+    if not 1 <= value <= BIGINT_MAX:
+        raise ValueError(f"must be an integer from 1 to 2**63 - 1, not {value}")
     return value
 
 
@@ -224,11 +243,11 @@ SETTINGS: tuple[Setting, ...] = (
             "PostgreSQL: the supervisor's LISTEN connection, when the database URL goes through a pooler in "
             "transaction mode such as PgBouncer (default: the database URL; off: no LISTEN, idle "
             "workers poll every scan_interval)", "URL|off", _shown_url),
-    Setting("workers", _positive_int, 2, "worker processes", "N"),
-    Setting("threads", _positive_int, 1, "tasks run at once in each worker", "T"),
-    Setting("concurrency", _positive_int, 100,
+    Setting("workers", positive_int, 2, "worker processes", "N"),
+    Setting("threads", positive_int, 1, "tasks run at once in each worker", "T"),
+    Setting("concurrency", positive_int, 100,
             "async (async def) tasks run at once on each worker's event loop, beside its threads", "N"),
-    Setting("batch", _positive_int, 100, "most tasks leased by one statement", "N"),
+    Setting("batch", positive_int, 100, "most tasks leased by one statement", "N"),
     Setting("prefetch", _non_negative_int, 200,
             "most tasks a worker holds leased beyond its threads; it holds about 50 ms of work at the "
             "pace its tasks run, so slow tasks are not prefetched (0: never)", "N"),
@@ -250,15 +269,15 @@ SETTINGS: tuple[Setting, ...] = (
             "period of the built-in monitor task (abnormal tasks report)", "DURATION"),
     Setting("cleanup_interval", _positive_duration, "5m",
             "period of the built-in cleanup task (deletes finished tasks past storage_timeout)", "DURATION"),
-    Setting("cleanup_batch", _positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
-    Setting("result_max_bytes", _positive_int, 65536,
+    Setting("cleanup_batch", positive_int, 1000, "most finished tasks cleanup deletes per transaction", "N"),
+    Setting("result_max_bytes", positive_int, 65536,
             "largest task result stored, as JSON; a larger one fails its task", "BYTES"),
-    Setting("args_max_bytes", _positive_int, 1048576,
+    Setting("args_max_bytes", positive_int, 1048576,
             "largest task arguments (and, apart, context) accepted at submit, as JSON; larger ones are "
             "refused and nothing is written", "BYTES"),
-    Setting("args_max_depth", _positive_int, 32,
+    Setting("args_max_depth", positive_int, 32,
             "deepest nesting of lists and dicts in task arguments (and context) accepted at submit", "N"),
-    Setting("attempts_kept", _positive_int, 50,
+    Setting("attempts_kept", positive_int, 50,
             "the attempt log keeps each task's first and last N entries; those between are dropped (and "
             "counted)", "N"),
     Setting("retry_base", _positive_duration, "1s",
@@ -272,7 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
             "more Host names the metrics sidecar (and its dashboard) answers to, besides localhost, its "
             "addresses and this machine's name: a reverse proxy's, a scraper's; .example.com allows its "
             "subdomains, * any name (no DNS-rebinding defence)", "NAMES"),
-    Setting("metrics_max_queues", _positive_int, 100,
+    Setting("metrics_max_queues", positive_int, 100,
             "most queues /metrics and the dashboard's overview name; the others are summed under "
             "the queue label __other__", "N"),
     Setting("dashboard", _switch, "on",
@@ -387,14 +406,15 @@ def load_settings(
         try:
             values[setting.name] = setting.parse(raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{setting.name} ({source}={setting.shown(raw)})", _rule(exc)) from None
+            raise ConfigError(f"{setting.name} ({source}={setting.shown(raw)})", rule(exc)) from None
     settings = Settings(**values)
     if settings.instant_scan_interval > settings.scan_interval:
         raise ConfigError("instant_scan_interval", "must not exceed scan_interval")
     return settings
 
 
-def _rule(exc: Exception) -> str:
+def rule(exc: Exception) -> str:
+    """What a value's check said, in the words of the settings' errors."""
     text = str(exc)
     if text.startswith("invalid literal for int()"):
         return "must be an integer"

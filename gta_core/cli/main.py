@@ -18,7 +18,7 @@ import peewee
 from .. import __version__, admin
 from .. import runtime as runtime_module
 from ..admin import RETRYABLE, STATUSES
-from ..config import SETTINGS, add_setting_flags, parse_duration, settings_from_args
+from ..config import SETTINGS, add_setting_flags, parse_duration, positive_int, rule, settings_from_args
 from ..db.connect import check_connection, describe_url, require_database_file
 from ..errors import DatabaseUnavailable, GTAError
 from ..runtime import Runtime
@@ -131,14 +131,12 @@ def _merge_plugin_flags(args: argparse.Namespace) -> None:
 
 
 # -- gta -----------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
+    """A count option, checked while parsing by the settings' own rule (`config.positive_int`)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if not 1 <= value < 2**63:  # a database integer (SQLite's driver raises OverflowError beyond)
-        raise argparse.ArgumentTypeError(f"must be from 1 to 2**63 - 1, not {value}")
-    return value
+        return positive_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(rule(exc)) from None
 
 
 def _duration(text: str) -> str:
@@ -212,7 +210,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=STATUSES, default=None)
     listing.add_argument("--queue", default=None)
     listing.add_argument("--key", default=None)
-    listing.add_argument("--limit", type=_positive_int, default=50, help="most tasks shown (default 50)")
+    listing.add_argument("--limit", type=_count, default=50, help="most tasks shown (default 50)")
     listing.add_argument("--all", dest="everything", action="store_true",
                          help="also the built-in monitor and cleanup runs")
 

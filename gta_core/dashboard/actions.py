@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from .. import admin
-from ..config import parse_duration
+from ..config import format_duration, parse_duration
 from ..errors import InvalidQueue, TaskNotFound
 from ..metrics.server import Reply as Response
 from ..queues import TEXT_LIMITS, check_name
@@ -27,7 +27,6 @@ from . import operator, task_pages
 from .access import same_origin
 from .inputs import MAX_ID, BadInput, local_path, parse_filters, parse_form, text
 from .queries import Filters
-from .render import age
 
 if TYPE_CHECKING:
     from .app import Dashboard, Request
@@ -116,7 +115,7 @@ class Actions:
         session = self.guard.session(request.headers.get("Cookie"))
         if session is None:
             raise Refused("sign in with the dashboard token first (a sign-in ends after "
-                          f"{age(self.dashboard.settings.dashboard_session_idle)} unused, or at sign-out).")
+                          f"{format_duration(self.dashboard.settings.dashboard_session_idle)} unused, or at sign-out).")
         return session
 
     def _check_origin(self, request: Request) -> None:

@@ -10,8 +10,9 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
+from ..config import format_duration
 from .history import Chart
-from .render import Markup, age, join, tag
+from .render import Markup, join, tag
 
 BUCKET = 5  # minutes per column, aligned to the clock (:00, :05, …)
 HEIGHT = 60.0
@@ -123,7 +124,7 @@ def lines(chart: Chart, title: str, fields: Sequence[tuple[str, str, str]], unit
 
 
 def _amount(value: float, unit: str) -> str:
-    return age(value) if unit == "s" else f"{value:,.0f}"
+    return format_duration(value) if unit == "s" else f"{value:,.0f}"
 
 
 def day(chart: Chart | None) -> Markup:

@@ -11,11 +11,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..admin import STATUSES
+from ..config import format_duration
 from .history import Recent
 from .pages import LocalSupervisor, Screen, Viewer, count, form, queue_link, table
 from .queries import QueueDepth
 from .queue_pages import QueueView, unhandled_notices
-from .render import Markup, age, join, tag, when
+from .render import Markup, join, tag, when
 
 
 def _card(title: str, value: Any, detail: Any = "") -> Markup:
@@ -33,7 +34,7 @@ def now_cards(view: QueueView, recent: Recent | None) -> Markup:
     return tag("section", join([
         _card("Pending", count(pending), f"{due:,} due now, {pending - due:,} scheduled later"),
         _card("Running", count(running), tag("a", "see the workers", href="/workers")),
-        _card("Oldest due", age(oldest), "waited since it became due"),
+        _card("Oldest due", format_duration(oldest), "waited since it became due"),
         _card("Done a minute", rate, f"{failing} (last 5 minutes)" if failing else ""),
         _card("Paused queues", len(paused), join(queue_link(name) for name in paused[:5]) if paused else "none"),
     ]), class_="cards", aria_label="now")
@@ -100,7 +101,7 @@ def screen(view: QueueView, day: Markup, recent: Recent | None, local: LocalSupe
         depth = view.depth.get(name, QueueDepth())
         queue_recent = view.recent.get(name)
         depth_rows.append((queue_link(name), "paused" if view.paused(name) else "active", count(depth.pending),
-                           count(depth.running), age(depth.oldest_due),
+                           count(depth.running), format_duration(depth.oldest_due),
                            "-" if queue_recent is None else f"{queue_recent.succeeded_per_minute:,.1f}"))
     queues = join([table(("queue", "state", "pending", "running", "oldest due", "done/min"), depth_rows,
                          numeric=(2, 3, 4, 5), empty="no queue yet"),

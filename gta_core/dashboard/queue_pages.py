@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from ..config import format_duration
 from ..limits import LimitState
 from ..metrics.catalog import Catalog, Handler, Schedule
 from ..store.operations import QueueControl
@@ -20,7 +21,7 @@ from ..store.roster import Unhandled
 from .history import Recent
 from .pages import Screen, Viewer, count, form, queue_link, sign_in_hint, status, table, task_link
 from .queries import QueueDepth
-from .render import Markup, age, join, tag, when
+from .render import Markup, join, tag, when
 
 #: warnings of tasks no live supervisor handles shown on a page (the most waiting first)
 UNHANDLED_SHOWN = 20
@@ -118,7 +119,7 @@ def _rate(recent: Recent | None, field: str) -> str:
 def _waits(recent: Recent | None) -> str:
     if recent is None or recent.wait_p50 is None:
         return "-"
-    return f"{age(recent.wait_p50)} / {age(recent.wait_p95)}"
+    return f"{format_duration(recent.wait_p50)} / {format_duration(recent.wait_p95)}"
 
 
 def _controls(view: QueueView, name: str, viewer: Viewer, with_reason: bool) -> Markup:
@@ -137,7 +138,7 @@ def queues_table(view: QueueView, viewer: Viewer, limit: int) -> Markup:
         depth = view.depth.get(name, QueueDepth())
         recent = view.recent.get(name)
         rows.append((queue_link(name), _state(view, name), count(depth.pending), count(depth.due), count(depth.running),
-                     count(depth.waiting), age(depth.oldest_due), _rate(recent, "succeeded_per_minute"),
+                     count(depth.waiting), format_duration(depth.oldest_due), _rate(recent, "succeeded_per_minute"),
                      _rate(recent, "failed_per_minute"), _waits(recent),
                      _limit_text(view.queue_limit(name), depth.running),
                      *([_controls(view, name, viewer, False)] if viewer.can_act else [])))
@@ -167,7 +168,7 @@ def periodic_table(view: QueueView, schedules: Sequence[Schedule], viewer: Viewe
 def handlers_table(handlers: Sequence[Handler], limits: Sequence[LimitState]) -> Markup:
     by_key = {limit.name: limit for limit in limits if limit.kind == "task"}
     rows = [(handler.key, handler.plugin, "async" if handler.is_async else "sync", handler.priority,
-             handler.max_attempts, "-" if handler.timeout is None else age(handler.timeout),
+             handler.max_attempts, "-" if handler.timeout is None else format_duration(handler.timeout),
              _limit_text(by_key.get(handler.key), None))
             for handler in handlers]
     return table(("task", "plugin", "kind", "priority", "max attempts", "timeout", "limit"), rows, numeric=(3, 4),
@@ -194,7 +195,7 @@ def queue_screen(name: str, view: QueueView, day: Markup, viewer: Viewer) -> Scr
     facts = table(("state", "pending", "due", "running", "waiting", "oldest due", "done/min (5 min)", "failed/min",
                    "wait p50 / p95 (15 min)", "limit"),
                   [(_state(view, name), count(depth.pending), count(depth.due), count(depth.running),
-                    count(depth.waiting), age(depth.oldest_due), _rate(recent, "succeeded_per_minute"),
+                    count(depth.waiting), format_duration(depth.oldest_due), _rate(recent, "succeeded_per_minute"),
                     _rate(recent, "failed_per_minute"), _waits(recent), _limit_text(limit, depth.running))],
                   numeric=(1, 2, 3, 4, 5, 6, 7))
     warnings = unhandled_notices([group for group in view.unhandled if group.queue == name])

@@ -52,16 +52,6 @@ def when(moment: dt.datetime | None) -> Markup:
     return tag("time", f"{utc:%Y-%m-%d %H:%M:%S} UTC", datetime=utc.isoformat(timespec="seconds"))
 
 
-def age(seconds: float | None) -> str:
-    """A duration for people: ``35ms``, ``4.2s``, ``3.5m``, ``1.2h``, ``2.0d`` (``-`` for None)."""
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
-
-
 @functools.cache
 def _template(name: str) -> string.Template:
     return string.Template(resources.files(__package__).joinpath("templates").joinpath(name).read_text("utf-8"))

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..admin import RETRYABLE, STATUSES
+from ..config import format_duration
 from ..submit import CANCELLABLE
 from .pages import (
     Screen,
@@ -29,7 +30,7 @@ from .pages import (
     task_link,
 )
 from .queries import PREVIEW, Filters
-from .render import Markup, age, join, tag, when
+from .render import Markup, join, tag, when
 
 FILTER_FIELDS = ("status", "queue", "key", "args", "error", "since", "until")
 NEWER_SPAN = 10_000  # ids above the newest row on screen that a live update looks at
@@ -133,9 +134,9 @@ def run_time(task: Mapping[str, Any], now: dt.datetime) -> Any:
     """How long its latest attempt ran (or has been running), or when it is due."""
     started, finished = task["started_at"], task["finished_at"]
     if task["status"] == "running" and started is not None:
-        return f"running for {age((now - started).total_seconds())}"
+        return f"running for {format_duration((now - started).total_seconds())}"
     if started is not None and finished is not None and finished >= started:
-        return f"ran {age((finished - started).total_seconds())}"
+        return f"ran {format_duration((finished - started).total_seconds())}"
     if task["status"] == "pending" and task["run_at"] is not None:
         return join(["due ", when(task["run_at"])])  # not "due 3s ago": a live part changing every second
     return "-"
@@ -180,9 +181,9 @@ def timeline_table(history: Sequence[Any] | None) -> Markup:
             error = (tag("details", join([tag("summary", _preview(line)), tag("pre", shown(entry.traceback))]))
                      if entry.traceback else _preview(line))
         took = entry.duration
-        then = "" if entry.retry_delay is None else f"retry in {age(entry.retry_delay)}"
+        then = "" if entry.retry_delay is None else f"retry in {format_duration(entry.retry_delay)}"
         rows.append((entry.number, status(entry.outcome), when(entry.started_at or entry.ended_at),
-                     "-" if took is None else age(took), entry.worker or entry.actor or "-", then, error))
+                     "-" if took is None else format_duration(took), entry.worker or entry.actor or "-", then, error))
     return table(("#", "outcome", "at", "took", "worker or operator", "then", "error"), rows, numeric=(0, 3),
                  empty="no attempt yet")
 

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
+from ..config import format_duration
 from ..store.roster import SupervisorState
 from .overview import supervisor_table
 from .pages import LocalSupervisor, Screen, Viewer, form, owner_parts, queue_link, sign_in_hint, table, task_link
 from .queries import RUNNING_SHOWN
-from .render import Markup, age, join, tag, when
+from .render import Markup, join, tag, when
 
 
 def running_tables(tasks: Sequence[dict[str, Any]], now: dt.datetime, viewer: Viewer) -> Markup:
@@ -34,7 +35,8 @@ def running_tables(tasks: Sequence[dict[str, Any]], now: dt.datetime, viewer: Vi
                           name=f"Cancel task {task['id']}", confirm=f"Cancel running task {task['id']}?")
             rows.append((owner_parts(task["lease_owner"] or "")[2] or "-", task_link(task["id"]), task["key"],
                          queue_link(task["queue"]), f"{task['attempts']}/{task['max_attempts']}", when(started),
-                         age((now - started).total_seconds()) if started else "-", when(task["lease_expires_at"]),
+                         format_duration((now - started).total_seconds()) if started else "-",
+                         when(task["lease_expires_at"]),
                          *([cancel] if viewer.can_act else [])))
         title = f"Supervisor {pid} on {host}" if pid else f"Lease owner {host}"
         sections.append(tag("section", join([
@@ -54,7 +56,7 @@ def roster_table(roster: Sequence[SupervisorState], tasks: Sequence[dict[str, An
     rows = [(state.host, state.pid, "live" if state.live else "gone", ", ".join(state.queues),
              tag("span", f"{len(state.keys):,}", title=", ".join(sorted(state.keys))), running.get(
                  (state.host, str(state.pid)), 0), when(state.started_at),
-             age((now - state.seen_at).total_seconds()) + " ago" if state.seen_at else "-")
+             format_duration((now - state.seen_at).total_seconds()) + " ago" if state.seen_at else "-")
             for state in sorted(roster, key=lambda state: (not state.live, state.host, state.pid))]
     return table(("host", "pid", "state", "queues", "task keys", "running", "started", "last seen"), rows,
                  numeric=(1, 4, 5), empty="no supervisor is in the roster")
