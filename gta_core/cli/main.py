@@ -1,4 +1,4 @@
-"""Command lines: ``gta-supervisor`` and the admin ``gta`` (what its commands do is in `admin`).
+"""Command lines: ``gta-supervisor`` and the admin ``gta`` (what its commands print is in `commands`).
 
 Errors are one line on stderr and a non-zero exit (2 for bad input or configuration, 1 when the
 database cannot be reached or fails), never a traceback.
@@ -23,6 +23,7 @@ from ..db.connect import check_connection, describe_url, require_database_file
 from ..errors import DatabaseUnavailable, GTAError
 from ..runtime import Runtime
 from ..store.sql.statements import FINAL_STATUSES
+from . import commands
 from .terminal import printable
 
 EXIT_USAGE = 2  # bad input or configuration
@@ -182,12 +183,12 @@ def _admin_parser() -> argparse.ArgumentParser:
     _add_global_options(parser)
     global_options = _Parser(add_help=False)
     _add_global_options(global_options, after_command=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def command(name: str, help: str, description: str | None = None, json_help: str = "") -> argparse.ArgumentParser:
         """A command that takes the global options too, and ``--json`` when ``json_help`` says
         what its JSON holds."""
-        parser = commands.add_parser(name, parents=[global_options], help=help, description=description or help)
+        parser = subcommands.add_parser(name, parents=[global_options], help=help, description=description or help)
         if json_help:
             parser.add_argument("--json", action="store_true", help=f"print JSON: {json_help}")
         return parser
@@ -341,7 +342,7 @@ def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
         task_args = json.loads(args.args)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
         raise GTAError(f"--args is not valid JSON: {exc}") from None
-    delay = admin.duration("--delay", args.delay) if args.delay is not None else None
+    delay = commands.duration("--delay", args.delay) if args.delay is not None else None
     admin.ready(runtime)
     task_id = submit(OWN_TRANSACTION, args.key, task_args, delay=delay, queue=args.queue, priority=args.priority)
     print(json.dumps({"id": task_id}) if args.json else task_id)
@@ -350,24 +351,24 @@ def cmd_submit(runtime: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_demo(runtime: Runtime, args: argparse.Namespace) -> int:
     from .demo_run import run_demo
-    return run_demo(runtime, admin.duration("--timeout", args.timeout))
+    return run_demo(runtime, commands.duration("--timeout", args.timeout))
 
 
 COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "submit": cmd_submit,
-    "list": lambda runtime, a: admin.list_tasks(runtime, a.status, a.queue, a.key, a.limit, a.json, a.everything),
-    "show": lambda runtime, a: admin.show(runtime, a.id, a.json),
-    "retry": lambda runtime, a: admin.retry(runtime, a.ids, a.status, a.json),
-    "cancel": lambda runtime, a: admin.cancel(runtime, a.ids, a.force, a.json),
-    "purge": lambda runtime, a: admin.purge(runtime, a.older_than, a.status, a.json),
-    "stats": lambda runtime, a: admin.stats(runtime, a.watch, a.interval, as_json=a.json),
-    "handlers": lambda runtime, a: admin.handlers(runtime, a.json),
-    "pause": lambda runtime, a: admin.pause(runtime, a.queue, a.reason, a.json),
-    "resume": lambda runtime, a: admin.resume(runtime, a.queue, a.json),
-    "queues": lambda runtime, a: admin.queue_list(runtime, a.json),
-    "limit": lambda runtime, a: admin.limit(runtime, a.queue, a.limit_concurrency, a.limit_rate, a.per_key, a.clear,
+    "list": lambda runtime, a: commands.list_tasks(runtime, a.status, a.queue, a.key, a.limit, a.json, a.everything),
+    "show": lambda runtime, a: commands.show(runtime, a.id, a.json),
+    "retry": lambda runtime, a: commands.retry(runtime, a.ids, a.status, a.json),
+    "cancel": lambda runtime, a: commands.cancel(runtime, a.ids, a.force, a.json),
+    "purge": lambda runtime, a: commands.purge(runtime, a.older_than, a.status, a.json),
+    "stats": lambda runtime, a: commands.stats(runtime, a.watch, a.interval, as_json=a.json),
+    "handlers": lambda runtime, a: commands.handlers(runtime, a.json),
+    "pause": lambda runtime, a: commands.pause(runtime, a.queue, a.reason, a.json),
+    "resume": lambda runtime, a: commands.resume(runtime, a.queue, a.json),
+    "queues": lambda runtime, a: commands.queue_list(runtime, a.json),
+    "limit": lambda runtime, a: commands.limit(runtime, a.queue, a.limit_concurrency, a.limit_rate, a.per_key, a.clear,
                                               a.json),
-    "limits": lambda runtime, a: admin.limit_list(runtime, a.json),
+    "limits": lambda runtime, a: commands.limit_list(runtime, a.json),
     "demo": cmd_demo,
 }
