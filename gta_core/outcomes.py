@@ -32,11 +32,11 @@ import dataclasses
 import enum
 import functools
 import traceback
-from typing import Any
 
 from .errors import Fail, InvalidArguments, LeaseExpired, Retry, TaskTimeout, UnknownTask, WorkerDied
 from .plugins import Plugins, first_hook_result
 from .store.attempts import RESCUED, TIMED_OUT, WORKER_DIED, LogEntry, class_path
+from .tasks import TaskRecord
 
 
 class Action(enum.Enum):
@@ -94,7 +94,7 @@ _HOPELESS = (Fail, UnknownTask, InvalidArguments)
 _ENDINGS = ((TaskTimeout, TIMED_OUT), (WorkerDied, WORKER_DIED), (LeaseExpired, RESCUED))
 
 
-def decide(plugins: Plugins, task: Any, error: BaseException | None, *, lease_lost: bool = False) -> Outcome:
+def decide(plugins: Plugins, task: TaskRecord, error: BaseException | None, *, lease_lost: bool = False) -> Outcome:
     """The write to make for ``task``'s attempt (``task.attempts`` counts it) that ended with
     ``error`` (None: the handler returned). ``lease_lost``: the lease was taken over, so the
     attempt is no longer ours to settle."""

@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from .errors import Fail, InvalidArguments, InvalidLimit
 from .limit_rules import Rate, check_concurrency, parse_rate
@@ -284,6 +284,18 @@ class TaskRecord:
                        f"0 to max_attempts - 1 while pending, max_attempts={self.max_attempts} at least 1)")
 
 
+class Spawner(Protocol):
+    """Where a running task's ``ctx.submit``, ``ctx.group`` and ``ctx.chain`` go: whatever runs
+    the handler (a worker's runner, eager mode) checks each request at once, as submit would,
+    and keeps it, to be created with the attempt's success."""
+
+    def child(self, key: str, args: Mapping[str, Any] | None, **options: Any) -> None: ...
+
+    def group(self, members: list[Any], on_complete: Any) -> None: ...
+
+    def chain(self, steps: list[Any]) -> None: ...
+
+
 @dataclasses.dataclass
 class TaskContext:
     """What a handler gets as its first argument."""
@@ -297,16 +309,11 @@ class TaskContext:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     #: set when the task is cancelled while it runs; long handlers should check it and return
     cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
-    #: child tasks buffered by `submit`, inserted with the parent's success (see there)
-    children: list[Any] = dataclasses.field(default_factory=list)
-    #: validates a child request and returns the row to insert (set by the worker)
-    prepare_child: Callable[..., Any] | None = None
     #: the worker holding this task's lease (host:pid:...), as written in ``lease_owner``
     lease_owner: str = ""
-    #: groups and chains buffered by `group`/`chain`, created with this task's success
-    workflows: list[Any] = dataclasses.field(default_factory=list)
-    #: checks a group or chain and returns what to insert (set by the worker)
-    prepare_workflow: Callable[..., Any] | None = None
+    #: where `submit`, `group` and `chain` buffer what this attempt creates: set by what runs the
+    #: handler, None outside a running task
+    spawner: Spawner | None = dataclasses.field(default=None, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -324,19 +331,18 @@ class TaskContext:
 
         Arguments are checked now, exactly as `gta_core.submit` checks them.
         """
-        if self.prepare_child is None:
-            raise RuntimeError("ctx.submit is only available inside a running task")
-        self.children.append(self.prepare_child(key, args, **options))
+        self._spawner("submit").child(key, args, **options)
 
     def group(self, members: Iterable[Any], on_complete: Any) -> None:
         """Buffer a group (as `gta_core.group`): its members and callback are created with this
         task's success, as children are, and checked now."""
-        if self.prepare_workflow is None:
-            raise RuntimeError("ctx.group is only available inside a running task")
-        self.workflows.append(self.prepare_workflow("group", list(members), on_complete))
+        self._spawner("group").group(list(members), on_complete)
 
     def chain(self, steps: Iterable[Any]) -> None:
         """Buffer a chain (as `gta_core.chain`), created with this task's success."""
-        if self.prepare_workflow is None:
-            raise RuntimeError("ctx.chain is only available inside a running task")
-        self.workflows.append(self.prepare_workflow("chain", list(steps)))
+        self._spawner("chain").chain(list(steps))
+
+    def _spawner(self, method: str) -> Spawner:
+        if self.spawner is None:
+            raise RuntimeError(f"ctx.{method} is only available inside a running task")
+        return self.spawner

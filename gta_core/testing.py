@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import TaskControl
@@ -92,16 +92,14 @@ class EagerRun:
         args = json.loads(args_text)
         context = json.loads(context_text) if context_text else {}
 
-        def prepare_child(child_key: str, child_args: Any = None, **options: Any) -> NewTask:
-            return prepare(runtime, TaskRequest(child_key, child_args, **options), capture_context(runtime))
-
         def result(outcome: str, attempt: int, **extra: Any) -> None:
             self.results.append(EagerResult(task_id, key, args, outcome, attempt, parent_id=parent_id, **extra))
 
         for attempt in range(1, max_attempts + 1):
+            children = EagerChildren(runtime)
             ctx = TaskContext(task_id, key, attempt, max_attempts, queue, context,
                               logging.LoggerAdapter(logging.getLogger(f"gta.task.{key}"), {"task_id": task_id}),
-                              prepare_child=prepare_child)
+                              spawner=children)
             try:
                 value = run_to_end(definition.fn(ctx, **args))  # async handlers too
             except Exception as exc:
@@ -114,10 +112,28 @@ class EagerRun:
                 result("failed", attempt, error=exc)
                 return
             result("succeeded", attempt, value=value)
-            for child in ctx.children:
+            for child in children.rows:
                 self.execute(runtime, self.next_id(), child.key, child.args, child.context, child.queue,
                              child.max_attempts, parent_id=task_id)
             return
+
+
+class EagerChildren:
+    """A handler's ``ctx.submit`` in eager mode: each child checked at once and run after its
+    parent succeeded. Groups and chains are not run eagerly (`gta_core.workflows` refuses them)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.rows: list[NewTask] = []
+
+    def child(self, key: str, args: Mapping[str, Any] | None = None, **options: Any) -> None:
+        self.rows.append(prepare(self.runtime, TaskRequest(key, args, **options), capture_context(self.runtime)))
+
+    def group(self, members: list[Any], on_complete: Any) -> None:
+        raise RuntimeError("ctx.group is only available inside a running task")
+
+    def chain(self, steps: list[Any]) -> None:
+        raise RuntimeError("ctx.chain is only available inside a running task")
 
 
 @contextlib.contextmanager

@@ -35,9 +35,9 @@ from .attempts import (
 from .inserts import InsertQueries, NewTask
 from .limits import LimitQueries
 from .operations import OperationQueries
-from .rows import parse_timestamp, placeholders
+from .rows import parse_timestamp, placeholders, task_dict
 from .schema import SchemaQueries
-from .sql.statements import ALL_COLUMNS, TASK_COLUMNS, rescued_error
+from .sql.statements import TASK_COLUMNS, rescued_error
 from .sql.workflows import UNFINISHED
 from .workflows import PreparedWorkflow, WorkflowQueries
 
@@ -358,12 +358,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Every column of one task (timestamps aware UTC), or None when no row has that id."""
         with self._table_required():
             row = self._execute(self.sql.get, (task_id,)).fetchone()
-        if row is None:
-            return None
-        task = dict(zip(ALL_COLUMNS, row, strict=True))
-        for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
-            task[column] = parse_timestamp(task[column])
-        return task
+        return None if row is None else task_dict(row)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Rows by (queue, status)."""

@@ -46,9 +46,9 @@ from ..scopes import Attempt, scope
 from ..tasks import TaskContext, TaskRecord
 from .channel import EXIT_THREAD_DIED, WorkerChannel
 from .completer import Completer, task_logger
+from .execute import Spawned, checked_call, plain_success
 from .held_leases import HeldLeases, Room
 from .leasing import UNPARK_AFTER, Leaser
-from .thread_runner import checked_call, child_preparer, plain_success, workflow_preparer
 
 log = logging.getLogger("gta.worker")
 
@@ -101,8 +101,6 @@ class AsyncRunner(Room):
         self.wakeup: asyncio.Event | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
         self.writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="gta-async-writer")
-        self.prepare_child = child_preparer(runtime)
-        self.prepare_workflow = workflow_preparer(runtime)
 
     # -- what other threads call -------------------------------------------------------------
     def accept(self, tasks: list[TaskRecord]) -> None:
@@ -202,9 +200,9 @@ class AsyncRunner(Room):
             definition, args = checked_call(self.settings, self.plugins.registry, task)
             assert self.aloop is not None
             cancel = CancelEvent(self.aloop)
+            spawned = Spawned(self.runtime)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, {}, logger,
-                              cancel_event=cancel, prepare_child=self.prepare_child, lease_owner=self.owner,
-                              prepare_workflow=self.prepare_workflow)
+                              cancel_event=cancel, lease_owner=self.owner, spawner=spawned)
             value = await self._call(task, ctx, cancel, lambda: definition.fn(ctx, **args), timeout)
             if value is not None:  # stored with the success; not JSON or too large: Fail
                 result = encode_result(value, self.settings.result_max_bytes)
@@ -214,10 +212,10 @@ class AsyncRunner(Room):
             return False
         duration = time.perf_counter() - start
         attempt.outcome = SUCCEED
-        if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
+        if plain_success(task, ctx, spawned, definition, result) and self.completer.defer_success(task, duration):
             return True
-        await self._write(functools.partial(self.completer.succeed, result=result, workflows=ctx.workflows),
-                          task, ctx.children, definition.clean_succeeded, duration)
+        await self._write(functools.partial(self.completer.succeed, result=result, workflows=spawned.workflows),
+                          task, spawned.children, definition.clean_succeeded, duration)
         return False
 
     async def _call(self, task: TaskRecord, ctx: TaskContext, cancel: CancelEvent,

@@ -22,6 +22,7 @@ from ..errors import DatabaseUnavailable
 from ..outcomes import Action, Outcome, one_line
 from ..plugins import Plugins, report_task_events
 from ..store.inserts import NewTask
+from ..store.task_store import TaskStore
 from ..tasks import TaskRecord
 from .channel import WorkerChannel
 from .held_leases import HeldLeases, Room
@@ -38,7 +39,7 @@ class Completer(Room):
     it if this process dies first: it ran to the end and must not run again.
     """
 
-    def __init__(self, settings: Settings, store: Any, plugins: Plugins, channel: WorkerChannel,
+    def __init__(self, settings: Settings, store: TaskStore, plugins: Plugins, channel: WorkerChannel,
                  book: HeldLeases, nudge: Callable[[], None]) -> None:
         super().__init__(settings, store, channel, book)
         self.plugins = plugins

@@ -12,12 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import peewee
 
 from ..config import Settings
 from ..errors import GTAError
+from ..store.task_store import TaskStore
 from .channel import EXIT_CANCEL_FORCED, WorkerChannel
 from .held_leases import HeldLeases, Room
 
@@ -29,7 +29,7 @@ CANCEL_CHECK_INTERVAL = 1.0
 class Heartbeat(Room):
     """The heartbeat thread's loop and the cancellation checks it makes."""
 
-    def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
+    def __init__(self, settings: Settings, store: TaskStore, channel: WorkerChannel, book: HeldLeases,
                  parent_pid: int, unpark: Callable[[], None]) -> None:
         super().__init__(settings, store, channel, book)
         self.parent_pid = parent_pid

@@ -7,9 +7,9 @@ lock guards every field, so each room sees a consistent picture.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from ..config import Settings
+from ..store.task_store import TaskStore
 from ..tasks import TaskContext, TaskRecord
 from .channel import WorkerChannel
 
@@ -113,7 +113,7 @@ class Room:
     """What each room of a worker process (leasing, runner, completer, heartbeat) works with:
     the settings, the store, the channel shared with the supervisor and the book of leases."""
 
-    def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases) -> None:
+    def __init__(self, settings: Settings, store: TaskStore, channel: WorkerChannel, book: HeldLeases) -> None:
         self.settings = settings
         self.store = store
         self.channel = channel

@@ -13,13 +13,13 @@ import queue
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
 import peewee
 
 from ..config import Settings
 from ..db.wakeup import notify_local, wake_key
 from ..errors import DatabaseUnavailable, GTAError
+from ..store.task_store import TaskStore
 from ..tasks import TaskRecord
 from .channel import WorkerChannel
 from .held_leases import HeldLeases, Room
@@ -46,7 +46,7 @@ class Leaser(Room):
     `nudge` on the runner's and completer's threads.
     """
 
-    def __init__(self, settings: Settings, store: Any, channel: WorkerChannel, book: HeldLeases,
+    def __init__(self, settings: Settings, store: TaskStore, channel: WorkerChannel, book: HeldLeases,
                  todo: queue.SimpleQueue[TaskRecord | None], keys: tuple[str, ...]) -> None:
         super().__init__(settings, store, channel, book)
         self.todo = todo

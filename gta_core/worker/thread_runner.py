@@ -8,27 +8,22 @@ another runner (asyncio) can take tasks from the same queue and report to the sa
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ..config import Settings
-from ..errors import Fail
 from ..outcomes import SUCCEED, decide
-from ..plugins import Registry, call_hook_safely, report_task_events
+from ..plugins import call_hook_safely, report_task_events
 from ..results import encode_result
 from ..runtime import Runtime
-from ..scopes import Attempt, Submission, announce, scope
-from ..tasks import TaskContext, TaskDefinition, TaskRecord
-from ..validation import TaskRequest, capture_context, prepare
-from ..workflows import announce_deferred, prepare_chain, prepare_group
+from ..scopes import Attempt, scope
+from ..tasks import TaskContext, TaskRecord
 from .channel import WorkerChannel
 from .completer import Completer, task_logger
 from .coroutines import run_to_end
+from .execute import Spawned, checked_call, plain_success
 from .held_leases import HeldLeases, Room
 from .leasing import Leaser
 
@@ -47,8 +42,6 @@ class ThreadRunner(Room):
         self.leaser = leaser
         self.completer = completer
         self.stopping = threading.Event()
-        self.prepare_child = child_preparer(runtime)
-        self.prepare_workflow = workflow_preparer(runtime)
 
     def threads(self, vital: Callable[..., None]) -> list[threading.Thread]:
         """The handler threads, each running its loop under ``vital`` (not started)."""
@@ -103,9 +96,9 @@ class ThreadRunner(Room):
             definition, args = checked_call(self.settings, self.plugins.registry, task)
             context = task.decoded_context()
             call_hook_safely(self.plugins, "gta_restore_context", context=context)
+            spawned = Spawned(self.runtime)
             ctx = TaskContext(task.id, task.key, task.attempts, task.max_attempts, task.queue, context, logger,
-                              prepare_child=self.prepare_child, lease_owner=self.owner,
-                              prepare_workflow=self.prepare_workflow)
+                              lease_owner=self.owner, spawner=spawned)
             with self.book.lock:
                 self.book.contexts[task.id] = ctx
             try:
@@ -123,68 +116,8 @@ class ThreadRunner(Room):
             return False
         duration = time.perf_counter() - start
         attempt.outcome = SUCCEED
-        if plain_success(task, ctx, definition, result) and self.completer.defer_success(task, duration):
+        if plain_success(task, ctx, spawned, definition, result) and self.completer.defer_success(task, duration):
             return True
-        self.completer.succeed(task, ctx.children, definition.clean_succeeded, duration, result=result,
-                               workflows=ctx.workflows)
+        self.completer.succeed(task, spawned.children, definition.clean_succeeded, duration, result=result,
+                               workflows=spawned.workflows)
         return False
-
-
-def plain_success(task: TaskRecord, ctx: TaskContext, definition: TaskDefinition, result: str | None) -> bool:
-    """Whether a success may be batched by the completer: no result, children or groups it
-    created or belongs to, its row is kept, and it was not cancelled while it ran (the fence
-    refuses that write at once, inside the attempt's scope, where a tracer sees it)."""
-    return (not ctx.children and not definition.clean_succeeded and result is None and task.group_id is None
-            and not ctx.workflows and not ctx.cancelled)
-
-
-def child_preparer(runtime: Runtime) -> Callable[..., Any]:
-    """What ``ctx.submit`` calls: validate a child task now (as submit would); the row is
-    inserted with the parent's success.
-
-    Called where the handler runs (its thread, or its asyncio task), after the parent's context
-    was restored there, so the child captures it as any submit would (a request or trace id
-    follows the work it caused).
-    """
-    def prepare_child(key: str, args: Any = None, **options: Any) -> Any:
-        row = prepare(runtime, TaskRequest(key, args, **options), capture_context(runtime))
-        return announce(runtime.plugins, Submission([row], deferred=True))[0]
-    return prepare_child
-
-
-def workflow_preparer(runtime: Runtime) -> Callable[..., Any]:
-    """What ``ctx.group`` and ``ctx.chain`` call: check a group (members, on_complete) or a chain
-    (steps) a handler creates, now; it is inserted with the handler's success, as children are."""
-    def prepare_workflow(kind: str, *requests: Any) -> Any:
-        captured = capture_context(runtime)
-        if kind == "group":
-            return announce_deferred(runtime, prepare_group(runtime, requests[0], requests[1], captured))
-        return announce_deferred(runtime, prepare_chain(runtime, requests[0], captured))
-    return prepare_workflow
-
-
-def checked_call(settings: Settings, registry: Registry, task: TaskRecord) -> tuple[TaskDefinition, dict[str, Any]]:
-    """The handler of a leased task and its arguments, after the checks every runner makes before
-    calling it (attempts left, a known key, arguments the handler takes, not started too late);
-    what fails raises, for `outcomes.decide`."""
-    task.check_attempts()
-    definition = registry.get(task.key)
-    args = task.decoded_args()
-    definition.check_args(args)
-    check_init_timeout(settings, task, definition)
-    return definition, args
-
-
-def check_init_timeout(settings: Settings, task: TaskRecord, definition: TaskDefinition) -> None:
-    """GTA's init_timeout_sensitive: a task that waited too long to start is not run at all.
-
-    The wait counts from the task's due time (``run_at``), so a delayed task is judged by
-    how late it starts, not by how far ahead it was scheduled.
-    """
-    due = task.run_at or task.created_at
-    if not definition.init_timeout_sensitive or due is None:
-        return
-    waited = (dt.datetime.now(dt.timezone.utc) - due).total_seconds()
-    if waited > settings.initialized_timeout:
-        raise Fail(f"not run: due {waited:.0f}s ago, longer than initialized_timeout "
-                   f"({settings.initialized_timeout:g}s), and the task is init_timeout_sensitive")

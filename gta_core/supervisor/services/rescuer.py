@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import peewee
 
@@ -20,6 +19,7 @@ from ...outcomes import decide
 from ...plugins import report_task_events
 from ...runtime import Runtime
 from ...scopes import scope
+from ...tasks import TaskRecord
 from .runner import Service
 
 log = logging.getLogger("gta.supervisor")
@@ -51,7 +51,7 @@ class Rescuer(Service):
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
 
-    def _delay(self, task: Any, reason: str) -> float | None:
+    def _delay(self, task: TaskRecord, reason: str) -> float | None:
         """The outcome rule for a lease nobody renewed: the retry policy's delay, None to fail."""
         return decide(self.runtime.plugins, task, LeaseExpired(reason)).delay
 
