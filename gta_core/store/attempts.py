@@ -165,7 +165,7 @@ class AttemptQueries(StoreBase):
         rows = self.att.lock_rows if lock else self.att.rows
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start:start + CHUNK])
-            statement = self._d.fix(rows.format(ids=placeholders(len(chunk)), condition=condition))
+            statement = self._d.fix(rows.fill(ids=placeholders(len(chunk)), condition=condition))
             found += [int(row[0]) for row in self._execute(statement, (*chunk, *params)).fetchall()]
         return found
 
@@ -186,7 +186,7 @@ class AttemptQueries(StoreBase):
         while running. Only ``outcome``, ``error`` and ``actor`` of ``entry`` are used."""
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start:start + CHUNK])
-            statement = self._d.fix(self.att.log_rows.format(ids=placeholders(len(chunk))))
+            statement = self._d.fix(self.att.log_rows.fill(ids=placeholders(len(chunk))))
             with self._log_required():
                 cursor = self._execute(statement, (entry.outcome, _bounded(entry.error, TEXT_LIMIT),
                                                    _bounded(entry.actor, 191), *chunk))
@@ -202,7 +202,7 @@ class AttemptQueries(StoreBase):
             return {}
         if len(ids) == 1 and cursor.rowcount == 1 and cursor.lastrowid:
             return {int(ids[0]): int(cursor.lastrowid)}
-        statement = self._d.fix(self.att.last_seqs.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.att.last_seqs.fill(ids=placeholders(len(ids))))
         return {int(task_id): int(seq) for task_id, seq in self._execute(statement, ids).fetchall()}
 
     def _trim(self, last_seqs: dict[int, int]) -> None:
@@ -217,7 +217,7 @@ class AttemptQueries(StoreBase):
         """Delete the entries of tasks ``ids`` (their rows are being deleted in this transaction)."""
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start:start + CHUNK])
-            self._execute(self._d.fix(self.att.delete_of.format(ids=placeholders(len(chunk)))), chunk)
+            self._execute(self._d.fix(self.att.delete_of.fill(ids=placeholders(len(chunk)))), chunk)
 
     # -- reading -------------------------------------------------------------------------------
     def attempt_entries(self, task_id: int) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]:

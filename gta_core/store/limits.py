@@ -22,7 +22,7 @@ from ..db.driver_errors import is_missing_table
 from ..db.transactions import in_statement, in_transaction
 from .base import StoreBase
 from .rows import parse_timestamp, placeholders
-from .sql.limits import limit_statements
+from .sql.limits import LimitStatements, limit_statements
 
 #: how long (seconds) a process trusts its last look at whether any limit exists: a new limit
 #: binds every worker within this long, and a worker without limits pays one tiny query per period
@@ -92,7 +92,7 @@ class LimitQueries(StoreBase):
     _limits_seen: tuple[float, bool] = (-math.inf, False)
 
     @property
-    def lim(self) -> Any:
+    def lim(self) -> LimitStatements:
         return limit_statements(self.dialect, self.table)
 
     # -- the limit rows ------------------------------------------------------------------
@@ -182,7 +182,7 @@ class LimitQueries(StoreBase):
     def _lease_under_limits(self, owner: str, queues: Sequence[str], want: int, lease_timeout: float,
                             keys: Sequence[str] | None) -> tuple[float, list[Any], tuple[list[str], list[str]]]:
         lim, fix = self.lim, self._d.fix
-        rows = self._execute(fix(lim.lock.format(queues=placeholders(len(queues)))), queues).fetchall()
+        rows = self._execute(fix(lim.lock.fill(queues=placeholders(len(queues)))), queues).fetchall()
         if not rows:
             return math.inf, [], ([], [])
         now = parse_timestamp(rows[0][-1])
@@ -221,13 +221,13 @@ class LimitQueries(StoreBase):
         lease_params = (owner, self._secs(lease_timeout), *chosen)
         sent = time.monotonic()
         if self.dialect == "mysql":
-            self._execute(fix(lim.lease_ids.format(ids=ids)), lease_params)
-            return sent, list(self._execute(fix(lim.leased_rows.format(ids=ids)), chosen).fetchall()), scopes
-        return sent, list(self._execute(fix(lim.lease_ids_returning.format(ids=ids)), lease_params).fetchall()), scopes
+            self._execute(fix(lim.lease_ids.fill(ids=ids)), lease_params)
+            return sent, list(self._execute(fix(lim.leased_rows.fill(ids=ids)), chosen).fetchall()), scopes
+        return sent, list(self._execute(fix(lim.lease_ids_returning.fill(ids=ids)), lease_params).fetchall()), scopes
 
     def _count_running(self, limits: list[Limit], scopes: tuple[list[str], list[str]]) -> None:
         scope, params = _scope(self._d.q("key"), *scopes)
-        rows = self._execute(self._d.fix(self.lim.running.format(scope=scope)), params).fetchall()
+        rows = self._execute(self._d.fix(self.lim.running.fill(scope=scope)), params).fetchall()
         for key, queue, concurrency_key, count in rows:
             for limit in limits:
                 if (key if limit.kind == "task" else queue) == limit.name:
@@ -261,7 +261,7 @@ class LimitQueries(StoreBase):
             full.append(f" AND id NOT IN ({placeholders(len(chosen))})")
             full_params += chosen
         key_marks, key_params = self.sql.known_keys(known) if known is not None else ("", ())
-        statement = self.lim.candidates.format(queues=placeholders(len(queues)), keys=key_marks, scope=scope,
+        statement = self.lim.candidates.fill(queues=placeholders(len(queues)), keys=key_marks, scope=scope,
                                                full="".join(full))
         return self._d.fix(statement), [*queues, *key_params, *params, *full_params, room]
 
@@ -288,16 +288,16 @@ class LimitQueries(StoreBase):
         select_params = (*queues, *key_params, want)
         if self.dialect == "mysql":
             def lease_mysql() -> tuple[float, list[Any]]:
-                select = fix(lim.unlimited_ids.format(queues=marks, keys=key_marks, unlimited=unlimited))
+                select = fix(lim.unlimited_ids.fill(queues=marks, keys=key_marks, unlimited=unlimited))
                 ids = [row[0] for row in self._execute(select, select_params).fetchall()]
                 sent = time.monotonic()
                 if not ids:
                     return sent, []
                 id_list = placeholders(len(ids))
-                self._execute(fix(lim.lease_ids.format(ids=id_list)), (*lease_params, *ids))
-                return sent, list(self._execute(fix(lim.leased_rows.format(ids=id_list)), ids).fetchall())
+                self._execute(fix(lim.lease_ids.fill(ids=id_list)), (*lease_params, *ids))
+                return sent, list(self._execute(fix(lim.leased_rows.fill(ids=id_list)), ids).fetchall())
             return in_transaction(self.db, lease_mysql)
-        statement = fix(lim.lease_unlimited.format(queues=marks, keys=key_marks, unlimited=unlimited))
+        statement = fix(lim.lease_unlimited.fill(queues=marks, keys=key_marks, unlimited=unlimited))
 
         def lease_one() -> tuple[float, list[Any]]:
             sent = self.sending()

@@ -43,7 +43,7 @@ class OperationQueries(AttemptQueries):
         watermark: its previous runs are the previous slots of its periodic definition)."""
         if not dedupe_keys:
             return None
-        statement = self._d.fix(self.ops.latest_start.format(keys=placeholders(len(dedupe_keys))))
+        statement = self._d.fix(self.ops.latest_start.fill(keys=placeholders(len(dedupe_keys))))
         row = self._execute(statement, tuple(dedupe_keys)).fetchone()
         return parse_timestamp(row[0]) if row else None
 
@@ -78,7 +78,7 @@ class OperationQueries(AttemptQueries):
         if not statuses or not set(statuses) <= set(FINAL_STATUSES):
             raise ValueError(f"only finished tasks can be deleted, not {', '.join(statuses) or 'none'}")
         marks, age = placeholders(len(statuses)), self._secs(-older_than)
-        select = self._d.fix(self.ops.finished_ids.format(statuses=marks))
+        select = self._d.fix(self.ops.finished_ids.fill(statuses=marks))
 
         def batch() -> int:
             ids = [row[0] for row in self._execute(select, (age, *statuses, limit)).fetchall()]
@@ -87,7 +87,7 @@ class OperationQueries(AttemptQueries):
             if not ids:
                 return 0
             self.delete_attempts(ids)  # the rows picked are locked (SQLite: BEGIN IMMEDIATE): all go below
-            delete = self._d.fix(self.ops.delete_finished.format(ids=placeholders(len(ids)), statuses=marks))
+            delete = self._d.fix(self.ops.delete_finished.fill(ids=placeholders(len(ids)), statuses=marks))
             return int(self._execute(delete, (*ids, *statuses, age)).rowcount)
         return int(in_transaction(self.db, batch))
 
@@ -100,7 +100,7 @@ class OperationQueries(AttemptQueries):
         if hidden_keys:
             filters.append((f"{self._d.q('key')} NOT IN ({placeholders(len(hidden_keys))})", list(hidden_keys)))
         where = (" WHERE " + " AND ".join(condition for condition, _ in filters)) if filters else ""
-        statement = self._d.fix(self.ops.list.format(where=where))
+        statement = self._d.fix(self.ops.list.fill(where=where))
         return self._tasks(statement, (*(value for _, values in filters for value in values), limit))
 
     def succeeded_per_queue(self, seconds: float) -> dict[str, int]:
@@ -132,9 +132,9 @@ class OperationQueries(AttemptQueries):
             marks = placeholders(len(rerun))
             self.log_rows(rerun, LogEntry(RERUN, actor=by))
             self.reopen_groups(rerun)
-            self._execute(self._d.fix(self.ops.rerun.format(ids=marks)), rerun)
+            self._execute(self._d.fix(self.ops.rerun.fill(ids=marks)), rerun)
             if self.dialect == "postgres":
-                queues = self._execute(self._d.fix(self.ops.queues_of.format(ids=marks)), rerun).fetchall()
+                queues = self._execute(self._d.fix(self.ops.queues_of.fill(ids=marks)), rerun).fetchall()
                 for (queue,) in sorted(queues):
                     self._execute(self.sql.notify, (f"gta_{self.table}", queue))
             return before

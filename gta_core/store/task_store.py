@@ -43,8 +43,8 @@ from .workflows import PreparedWorkflow, WorkflowQueries
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
-    """A row of `TASK_COLUMNS` (the order of TaskRecord's fields), or of a lease's columns
-    (the same without the last ones, which stay None)."""
+    """A row of `TASK_COLUMNS` (TaskRecord's fields, in their order, by definition), or of a
+    lease's columns (the same without the last ones, which stay None)."""
     record = TaskRecord(*row)
     record.run_at = _lenient_timestamp(record.run_at)
     record.created_at = _lenient_timestamp(record.created_at)
@@ -95,7 +95,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         key_marks, keys = sql.known_keys(keys) if keys is not None else ("", ())
         lease_params = (owner, self._secs(lease_timeout))
         if self.dialect == "mysql":
-            select_ids = d.fix(sql.due_ids.format(queues=queue_marks, keys=key_marks))
+            select_ids = d.fix(sql.due_ids.fill(queues=queue_marks, keys=key_marks))
 
             def lease_mysql() -> tuple[float, list[Any]]:
                 ids = [row[0] for row in self._execute(select_ids, (*queues, *keys, limit)).fetchall()]
@@ -103,11 +103,11 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 if not ids:
                     return sent, []
                 id_list = placeholders(len(ids))
-                self._execute(d.fix(sql.lease_ids.format(ids=id_list)), (*lease_params, *ids))
-                return sent, list(self._execute(d.fix(sql.leased_rows.format(ids=id_list)), ids).fetchall())
+                self._execute(d.fix(sql.lease_ids.fill(ids=id_list)), (*lease_params, *ids))
+                return sent, list(self._execute(d.fix(sql.leased_rows.fill(ids=id_list)), ids).fetchall())
             sent, rows = in_transaction(self.db, lease_mysql)
         else:
-            statement = sql.lease.format(queues=queue_marks, keys=key_marks)
+            statement = sql.lease.fill(queues=queue_marks, keys=key_marks)
             params = (*lease_params, *queues, *keys, limit)
 
             def lease_one() -> tuple[float, list[Any]]:
@@ -120,7 +120,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Extend the leases of ``ids`` still held by ``owner``, in one statement; rows renewed."""
         if not ids:
             return 0
-        statement = self._d.fix(self.sql.heartbeat.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.sql.heartbeat.fill(ids=placeholders(len(ids))))
         return self._write(statement, (self._secs(lease_timeout), owner, *ids))
 
     def complete(self, owner: str, task_id: int, children: Sequence[NewTask] = (), delete: bool = False,
@@ -175,11 +175,11 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         marks = placeholders(len(ids))
         leases, pairs = "", []
         if attempts is not None:
-            leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(ids)))
+            leases = self.sql.lease_pairs.fill(rows=self._d.row_list(len(ids)))
             pairs = [value for pair in zip(ids, attempts, strict=True) for value in pair]
         params = (owner, *ids, *pairs)
         if self.dialect == "mysql":  # no UPDATE … RETURNING (see `Statements.owned_ids`)
-            select = self._d.fix(self.sql.owned_ids.format(ids=marks, leases=leases))
+            select = self._d.fix(self.sql.owned_ids.fill(ids=marks, leases=leases))
             attempt_of = dict(zip(ids, attempts, strict=True)) if attempts is not None else None
 
             def write_mysql() -> set[int]:
@@ -190,16 +190,16 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
                 # reads by id, matching or not, until its transaction ends
                 held_marks, held_leases, held_pairs = placeholders(len(held)), "", []
                 if attempt_of is not None:
-                    held_leases = self.sql.lease_pairs.format(rows=self._d.row_list(len(held)))
+                    held_leases = self.sql.lease_pairs.fill(rows=self._d.row_list(len(held)))
                     held_pairs = [value for task_id in held for value in (task_id, attempt_of[task_id])]
-                update = self._d.fix(self.sql.complete_many.format(ids=held_marks, leases=held_leases))
+                update = self._d.fix(self.sql.complete_many.fill(ids=held_marks, leases=held_leases))
                 if self._execute(update, (owner, *held, *held_pairs)).rowcount == len(held):
                     return set(held)
                 # a lease was taken over between the read and the update: which rows did change
-                read_back = self._d.fix(self.sql.succeeded_ids.format(ids=held_marks))
+                read_back = self._d.fix(self.sql.succeeded_ids.fill(ids=held_marks))
                 return {row[0] for row in self._execute(read_back, (owner, *held)).fetchall()}
             return in_transaction(self.db, write_mysql)
-        update = self._d.fix(self.sql.complete_many_returning.format(ids=marks, leases=leases))
+        update = self._d.fix(self.sql.complete_many_returning.fill(ids=marks, leases=leases))
         return in_statement(self.db, lambda: {row[0] for row in self._execute(update, params).fetchall()})
 
     def retry(self, owner: str, task_id: int, delay: float, error: str, *, attempt: int | None = None,
@@ -242,7 +242,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             released = 0
             for start in range(0, len(mine), CHUNK):
                 chunk = mine[start:start + CHUNK]
-                statement = self._d.fix(self.sql.release_ids.format(ids=placeholders(len(chunk))))
+                statement = self._d.fix(self.sql.release_ids.fill(ids=placeholders(len(chunk))))
                 released += int(self._execute(statement, (owner, *chunk)).rowcount)
             if released != len(mine):
                 raise LeaseMoved(f"a lease of {owner} changed before its release")  # read and write again
@@ -277,15 +277,15 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
             return {}
         marks = self._d.fix
         reason = FORCE_CANCEL if force else "cancelled"
-        before = dict(self._execute(marks(self.sql.statuses_locked.format(ids=placeholders(len(ids)))), ids).fetchall())
+        before = dict(self._execute(marks(self.sql.statuses_locked.fill(ids=placeholders(len(ids)))), ids).fetchall())
         members = self.lock_unfinished_members(ids)  # locked first: no final write races the count
         # the rows this cancel changes (locked as read): each gets its entry
         cancelled = sorted(task_id for task_id, status in before.items() if status in UNFINISHED)
         if cancelled:
             self.log_rows(cancelled, LogEntry(CANCELLED, error=reason, actor=by))
             id_marks = placeholders(len(cancelled))
-            self._execute(marks(self.sql.cancel_pending.format(ids=id_marks)), (reason, *cancelled))
-            self._execute(marks(self.sql.cancel_running.format(ids=id_marks)), (reason, *cancelled))
+            self._execute(marks(self.sql.cancel_pending.fill(ids=id_marks)), (reason, *cancelled))
+            self._execute(marks(self.sql.cancel_running.fill(ids=id_marks)), (reason, *cancelled))
             self.cancel_waiting(cancelled, reason)
         if members:
             self.count_final(members)
@@ -295,7 +295,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
         """Which of ``owner``'s tasks were cancelled while leased: id → cancelled with force."""
         if not ids:
             return {}
-        statement = self._d.fix(self.sql.cancelled_of_owner.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.sql.cancelled_of_owner.fill(ids=placeholders(len(ids))))
         return {task_id: error == FORCE_CANCEL for task_id, error in self._execute(statement, (owner, *ids))}
 
     def owned(self, owner: str) -> list[TaskRecord]:
@@ -390,7 +390,7 @@ class TaskStore(SchemaQueries, InsertQueries, OperationQueries, WorkflowQueries,
     def statuses(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
-        statement = self._d.fix(self.sql.statuses.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.sql.statuses.fill(ids=placeholders(len(ids))))
         return dict(self._execute(statement, ids).fetchall())
 
 

@@ -88,7 +88,7 @@ class WorkflowQueries(StoreBase):
             group_id = int(self._execute(wf.insert_group_plain, params).lastrowid)
         for start in range(0, len(members), CHUNK):
             chunk = members[start:start + CHUNK]
-            self._execute(self._d.fix(wf.join_group.format(ids=placeholders(len(chunk)))), (group_id, *chunk))
+            self._execute(self._d.fix(wf.join_group.fill(ids=placeholders(len(chunk)))), (group_id, *chunk))
         self._execute(wf.set_callback, (callback_id, group_id))
         self._execute(wf.hold, (callback_id,))
         return group_id
@@ -160,20 +160,20 @@ class WorkflowQueries(StoreBase):
         counts: dict[int, int] = {}
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            statement = self._d.fix(self.wf.unfinished_members.format(ids=placeholders(len(chunk))))
+            statement = self._d.fix(self.wf.unfinished_members.fill(ids=placeholders(len(chunk))))
             for _, group_id in self._execute(statement, chunk).fetchall():
                 counts[int(group_id)] = counts.get(int(group_id), 0) + 1
         return counts
 
     def cancel_waiting(self, ids: Sequence[int], reason: str) -> int:
         """Cancel the waiting callbacks among ``ids`` (they will then never run)."""
-        statement = self._d.fix(self.wf.cancel_waiting.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.wf.cancel_waiting.fill(ids=placeholders(len(ids))))
         return int(self._execute(statement, (reason, *ids)).rowcount)
 
     def reopen_groups(self, ids: Sequence[int]) -> None:
         """Before ``gta retry`` puts final tasks back to pending: each member among them whose
         group is not finished is unfinished again (a finished group stays finished)."""
-        statement = self._d.fix(self.wf.rerun_members.format(ids=placeholders(len(ids))))
+        statement = self._d.fix(self.wf.rerun_members.fill(ids=placeholders(len(ids))))
         for (group_id,) in self._execute(statement, ids).fetchall():
             self._execute(self.wf.count_rerun, (group_id,))
 

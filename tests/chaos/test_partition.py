@@ -116,7 +116,7 @@ def statement_marks(server: PrivateServer, harness: ChaosHarness, how: str) -> t
     sql = statements("postgres", harness.table)
     # a's two queues, and the keys its workers have handlers for (as `Worker` passes them)
     keys, _ = sql.known_keys(tuple(sorted(harness.runtime.plugins.registry.tasks)))
-    lease = numbered(sql.lease.format(queues=placeholders(2), keys=keys))
+    lease = numbered(sql.lease.fill(queues=placeholders(2), keys=keys))
     return 5, [f"EXECUTE {prepared_name(statement)}"[:16].encode() for statement in (lease, sql.complete_many_arrays)]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import LEASE_FENCE
+from .statements import LEASE_FENCE, Template
 
 #: the columns of an entry, in the order every statement here writes and reads them
 COLUMNS = ("task_id", "seq", "attempt", "outcome", "worker", "started_at", "ended_at", "error_class", "error",
@@ -71,21 +71,21 @@ class AttemptStatements:
         # The entries of many rows, written before the write that changes them, the rows locked
         # by `lock_rows` (so they are what the write will see): each row's own attempt, and its
         # worker and start while running. Parameters: outcome, error, actor, then the ids.
-        self.log_rows = (f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, attempts, ?, "
+        self.log_rows = (Template(f"INSERT INTO {a} ({columns}) SELECT id, {next_seq(t)}, attempts, ?, "
                          "CASE WHEN status = 'running' THEN lease_owner END, "
                          f"CASE WHEN status = 'running' THEN started_at END, {d.now}, NULL, ?, NULL, NULL, ? "
-                         f"FROM {t} WHERE id IN ({{ids}}){returning}")
+                         f"FROM {t} WHERE id IN ({{ids}}){returning}"))
         lock = " FOR UPDATE" if d.name in ("postgres", "mysql") else ""  # SQLite: BEGIN IMMEDIATE
         #: the ids among ``{ids}`` that satisfy ``{condition}``, in id order, locked (`lock_rows`)
         #: or read plainly (`rows`)
-        self.rows = f"SELECT id FROM {t} WHERE id IN ({{ids}}) AND {{condition}} ORDER BY id"
-        self.lock_rows = self.rows + lock
+        self.rows = Template(f"SELECT id FROM {t} WHERE id IN ({{ids}}) AND {{condition}} ORDER BY id")
+        self.lock_rows = Template(f"{self.rows}{lock}")
         # MySQL/MariaDB return nothing from an insert: the number of a single entry is its insert id,
         # those of several are read back
-        self.last_seqs = f"SELECT task_id, MAX(seq) FROM {a} WHERE task_id IN ({{ids}}) GROUP BY task_id"
+        self.last_seqs = Template(f"SELECT task_id, MAX(seq) FROM {a} WHERE task_id IN ({{ids}}) GROUP BY task_id")
         # retention: a task keeps its first and last N entries (parameters: task id, N, last - N)
         self.trim = fx(f"DELETE FROM {a} WHERE task_id = ? AND seq > ? AND seq <= ?")
-        self.delete_of = f"DELETE FROM {a} WHERE task_id IN ({{ids}})"
+        self.delete_of = Template(f"DELETE FROM {a} WHERE task_id IN ({{ids}})")
         # A task's entries and its row, read in one statement (one snapshot): the row is the last
         # entry's sequel (its current or final attempt). Parameters: task id, task id.
         self.entries = fx(f"SELECT seq, attempt, outcome, worker, started_at, ended_at, error_class, error, "

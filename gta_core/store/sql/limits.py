@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import statements
+from .statements import Template, statements
 
 LIMIT_COLUMNS = ("kind", "name", "concurrency", "rate_count", "rate_period", "per_key", "window_start",
                  "window_count", "changed_at")
@@ -38,9 +38,11 @@ class LimitStatements:
         lock = " FOR UPDATE" if d.name in ("postgres", "mysql") else ""  # SQLite: BEGIN IMMEDIATE
         # the limits a lease of ``{queues}`` must obey, locked in one fixed order; the last
         # column is the database clock, which places the rate windows
-        self.lock = (f"SELECT kind, name, concurrency, rate_count, rate_period, per_key, window_start, window_count, "
-                     f"{d.now} FROM {lim} WHERE kind = 'task' OR (kind = 'queue' AND name IN ({{queues}})) "
-                     f"ORDER BY kind, name{lock}")
+        self.lock = Template(
+            f"SELECT kind, name, concurrency, rate_count, rate_period, per_key, window_start, window_count, "
+            f"{d.now} FROM {lim} WHERE kind = 'task' OR (kind = 'queue' AND name IN ({{queues}})) "
+            f"ORDER BY kind, name{lock}"
+        )
         # a window's starts: one parameter list per limit whose window moved or filled
         self.set_window = fx(f"UPDATE {lim} SET window_start = ?, window_count = ? WHERE kind = ? AND name = ?")
         values = "(?, ?, ?, ?, ?, ?, 0, ?)"
@@ -53,22 +55,24 @@ class LimitStatements:
         # Running tasks under the locked limits: only unexpired leases count, so the slot of a
         # worker that died returns when its lease expires (or is released at once by its
         # supervisor's janitor). The expiry index finds them. ``{scope}``: which rows concern us.
-        self.running = (f"SELECT {k}, queue, concurrency_key, COUNT(*) FROM {t} WHERE status = 'running' "
-                        f"AND lease_expires_at > {d.now} AND ({{scope}}) GROUP BY {k}, queue, concurrency_key")
+        self.running = (Template(f"SELECT {k}, queue, concurrency_key, COUNT(*) FROM {t} WHERE status = 'running' "
+                        f"AND lease_expires_at > {d.now} AND ({{scope}}) GROUP BY {k}, queue, concurrency_key"))
         skip_locked = "" if d.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
         # due rows under limits that have room (``{scope}``), minus those of limits that are
         # full (``{full}``: `` AND NOT (…)`` parts), in the lease order
-        self.candidates = (f"SELECT id, {k}, queue, concurrency_key FROM {t} WHERE {engine.due} AND ({{scope}})"
-                           f"{{full}} {engine.lease_order} LIMIT ?{skip_locked}")
+        self.candidates = Template(
+            f"SELECT id, {k}, queue, concurrency_key FROM {t} WHERE {engine.due} AND ({{scope}})"
+            f"{{full}} {engine.lease_order} LIMIT ?{skip_locked}"
+        )
         self.lease_ids = engine.lease_ids
-        self.lease_ids_returning = f"{engine.lease_ids} RETURNING {engine.lease_columns}"
+        self.lease_ids_returning = Template(f"{engine.lease_ids} RETURNING {engine.lease_columns}")
         self.leased_rows = engine.leased_rows
         # the rest of a lease, under no limit: today's lease, minus the rows of limited keys and queues
         unlimited_ids = (f"SELECT id FROM {t} WHERE {engine.due}{{unlimited}} {engine.lease_order} "
                          f"LIMIT ?{skip_locked}")
-        self.unlimited_ids = unlimited_ids
-        self.lease_unlimited = (f"UPDATE {t} SET {engine.lease_set} WHERE id IN ({unlimited_ids}) "
-                                f"RETURNING {engine.lease_columns}")
+        self.unlimited_ids = Template(unlimited_ids)
+        self.lease_unlimited = (Template(f"UPDATE {t} SET {engine.lease_set} WHERE id IN ({unlimited_ids}) "
+                                f"RETURNING {engine.lease_columns}"))
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import RERUN_ERROR_PREFIX, statements
+from .statements import RERUN_ERROR_PREFIX, Template, statements
 
 
 class OperationStatements:
@@ -25,8 +25,8 @@ class OperationStatements:
 
         # -- monitor ---------------------------------------------------------------------
         # The monitor's watermark: when the latest successful run of the given slots started.
-        self.latest_start = (f"SELECT MAX(started_at) FROM {t} "
-                             "WHERE dedupe_key IN ({keys}) AND status = 'succeeded'")
+        self.latest_start = (Template(f"SELECT MAX(started_at) FROM {t} "
+                             "WHERE dedupe_key IN ({keys}) AND status = 'succeeded'"))
         # Parameters: minus the threshold in seconds, then a row limit. Partial indexes (or
         # status-leading ones on MySQL) keep finished rows out of both.
         self.running_too_long = fx(f"SELECT {columns} FROM {t} WHERE status = 'running' "
@@ -58,25 +58,29 @@ class OperationStatements:
         # then delete exactly those by primary key, re-checking the condition.
         # Parameters: statuses, minus the age in seconds, limit / ids, statuses, minus the age.
         # The members of a group whose callback was not released yet are kept: it reads their outcomes.
-        self.finished_ids = (f"SELECT id FROM {t} WHERE finished_at < {d.now_plus()} AND status IN ({{statuses}}) "
-                             f"AND (group_id IS NULL OR group_id NOT IN "
-                             f"(SELECT id FROM {t}_groups WHERE remaining > 0)) "
-                             f"ORDER BY finished_at LIMIT ?{lock}")
-        self.delete_finished = (f"DELETE FROM {t} WHERE id IN ({{ids}}) AND status IN ({{statuses}}) "
-                                f"AND finished_at < {d.now_plus()}")
+        self.finished_ids = Template(
+            f"SELECT id FROM {t} WHERE finished_at < {d.now_plus()} AND status IN ({{statuses}}) "
+            f"AND (group_id IS NULL OR group_id NOT IN "
+            f"(SELECT id FROM {t}_groups WHERE remaining > 0)) "
+            f"ORDER BY finished_at LIMIT ?{lock}"
+        )
+        self.delete_finished = (Template(f"DELETE FROM {t} WHERE id IN ({{ids}}) AND status IN ({{statuses}}) "
+                                f"AND finished_at < {d.now_plus()}"))
 
         # -- admin -------------------------------------------------------------------------
-        self.list = f"SELECT {columns} FROM {t}{{where}} ORDER BY id DESC LIMIT ?"
+        self.list = Template(f"SELECT {columns} FROM {t}{{where}} ORDER BY id DESC LIMIT ?")
         # Parameter: minus the window in seconds. finished_at is indexed.
         self.succeeded_per_queue = fx(f"SELECT queue, COUNT(*) FROM {t} WHERE finished_at >= {d.now_plus()} "
                                       "AND status = 'succeeded' GROUP BY queue")
         self.ids_with_status = fx(f"SELECT id FROM {t} WHERE status = ? AND id > ? ORDER BY id LIMIT ?")
         # GTA's ForceRerunTasks: a failed or cancelled task starts over, due now.
         previous = d.concat(repr(RERUN_ERROR_PREFIX), "COALESCE(last_error, '')")
-        self.rerun = (f"UPDATE {t} SET status = 'pending', attempts = 0, run_at = {d.now}, finished_at = NULL, "
-                      f"started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = {previous}, "
-                      f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')")
-        self.queues_of = "SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})"
+        self.rerun = Template(
+            f"UPDATE {t} SET status = 'pending', attempts = 0, run_at = {d.now}, finished_at = NULL, "
+            f"started_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = {previous}, "
+            f"updated_at = {d.now} WHERE id IN ({{ids}}) AND status IN ('failed', 'cancelled')"
+        )
+        self.queues_of = Template("SELECT DISTINCT queue FROM " + t + " WHERE id IN ({ids})")
 
         # -- queue controls (`gta pause`, `gta resume`, `gta queues`) -----------------------------
         q = f"{t}_queues"

@@ -8,16 +8,34 @@ GTA registers on each connection (``gta_now()``, ``gta_now_plus(seconds)``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
-from ...tasks import family_prefix
+from ...tasks import TaskRecord, family_prefix
 from .dialects import DIALECTS, Dialect
 
 SCHEMA_VERSION = 2
 
-TASK_COLUMNS = ("id", "key", "queue", "args", "context", "attempts", "max_attempts", "priority",
-                "run_at", "status", "lease_owner", "group_id", "last_error", "created_at")
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A statement with lists still to fill in (``{ids}``, ``{queues}``, ``{rows}`` …): only
+    `fill` makes text that runs, so a template can never reach the database unfilled (the
+    type checker refuses a `Template` where a statement goes). Every other attribute of the
+    statement classes is a finished statement."""
+
+    text: str
+
+    def fill(self, **lists: str) -> str:
+        return self.text.format(**lists)
+
+    def __str__(self) -> str:  # a template built into a larger one stays a template
+        return self.text
+
+#: the columns a `TaskRecord` is built from, in its fields' order: read off the record itself,
+#: so the store's ``TaskRecord(*row)`` can never pair a value with another column's field
+TASK_COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 ALL_COLUMNS = TASK_COLUMNS + ("lease_expires_at", "dedupe_key", "order_key", "parent_id",
                               "updated_at", "started_at", "finished_at", "result")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -141,21 +159,23 @@ class Statements:
         # ``{keys}``: a worker leases only tasks it has a handler for (`known_keys`), so a task
         # whose handler this worker lacks (a rolling deploy, a host's plugins mis-set) waits,
         # unleased and unharmed, for a worker that has one; empty for operator tools and tests.
-        self.due = (f"status = 'pending' AND queue IN ({{queues}}){{keys}} "
+        self.due = (Template(f"status = 'pending' AND queue IN ({{queues}}){{keys}} "
                     f"AND queue NOT IN (SELECT name FROM {t}_queues WHERE paused) AND run_at <= {d.now} "
                     f"AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} prior "
                     f"WHERE prior.order_key = {t}.order_key AND prior.id < {t}.id "
-                    "AND prior.status IN ('pending', 'running')))")
+                    "AND prior.status IN ('pending', 'running')))"))
         self.lease_order = "ORDER BY priority DESC, run_at, id"
         skip_locked = "" if d.name == "sqlite" else " FOR UPDATE SKIP LOCKED"  # SQLite: BEGIN IMMEDIATE
-        self.due_ids = f"SELECT id FROM {t} WHERE {self.due} {self.lease_order} LIMIT ?{skip_locked}"
+        self.due_ids = Template(f"SELECT id FROM {t} WHERE {self.due} {self.lease_order} LIMIT ?{skip_locked}")
         # a lease is one statement where UPDATE … RETURNING exists; on MySQL, in one transaction,
         # `due_ids` locks the rows, `lease_ids` leases them and `leased_rows` reads them back
-        self.lease = f"UPDATE {t} SET {lease_set} WHERE id IN ({self.due_ids}) RETURNING {self.lease_columns}"
-        self.lease_ids = f"UPDATE {t} SET {lease_set} WHERE id IN ({{ids}})"
-        self.leased_rows = f"SELECT {self.lease_columns} FROM {t} WHERE id IN ({{ids}})"
+        self.lease = Template(f"UPDATE {t} SET {lease_set} WHERE id IN ({self.due_ids}) RETURNING {self.lease_columns}")
+        self.lease_ids = Template(f"UPDATE {t} SET {lease_set} WHERE id IN ({{ids}})")
+        self.leased_rows = Template(f"SELECT {self.lease_columns} FROM {t} WHERE id IN ({{ids}})")
 
-        self.heartbeat = f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} WHERE {OWNER_FENCE}"
+        self.heartbeat = Template(
+            f"UPDATE {t} SET lease_expires_at = {d.now_plus()}, updated_at = {d.now} WHERE {OWNER_FENCE}"
+        )
         fence = LEASE_FENCE
         # PostgreSQL: a final write NOTIFYs the table's ``done`` channel for `gta_core.wait`, in
         # the statement itself (no round trip; one notification per transaction, as the payload
@@ -166,9 +186,11 @@ class Statements:
         self.complete = fx(f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
                            f"lease_expires_at = NULL WHERE {fence}{done}")
         many_fence = OWNER_FENCE + "{leases}"
-        self.lease_pairs = " AND (id, attempts) IN ({rows})"
-        self.complete_many = (f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
-                              f"lease_expires_at = NULL WHERE {many_fence}")
+        self.lease_pairs = Template(" AND (id, attempts) IN ({rows})")
+        self.complete_many = Template(
+            f"UPDATE {t} SET status = 'succeeded', finished_at = {d.now}, updated_at = {d.now}, "
+            f"lease_expires_at = NULL WHERE {many_fence}"
+        )
         # MySQL has no UPDATE … RETURNING: `complete_many` reads which rows the fence matches
         # without locking them, updates those rows alone, and only when fewer changed reads
         # back which are now this lease's success. Neither a locking read nor an update of
@@ -176,10 +198,12 @@ class Statements:
         # rest of their condition, so a stale write locked the row of the worker that had taken
         # the task over, whose heartbeats then waited for as long as the stale writer's host
         # stayed cut off with its transaction open.
-        self.owned_ids = f"SELECT id FROM {t} WHERE {many_fence}"
-        self.succeeded_ids = f"SELECT id FROM {t} WHERE lease_owner = ? AND status = 'succeeded' AND id IN ({{ids}})"
-        self.complete_many_returning = f"{self.complete_many} RETURNING id" + (
-            f", {self.notify_done}" if self.notify_done else "")
+        self.owned_ids = Template(f"SELECT id FROM {t} WHERE {many_fence}")
+        self.succeeded_ids = Template(
+            f"SELECT id FROM {t} WHERE lease_owner = ? AND status = 'succeeded' AND id IN ({{ids}})"
+        )
+        self.complete_many_returning = Template(f"{self.complete_many} RETURNING id" + (
+            f", {self.notify_done}" if self.notify_done else ""))
         # PostgreSQL's: one text for any batch, so it is prepared once (planning an IN list of
         # the batch's ids and (id, attempt) pairs took as long as running it); a NULL attempt
         # fences on owner and status only, as in `LEASE_FENCE`
@@ -198,17 +222,21 @@ class Statements:
         # submit does, in the statement, so idle workers on every host take it now (elsewhere the
         # worker giving it back pokes this host's supervisors, `Leaser.give_back`).
         woken = f" RETURNING pg_notify('gta_{t}', queue)" if d.name == "postgres" else ""
-        self.release_ids = f"UPDATE {t} SET {release_set} WHERE {OWNER_FENCE}{woken}"
+        self.release_ids = Template(f"UPDATE {t} SET {release_set} WHERE {OWNER_FENCE}{woken}")
         self.release_lease = fx(f"UPDATE {t} SET {release_set} WHERE {fence}{woken}")
         self.owned = fx(f"SELECT {returning} FROM {t} WHERE lease_owner = ? AND status = 'running'")
-        self.cancel_pending = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done)
+        self.cancel_pending = Template(
+            f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
+            "last_error = ? WHERE status = 'pending' AND id IN ({ids})" + done
+        )
         # a running task keeps its lease_owner so its worker can tell it was cancelled
-        self.cancel_running = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               "lease_expires_at = NULL, last_error = ? WHERE status = 'running' "
-                               "AND id IN ({ids})" + done)
-        self.cancelled_of_owner = ("SELECT id, last_error FROM " + t + " WHERE lease_owner = ? "
-                                   "AND status = 'cancelled' AND id IN ({ids})")
+        self.cancel_running = Template(
+            f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
+            "lease_expires_at = NULL, last_error = ? WHERE status = 'running' "
+            "AND id IN ({ids})" + done
+        )
+        self.cancelled_of_owner = (Template("SELECT id, last_error FROM " + t + " WHERE lease_owner = ? "
+                                   "AND status = 'cancelled' AND id IN ({ids})"))
 
         self.expired = f"status = 'running' AND lease_expires_at < {d.now}"
         # rescue reads expired leases, asks the retry policy about each (`outcomes.decide`), then
@@ -228,10 +256,10 @@ class Statements:
                               f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {d.now} "
                               f"WHERE {still_expired}{done}")
         self.get = fx(f"SELECT {self.all_columns} FROM {t} WHERE id = ?")
-        self.statuses = f"SELECT id, status FROM {t} WHERE id IN ({{ids}})"
+        self.statuses = Template(f"SELECT id, status FROM {t} WHERE id IN ({{ids}})")
         # cancel's read: the rows stay as read until its writes (SQLite: BEGIN IMMEDIATE), so
         # what it reports having done is what it did; in id order, as two cancels lock alike
-        self.statuses_locked = self.statuses + " ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE")
+        self.statuses_locked = Template(f"{self.statuses} ORDER BY id" + ("" if d.name == "sqlite" else " FOR UPDATE"))
         self.drop = [f"DROP TABLE IF EXISTS {t}{suffix}"
                      for suffix in ("", "_schema", "_queues", "_groups", "_limits", "_supervisors", "_attempts")]
         self.count_by_status = f"SELECT queue, status, COUNT(*) FROM {t} GROUP BY queue, status"

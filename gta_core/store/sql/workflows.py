@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from .dialects import DIALECTS, Dialect
-from .statements import LEASE_FENCE, statements
+from .statements import LEASE_FENCE, Template, statements
 
 #: the status of a callback task whose group (or previous chain step) is not final yet
 WAITING = "waiting"
@@ -37,7 +37,7 @@ class WorkflowStatements:
         self.insert_group = fx(insert_group + (" RETURNING id" if d.insert_returns_ids else ""))
         self.insert_group_plain = fx(insert_group)
         self.set_callback = fx(f"UPDATE {g} SET callback_id = ? WHERE id = ?")
-        self.join_group = "UPDATE " + t + " SET group_id = ? WHERE id IN ({ids})"
+        self.join_group = Template("UPDATE " + t + " SET group_id = ? WHERE id IN ({ids})")
         self.hold = fx(f"UPDATE {t} SET status = '{WAITING}' WHERE id = ? AND status = 'pending'")
 
         # -- a member's final write ----------------------------------------------------------
@@ -68,13 +68,17 @@ class WorkflowStatements:
         # -- cancel, re-run, cleanup -------------------------------------------------------------
         # cancel: lock the unfinished members first, so a worker's final write of the same row
         # waits (and then matches nothing) instead of counting it a second time
-        self.unfinished_members = (f"SELECT id, group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
-                                   f"AND status IN ('pending', 'running', '{WAITING}'){lock}")
-        self.cancel_waiting = (f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
-                               f"last_error = ? WHERE status = '{WAITING}' AND id IN ({{ids}})" + done)
+        self.unfinished_members = Template(
+            f"SELECT id, group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
+            f"AND status IN ('pending', 'running', '{WAITING}'){lock}"
+        )
+        self.cancel_waiting = Template(
+            f"UPDATE {t} SET status = 'cancelled', finished_at = {d.now}, updated_at = {d.now}, "
+            f"last_error = ? WHERE status = '{WAITING}' AND id IN ({{ids}})" + done
+        )
         # `gta retry` of a final member whose group is not finished: it is unfinished again
-        self.rerun_members = (f"SELECT group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
-                              "AND status IN ('failed', 'cancelled')")
+        self.rerun_members = (Template(f"SELECT group_id FROM {t} WHERE id IN ({{ids}}) AND group_id IS NOT NULL "
+                              "AND status IN ('failed', 'cancelled')"))
         self.count_rerun = fx(f"UPDATE {g} SET remaining = remaining + 1 WHERE id = ? AND remaining > 0")
         # cleanup keeps the members of a group whose callback was not released yet (it reads
         # their outcomes then), and deletes finished groups past the retention
