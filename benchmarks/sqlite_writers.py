@@ -154,7 +154,7 @@ def create_app_table(path: str) -> None:
 def writers_pythonpath() -> str:
     """PYTHONPATH for the writer processes (``python -m benchmarks.sqlite_writers``): the folder
     holding ``benchmarks`` first, unless PYTHONPATH reaches a ``benchmarks`` already (the test
-    suite run against the installed wheel gives one that holds no ``gta_core``: tests/paths.py)."""
+    suite run against the installed wheel gives one that holds no ``gta_core``: tests/support/paths.py)."""
     inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     if any(os.path.isdir(os.path.join(entry, "benchmarks")) for entry in inherited):
         return os.pathsep.join(inherited)

@@ -19,8 +19,8 @@ import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.runtime import Runtime
 
-from .helpers import Env
-from .paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
+from .support.helpers import Env
+from .support.paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
 
 prepare_import_root()  # installed mode: children import tests.* from IMPORT_ROOT, gta_core from the wheel
 BACKENDS = {

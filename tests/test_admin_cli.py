@@ -23,8 +23,8 @@ from gta_core.runtime import Runtime
 from gta_core.store.inserts import NewTask
 from gta_core.store.sql.statements import RERUN_ERROR_PREFIX, SCHEMA_VERSION
 
-from .helpers import Env, wait_for
-from .rows import OWNER, age, count, make
+from .support.helpers import Env, wait_for
+from .support.rows import OWNER, age, count, make
 
 COMMANDS = ("migrate", "submit", "list", "show", "retry", "cancel", "purge", "stats", "handlers", "demo", "pause",
             "resume", "queues")

@@ -18,10 +18,10 @@ import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
 from gta_core.testing import eager
 
-from .async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, SyncCaller, driver_url
 from .conftest import ENABLED, only_on
-from .helpers import Env
-from .paths import REPO
+from .support.async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, SyncCaller, driver_url
+from .support.helpers import Env
+from .support.paths import REPO
 
 PARAMS = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in ASYNC_KINDS[backend]]
 WOKEN = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in ASYNC_KINDS[backend]
@@ -263,7 +263,7 @@ def test_sqlalchemy_autocommit_is_refused(env: Env, backend: str) -> None:
 def test_aiomysql_in_autocommit_is_refused(env: Env) -> None:
     import aiomysql
 
-    from .handles import mysql_params
+    from .support.handles import mysql_params
 
     async def scenario() -> int:
         params = mysql_params(env.db_url)
@@ -287,7 +287,7 @@ def test_aiomysql_in_autocommit_is_refused(env: Env) -> None:
 def test_aiosqlite_in_autocommit_is_refused(env: Env) -> None:
     import aiosqlite
 
-    from .handles import sqlite_path
+    from .support.handles import sqlite_path
 
     async def scenario() -> int:
         async with aiosqlite.connect(sqlite_path(env.db_url), isolation_level=None) as connection:

@@ -20,7 +20,7 @@ from gta_core.worker.held_leases import HeldLeases
 from gta_core.worker.leasing import Leaser
 from gta_plugins.request_id import request_id
 
-from .helpers import Env, SupervisorProcess, wait_for, wait_log
+from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
 from .test_supervisor import SERVING, entries, row, stop
 
 PLUGINS = "tests.tasks,tests.async_tasks"

@@ -20,8 +20,8 @@ from gta_core.config import parse_duration
 from gta_core.runtime import Runtime
 from gta_core.store.sql.statements import SCHEMA_VERSION
 
-from .helpers import Env
-from .paths import child_pythonpath
+from .support.helpers import Env
+from .support.paths import child_pythonpath
 
 GTA = [sys.executable, "-c", "import sys; from gta_core.cli.main import main; sys.exit(main())"]
 SUPERVISOR = [sys.executable, "-m", "gta_core.cli_supervisor"]

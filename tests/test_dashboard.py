@@ -28,10 +28,10 @@ from gta_core.errors import ConfigError
 from gta_core.store.roster import unhandled
 from gta_core.store.sql.statements import RERUN_ERROR_PREFIX
 
-from . import dashboard_client
 from .conftest import BACKENDS, only_on
-from .helpers import Env, wait_for
-from .servers import free_port, http_get
+from .support import dashboard_client
+from .support.helpers import Env, wait_for
+from .support.servers import free_port, http_get
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 

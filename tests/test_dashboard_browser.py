@@ -21,9 +21,9 @@ import pytest
 
 import gta_core
 
-from . import dashboard_client
 from .conftest import only_on
-from .helpers import Env, wait_for
+from .support import dashboard_client
+from .support.helpers import Env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -28,9 +28,9 @@ from gta_core.metrics.catalog import Catalog, Handler, Schedule
 from gta_core.metrics.database_gauges import OTHER
 from gta_core.metrics.server import Reply
 
-from . import dashboard_client
 from .conftest import only_on
-from .helpers import Env
+from .support import dashboard_client
+from .support.helpers import Env
 
 NOTICE = re.compile(r'<p class="notice"[^>]*>([^<]*)</p>')
 OWNER = "host-b:777.3:token"

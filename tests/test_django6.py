@@ -6,7 +6,7 @@ first use, kept while pyproject.toml is unchanged; under
 
 Django's suite comes from the source distribution of the Django version installed there
 (``pip download --no-binary :all: django==X``; its tests/runtests.py, tests/urls.py,
-tests/tasks/ and LICENSE, BSD-3-Clause), and runs unchanged under `tests.django_suite`, which says what it
+tests/tasks/ and LICENSE, BSD-3-Clause), and runs unchanged under `tests.support.django_suite`, which says what it
 changes. The suite's summary line per database is printed in pytest's closing summary.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import only_on
-from .django_suite.skips import SKIPPED
-from .paths import IMPORT_ROOT, INSTALLED, REPO
+from .support.django_suite.skips import SKIPPED
+from .support.paths import IMPORT_ROOT, INSTALLED, REPO
 
 VENV = REPO / ".venv-django6"
 REQUIREMENTS = ("django>=6,<6.1",)
@@ -128,8 +128,9 @@ def test_djangos_own_tasks_suite_passes_against_gtabackend(django6: Django6, dat
     # on the path (the checkout is not on it: the working directory is Django's tests/)
     for name in ("DJANGO_SETTINGS_MODULE", "GTA_PLUGINS", "GTA_TABLE", "PYTHONSAFEPATH"):
         environ.pop(name, None)
-    done = subprocess.run([str(django6.python), "runtests.py", "tasks", "--settings=tests.django_suite.settings",
-                           "--parallel=1", "--verbosity=2", "--noinput"], cwd=django6.tests, env=environ,
+    done = subprocess.run([str(django6.python), "runtests.py", "tasks",
+                           "--settings=tests.support.django_suite.settings", "--parallel=1", "--verbosity=2",
+                           "--noinput"], cwd=django6.tests, env=environ,
                           capture_output=True, text=True, timeout=SUITE_TIMEOUT)
     output = done.stdout + done.stderr
     summary = re.search(r"^(Ran \d+ tests? in [\d.]+s)\s+^(OK.*|FAILED.*)$", output, re.M)

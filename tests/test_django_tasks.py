@@ -19,8 +19,8 @@ import gta_core
 from gta_core.contrib.django import GTABackend
 
 from .conftest import only_on
-from .handles import use_django_database
-from .helpers import Env, wait_for
+from .support.handles import use_django_database
+from .support.helpers import Env, wait_for
 
 PLUGINS = "tests.tasks,gta_core.contrib.django"
 SUPERVISOR_ENV = {"GTA_PLUGINS": PLUGINS, "DJANGO_SETTINGS_MODULE": "tests.django_app.settings"}

@@ -27,8 +27,8 @@ from packaging.requirements import Requirement
 from gta_core.config import load_settings
 from gta_core.runtime import Runtime
 
-from .helpers import Env, wait_for
-from .paths import REPO
+from .support.helpers import Env, wait_for
+from .support.paths import REPO
 
 README = REPO / "examples" / "README.md"
 RECIPES = {"flask": ("Flask + Flask-SQLAlchemy", "examples/flask_sqlalchemy"),

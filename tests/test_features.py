@@ -26,7 +26,7 @@ from gta_core.submit import TaskRequest
 from gta_core.testing import eager
 from gta_plugins.request_id import request_id
 
-from .helpers import Env, SupervisorProcess, wait_for, wait_log
+from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
 from .test_supervisor import FINAL, SERVING, entries, row, stop
 
 PLUGINS = "tests.tasks,tests.feature_tasks"

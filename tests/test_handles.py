@@ -19,8 +19,8 @@ from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownT
 from gta_core.runtime import Runtime
 
 from .conftest import ENABLED, only_on
-from .handles import KINDS, Caller, django_alias, sqlite_path
-from .helpers import Env
+from .support.handles import KINDS, Caller, django_alias, sqlite_path
+from .support.helpers import Env
 
 PARAMS = [pytest.param((backend, kind), id=f"{backend}-{kind}") for backend in ENABLED for kind in KINDS[backend]]
 #: the kinds whose commit wakes a supervisor: all on PostgreSQL (NOTIFY); elsewhere those with a

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from . import helpers
+from .support import helpers
 
 
 class _GoneOnRead(io.RawIOBase):

@@ -21,7 +21,7 @@ from gta_core.worker.channel import Doorbell, StopFlag, WorkerChannel
 from gta_core.worker.held_leases import HeldLeases
 from gta_core.worker.leasing import Leaser
 
-from .helpers import Env
+from .support.helpers import Env
 
 SLOW_CONNECT = 0.5
 

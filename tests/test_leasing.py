@@ -19,7 +19,7 @@ import gta_core
 from gta_core.db.connect import drop_connection, open_database
 from gta_core.store.task_store import TaskStore
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 
 QUEUES = ("default",)
 

@@ -30,12 +30,13 @@ from gta_core.metrics.database_gauges import QueueProbe
 from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
 from gta_core.metrics.multiproc import MultiprocDir
 
-from .helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
-from .paths import IMPORT_ROOT, REPO
-from .servers import Prometheus, TcpProxy, free_port, http_get
+from .support.helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
+from .support.paths import IMPORT_ROOT, REPO
+from .support.servers import Prometheus, TcpProxy, free_port, http_get
 
 DASHBOARD = REPO / "dashboards" / "gta.json"
 ALERTS = REPO / "dashboards" / "alerts.yml"
+ALERTS_TEST = REPO / "tests" / "support" / "alerts_test.yml"  # promtool's unit tests of ALERTS
 #: The names fixed by DESIGN.md ("Metrics").
 DESIGN_NAMES = {
     "gta_tasks_started_total", "gta_tasks_completed_total", "gta_task_duration_seconds", "gta_task_wait_seconds",
@@ -662,8 +663,8 @@ def test_promtool_accepts_the_alerts() -> None:
     alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
     assert {"GTATasksStuckRunning", "GTABacklogGrowing", "GTAHighFailureRatio", "GTANoWorkers"} <= alerts
     # and each alert fires on the series it is meant for, and not before its `for:` has passed
-    unit = subprocess.run([promtool, "test", "rules", str(REPO / "tests" / "alerts_test.yml")],
-                          capture_output=True, text=True, cwd=REPO / "tests")
+    unit = subprocess.run([promtool, "test", "rules", str(ALERTS_TEST)],
+                          capture_output=True, text=True, cwd=ALERTS_TEST.parent)
     assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
-    tested = set(re.findall(r"alertname: (\w+)", (REPO / "tests" / "alerts_test.yml").read_text()))
+    tested = set(re.findall(r"alertname: (\w+)", ALERTS_TEST.read_text()))
     assert tested == alerts

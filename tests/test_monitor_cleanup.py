@@ -21,8 +21,8 @@ from gta_core.supervisor.services.periodic import collect_periodics
 from gta_plugins.cleanup import delete_expired
 from gta_plugins.monitor import monitor_timeout
 
-from .helpers import Env, SupervisorProcess, wait_for, wait_log
-from .rows import age, count, finished_long_ago, make
+from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
+from .support.rows import age, count, finished_long_ago, make
 
 SERVING = "serving queues"
 DAY = 86400.0

@@ -2,7 +2,7 @@
 
 Every process is configured the standard way, by ``opentelemetry-instrument`` and ``OTEL_*``
 variables, and exports OTLP/HTTP to a receiver the test runs on 127.0.0.1: a small web
-application (``tests/otel_app.py``) whose request spans continue the test's ``traceparent``
+application (``tests/support/otel_app.py``) whose request spans continue the test's ``traceparent``
 header and which submits tasks in its transactions, and ``opentelemetry-instrument
 gta-supervisor`` with its workers. The batch span processors export only when flushed (the
 receiver's ``environment``), so a worker's span that arrives was flushed by GTA (a worker exits
@@ -30,9 +30,9 @@ import pytest
 import gta_core
 
 from .conftest import only_on
-from .helpers import Env, wait_for
-from .otel_paths import CALLER_TRACEPARENT
-from .otlp_receiver import OtlpReceiver, ReceivedSpan
+from .support.helpers import Env, wait_for
+from .support.otel_paths import CALLER_TRACEPARENT
+from .support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 BIN = Path(sys.executable).parent
 INSTRUMENT = str(BIN / "opentelemetry-instrument")
@@ -54,11 +54,11 @@ class Request:
 
 
 class App:
-    """``opentelemetry-instrument python -m tests.otel_app``, serving on 127.0.0.1."""
+    """``opentelemetry-instrument python -m tests.support.otel_app``, serving on 127.0.0.1."""
 
     def __init__(self, receiver: OtlpReceiver) -> None:
         environ = {**os.environ, **receiver.environment("shop")}
-        self.popen = subprocess.Popen([INSTRUMENT, sys.executable, "-m", "tests.otel_app"], env=environ,
+        self.popen = subprocess.Popen([INSTRUMENT, sys.executable, "-m", "tests.support.otel_app"], env=environ,
                                       stdout=subprocess.PIPE, start_new_session=True, cwd=OUTSIDE)
         assert self.popen.stdout is not None
         self.port = int(self.popen.stdout.readline() or b"0")
@@ -278,8 +278,8 @@ def test_a_sigkilled_worker_s_attempt_shows_in_the_janitor_s_span(env: Env, monk
 def test_every_submit_path_carries_its_creation_context(env: Env, backend: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     env.with_plugins(monkeypatch, "tests.tasks,tests.workflow_tasks,gta_core.contrib.django")
-    done = subprocess.run([sys.executable, "-m", "tests.otel_paths"], env={**os.environ, "GTA_TEST_BACKEND": backend},
-                          capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "tests.support.otel_paths"],
+                          env={**os.environ, "GTA_TEST_BACKEND": backend}, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads(done.stdout)
     ids, spans = result["ids"], result["spans"]

@@ -18,7 +18,7 @@ from gta_core.outcomes import Action, Outcome, decide
 from gta_core.plugins import Plugins, Registry
 from gta_core.tasks import TaskRecord
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 
 
 class Policy:

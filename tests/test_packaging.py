@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .paths import REPO
+from .support.paths import REPO
 
 PACKAGES = ("gta_core", "gta_plugins")
 EXTRAS = {"postgres", "mysql", "asyncio", "sqlalchemy", "django", "otel", "flask", "fastapi", "test", "lint", "bench"}

@@ -20,9 +20,9 @@ from gta_core.db.connect import open_database
 
 from .chaos.harness import client_ports
 from .conftest import BACKENDS
-from .helpers import Env, SupervisorProcess, wait_for
-from .rows import age, make
-from .servers import PgBouncer
+from .support.helpers import Env, SupervisorProcess, wait_for
+from .support.rows import age, make
+from .support.servers import PgBouncer
 
 DIRECT = BACKENDS["postgres"]
 pytestmark = pytest.mark.skipif(not DIRECT, reason="PgBouncer runs in front of PostgreSQL: set GTA_TEST_POSTGRES_URL")

@@ -15,7 +15,7 @@ from gta_core import runtime as runtime_module
 from gta_core.plugins import Registry, build_plugins, call_hook_safely, first_hook_result, report_task_events
 from gta_core.tasks import TaskRecord
 
-from .helpers import Env
+from .support.helpers import Env
 
 TEST_TASKS = {"record", "sleepy", "flaky", "always_fails", "fails_for_good", "retry_later", "crash", "greet"}
 DEMO_TASKS = {"demo_hello", "demo_flaky", "demo_broken"}

@@ -12,7 +12,7 @@ from gta_core.db.connect import PostgresDatabase, drop_connection
 from gta_core.db.transactions import in_transaction
 
 from .conftest import only_on
-from .helpers import Env
+from .support.helpers import Env
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 INTRANS = psycopg2.extensions.TRANSACTION_STATUS_INTRANS

@@ -17,7 +17,7 @@ from typing import Any
 import gta_core
 from gta_core.worker.leasing import UNPARK_AFTER
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 from .test_supervisor import entries, row, start, stop, wait_entries
 
 

@@ -16,7 +16,7 @@ from gta_core.db.connect import open_database
 from gta_core.db.transactions import in_transaction
 from gta_core.store.task_store import NewTask, TaskStore
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 from .test_admin_cli import environ, fails, gta, ok
 
 #: both sleep this long between polls unless woken, so a start sooner than this after a resume

@@ -23,8 +23,8 @@ import pytest
 import gta_core
 from gta_core.store.sql.statements import SCHEMA_VERSION
 
-from .helpers import Env, SupervisorProcess, wait_for
-from .paths import REPO
+from .support.helpers import Env, SupervisorProcess, wait_for
+from .support.paths import REPO
 from .test_admin_cli import ok
 
 #: the parent of cbda759 ("Schema version 2: ... indexed only where set"): schema version 1

@@ -17,7 +17,7 @@ from gta_core.store.inserts import NewTask
 from gta_core.store.roster import SupervisorState, supervisors, unhandled_now
 from gta_plugins import monitor
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 from .test_admin_cli import gta, ok
 from .test_supervisor import start, stop
 

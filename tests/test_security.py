@@ -26,10 +26,10 @@ from gta_core.errors import InvalidArguments
 from gta_core.metrics.hosts import AllowedHosts
 from gta_core.metrics.server import MAX_CONNECTIONS, Reply, Request, Server
 
-from . import dashboard_client
-from .dashboard_client import read_until_closed
-from .helpers import Env, children, cmdline, wait_for
-from .servers import http_get
+from .support import dashboard_client
+from .support.dashboard_client import read_until_closed
+from .support.helpers import Env, children, cmdline, wait_for
+from .support.servers import http_get
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])  # HTTP is the subject: one database is enough
 LEAKS = ("Traceback", "Error:", "Exception", "int too large", "OverflowError", "ValueError", "invalid literal")

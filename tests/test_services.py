@@ -18,7 +18,7 @@ import gta_core
 from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
 from gta_core.supervisor.services import Service, ServiceRunner
 
-from .helpers import Env, wait_for
+from .support.helpers import Env, wait_for
 from .test_metrics import health, scrape, total, with_metrics
 
 

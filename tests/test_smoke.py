@@ -4,7 +4,7 @@ import signal
 
 import gta_core
 
-from .helpers import Env
+from .support.helpers import Env
 
 
 def test_commit_runs_exactly_once(env: Env) -> None:

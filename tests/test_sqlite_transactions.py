@@ -25,8 +25,8 @@ import gta_core
 from benchmarks.sqlite_writers import APP_TABLE, READ, create_app_table
 from gta_core.db.sqlite_locks import busy_error
 
-from .handles import sqlite_path, use_django_database
-from .helpers import Env
+from .support.handles import sqlite_path, use_django_database
+from .support.helpers import Env
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 #: how long another connection holds the write lock while a submit waits for it

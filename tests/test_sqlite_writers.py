@@ -12,8 +12,8 @@ import pytest
 from benchmarks.sqlite_writers import FRAMEWORKS, create_app_table, run_writers
 from gta_core import TaskRequest, submit_many
 
-from .handles import sqlite_path
-from .helpers import Env
+from .support.handles import sqlite_path
+from .support.helpers import Env
 
 PROCESSES, COUNT = 4, 300
 #: tasks the supervisor's workers drain while each run's writers submit

@@ -8,8 +8,8 @@ import pytest
 
 import gta_core
 
-from . import rows
-from .helpers import Env
+from .support import rows
+from .support.helpers import Env
 
 
 def test_status_follows_a_task_through_its_states(env: Env) -> None:

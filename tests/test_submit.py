@@ -20,7 +20,7 @@ import gta_core
 from gta_core.store.sql.statements import SCHEMA_VERSION
 from gta_core.submit import TaskRequest
 
-from .helpers import Env
+from .support.helpers import Env
 
 
 class Boom(Exception):

@@ -17,7 +17,7 @@ import pytest
 
 import gta_core
 
-from .helpers import Env, SupervisorProcess, children, wait_for, wait_gone, wait_log
+from .support.helpers import Env, SupervisorProcess, children, wait_for, wait_gone, wait_log
 
 SERVING = "serving queues"  # a worker logs this once it is booted and about to lease
 FINAL = {"succeeded", "failed", "cancelled"}

@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 
-from .helpers import Env, children, cmdline, wait_for, wait_log
-from .servers import free_port, http_get
+from .support.helpers import Env, children, cmdline, wait_for, wait_log
+from .support.servers import free_port, http_get
 
 #: a piece of each compiled driver's file path, by the backend that needs it
 DRIVER_FILES = {"sqlite": "_sqlite3.", "postgres": "psycopg2/_psycopg.", "mariadb": None}

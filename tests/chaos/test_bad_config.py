@@ -25,12 +25,12 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 
 import gta_core
-from gta_core.cli import main as cli
 from gta_core import runtime as runtime_module
+from gta_core.cli import main as cli
 from gta_core.config import SETTINGS, SETTINGS_BY_NAME, Settings
 
-from ..helpers import Env
-from ..paths import IMPORT_ROOT
+from ..support.helpers import Env
+from ..support.paths import IMPORT_ROOT
 
 pytestmark = pytest.mark.chaos
 

@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 
 import gta_core
 
-from ..helpers import Env, SupervisorProcess, wait_for
+from ..support.helpers import Env, SupervisorProcess, wait_for
 from ..tasks import record
 
 pytestmark = pytest.mark.chaos

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 import gta_core
 from gta_core.submit import TaskRequest
 
-from ..helpers import Env
+from ..support.helpers import Env
 
 pytestmark = pytest.mark.chaos
 

@@ -31,7 +31,7 @@ from gta_core.db.transactions import in_transaction
 from gta_plugins.cleanup import delete_expired
 
 from ..conftest import BACKENDS, NOT_RUN
-from ..helpers import wait_for
+from ..support.helpers import wait_for
 from .harness import ChaosHarness, Report, new_table
 
 pytestmark = pytest.mark.chaos

@@ -23,13 +23,13 @@ DATABASES["default"]["TEST"] = {"NAME": os.environ.get("GTA_SUITE_TEST_NAME")}
 _GTA = {"BACKEND": "gta_core.contrib.django.GTABackend", "QUEUES": []}
 # the aliases Django's tests enqueue on; the workers rebuild each task with its alias
 TASKS = {"default": _GTA, "immediate": _GTA}
-TEST_RUNNER = "tests.django_suite.runner.GTASuiteRunner"
+TEST_RUNNER = "tests.support.django_suite.runner.GTASuiteRunner"
 
 if os.environ.get("GTA_SUITE_LOG_PORT"):  # a worker: its django.tasks lines go to the test process
     LOGGING = {
         "version": 1,
         "disable_existing_loggers": False,
-        "handlers": {"suite": {"()": "tests.django_suite.logs.SendToSuite",
+        "handlers": {"suite": {"()": "tests.support.django_suite.logs.SendToSuite",
                                "port": os.environ["GTA_SUITE_LOG_PORT"]}},
         "loggers": {"django.tasks": {"handlers": ["suite"], "level": "DEBUG", "propagate": False}},
     }

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INSTALLED = bool(os.environ.get("GTA_TEST_INSTALLED"))
 #: what the suite's child processes put on PYTHONPATH to import ``tests.*`` and ``examples.*``
 IMPORT_ROOT = REPO / ".pytest-path" if INSTALLED else REPO

@@ -1,7 +1,7 @@
 """Django's own ``tests/tasks`` suite, run against `gta_core.contrib.django.GTABackend` with a
 real ``gta-supervisor`` running the tasks (`tests.test_django6` fetches the suite from the
 pinned Django's source distribution and runs it with ``runtests.py tasks
---settings=tests.django_suite.settings``).
+--settings=tests.support.django_suite.settings``).
 
 Django's test files run as they are shipped. What this package changes, all of it here:
 

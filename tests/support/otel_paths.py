@@ -1,4 +1,4 @@
-"""Every way a task is submitted, traced: run as ``python -m tests.otel_paths`` by
+"""Every way a task is submitted, traced: run as ``python -m tests.support.otel_paths`` by
 ``tests/test_otel.py`` (a tracer provider must not be set in the pytest process).
 
 With an SDK tracer provider and an in-memory exporter, inside a ``request`` span, it submits
@@ -42,7 +42,7 @@ async def asubmit(url: str, backend: str) -> list[int]:
 def django_enqueue() -> list[int]:
     from django.db import transaction
 
-    from .django_app.tasks import remember
+    from ..django_app.tasks import remember
     with transaction.atomic():
         # a result id is the GTA task id, a dot and the row's secret
         return [int(remember.enqueue(n=2).id.partition(".")[0])]

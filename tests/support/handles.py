@@ -157,7 +157,7 @@ def use_django_database(alias: str, url: str) -> None:
     from django.apps import apps
     from django.db import connections
 
-    from .django_app.settings import database_settings
+    from ..django_app.settings import database_settings
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_app.settings")
     if not apps.ready:
         django.setup()

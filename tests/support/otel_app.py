@@ -1,5 +1,5 @@
 """A small web application for the tracing tests, run as
-``opentelemetry-instrument python -m tests.otel_app`` (its tracer provider configured by the
+``opentelemetry-instrument python -m tests.support.otel_app`` (its tracer provider configured by the
 ``OTEL_*`` variables, as a deployed application's is).
 
 It serves ``POST /<action>`` on 127.0.0.1 (its port is the first line it prints): each request

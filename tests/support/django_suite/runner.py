@@ -24,7 +24,7 @@ from gta_core import runtime as runtime_module
 from .logs import Receiver
 from .skips import SKIPPED
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PLUGIN = "gta_core.contrib.django"
 _state: dict[str, Any] = {}
 
@@ -76,7 +76,7 @@ class GTASuiteRunner(DiscoverRunner):
         pythonpath = os.pathsep.join([os.environ["RUNTESTS_DIR"], os.environ.get("PYTHONPATH") or str(REPO)])
         environ = {**os.environ, "GTA_DATABASE_URL": url, "GTA_PLUGINS": PLUGIN, "GTA_METRICS": "off",
                    "GTA_DISABLE_PLUGINS": "monitor,cleanup", "GTA_SUITE_LOG_PORT": str(receiver.port),
-                   "DJANGO_SETTINGS_MODULE": "tests.django_suite.settings", "PYTHONPATH": pythonpath}
+                   "DJANGO_SETTINGS_MODULE": "tests.support.django_suite.settings", "PYTHONPATH": pythonpath}
         with open(log_path, "wb") as log:
             _state["supervisor"] = subprocess.Popen(
                 [sys.executable, "-m", "gta_core.cli_supervisor", "--workers", "1", "--threads", "4"],

@@ -1,6 +1,6 @@
 """The workers' ``django.tasks`` log records, sent to the test process and logged there.
 
-A worker's settings (`tests.django_suite.settings`) add `SendToSuite` to the ``django.tasks``
+A worker's settings (`tests.support.django_suite.settings`) add `SendToSuite` to the ``django.tasks``
 logger when ``GTA_SUITE_LOG_PORT`` is set; the test runner listens there (`Receiver`) and
 logs each record through the logger of the same name, so Django's ``assertLogs`` sees the
 lines of the real worker. JSON lines over a loopback socket: nothing is unpickled.
