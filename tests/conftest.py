@@ -7,7 +7,6 @@ so tests never see each other's rows.
 """
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -19,25 +18,11 @@ import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.runtime import Runtime
 
+from .support.backends import BACKENDS, ENABLED, NOT_RUN
 from .support.helpers import Env
 from .support.paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
 
 prepare_import_root()  # installed mode: children import tests.* from IMPORT_ROOT, gta_core from the wheel
-BACKENDS = {
-    "sqlite": None,
-    "postgres": os.environ.get("GTA_TEST_POSTGRES_URL"),
-    "mariadb": os.environ.get("GTA_TEST_MYSQL_URL"),
-}
-ENABLED = [name for name, url in BACKENDS.items() if name == "sqlite" or url]
-NOT_RUN = {  # why a server backend's tests did not run, and what to do about it
-    "postgres": "PostgreSQL tests not run: set GTA_TEST_POSTGRES_URL=postgresql://USER@HOST:5432/DB",
-    "mariadb": "MariaDB/MySQL tests not run: set GTA_TEST_MYSQL_URL=mysql://USER@HOST:3306/DB",
-}
-
-
-def only_on(backend: str) -> object:
-    """``pytest.param(backend)``, skipped with what to set when that backend is not configured."""
-    return pytest.param(backend, marks=pytest.mark.skipif(not BACKENDS[backend], reason=NOT_RUN[backend]))
 
 
 @pytest.fixture(params=ENABLED)

@@ -17,7 +17,7 @@ from gta_core import OWN_TRANSACTION, TaskRequest
 from gta_core import runtime as runtime_module
 from gta_core.db.driver_errors import is_driver_error
 
-from .conftest import BACKENDS, ENABLED
+from .support.backends import BACKENDS, ENABLED
 
 #: a public function that reaches the database, called with arguments it accepts
 CALLS: dict[str, Callable[[], Any]] = {

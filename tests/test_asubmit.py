@@ -18,8 +18,8 @@ import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
 from gta_core.testing import eager
 
-from .conftest import ENABLED, only_on
 from .support.async_handles import ASYNC_KINDS, EAGER, UNWOKEN, AsyncCaller, SyncCaller, driver_url
+from .support.backends import ENABLED, only_on
 from .support.helpers import Env
 from .support.paths import REPO
 

@@ -21,7 +21,7 @@ from gta_core.worker.leasing import Leaser
 from gta_plugins.request_id import request_id
 
 from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
-from .test_supervisor import SERVING, entries, row, stop
+from .support.supervisors import SERVING, entries, row, stop
 
 PLUGINS = "tests.tasks,tests.async_tasks"
 

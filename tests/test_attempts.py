@@ -25,9 +25,9 @@ from gta_core.outcomes import Action, Outcome
 from gta_core.queues import actor
 from gta_core.store.task_store import TaskStore
 
+from .support.cli import ok
 from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
 from .support.rows import OWNER, age, make
-from .test_admin_cli import ok
 
 SERVING = "serving queues"
 

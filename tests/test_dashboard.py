@@ -28,8 +28,8 @@ from gta_core.errors import ConfigError
 from gta_core.store.roster import unhandled
 from gta_core.store.sql.statements import RERUN_ERROR_PREFIX
 
-from .conftest import BACKENDS, only_on
 from .support import dashboard_client
+from .support.backends import BACKENDS, only_on
 from .support.helpers import Env, wait_for
 from .support.servers import free_port, http_get
 

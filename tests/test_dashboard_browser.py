@@ -21,8 +21,8 @@ import pytest
 
 import gta_core
 
-from .conftest import only_on
 from .support import dashboard_client
+from .support.backends import only_on
 from .support.helpers import Env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

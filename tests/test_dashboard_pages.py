@@ -28,8 +28,8 @@ from gta_core.metrics.catalog import Catalog, Handler, Schedule
 from gta_core.metrics.database_gauges import OTHER
 from gta_core.metrics.server import Reply
 
-from .conftest import only_on
 from .support import dashboard_client
+from .support.backends import only_on
 from .support.helpers import Env
 
 NOTICE = re.compile(r'<p class="notice"[^>]*>([^<]*)</p>')

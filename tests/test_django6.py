@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import only_on
+from .support.backends import only_on
 from .support.django_suite.skips import SKIPPED
 from .support.paths import IMPORT_ROOT, INSTALLED, REPO
 

@@ -18,7 +18,7 @@ import pytest
 import gta_core
 from gta_core.contrib.django import GTABackend
 
-from .conftest import only_on
+from .support.backends import only_on
 from .support.handles import use_django_database
 from .support.helpers import Env, wait_for
 

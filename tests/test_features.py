@@ -27,7 +27,7 @@ from gta_core.testing import eager
 from gta_plugins.request_id import request_id
 
 from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
-from .test_supervisor import FINAL, SERVING, entries, row, stop
+from .support.supervisors import FINAL, SERVING, entries, row, stop
 
 PLUGINS = "tests.tasks,tests.feature_tasks"
 CLOCK_SLACK = 0.02  # one host, one clock; timestamps keep microseconds

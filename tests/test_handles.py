@@ -18,7 +18,7 @@ import gta_core
 from gta_core.errors import InvalidArguments, SchemaError, SubmitError, UnknownTask
 from gta_core.runtime import Runtime
 
-from .conftest import ENABLED, only_on
+from .support.backends import ENABLED, only_on
 from .support.handles import KINDS, Caller, django_alias, sqlite_path
 from .support.helpers import Env
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
@@ -20,31 +18,13 @@ from gta_core.db.connect import drop_connection, open_database
 from gta_core.store.task_store import TaskStore
 
 from .support.helpers import Env, wait_for
+from .support.leases import _expire, _row, _submit
 
 QUEUES = ("default",)
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _submit(count: int, key: str = "record", **options: Any) -> list[int]:
-    return gta_core.submit_many(gta_core.OWN_TRANSACTION,
-                                [gta_core.TaskRequest(key, {"n": n}, **options) for n in range(count)])
-
-
-def _expire(store: TaskStore, ids: Sequence[int], seconds: float = 3600.0) -> None:
-    """Push the leases of ``ids`` ``seconds`` (an hour) into the past, on the database's own clock."""
-    d = store.sql.dialect
-    marks = ", ".join("?" * len(ids))
-    statement = d.fix(f"UPDATE {store.table} SET lease_expires_at = {d.now_plus()} WHERE id IN ({marks})")
-    store._write(statement, (d.seconds_param(-seconds), *ids))
-
-
-def _row(env: Env, task_id: int) -> dict[str, Any]:
-    row = env.store.get(task_id)
-    assert row is not None, f"task {task_id} vanished"
-    return row
 
 
 def test_lease_returns_due_tasks_running_with_attempt_and_owner(env: Env) -> None:

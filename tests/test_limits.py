@@ -16,8 +16,8 @@ import gta_core
 from gta_core.errors import InvalidLimit, SchemaError
 from gta_core.limit_rules import Rate, parse_rate
 
+from .support.cli import environ, fails, gta, ok
 from .support.helpers import Env, wait_for
-from .test_admin_cli import environ, fails, gta, ok
 
 PLUGINS = "tests.tasks,tests.limit_tasks"
 

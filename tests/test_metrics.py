@@ -31,6 +31,7 @@ from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
 from gta_core.metrics.multiproc import MultiprocDir
 
 from .support.helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for, wait_gone
+from .support.metrics import health, scrape, total, with_metrics
 from .support.paths import IMPORT_ROOT, REPO
 from .support.servers import Prometheus, TcpProxy, free_port, http_get
 
@@ -66,29 +67,6 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     yield start
     for server in started:
         server.stop()
-
-
-def with_metrics(env: Env, workers: int, *args: str) -> tuple[SupervisorProcess, str]:
-    """A supervisor whose sidecar answers on a free port; (process, 'host:port')."""
-    bind = f"127.0.0.1:{free_port()}"
-    process = env.supervisor(workers, "--metrics", "on", "--metrics-bind", bind, *args)
-    wait_for(lambda: http_get(f"http://{bind}/metrics", 5)[0] == 200, what="the metrics sidecar")
-    return process, bind
-
-
-def scrape(bind: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The sidecar's samples by (name, sorted labels)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, body = http_get(f"http://{bind}/metrics")
-    assert status == 200, body
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
-
-
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(value for (sample, sample_labels), value in samples.items()
-               if sample == name and set(labels.items()) <= set(sample_labels))
 
 
 def ledger(env: Env, phase: str, task_id: int) -> list[dict[str, Any]]:
@@ -158,11 +136,6 @@ def sidecar_pid(process: SupervisorProcess) -> int | None:
 def environ_of(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def health(bind: str) -> tuple[int, dict[str, Any]]:
-    status, body = http_get(f"http://{bind}/healthz")
-    return status, (json.loads(body) if body else {})
 
 
 # -- the end-to-end test ----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import gta_core
 from gta_core.errors import SchemaError
 from gta_core.store.sql.statements import SCHEMA_VERSION
 
+from .support.cli import fails, gta, ok
 from .support.helpers import Env
-from .test_admin_cli import fails, gta, ok
 
 # Version 1's definitions of the indexes version 2 changed (MySQL/MariaDB: only the order index).
 VERSION_1 = {

@@ -29,7 +29,7 @@ import pytest
 
 import gta_core
 
-from .conftest import only_on
+from .support.backends import only_on
 from .support.helpers import Env, wait_for
 from .support.otel_paths import CALLER_TRACEPARENT
 from .support.otlp_receiver import OtlpReceiver, ReceivedSpan

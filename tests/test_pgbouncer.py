@@ -19,7 +19,7 @@ import gta_core
 from gta_core.db.connect import open_database
 
 from .chaos.harness import client_ports
-from .conftest import BACKENDS
+from .support.backends import BACKENDS
 from .support.helpers import Env, SupervisorProcess, wait_for
 from .support.rows import age, make
 from .support.servers import PgBouncer

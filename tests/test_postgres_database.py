@@ -11,7 +11,7 @@ import gta_core
 from gta_core.db.connect import PostgresDatabase, drop_connection
 from gta_core.db.transactions import in_transaction
 
-from .conftest import only_on
+from .support.backends import only_on
 from .support.helpers import Env
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE

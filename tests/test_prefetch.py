@@ -18,7 +18,7 @@ import gta_core
 from gta_core.worker.leasing import UNPARK_AFTER
 
 from .support.helpers import Env, wait_for
-from .test_supervisor import entries, row, start, stop, wait_entries
+from .support.supervisors import entries, row, start, stop, wait_entries
 
 
 def test_prefetch_drains_every_task_exactly_once(env: Env) -> None:
@@ -121,7 +121,7 @@ def test_killed_worker_returns_prefetched_tasks_without_counting_an_attempt(env:
 
 def test_batched_success_write_is_fenced_per_task(env: Env) -> None:
     """`complete_many` accepts only rows still leased by the writer; a taken-over one is untouched."""
-    from .test_leasing import _expire, _row, _submit
+    from .support.leases import _expire, _row, _submit
 
     store = env.store
     ids = _submit(3)

@@ -16,8 +16,8 @@ from gta_core.db.connect import open_database
 from gta_core.db.transactions import in_transaction
 from gta_core.store.task_store import NewTask, TaskStore
 
+from .support.cli import environ, fails, gta, ok
 from .support.helpers import Env, wait_for
-from .test_admin_cli import environ, fails, gta, ok
 
 #: both sleep this long between polls unless woken, so a start sooner than this after a resume
 #: was the wake-up's doing
@@ -157,7 +157,7 @@ def test_migrate_adds_the_queues_table_to_a_table_of_the_same_version(env: Env) 
 def test_the_paused_gauge_follows_the_database(env: Env, backend: str) -> None:
     if backend != "sqlite":
         pytest.skip("the gauge is read by the same queries on every database; one is enough here")
-    from .test_metrics import scrape, with_metrics
+    from .support.metrics import scrape, with_metrics
 
     _, bind = with_metrics(env, 1)
     gta_core.pause_queue("default")

@@ -23,9 +23,9 @@ import pytest
 import gta_core
 from gta_core.store.sql.statements import SCHEMA_VERSION
 
+from .support.cli import ok
 from .support.helpers import Env, SupervisorProcess, wait_for
 from .support.paths import REPO
-from .test_admin_cli import ok
 
 #: the parent of cbda759 ("Schema version 2: ... indexed only where set"): schema version 1
 PREVIOUS = "1ed98de18526f0c17a991d3c04983aa561cd254d"

@@ -17,9 +17,9 @@ from gta_core.store.inserts import NewTask
 from gta_core.store.roster import SupervisorState, supervisors, unhandled_now
 from gta_plugins import monitor
 
+from .support.cli import gta, ok
 from .support.helpers import Env, wait_for
-from .test_admin_cli import gta, ok
-from .test_supervisor import start, stop
+from .support.supervisors import start, stop
 
 
 def pending_unknown(env: Env, key: str = "send_email", queue: str = "default") -> int:

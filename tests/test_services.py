@@ -19,7 +19,7 @@ from gta_core.metrics.health import DatabaseCheck, SupervisorStatus, evaluate
 from gta_core.supervisor.services import Service, ServiceRunner
 
 from .support.helpers import Env, wait_for
-from .test_metrics import health, scrape, total, with_metrics
+from .support.metrics import health, scrape, total, with_metrics
 
 
 class Loop(Service):

@@ -19,9 +19,9 @@ from gta_core.config import load_settings
 from gta_core.dashboard.overview import whole_table
 from gta_core.metrics.database_gauges import read_stats
 
+from .support.cli import gta, ok
 from .support.helpers import Env, wait_for, wait_log
-from .test_admin_cli import gta, ok
-from .test_supervisor import SERVING, stop
+from .support.supervisors import SERVING, stop
 
 PLUGINS = "tests.tasks,tests.workflow_tasks"
 

@@ -26,7 +26,7 @@ import pytest
 
 from gta_core.db.connect import open_database
 
-from ..conftest import only_on
+from ..support.backends import only_on
 from ..support.helpers import wait_for
 from ..support.servers import free_port
 from .network import Network
