@@ -52,7 +52,7 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     variables = {
         "GTA_DATABASE_URL": db_url,
         "GTA_TABLE": table,
-        "GTA_PLUGINS": "tests.tasks",
+        "GTA_PLUGINS": "tests.handlers.tasks",
         "GTA_TEST_LEDGER": str(ledger),
         "GTA_RETRY_BASE": "0.2",
         "GTA_RETRY_CAP": "1",

@@ -138,7 +138,7 @@ def test_handlers_lists_tasks_with_plugin_options_signature_and_schedule(env: En
     lines = {line.split("(", 1)[0]: line for line in ok("handlers").splitlines() if line.strip()}
     assert {"gta_monitor", "gta_cleanup", "record", "greet", "example_double"} <= set(lines)
     assert lines["greet"].startswith("greet(ctx: 'TaskContext', name: 'str', punctuation: 'str' = '!') -> 'str'")
-    assert "plugin tests.tasks" in lines["greet"] and "max_attempts 5" in lines["greet"]
+    assert "plugin tests.handlers.tasks" in lines["greet"] and "max_attempts 5" in lines["greet"]
     monitor, cleanup = lines["gta_monitor"], lines["gta_cleanup"]
     assert "plugin monitor" in monitor and "periodic monitor every 60s" in monitor and "max_attempts 2" in monitor
     assert "timeout 120" in monitor and "priority 1000" in monitor
@@ -149,7 +149,7 @@ def test_handlers_lists_tasks_with_plugin_options_signature_and_schedule(env: En
     without = ok("--disable-plugin", "monitor", "--disable-plugin", "cleanup", "handlers")
     assert "gta_monitor(" not in without and "gta_cleanup(" not in without and "record(" in without
     fails(gta("handlers", env_vars=environ(GTA_MONITOR_INTERVAL="often")), "monitor_interval")
-    both = ("--plugin", "tests.tasks", "--plugin", "tests.async_tasks")
+    both = ("--plugin", "tests.handlers.tasks", "--plugin", "tests.handlers.async_tasks")
     asynchronous = {line.split("(", 1)[0]: line for line in ok(*both, "handlers").splitlines()}
     assert "async arecord" in asynchronous and "record" in asynchronous  # `async def` handlers are marked
     described = {item["key"]: item["async"] for item in json.loads(ok(*both, "handlers", "--json"))}
@@ -410,7 +410,7 @@ def test_global_options_go_before_or_after_the_command(env: Env) -> None:
         assert f"created {table}" not in ok("--table", table, "migrate", "--database-url", env.db_url,
                                             env_vars=clean)
         task_id = int(ok("submit", "record", "--args", '{"n": 1}', "--database-url", env.db_url, "--table", table,
-                         "--plugin", "tests.tasks", env_vars=clean))
+                         "--plugin", "tests.handlers.tasks", env_vars=clean))
         shown = json.loads(ok("--database-url", env.db_url, "show", str(task_id), "--json", "--table", table,
                               env_vars=clean))
         assert (shown["id"], shown["key"]) == (task_id, "record")
@@ -420,7 +420,8 @@ def test_global_options_go_before_or_after_the_command(env: Env) -> None:
         cleanup.db.close()
     # plugin flags from both sides add up; a flag after the command wins over the same before it
     keys = {handler["key"] for handler in json.loads(ok("--disable-plugin", "example", "handlers", "--json",
-                                                        "--disable-plugin", "monitor", "--plugin", "tests.tasks"))}
+                                                        "--disable-plugin", "monitor",
+                                                        "--plugin", "tests.handlers.tasks"))}
     assert "record" in keys and not keys & {"example_double", "gta_monitor"} and "gta_cleanup" in keys
     fails(gta("--table", env.table, "list", "--table", "bad-name;"), "table")
 
@@ -443,7 +444,7 @@ def test_json_of_every_command(env: Env) -> None:
     assert stats["table"] == env.table
 
     handlers = {handler["key"]: handler for handler in json.loads(ok("handlers", "--json"))}
-    assert handlers["greet"]["plugin"] == "tests.tasks" and handlers["greet"]["signature"].startswith("(")
+    assert handlers["greet"]["plugin"] == "tests.handlers.tasks" and handlers["greet"]["signature"].startswith("(")
     assert handlers["gta_monitor"]["periodic"] and handlers["record"]["periodic"] == []
 
     assert json.loads(ok("retry", str(failed), "--json")) == [{"id": failed, "retried": True, "was": "failed"}]

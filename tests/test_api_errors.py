@@ -61,7 +61,7 @@ def test_the_walk_covers_every_public_function() -> None:
 def configured(tmp_path: Path) -> Iterator[Callable[..., None]]:
     """Configure this process's GTA (``configure(**settings)``); reset afterwards."""
     def configure(**settings: Any) -> None:
-        runtime_module.configure(plugins=["tests.tasks", "tests.workflow_tasks"], metrics=False,
+        runtime_module.configure(plugins=["tests.handlers.tasks", "tests.handlers.workflow_tasks"], metrics=False,
                                  disable_plugins=["monitor", "cleanup"], **settings)
     yield configure
     runtime_module.reset()

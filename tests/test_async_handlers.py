@@ -1,7 +1,7 @@
 """``async def`` handlers on every configured database: they really run (their body, not just
 the call that makes a coroutine), in workers and in eager mode.
 
-Handlers live in tests/async_tasks.py (plugin ``tests.async_tasks``)."""
+Handlers live in tests/handlers/async_tasks.py (plugin ``tests.handlers.async_tasks``)."""
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +23,7 @@ from gta_plugins.request_id import request_id
 from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
 from .support.supervisors import SERVING, entries, row, stop
 
-PLUGINS = "tests.tasks,tests.async_tasks"
+PLUGINS = "tests.handlers.tasks,tests.handlers.async_tasks"
 
 
 @pytest.fixture

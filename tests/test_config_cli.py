@@ -234,20 +234,20 @@ def test_supervisor_bad_plugins_fail_at_start(tmp_path: Path) -> None:
     migrated.store.migrate()  # so that the plugins are the only thing wrong
     migrated.db.close()
     environ = clean_environ(GTA_DATABASE_URL=url)
-    clash = run(SUPERVISOR, "--workers", "1", "--plugin", "tests.plugins_bad.clash_a",
-                "--plugin", "tests.plugins_bad.clash_b", environ=environ, cwd=tmp_path)
+    clash = run(SUPERVISOR, "--workers", "1", "--plugin", "tests.handlers.plugins_bad.clash_a",
+                "--plugin", "tests.handlers.plugins_bad.clash_b", environ=environ, cwd=tmp_path)
     assert_one_line_error(clash, "'clash_key'")
-    unknown = run(SUPERVISOR, "--workers", "1", environ={**environ, "GTA_PLUGINS": "tests.plugins_bad.unknown_hook"},
-                  cwd=tmp_path)
+    unknown = run(SUPERVISOR, "--workers", "1",
+                  environ={**environ, "GTA_PLUGINS": "tests.handlers.plugins_bad.unknown_hook"}, cwd=tmp_path)
     assert_one_line_error(unknown, "gta_nonexistent_hook")
-    bad_args = run(SUPERVISOR, "--workers", "1", "--plugin", "tests.plugins_bad.bad_hook_args",
+    bad_args = run(SUPERVISOR, "--workers", "1", "--plugin", "tests.handlers.plugins_bad.bad_hook_args",
                    environ=environ, cwd=tmp_path)
     assert_one_line_error(bad_args, "gta_retry_delay", "bogus")
 
 
 def test_supervisor_missing_table_says_to_migrate(db_url: str) -> None:
     table = f"gta_never_{secrets.token_hex(4)}"
-    environ = clean_environ(GTA_DATABASE_URL=db_url, GTA_TABLE=table, GTA_PLUGINS="tests.tasks")
+    environ = clean_environ(GTA_DATABASE_URL=db_url, GTA_TABLE=table, GTA_PLUGINS="tests.handlers.tasks")
     result = run(SUPERVISOR, "--workers", "1", environ=environ)
     assert_one_line_error(result, "gta migrate", table)
     assert schema_version(db_url, table) is None  # the supervisor did not create it
@@ -279,7 +279,7 @@ except gta_core.DriverMissing as exc:
                          ids=["postgres", "mysql"])
 def test_missing_driver_names_the_extra_to_install(tmp_path: Path, url: str, extra: str) -> None:
     (tmp_path / "sitecustomize.py").write_text(DRIVER_BLOCKER)
-    environ = clean_environ(GTA_PLUGINS="tests.tasks")
+    environ = clean_environ(GTA_PLUGINS="tests.handlers.tasks")
     environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), environ["PYTHONPATH"]])
     blocked = run([sys.executable, "-c", "import psycopg2"], environ=environ)
     assert "No module named 'psycopg2'" in blocked.stderr  # the shim works: no driver here
@@ -379,7 +379,7 @@ def test_handlers_lists_every_discovered_task(env: Env) -> None:
     assert {"record", "greet", "example_double"} <= keys
     assert not keys & {"demo_hello", "demo_flaky", "demo_broken"}  # registered by `gta demo` only
     record_line = next(line for line in result.stdout.splitlines() if line.startswith("record("))
-    assert "tests.tasks" in record_line and "max_attempts 3" in record_line
+    assert "tests.handlers.tasks" in record_line and "max_attempts 3" in record_line
     disabled = run(GTA, "--disable-plugin", "example", "handlers")
     assert disabled.returncode == 0, disabled.stderr
     assert "example_double(" not in disabled.stdout and "record(" in disabled.stdout
@@ -389,14 +389,14 @@ def test_handlers_lists_every_discovered_task(env: Env) -> None:
 
 
 @pytest.mark.parametrize("plugin, fragment", [
-    ("tests.plugins_bad.unknown_hook", "gta_nonexistent_hook"),
-    ("tests.plugins_bad.bad_hook_args", "bogus"),
-    ("tests.plugins_bad.redefines_record", "'record'"),
-    ("tests.plugins_bad.raises_on_import", "raises_on_import"),
+    ("tests.handlers.plugins_bad.unknown_hook", "gta_nonexistent_hook"),
+    ("tests.handlers.plugins_bad.bad_hook_args", "bogus"),
+    ("tests.handlers.plugins_bad.redefines_record", "'record'"),
+    ("tests.handlers.plugins_bad.raises_on_import", "raises_on_import"),
 ])
 def test_bad_plugin_is_one_line(env: Env, plugin: str, fragment: str) -> None:
     for command in (["handlers"], ["submit", "record"]):
-        result = run(GTA, "--plugin", "tests.tasks", "--plugin", plugin, *command)
+        result = run(GTA, "--plugin", "tests.handlers.tasks", "--plugin", plugin, *command)
         assert_one_line_error(result, fragment)
     assert row_count(env) == 0
 
@@ -409,7 +409,7 @@ def test_bad_admin_setting_is_one_line(env: Env) -> None:
 
 @pytest.mark.parametrize("url", UNREACHABLE, ids=["postgres", "mysql"])
 def test_admin_unreachable_database(tmp_path: Path, url: str) -> None:
-    environ = clean_environ(GTA_DATABASE_URL=url, GTA_PLUGINS="tests.tasks")
+    environ = clean_environ(GTA_DATABASE_URL=url, GTA_PLUGINS="tests.handlers.tasks")
     for command in (["migrate"], ["submit", "record"], ["show", "1"]):
         assert_one_line_error(run(GTA, *command, environ=environ, cwd=tmp_path), "cannot reach database", code=1)
     assert list(tmp_path.iterdir()) == []

@@ -400,7 +400,7 @@ def _seed_a_day(env: Env) -> None:
 def test_every_page_is_accessible_and_pictured(env: Env, page: Any, tmp_path: Path, monkeypatch: Any) -> None:
     """Every page with realistic content, checked for the rules of `A11Y`; a screenshot of each
     goes to $GTA_DASHBOARD_SCREENSHOTS (docs/dashboard/ is made this way) or the tmp dir."""
-    env = env.with_plugins(monkeypatch, "tests.tasks,tests.workflow_tasks")
+    env = env.with_plugins(monkeypatch, "tests.handlers.tasks,tests.handlers.workflow_tasks")
     shots = Path(os.environ.get("GTA_DASHBOARD_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     _seed_a_day(env)

@@ -46,7 +46,7 @@ class Client:
     @classmethod
     def signed_in(cls, env: Env, schedules: tuple[Schedule, ...] = ()) -> Client:
         settings = env.runtime.settings.replace(dashboard_token=dashboard_client.TOKEN)
-        handlers = (Handler("record", "default", 0, 3, None, False, "tests.tasks"),
+        handlers = (Handler("record", "default", 0, 3, None, False, "tests.handlers.tasks"),
                     Handler("django:*", "default", 0, 1, None, False, "gta_core.contrib.django"))
         dashboard = Dashboard(settings, catalog=lambda: Catalog(handlers, schedules))
         signed_in = dashboard.handle(Request("POST", "/signin", {}, {"Host": "h"}, "client",
@@ -145,7 +145,7 @@ def test_single_actions_pause_resume_run_now_and_purge(env: Env) -> None:
 
 # -- pages ---------------------------------------------------------------------------------------------
 def test_queue_workers_group_chain_and_search_pages(env: Env, monkeypatch: Any) -> None:
-    env = env.with_plugins(monkeypatch, "tests.tasks,tests.workflow_tasks")
+    env = env.with_plugins(monkeypatch, "tests.handlers.tasks,tests.handlers.workflow_tasks")
     job = Schedule("tick", "record", "default", 0, "{}", 3, every=60)
     client = Client.signed_in(env, (job,))
     now = dt.datetime.now(dt.timezone.utc)
@@ -165,7 +165,7 @@ def test_queue_workers_group_chain_and_search_pages(env: Env, monkeypatch: Any) 
     tick_row = next(row for row in queues.split("<tr>") if "<td>tick</td>" in row)
     assert f'href="/tasks/{ran}"' in tick_row and "every 60s" in tick_row and 'action="/periodic/run"' in tick_row
     queue = client.get("/queue", name="default").body.decode()
-    assert "tests.tasks" in queue and "Pause or resume" in queue and 'name="reason"' in queue
+    assert "tests.handlers.tasks" in queue and "Pause or resume" in queue and 'name="reason"' in queue
     assert client.get("/queue").status == 400
 
     workers = client.get("/workers").body.decode()

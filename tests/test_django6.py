@@ -93,7 +93,7 @@ def django6(tmp_path_factory: pytest.TempPathFactory) -> Django6:
                            ).hexdigest()
     if not (VENV / "stamp").exists() or (VENV / "stamp").read_text() != stamp:
         _run([str(venv_python), "-m", "pip", "install", "--quiet", *([] if wheel else ["-e"]), gta, "-e",
-              str(REPO / "tests" / "example_pkg"), *REQUIREMENTS], INSTALL_TIMEOUT)
+              str(REPO / "tests" / "handlers" / "example_pkg"), *REQUIREMENTS], INSTALL_TIMEOUT)
         (VENV / "stamp").write_text(stamp)
     if wheel:  # this build's code, every run (the stamp covers only the dependencies)
         _run([str(venv_python), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", wheel],

@@ -22,8 +22,8 @@ from .support.backends import only_on
 from .support.handles import use_django_database
 from .support.helpers import Env, wait_for
 
-PLUGINS = "tests.tasks,gta_core.contrib.django"
-SUPERVISOR_ENV = {"GTA_PLUGINS": PLUGINS, "DJANGO_SETTINGS_MODULE": "tests.django_app.settings"}
+PLUGINS = "tests.handlers.tasks,gta_core.contrib.django"
+SUPERVISOR_ENV = {"GTA_PLUGINS": PLUGINS, "DJANGO_SETTINGS_MODULE": "tests.handlers.django_app.settings"}
 
 
 class Boom(Exception):
@@ -58,8 +58,8 @@ def signals(env: Env) -> list[dict[str, Any]]:
 def test_enqueue_commits_with_the_view_and_runs_once(django_env: Env) -> None:
     from django.db import transaction
 
-    from .django_app.api import TaskResultDoesNotExist, TaskResultStatus
-    from .django_app.tasks import remember, remember_async, remember_attempt
+    from .handlers.django_app.api import TaskResultDoesNotExist, TaskResultStatus
+    from .handlers.django_app.tasks import remember, remember_async, remember_attempt
     with transaction.atomic():
         kept = remember.enqueue(n=1)
         with_context = remember_attempt.enqueue(2)
@@ -71,7 +71,7 @@ def test_enqueue_commits_with_the_view_and_runs_once(django_env: Env) -> None:
     outside = remember.enqueue(n=4)  # outside atomic(): committed at once, as Django's own writes
     coroutine = remember_async.enqueue(5)  # async tasks are defined, enqueued and run
     assert remember.get_result(kept.id) == kept and remember.get_result(outside.id) == outside  # as enqueued
-    assert django_env.store.get(task_id(kept))["key"] == "django:tests.django_app.tasks.remember"
+    assert django_env.store.get(task_id(kept))["key"] == "django:tests.handlers.django_app.tasks.remember"
 
     django_env.supervisor(1, extra_env=SUPERVISOR_ENV)
     ids = [task_id(result) for result in (kept, with_context, outside, coroutine)]
@@ -92,8 +92,8 @@ def test_enqueue_commits_with_the_view_and_runs_once(django_env: Env) -> None:
 def test_the_worker_sends_task_started_and_task_finished(django_env: Env) -> None:
     """Django's lifecycle signals fire in the worker, once per attempt, with the attempt's state
     and errors: what Django's log lines, error reporting and metrics hook into."""
-    from .django_app.api import TaskResultStatus
-    from .django_app.tasks import Broken, breaks, remember, returns_no_json
+    from .handlers.django_app.api import TaskResultStatus
+    from .handlers.django_app.tasks import Broken, breaks, remember, returns_no_json
     succeeds, fails, no_json = remember.enqueue(n=1), breaks.enqueue(), returns_no_json.enqueue()
     supervisor = django_env.supervisor(1, extra_env=SUPERVISOR_ENV)
     failed = final(breaks.get_result(fails.id))
@@ -115,17 +115,17 @@ def test_the_worker_sends_task_started_and_task_finished(django_env: Env) -> Non
     assert by_task[fails.id] == [("started", "RUNNING"), ("finished", "READY"), ("started", "RUNNING"),
                                  ("finished", "FAILED")]
     finished_failures = [entry for entry in sent if entry["id"] == fails.id and entry["signal"] == "finished"]
-    assert [entry["errors"][-1] for entry in finished_failures] == ["tests.django_app.tasks.Broken"] * 2
+    assert [entry["errors"][-1] for entry in finished_failures] == ["tests.handlers.django_app.tasks.Broken"] * 2
 
 
 @pytest.mark.skipif(not hasattr(gta_core, "attempts"), reason="needs the attempt log, gta_core.attempts (issue 30)")
 def test_one_task_error_per_failed_attempt_with_its_class_path(django_env: Env) -> None:
-    from .django_app.tasks import fails_differently
+    from .handlers.django_app.tasks import fails_differently
     result = fails_differently.enqueue()
     django_env.supervisor(1, extra_env=SUPERVISOR_ENV)
     failed = final(fails_differently.get_result(result.id))
     assert [error.exception_class_path for error in failed.errors] == [
-        "tests.django_app.tasks.Broken", "builtins.ExceptionGroup"]
+        "tests.handlers.django_app.tasks.Broken", "builtins.ExceptionGroup"]
     assert "line two" in failed.errors[0].traceback and "a note" in failed.errors[0].traceback
     assert len(failed.worker_ids) == 2 and failed.started_at < failed.last_attempted_at
 
@@ -134,8 +134,8 @@ def test_get_result_sees_the_open_transaction_and_returns_the_task_as_enqueued(d
     from django.db import transaction
     from django.utils import timezone
 
-    from .django_app.api import TaskResultDoesNotExist, task_backends
-    from .django_app.tasks import remember
+    from .handlers.django_app.api import TaskResultDoesNotExist, task_backends
+    from .handlers.django_app.tasks import remember
     later = timezone.now() + dt.timedelta(hours=1)
     task = remember.using(priority=7, queue_name="mail", run_after=later, backend="second")
     with transaction.atomic(using="second"):
@@ -151,8 +151,8 @@ def test_get_result_sees_the_open_transaction_and_returns_the_task_as_enqueued(d
 
 
 def test_result_ids_are_unguessable_and_odd_ones_do_not_exist(django_env: Env) -> None:
-    from .django_app.api import TaskResultDoesNotExist, task_backends
-    from .django_app.tasks import remember
+    from .handlers.django_app.api import TaskResultDoesNotExist, task_backends
+    from .handlers.django_app.tasks import remember
     result = remember.enqueue(n=1)
     other = remember.enqueue(n=2)
     number, secret = result.id.split(".")
@@ -169,8 +169,8 @@ def test_result_ids_are_unguessable_and_odd_ones_do_not_exist(django_env: Env) -
 
 
 def test_bad_input_is_refused_before_writing(django_env: Env) -> None:
-    from .django_app.api import InvalidTask
-    from .django_app.tasks import remember
+    from .handlers.django_app.api import InvalidTask
+    from .handlers.django_app.tasks import remember
     with pytest.raises(InvalidTask, match="Queue 'elsewhere' is not valid"):
         remember.using(queue_name="elsewhere").enqueue(n=1)
     with pytest.raises(TypeError, match="Unsupported type"):  # as Django documents, not GTA's InvalidArguments
@@ -183,7 +183,7 @@ def test_rows_stored_under_the_old_key_still_run(django_env: Env) -> None:
     """Rolling upgrade: a row an earlier release stored under ``django.task`` (its path in the
     args) runs on this release's workers."""
     row = gta_core.submit(gta_core.OWN_TRANSACTION, "django.task", {
-        "path": "tests.django_app.tasks.remember", "args": [], "kwargs": {"n": 7}, "backend": "default"})
+        "path": "tests.handlers.django_app.tasks.remember", "args": [], "kwargs": {"n": 7}, "backend": "default"})
     django_env.supervisor(1, extra_env=SUPERVISOR_ENV)
     assert django_env.wait_final([row]) == {row: "succeeded"}
     assert gta_core.result(row).value == 7  # type: ignore[union-attr]
@@ -195,8 +195,8 @@ def test_a_worker_recovers_after_the_server_ends_its_sessions(django_env: Env, p
     """``pg_terminate_backend`` of every session of the workers: the ORM tasks after it run at
     their first attempt (Django's default closes the connection after each task; persistent
     connections with health checks are checked before the next task uses them)."""
-    from .django_app.api import TaskResultStatus
-    from .django_app.tasks import queries
+    from .handlers.django_app.api import TaskResultStatus
+    from .handlers.django_app.tasks import queries
     name = f"gta-test-{os.getpid()}-{threading.get_ident()}"
     extra = {**SUPERVISOR_ENV, "PGAPPNAME": name, **({"GTA_TEST_PERSISTENT_CONNECTIONS": "1"} if persistent else {})}
     django_env.supervisor(1, "--threads", "1", extra_env=extra)
@@ -218,7 +218,7 @@ def test_400_concurrent_enqueues_on_sqlite_while_workers_are_busy(django_env: En
     fails with "database is locked" while the workers commit leases and outcomes."""
     from django.db import connections
 
-    from .django_app.tasks import remember
+    from .handlers.django_app.tasks import remember
     connections.settings["default"] = {**connections.settings["default"], "OPTIONS": {}}  # Django's defaults
     connections["default"].close()
     gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(3000)])

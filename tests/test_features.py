@@ -2,7 +2,7 @@
 delays, priorities, queues, dedupe, order keys, child tasks, hard timeouts, cancel, periodic
 tasks, context propagation, eager mode, clean_succeeded and init_timeout_sensitive.
 
-Handlers live in tests/feature_tasks.py (plugin ``tests.feature_tasks``) and write the ledger,
+Handlers live in tests/handlers/feature_tasks.py (plugin ``tests.handlers.feature_tasks``) and write the ledger,
 so executions are counted across processes without asking the database under test. Every
 wait is a bounded `wait_for`; where a test shows that something does *not* happen, it waits
 for a later event that could only come after the forbidden one had its chance.
@@ -29,7 +29,7 @@ from gta_plugins.request_id import request_id
 from .support.helpers import Env, SupervisorProcess, wait_for, wait_log
 from .support.supervisors import FINAL, SERVING, entries, row, stop
 
-PLUGINS = "tests.tasks,tests.feature_tasks"
+PLUGINS = "tests.handlers.tasks,tests.handlers.feature_tasks"
 CLOCK_SLACK = 0.02  # one host, one clock; timestamps keep microseconds
 
 

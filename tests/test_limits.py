@@ -19,12 +19,12 @@ from gta_core.limit_rules import Rate, parse_rate
 from .support.cli import environ, fails, gta, ok
 from .support.helpers import Env, wait_for
 
-PLUGINS = "tests.tasks,tests.limit_tasks"
+PLUGINS = "tests.handlers.tasks,tests.handlers.limit_tasks"
 
 
 @pytest.fixture
 def lenv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
-    """`env` with the limited handlers of `tests.limit_tasks` registered here and in supervisors."""
+    """`env` with the limited handlers of `tests.handlers.limit_tasks` registered here and in supervisors."""
     return env.with_plugins(monkeypatch, PLUGINS)
 
 

@@ -594,7 +594,7 @@ def test_submitting_never_imports_prometheus_client(tmp_path: Path) -> None:
         import sys
         import gta_core, gta_core.cli.main, gta_core.supervisor.manager, gta_core.metrics.host, gta_core.metrics.sidecar
         import gta_plugins.metrics
-        runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'app.db'}", plugins="tests.tasks")
+        runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'app.db'}", plugins="tests.handlers.tasks")
         runtime.store.migrate()
         assert "metrics" in [name for name, _ in runtime.plugins.manager.list_name_plugin()]
         gta_core.submit(gta_core.OWN_TRANSACTION, "record", {{"n": 1}})

@@ -1,6 +1,6 @@
 """The monitor and cleanup built-ins, with real supervisors, on every configured database.
 
-What the monitor reported is read from the ledger, where the test plugin ``tests.monitor_probe``
+What the monitor reported is read from the ledger, where the test plugin ``tests.handlers.monitor_probe``
 writes each ``gta_abnormal_tasks`` call (and each start of a built-in task); nothing is inferred
 from timing alone.
 """
@@ -31,7 +31,7 @@ DAY = 86400.0
 def builtins(monitor: str = "1s", cleanup: str = "1h", disable: str = "", **variables: str) -> dict[str, str]:
     """Environment for a supervisor running the built-ins (on whatever the test setup disables)
     with the probe plugin, a short monitor period and the given cleanup period."""
-    return {"GTA_PLUGINS": "tests.tasks,tests.monitor_probe", "GTA_DISABLE_PLUGINS": disable,
+    return {"GTA_PLUGINS": "tests.handlers.tasks,tests.handlers.monitor_probe", "GTA_DISABLE_PLUGINS": disable,
             "GTA_MONITOR_INTERVAL": monitor, "GTA_CLEANUP_INTERVAL": cleanup, **variables}
 
 
@@ -162,12 +162,12 @@ def test_monitor_and_cleanup_can_be_disabled_or_replaced(env: Env) -> None:
     none = runtime(disable_plugins="monitor,cleanup")
     assert not {"gta_monitor", "gta_cleanup"} & set(none.plugins.registry.tasks)
     assert collect_periodics(none) == []
-    replaced = runtime(disable_plugins="monitor", plugins="tests.monitor_replacement")
-    assert replaced.plugins.registry.owners["gta_monitor"] == "tests.monitor_replacement"
+    replaced = runtime(disable_plugins="monitor", plugins="tests.handlers.monitor_replacement")
+    assert replaced.plugins.registry.owners["gta_monitor"] == "tests.handlers.monitor_replacement"
     assert {(job.name, job.every) for job in collect_periodics(replaced)} == {("monitor", 5.0),
                                                                              ("cleanup", 300.0)}
     with pytest.raises(gta_core.PluginError, match="gta_monitor"):
-        build_plugins(["tests.monitor_replacement"])  # both: two tasks with one key
+        build_plugins(["tests.handlers.monitor_replacement"])  # both: two tasks with one key
 
 
 # -- cleanup -------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ SUPERVISOR = (INSTRUMENT, str(BIN / "gta-supervisor"))
 #: the working directory of what opentelemetry-instrument starts: it puts its own first on
 #: PYTHONPATH, which from the checkout would import the checkout's gta_core, not the installed one
 OUTSIDE = Path(tempfile.gettempdir())
-PLUGINS = "tests.tasks,tests.otel_tasks"
+PLUGINS = "tests.handlers.tasks,tests.handlers.otel_tasks"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +277,7 @@ def test_a_sigkilled_worker_s_attempt_shows_in_the_janitor_s_span(env: Env, monk
 
 def test_every_submit_path_carries_its_creation_context(env: Env, backend: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    env.with_plugins(monkeypatch, "tests.tasks,tests.workflow_tasks,gta_core.contrib.django")
+    env.with_plugins(monkeypatch, "tests.handlers.tasks,tests.handlers.workflow_tasks,gta_core.contrib.django")
     done = subprocess.run([sys.executable, "-m", "tests.support.otel_paths"],
                           env={**os.environ, "GTA_TEST_BACKEND": backend}, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
@@ -296,7 +296,7 @@ def test_every_submit_path_carries_its_creation_context(env: Env, backend: str,
         assert context.get("otel.link") == link
 
     # asubmit and the Django backend: a send span in the request, the row carries it
-    for path, key in (("asubmit", "record"), ("django", "django:tests.django_app.tasks.remember")):
+    for path, key in (("asubmit", "record"), ("django", "django:tests.handlers.django_app.tasks.remember")):
         send = only([span for span in sent(f"send {key}", request["span_id"])
                      if span["attributes"]["messaging.message.id"] == str(ids[path][0])])
         assert send["kind"] == "PRODUCER" and send["trace_id"] == request["trace_id"]
@@ -336,7 +336,7 @@ import sys
 if {blocked}:
     sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
 import gta_core
-runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'tasks.db'}", plugins=["tests.tasks"])
+runtime = gta_core.configure(database_url="sqlite:///{tmp_path / 'tasks.db'}", plugins=["tests.handlers.tasks"])
 runtime.store.migrate()
 gta_core.submit(gta_core.OWN_TRANSACTION, "record", {{"n": 1}})
 print(sorted(name for name in runtime.plugins.implemented if name in ("gta_submit", "gta_attempt", "gta_settle",

@@ -19,7 +19,7 @@ from .support.helpers import Env
 
 TEST_TASKS = {"record", "sleepy", "flaky", "always_fails", "fails_for_good", "retry_later", "crash", "greet"}
 DEMO_TASKS = {"demo_hello", "demo_flaky", "demo_broken"}
-NOT_INSTALLED = "the example plugin is not installed: run `pip install -e tests/example_pkg`"
+NOT_INSTALLED = "the example plugin is not installed: run `pip install -e tests/handlers/example_pkg`"
 
 
 def _record(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:
@@ -28,11 +28,11 @@ def _record(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:
 
 
 def test_registry_holds_named_modules_and_builtins() -> None:
-    plugins = build_plugins(["tests.tasks"])
+    plugins = build_plugins(["tests.handlers.tasks"])
     registry = plugins.registry
     assert TEST_TASKS <= set(registry.tasks)
     assert not DEMO_TASKS & set(registry.tasks)  # the demo tasks are `gta demo`'s only
-    assert registry.owners["record"] == "tests.tasks"
+    assert registry.owners["record"] == "tests.handlers.tasks"
     assert registry.owners["gta_monitor"] == "monitor"
     assert registry.get("record").max_attempts == 3
     # the built-in retry policy is an ordinary plugin registered under its entry point name
@@ -42,14 +42,14 @@ def test_registry_holds_named_modules_and_builtins() -> None:
 
 
 def test_unknown_key_names_the_key() -> None:
-    registry = build_plugins(["tests.tasks"]).registry
+    registry = build_plugins(["tests.handlers.tasks"]).registry
     with pytest.raises(gta_core.UnknownTask, match="'no_such_task'"):
         registry.get("no_such_task")
 
 
 def test_building_twice_gives_independent_managers() -> None:
     # nothing global: a second build neither sees the first one's modules nor conflicts with them
-    with_tests = build_plugins(["tests.tasks"])
+    with_tests = build_plugins(["tests.handlers.tasks"])
     without = build_plugins()
     assert "record" in with_tests.registry.tasks
     assert "record" not in without.registry.tasks
@@ -57,9 +57,9 @@ def test_building_twice_gives_independent_managers() -> None:
 
 
 @pytest.mark.parametrize("modules", [
-    ["tests.plugins_bad.clash_a", "tests.plugins_bad.clash_b"],
-    ["tests.tasks", "tests.plugins_bad.redefines_record"],
-], ids=["two-new-modules", "clash-with-tests.tasks"])
+    ["tests.handlers.plugins_bad.clash_a", "tests.handlers.plugins_bad.clash_b"],
+    ["tests.handlers.tasks", "tests.handlers.plugins_bad.redefines_record"],
+], ids=["two-new-modules", "clash-with-tests.handlers.tasks"])
 def test_two_tasks_with_one_key_fail_at_start(modules: list[str]) -> None:
     key = "clash_key" if "clash" in modules[0] else "record"
     with pytest.raises(gta_core.PluginError) as info:
@@ -85,7 +85,7 @@ def test_a_family_key_runs_every_key_that_starts_with_its_prefix() -> None:
 
 def test_families_that_overlap_fail_at_start_and_take_no_limits() -> None:
     with pytest.raises(gta_core.PluginError, match="'reports:\\*'.*'reports:daily:\\*'.*overlap"):
-        build_plugins(["tests.plugins_bad.overlapping_families"])
+        build_plugins(["tests.handlers.plugins_bad.overlapping_families"])
     with pytest.raises(ValueError, match="a family of keys takes no limits"):
         gta_core.task(key="reports:*", concurrency=1)(lambda ctx: None)
     with pytest.raises(ValueError, match="must match"):
@@ -94,19 +94,19 @@ def test_families_that_overlap_fail_at_start_and_take_no_limits() -> None:
 
 def test_hookimpl_matching_no_spec_fails_at_start() -> None:
     with pytest.raises(gta_core.PluginError, match="gta_nonexistent_hook"):
-        build_plugins(["tests.tasks", "tests.plugins_bad.unknown_hook"])
+        build_plugins(["tests.handlers.tasks", "tests.handlers.plugins_bad.unknown_hook"])
 
 
 def test_hookimpl_with_arguments_the_spec_lacks_fails_as_plugin_error() -> None:
     with pytest.raises(gta_core.PluginError) as info:
-        build_plugins(["tests.plugins_bad.bad_hook_args"])
+        build_plugins(["tests.handlers.plugins_bad.bad_hook_args"])
     message = str(info.value)
     assert "gta_retry_delay" in message and "bogus" in message
     assert "\n" not in message  # the CLIs print it as their one error line
 
 
-@pytest.mark.parametrize("module", ["tests.plugins_bad.does_not_exist", "tests.plugins_bad.raises_on_import",
-                                    "no_such_top_level_package_xyz"])
+@pytest.mark.parametrize("module", ["tests.handlers.plugins_bad.does_not_exist",
+                                    "tests.handlers.plugins_bad.raises_on_import", "no_such_top_level_package_xyz"])
 def test_unimportable_module_fails_with_plugin_error(module: str) -> None:
     with pytest.raises(gta_core.PluginError) as info:
         build_plugins([module])
@@ -114,9 +114,9 @@ def test_unimportable_module_fails_with_plugin_error(module: str) -> None:
 
 
 @pytest.mark.parametrize("module, fragment", [
-    ("tests.plugins_bad.not_a_task", "plain_function"),  # a list holding a plain function
-    ("tests.plugins_bad.single_task", "not a list"),  # `return my_task` instead of `return [my_task]`
-    ("tests.plugins_bad.handlers_raise", "cannot list my tasks"),
+    ("tests.handlers.plugins_bad.not_a_task", "plain_function"),  # a list holding a plain function
+    ("tests.handlers.plugins_bad.single_task", "not a list"),  # `return my_task` instead of `return [my_task]`
+    ("tests.handlers.plugins_bad.handlers_raise", "cannot list my tasks"),
 ])
 def test_handlers_hook_returning_garbage_fails(module: str, fragment: str) -> None:
     with pytest.raises(gta_core.PluginError) as info:
@@ -125,7 +125,7 @@ def test_handlers_hook_returning_garbage_fails(module: str, fragment: str) -> No
 
 
 def test_disabling_entry_point_plugin_by_name() -> None:
-    plugins = build_plugins(["tests.tasks"], disabled=["monitor"])
+    plugins = build_plugins(["tests.handlers.tasks"], disabled=["monitor"])
     assert "gta_monitor" not in plugins.registry.tasks
     assert TEST_TASKS <= set(plugins.registry.tasks)
     assert plugins.manager.get_plugin("retry") is not None
@@ -136,32 +136,32 @@ def test_disabling_entry_point_plugin_by_name() -> None:
 def test_disabling_a_name_no_plugin_has_is_refused() -> None:
     """A typo would leave the plugin running while the operator believes it off."""
     with pytest.raises(gta_core.PluginError, match=r"cannot disable 'monitr': no plugin has that name \(plugins"):
-        build_plugins(["tests.tasks"], disabled=["monitr"])
-    assert "record" not in build_plugins(["tests.tasks"], disabled=["tests.tasks"]).registry.tasks
+        build_plugins(["tests.handlers.tasks"], disabled=["monitr"])
+    assert "record" not in build_plugins(["tests.handlers.tasks"], disabled=["tests.handlers.tasks"]).registry.tasks
 
 
 def test_disabling_named_module_and_builtin_retry() -> None:
-    plugins = build_plugins(["tests.tasks"], disabled=["tests.tasks", "retry"])
+    plugins = build_plugins(["tests.handlers.tasks"], disabled=["tests.handlers.tasks", "retry"])
     assert not TEST_TASKS & set(plugins.registry.tasks)
     assert "gta_monitor" in plugins.registry.tasks
     assert plugins.hook.gta_retry_delay.get_hookimpls() == []
 
 
 def test_disabling_a_broken_module_skips_it() -> None:
-    plugins = build_plugins(["tests.tasks", "tests.plugins_bad.raises_on_import"],
-                            disabled=["tests.plugins_bad.raises_on_import"])
+    plugins = build_plugins(["tests.handlers.tasks", "tests.handlers.plugins_bad.raises_on_import"],
+                            disabled=["tests.handlers.plugins_bad.raises_on_import"])
     assert "record" in plugins.registry.tasks
 
 
 def test_call_hook_safely_logs_and_counts_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.plugins_bad.faulty", "tests.plugins_bad.tenant_context"])
+    plugins = build_plugins(["tests.handlers.plugins_bad.faulty", "tests.handlers.plugins_bad.tenant_context"])
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
         results = call_hook_safely(plugins, "gta_capture_context")
     assert results == [{"tenant": "acme"}]  # the good plugin still answered
     assert plugins.hook_errors == 1
     failures = [r for r in caplog.records if r.name == "gta.plugins" and r.levelno == logging.ERROR]
     assert len(failures) == 1
-    assert "tests.plugins_bad.faulty" in failures[0].getMessage()
+    assert "tests.handlers.plugins_bad.faulty" in failures[0].getMessage()
     assert "gta_capture_context" in failures[0].getMessage()
     assert failures[0].exc_info is not None and "capture_context exploded" in str(failures[0].exc_info[1])
     call_hook_safely(plugins, "gta_capture_context")
@@ -169,14 +169,14 @@ def test_call_hook_safely_logs_and_counts_a_raising_plugin(caplog: pytest.LogCap
 
 
 def test_first_hook_result_skips_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
         delay = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=1), error=RuntimeError("x"))
         exhausted = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=3), error=RuntimeError("x"))
     assert isinstance(delay, float) and delay > 0  # the built-in retry policy answered
     assert exhausted is None  # out of attempts: the built-in policy gives up
     assert plugins.hook_errors == 2
-    assert sum("tests.plugins_bad.faulty" in r.getMessage() for r in caplog.records) == 2
+    assert sum("tests.handlers.plugins_bad.faulty" in r.getMessage() for r in caplog.records) == 2
 
 
 class _EventLog:
@@ -200,7 +200,7 @@ class _BatchLog(_EventLog):
 
 
 def test_task_events_reach_each_plugin_once_per_event(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
     single, batch = _EventLog(), _BatchLog()
     plugins.manager.register(single, name="single")
     plugins.manager.register(batch, name="batch")
@@ -233,7 +233,7 @@ def test_hooks_go_through_pluggy_so_wrappers_and_tracing_see_them() -> None:
     """Hooks are called through pluggy's callers, not implementation by implementation: a
     wrapper sees the answer of the implementations it wraps (a faulty one among them answering
     None), and pluggy's call monitoring sees each call."""
-    plugins = build_plugins(["tests.plugins_bad.faulty"])
+    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
     wrapper = _TimingWrapper()
     plugins.manager.register(wrapper, name="timing")
     traced: list[str] = []
@@ -253,7 +253,8 @@ def test_hooks_go_through_pluggy_so_wrappers_and_tracing_see_them() -> None:
 
 def test_submit_survives_a_faulty_context_plugin(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("GTA_PLUGINS", "tests.tasks,tests.plugins_bad.faulty,tests.plugins_bad.tenant_context")
+    monkeypatch.setenv("GTA_PLUGINS",
+                       "tests.handlers.tasks,tests.handlers.plugins_bad.faulty,tests.handlers.plugins_bad.tenant_context")
     runtime = runtime_module.configure()
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
         task_id = gta_core.submit(runtime.db, "record", {"n": 7}, context={"request": "r-1"})
@@ -267,8 +268,9 @@ def test_submit_survives_a_faulty_context_plugin(env: Env, monkeypatch: pytest.M
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_submit_scopes_see_the_rows_and_their_ids_and_survive_a_faulty_one(
         env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from . import scope_probe
-    monkeypatch.setenv("GTA_PLUGINS", "tests.tasks,tests.plugins_bad.faulty_scope,tests.scope_probe")
+    from .handlers import scope_probe
+    monkeypatch.setenv("GTA_PLUGINS",
+                       "tests.handlers.tasks,tests.handlers.plugins_bad.faulty_scope,tests.handlers.scope_probe")
     runtime = runtime_module.configure()
     scope_probe.seen.clear()
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
@@ -291,7 +293,7 @@ def test_submit_scopes_see_the_rows_and_their_ids_and_survive_a_faulty_one(
     assert ids is None and isinstance(error, gta_core.SchemaError)
 
 
-# -- entry point discovery (tests/example_pkg, installed with `pip install -e tests/example_pkg`) --
+# -- entry point discovery (tests/handlers/example_pkg, installed with `pip install -e tests/handlers/example_pkg`) --
 def test_entry_point_plugin_is_discovered_without_naming_it() -> None:
     plugins = build_plugins()
     assert "example_double" in plugins.registry.tasks, NOT_INSTALLED
@@ -304,13 +306,13 @@ def test_entry_point_plugin_is_discovered_without_naming_it() -> None:
 
 
 def test_entry_point_plugin_can_be_disabled_by_name() -> None:
-    plugins = build_plugins(["tests.tasks"], disabled=["example"])
+    plugins = build_plugins(["tests.handlers.tasks"], disabled=["example"])
     assert "example_double" not in plugins.registry.tasks
     assert "record" in plugins.registry.tasks
 
 
 def test_supervisor_runs_entry_point_task(env: Env) -> None:
-    # env sets GTA_PLUGINS=tests.tasks only: example_double must come from the entry point
+    # env sets GTA_PLUGINS=tests.handlers.tasks only: example_double must come from the entry point
     assert "example_double" in env.runtime.plugins.registry.tasks, NOT_INSTALLED
     with env.runtime.db.atomic() as tx:
         task_id = gta_core.submit(tx, "example_double", {"x": 21})

@@ -78,7 +78,9 @@ def previous_environ(root: Path) -> dict[str, str]:
                if point.value.startswith("gta_plugins.")
                and not (root / "gta_plugins" / f"{point.value.split(':')[0].split('.')[1]}.py").exists()]
     disabled = ",".join(filter(None, [os.environ.get("GTA_DISABLE_PLUGINS", ""), *missing]))
-    return {**os.environ, "PYTHONPATH": str(root), "GTA_DISABLE_PLUGINS": disabled}
+    # the handlers as that release's tree has them (tests/tasks.py, taken by release_at), not this
+    # version's tests.handlers.tasks
+    return {**os.environ, "PYTHONPATH": str(root), "GTA_DISABLE_PLUGINS": disabled, "GTA_PLUGINS": "tests.tasks"}
 
 
 def previous(root: Path, script: str, *args: str) -> subprocess.Popen[str]:

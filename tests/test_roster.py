@@ -65,8 +65,8 @@ def test_a_family_of_keys_leases_every_key_it_begins_and_no_other(env: Env, limi
 
 def test_a_supervisor_without_a_handler_leaves_its_tasks_to_one_with_it(env: Env,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    env.with_plugins(monkeypatch, "tests.tasks,tests.workflow_tasks")  # this process knows square
-    old = start(env, 1, extra_env={"GTA_PLUGINS": "tests.tasks"})  # a supervisor that does not
+    env.with_plugins(monkeypatch, "tests.handlers.tasks,tests.handlers.workflow_tasks")  # this process knows square
+    old = start(env, 1, extra_env={"GTA_PLUGINS": "tests.handlers.tasks"})  # a supervisor that does not
     square = gta_core.submit(gta_core.OWN_TRANSACTION, "square", {"n": 3})
     record = gta_core.submit(gta_core.OWN_TRANSACTION, "record", {"n": 1})
     assert env.wait_final([record]) == {record: "succeeded"}  # leased after square was due, in one lease
@@ -80,7 +80,7 @@ def test_a_supervisor_without_a_handler_leaves_its_tasks_to_one_with_it(env: Env
     stats = read_stats(env.store, load_settings())
     assert stats.unhandled[("default", "square")] == 1 and stats.unhandled[("default", "record")] == 0
 
-    new = start(env, 1, extra_env={"GTA_PLUGINS": "tests.tasks,tests.workflow_tasks"})
+    new = start(env, 1, extra_env={"GTA_PLUGINS": "tests.handlers.tasks,tests.handlers.workflow_tasks"})
     assert env.wait_final([square]) == {square: "succeeded"}
     assert gta_core.result(square) == gta_core.TaskResult("succeeded", 9)
     assert unhandled_now(env.store) == []

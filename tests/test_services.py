@@ -1,7 +1,7 @@
 """The supervisor's background loops (gta_core/services) cannot be lost silently, and neither
 can a worker's threads.
 
-A loop killed for real (the ``tests.poison`` plugin makes its next iteration raise) is
+A loop killed for real (the ``tests.handlers.poison`` plugin makes its next iteration raise) is
 logged with its traceback, counted in ``gta_service_restarts_total``, restarted, and named
 by ``/healthz`` meanwhile; one stuck in an iteration is reported too. A worker whose thread
 dies exits with code 5 and is replaced, and its task still runs.
@@ -85,9 +85,9 @@ def test_a_loop_that_dies_is_logged_counted_reported_and_restarted(caplog: pytes
 
 
 def poison(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str) -> Path:
-    """Load the ``tests.poison`` plugin aimed at ``target``; creating the returned file fires it."""
+    """Load the ``tests.handlers.poison`` plugin aimed at ``target``; creating the returned file fires it."""
     trigger = tmp_path / "poison"
-    monkeypatch.setenv("GTA_PLUGINS", "tests.tasks,tests.poison")
+    monkeypatch.setenv("GTA_PLUGINS", "tests.handlers.tasks,tests.handlers.poison")
     monkeypatch.setenv("GTA_TEST_POISON", target)
     monkeypatch.setenv("GTA_TEST_POISON_FILE", str(trigger))
     return trigger

@@ -1,7 +1,7 @@
 """Crash guarantees with real ``gta-supervisor`` processes, real workers and real signals.
 
 Every test runs on every configured database. Executions are counted in the ledger that
-the test handlers append to (see tests/tasks.py), never in the database under test, and
+the test handlers append to (see tests/handlers/tasks.py), never in the database under test, and
 every wait is a bounded `wait_for`.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Results, groups and chains on every configured database, through real supervisors.
 
-Handlers live in tests/workflow_tasks.py (plugin ``tests.workflow_tasks``) and write the ledger,
+Handlers live in tests/handlers/workflow_tasks.py (plugin ``tests.handlers.workflow_tasks``) and write the ledger,
 so a callback's runs are counted across processes without asking the database under test.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .support.cli import gta, ok
 from .support.helpers import Env, wait_for, wait_log
 from .support.supervisors import SERVING, stop
 
-PLUGINS = "tests.tasks,tests.workflow_tasks"
+PLUGINS = "tests.handlers.tasks,tests.handlers.workflow_tasks"
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ argparse_errors = st.sampled_from([
 ])
 good_parts = st.sampled_from([Part(("--workers", "1")), Part(("--threads", "3")), Part(("--queues", "a,b")),
                               Part(("--no-metrics",)), Part(("--lease-timeout", "45s")),
-                              Part(("--log-level", "warning")), Part(("--plugin", "tests.tasks"))])
+                              Part(("--log-level", "warning")), Part(("--plugin", "tests.handlers.tasks"))])
 
 
 @contextlib.contextmanager

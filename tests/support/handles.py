@@ -144,7 +144,7 @@ KINDS: dict[str, dict[str, Callable[[str], Caller]]] = {
 
 
 def django_alias(backend: str, url: str) -> str:
-    """Django set up once per process (`tests.django_app.settings`), with an alias for
+    """Django set up once per process (`tests.handlers.django_app.settings`), with an alias for
     ``backend`` pointed at ``url`` ("default" for SQLite, the test's own file); the alias."""
     alias = "default" if backend == "sqlite" else backend
     use_django_database(alias, url)
@@ -157,8 +157,8 @@ def use_django_database(alias: str, url: str) -> None:
     from django.apps import apps
     from django.db import connections
 
-    from ..django_app.settings import database_settings
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_app.settings")
+    from ..handlers.django_app.settings import database_settings
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.handlers.django_app.settings")
     if not apps.ready:
         django.setup()
     with contextlib.suppress(AttributeError):

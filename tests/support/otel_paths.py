@@ -42,7 +42,7 @@ async def asubmit(url: str, backend: str) -> list[int]:
 def django_enqueue() -> list[int]:
     from django.db import transaction
 
-    from ..django_app.tasks import remember
+    from ..handlers.django_app.tasks import remember
     with transaction.atomic():
         # a result id is the GTA task id, a dot and the row's secret
         return [int(remember.enqueue(n=2).id.partition(".")[0])]

@@ -1,6 +1,6 @@
-"""Handlers for tests/test_features.py, imported by worker processes as the plugin ``tests.feature_tasks``.
+"""Handlers for tests/test_features.py, imported by worker processes as the plugin ``tests.handlers.feature_tasks``.
 
-Like tests/tasks.py, every handler appends to the ledger file named by ``GTA_TEST_LEDGER``,
+Like tests/handlers/tasks.py, every handler appends to the ledger file named by ``GTA_TEST_LEDGER``,
 so tests see executions across processes without asking the database under test.
 
 ``GTA_TEST_PERIODIC`` picks the periodic tasks this plugin declares (none by default), so

@@ -1,6 +1,6 @@
-"""Handlers with global limits, imported by worker processes as the plugin ``tests.limit_tasks``
+"""Handlers with global limits, imported by worker processes as the plugin ``tests.handlers.limit_tasks``
 (only by the tests of limits: a supervisor that registers them writes their limits, and every
-lease on that table then goes through the limited path). Each writes the ledger of `tests.tasks`."""
+lease on that table then goes through the limited path). Each writes the ledger of `tests.handlers.tasks`."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""Handlers for the test suite, imported by worker processes as the plugin ``tests.tasks``.
+"""Handlers for the test suite, imported by worker processes as the plugin ``tests.handlers.tasks``.
 
 Every execution appends one line to the ledger file named by ``GTA_TEST_LEDGER`` (O_APPEND
 writes of one short line are atomic), so tests can count executions across processes

@@ -1,4 +1,4 @@
-"""A second ``record`` task, clashing with the one in tests.tasks."""
+"""A second ``record`` task, clashing with the one in tests.handlers.tasks."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,5 @@
 """Test plugin for the monitor and cleanup built-ins, loaded by worker processes as
-``tests.monitor_probe``: writes each ``gta_abnormal_tasks`` call and each start of a built-in
+``tests.handlers.monitor_probe``: writes each ``gta_abnormal_tasks`` call and each start of a built-in
 task to the ledger (``GTA_TEST_LEDGER``), one JSON line each.
 
 With ``GTA_TEST_MONITOR_HANG=PATH`` the first call anywhere (the one that creates PATH) hangs

@@ -1,5 +1,5 @@
-"""``async def`` handlers for the test suite (plugin ``tests.async_tasks``), writing the same
-ledger as tests/tasks.py so executions are counted across processes."""
+"""``async def`` handlers for the test suite (plugin ``tests.handlers.async_tasks``), writing the same
+ledger as tests/handlers/tasks.py so executions are counted across processes."""
 from __future__ import annotations
 
 import asyncio

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connection
 
-from tests.tasks import append_record
+from tests.handlers.tasks import append_record
 
 from .api import task, task_finished, task_started
 

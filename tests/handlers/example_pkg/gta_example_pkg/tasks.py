@@ -1,6 +1,6 @@
 """The example plugin's task: doubles a number and appends the result to the test ledger.
 
-Like ``tests/tasks.py``, each execution appends one line to the file named by
+Like ``tests/handlers/tasks.py``, each execution appends one line to the file named by
 ``GTA_TEST_LEDGER`` (one short O_APPEND write is atomic), so tests can see that a worker
 process ran it.
 """

@@ -1,5 +1,5 @@
 """Handlers for tests/test_workflows.py, imported by worker processes as the plugin
-``tests.workflow_tasks``. Each writes the ledger (tests/tasks.py), so runs are counted across
+``tests.handlers.workflow_tasks``. Each writes the ledger (tests/handlers/tasks.py), so runs are counted across
 processes."""
 from __future__ import annotations
 

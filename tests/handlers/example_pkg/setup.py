@@ -1,4 +1,5 @@
-"""A tiny installable GTA plugin, for the entry-point discovery tests (``pip install -e tests/example_pkg``)."""
+"""A tiny installable GTA plugin, for the entry-point discovery tests
+(``pip install -e tests/handlers/example_pkg``)."""
 from setuptools import setup
 
 setup(
