@@ -8,7 +8,7 @@ through peewee, SQLAlchemy or Django, begun IMMEDIATE as docs/integrations.md sa
 
 Prints ``sqlite_writers_<framework>_<mode>_p<N> <rate> submits/s`` (committed submits over the
 time from the first process's start to the last one's end) and ``…_failed <n> submits`` with
-the distinct errors. ``tests/test_sqlite_writers.py`` runs the same processes (`run_writers`).
+the distinct errors. ``tests/process/test_sqlite_writers.py`` runs the same processes (`run_writers`).
 """
 from __future__ import annotations
 

@@ -1,9 +1,16 @@
-"""Shared fixtures: one behavioural suite, run against every configured database.
+"""Shared fixtures: one behavioural suite, run against every configured database; and the
+layer markers.
 
 SQLite always runs. PostgreSQL and MariaDB/MySQL run when ``GTA_TEST_POSTGRES_URL`` /
 ``GTA_TEST_MYSQL_URL`` are set (``.ci/run`` sets both, and there an unreachable server
 fails the run instead of skipping). Each test gets its own task table, dropped afterwards,
 so tests never see each other's rows.
+
+Each test is marked with its layer, from the folder it is in (`pytest_collection_modifyitems`):
+``unit`` (tests/unit: no database, no process), ``db`` (tests/db: in process, on every configured
+database), ``process`` (tests/process: real supervisors and other processes) and ``chaos``
+(tests/chaos: fault injection, with real supervisors too, so also ``process``). The fast loop,
+``scripts/test -m "not process"``, is unit and db.
 """
 from __future__ import annotations
 
@@ -79,6 +86,26 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         cleanup.db.close()
 
 
+#: the markers of a test in each folder of tests/ (registered in pytest.ini)
+LAYERS = {"unit": ("unit",), "db": ("db",), "process": ("process",), "chaos": ("chaos", "process")}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer's markers, from its folder; a test module of tests/ outside
+    the layers' folders is refused (it would escape ``-m "not process"`` or ``-m process``)."""
+    for item in items:
+        path = Path(item.path).resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        folder = path.relative_to(TESTS).parts[0]
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test module belongs in one of tests/{{{','.join(LAYERS)}}}/")
+        for name in LAYERS[folder]:
+            if item.get_closest_marker(name) is None:  # chaos tests carry their own (with harness options)
+                item.add_marker(name)
+
+
 def pytest_report_header() -> list[str]:
     origin = Path(gta_core.__file__).resolve()
     where = "the checkout" if in_checkout(origin) else "an installed package"
@@ -97,7 +124,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say why a server backend did not run: most tests are simply not parametrised for it, so no
-    skip would say so; and quote the summaries of the Django 6 runs (`tests.test_django6`)."""
+    skip would say so; and quote the summaries of the Django 6 runs (`tests.process.test_django6`)."""
     suites = [value for report in terminalreporter.stats.get("passed", [])
               for name, value in report.user_properties if name == "django_suite"]
     if suites:

@@ -3,7 +3,7 @@ valid `Settings` or a one-line `ConfigError` naming the setting; any command lin
 or ``gta-supervisor`` runs, or exits 2 with one line on stderr naming what was wrong, never a
 traceback, and a refused ``gta`` command writes nothing.
 
-Complements tests/test_config_cli.py (one example per rule): here values are random.
+Complements tests/process/test_config_cli.py (one example per rule): here values are random.
 """
 from __future__ import annotations
 

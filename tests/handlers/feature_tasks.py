@@ -1,4 +1,5 @@
-"""Handlers for tests/test_features.py, imported by worker processes as the plugin ``tests.handlers.feature_tasks``.
+"""Handlers for tests/process/test_features.py, imported by worker processes as the plugin
+``tests.handlers.feature_tasks``.
 
 Like tests/handlers/tasks.py, every handler appends to the ledger file named by ``GTA_TEST_LEDGER``,
 so tests see executions across processes without asking the database under test.

@@ -1,4 +1,4 @@
-"""Handlers for the tracing tests (``tests/test_otel.py``), loaded as the plugin ``tests.handlers.otel_tasks``.
+"""Handlers for the tracing tests (``tests/process/test_otel.py``), loaded as the plugin ``tests.handlers.otel_tasks``.
 
 They open spans of their own through the OpenTelemetry API, as an application's code would, to
 show that those nest under the attempt's ``process`` span.

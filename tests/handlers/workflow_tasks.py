@@ -1,4 +1,4 @@
-"""Handlers for tests/test_workflows.py, imported by worker processes as the plugin
+"""Handlers for tests/process/test_workflows.py, imported by worker processes as the plugin
 ``tests.handlers.workflow_tasks``. Each writes the ledger (tests/handlers/tasks.py), so runs are counted across
 processes."""
 from __future__ import annotations

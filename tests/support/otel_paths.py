@@ -1,5 +1,5 @@
 """Every way a task is submitted, traced: run as ``python -m tests.support.otel_paths`` by
-``tests/test_otel.py`` (a tracer provider must not be set in the pytest process).
+``tests/process/test_otel.py`` (a tracer provider must not be set in the pytest process).
 
 With an SDK tracer provider and an in-memory exporter, inside a ``request`` span, it submits
 through ``asubmit`` on an async handle of the database (``GTA_DATABASE_URL``), a ``chain``, the

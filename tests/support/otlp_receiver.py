@@ -1,4 +1,4 @@
-"""An OTLP/HTTP trace receiver on 127.0.0.1, for the tracing tests (``tests/test_otel.py``)."""
+"""An OTLP/HTTP trace receiver on 127.0.0.1, for the tracing tests (``tests/process/test_otel.py``)."""
 from __future__ import annotations
 
 import dataclasses

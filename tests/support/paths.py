@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALLED = bool(os.environ.get("GTA_TEST_INSTALLED"))
 #: what the suite's child processes put on PYTHONPATH to import ``tests.*`` and ``examples.*``
 IMPORT_ROOT = REPO / ".pytest-path" if INSTALLED else REPO
-LINKED = ("tests", "examples", "benchmarks")  # benchmarks: tests/test_sqlite_writers.py's writers
+LINKED = ("tests", "examples", "benchmarks")  # benchmarks: tests/process/test_sqlite_writers.py's writers
 
 
 def gta_core_origin() -> Path:

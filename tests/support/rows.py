@@ -66,3 +66,7 @@ def count(env: Env, where: str = "", params: Sequence[Any] = ()) -> int:
     store = env.store
     sql = f"SELECT COUNT(*) FROM {store.table}" + (f" WHERE {where}" if where else "")
     return int(store.db.execute_sql(store.sql.dialect.fix(sql), tuple(params)).fetchone()[0])
+
+
+def row_count(env: Env) -> int:
+    return env.runtime.db.execute_sql(f"SELECT COUNT(*) FROM {env.table}").fetchone()[0]

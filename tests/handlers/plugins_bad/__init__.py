@@ -1,1 +1,1 @@
-"""Small plugin modules that are wrong on purpose (and a few helpers), for tests/test_plugins.py."""
+"""Small plugin modules that are wrong on purpose (and a few helpers), for tests/unit/test_plugins.py."""

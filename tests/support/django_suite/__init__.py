@@ -1,5 +1,5 @@
 """Django's own ``tests/tasks`` suite, run against `gta_core.contrib.django.GTABackend` with a
-real ``gta-supervisor`` running the tasks (`tests.test_django6` fetches the suite from the
+real ``gta-supervisor`` running the tasks (`tests.process.test_django6` fetches the suite from the
 pinned Django's source distribution and runs it with ``runtests.py tasks
 --settings=tests.support.django_suite.settings``).
 

@@ -1,5 +1,5 @@
 """Django's tests/tasks tests that GTABackend does not run, each for a behaviour only Django's
-dummy or immediate backend has (imported by the runner and by `tests.test_django6`, which
+dummy or immediate backend has (imported by the runner and by `tests.process.test_django6`, which
 checks that exactly these were skipped)."""
 from __future__ import annotations
 
