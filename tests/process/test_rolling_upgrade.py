@@ -111,7 +111,7 @@ def clean(process: SupervisorProcess) -> None:
 
 def test_previous_and_new_supervisors_share_a_table_across_migrate(env: Env, previous_release: Path) -> None:
     env.store.drop()  # the fixture's table is this version's: start from the previous version's own
-    made = previous(previous_release, "import sys; from gta_core.cli.main import main; sys.exit(main(['migrate']))")
+    made = previous(previous_release, "import sys; from gta_core.cli import main; sys.exit(main(['migrate']))")
     assert made.communicate(timeout=60) and made.returncode == 0
     assert env.store.schema_version() == PREVIOUS_VERSION
 
@@ -147,7 +147,7 @@ def test_the_release_before_the_attempt_log_shares_a_table_across_migrate(
         env: Env, release_before_attempt_log: Path) -> None:
     env.store.drop()
     made = previous(release_before_attempt_log,
-                    "import sys; from gta_core.cli.main import main; sys.exit(main(['migrate']))")
+                    "import sys; from gta_core.cli import main; sys.exit(main(['migrate']))")
     assert made.communicate(timeout=60) and made.returncode == 0
     assert not env.store.db.table_exists(f"{env.table}_attempts")
 
