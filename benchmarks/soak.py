@@ -42,8 +42,8 @@ from common import emit, parser
 
 from gta_core.db.connect import open_database
 from tests.chaos.harness import ChaosHarness, InvariantError, client_ports, new_table
-from tests.helpers import SupervisorProcess, children, cmdline
-from tests.servers import free_port
+from tests.support.helpers import SupervisorProcess, children, cmdline
+from tests.support.servers import free_port
 
 Fault = Callable[[ChaosHarness], None]
 WITNESS: list[int] = []  # the witness supervisor's pid: no process fault targets it

@@ -8,7 +8,7 @@ through peewee, SQLAlchemy or Django, begun IMMEDIATE as docs/integrations.md sa
 
 Prints ``sqlite_writers_<framework>_<mode>_p<N> <rate> submits/s`` (committed submits over the
 time from the first process's start to the last one's end) and ``…_failed <n> submits`` with
-the distinct errors. ``tests/test_sqlite_writers.py`` runs the same processes (`run_writers`).
+the distinct errors. ``tests/process/test_sqlite_writers.py`` runs the same processes (`run_writers`).
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def create_app_table(path: str) -> None:
 def writers_pythonpath() -> str:
     """PYTHONPATH for the writer processes (``python -m benchmarks.sqlite_writers``): the folder
     holding ``benchmarks`` first, unless PYTHONPATH reaches a ``benchmarks`` already (the test
-    suite run against the installed wheel gives one that holds no ``gta_core``: tests/paths.py)."""
+    suite run against the installed wheel gives one that holds no ``gta_core``: tests/support/paths.py)."""
     inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     if any(os.path.isdir(os.path.join(entry, "benchmarks")) for entry in inherited):
         return os.pathsep.join(inherited)

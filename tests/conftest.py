@@ -1,13 +1,19 @@
-"""Shared fixtures: one behavioural suite, run against every configured database.
+"""Shared fixtures: one behavioural suite, run against every configured database; and the
+layer markers.
 
 SQLite always runs. PostgreSQL and MariaDB/MySQL run when ``GTA_TEST_POSTGRES_URL`` /
 ``GTA_TEST_MYSQL_URL`` are set (``.ci/run`` sets both, and there an unreachable server
 fails the run instead of skipping). Each test gets its own task table, dropped afterwards,
 so tests never see each other's rows.
+
+Each test is marked with its layer, from the folder it is in (`pytest_collection_modifyitems`):
+``unit`` (tests/unit: no database, no process), ``db`` (tests/db: in process, on every configured
+database), ``process`` (tests/process: real supervisors and other processes) and ``chaos``
+(tests/chaos: fault injection, with real supervisors too, so also ``process``). The fast loop,
+``scripts/test -m "not process"``, is unit and db.
 """
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -19,25 +25,11 @@ import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.runtime import Runtime
 
-from .helpers import Env
-from .paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
+from .support.backends import BACKENDS, ENABLED, NOT_RUN
+from .support.helpers import Env
+from .support.paths import INSTALLED, child_pythonpath, in_checkout, prepare_import_root
 
 prepare_import_root()  # installed mode: children import tests.* from IMPORT_ROOT, gta_core from the wheel
-BACKENDS = {
-    "sqlite": None,
-    "postgres": os.environ.get("GTA_TEST_POSTGRES_URL"),
-    "mariadb": os.environ.get("GTA_TEST_MYSQL_URL"),
-}
-ENABLED = [name for name, url in BACKENDS.items() if name == "sqlite" or url]
-NOT_RUN = {  # why a server backend's tests did not run, and what to do about it
-    "postgres": "PostgreSQL tests not run: set GTA_TEST_POSTGRES_URL=postgresql://USER@HOST:5432/DB",
-    "mariadb": "MariaDB/MySQL tests not run: set GTA_TEST_MYSQL_URL=mysql://USER@HOST:3306/DB",
-}
-
-
-def only_on(backend: str) -> object:
-    """``pytest.param(backend)``, skipped with what to set when that backend is not configured."""
-    return pytest.param(backend, marks=pytest.mark.skipif(not BACKENDS[backend], reason=NOT_RUN[backend]))
 
 
 @pytest.fixture(params=ENABLED)
@@ -67,7 +59,7 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     variables = {
         "GTA_DATABASE_URL": db_url,
         "GTA_TABLE": table,
-        "GTA_PLUGINS": "tests.tasks",
+        "GTA_PLUGINS": "tests.handlers.tasks",
         "GTA_TEST_LEDGER": str(ledger),
         "GTA_RETRY_BASE": "0.2",
         "GTA_RETRY_CAP": "1",
@@ -94,6 +86,26 @@ def env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         cleanup.db.close()
 
 
+#: the markers of a test in each folder of tests/ (registered in pytest.ini)
+LAYERS = {"unit": ("unit",), "db": ("db",), "process": ("process",), "chaos": ("chaos", "process")}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer's markers, from its folder; a test module of tests/ outside
+    the layers' folders is refused (it would escape ``-m "not process"`` or ``-m process``)."""
+    for item in items:
+        path = Path(item.path).resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        folder = path.relative_to(TESTS).parts[0]
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test module belongs in one of tests/{{{','.join(LAYERS)}}}/")
+        for name in LAYERS[folder]:
+            if item.get_closest_marker(name) is None:  # chaos tests carry their own (with harness options)
+                item.add_marker(name)
+
+
 def pytest_report_header() -> list[str]:
     origin = Path(gta_core.__file__).resolve()
     where = "the checkout" if in_checkout(origin) else "an installed package"
@@ -112,7 +124,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say why a server backend did not run: most tests are simply not parametrised for it, so no
-    skip would say so; and quote the summaries of the Django 6 runs (`tests.test_django6`)."""
+    skip would say so; and quote the summaries of the Django 6 runs (`tests.process.test_django6`)."""
     suites = [value for report in terminalreporter.stats.get("passed", [])
               for name, value in report.user_properties if name == "django_suite"]
     if suites:

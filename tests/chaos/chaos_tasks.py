@@ -16,7 +16,7 @@ from typing import Any
 
 from gta_core import TaskContext, hookimpl, task
 
-from ..tasks import append_record
+from ..handlers.tasks import append_record
 
 #: how far the memory hog lowers its own address-space limit above what it already uses
 MEMORY_HEADROOM = 256 * 1024 * 1024

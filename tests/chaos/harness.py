@@ -61,8 +61,8 @@ from gta_core.runtime import Runtime
 from gta_core.store.sql.statements import FINAL_STATUSES
 from gta_core.store.task_store import TaskStore, parse_timestamp
 
-from ..helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for
-from ..paths import child_pythonpath
+from ..support.helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for
+from ..support.paths import child_pythonpath
 
 PLUGIN = "tests.chaos.chaos_tasks"
 #: every scenario's counter line, printed by the terminal summary of tests/chaos/conftest.py

@@ -18,7 +18,7 @@ import struct
 import threading
 from typing import Literal
 
-from ..servers import free_port
+from ..support.servers import free_port
 
 Mode = Literal["pass", "refuse", "blackhole"]
 

@@ -26,9 +26,9 @@ import pytest
 
 from gta_core.db.connect import open_database
 
-from ..conftest import only_on
-from ..helpers import wait_for
-from ..servers import free_port
+from ..support.backends import only_on
+from ..support.helpers import wait_for
+from ..support.servers import free_port
 from .network import Network
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -3,7 +3,7 @@ valid `Settings` or a one-line `ConfigError` naming the setting; any command lin
 or ``gta-supervisor`` runs, or exits 2 with one line on stderr naming what was wrong, never a
 traceback, and a refused ``gta`` command writes nothing.
 
-Complements tests/test_config_cli.py (one example per rule): here values are random.
+Complements tests/process/test_config_cli.py (one example per rule): here values are random.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from gta_core import runtime as runtime_module
 from gta_core.cli import main as cli
 from gta_core.config import SETTINGS, SETTINGS_BY_NAME, Settings
 
-from ..helpers import Env
-from ..paths import IMPORT_ROOT
+from ..support.helpers import Env
+from ..support.paths import IMPORT_ROOT
 
 pytestmark = pytest.mark.chaos
 
@@ -113,7 +113,7 @@ argparse_errors = st.sampled_from([
 ])
 good_parts = st.sampled_from([Part(("--workers", "1")), Part(("--threads", "3")), Part(("--queues", "a,b")),
                               Part(("--no-metrics",)), Part(("--lease-timeout", "45s")),
-                              Part(("--log-level", "warning")), Part(("--plugin", "tests.tasks"))])
+                              Part(("--log-level", "warning")), Part(("--plugin", "tests.handlers.tasks"))])
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from hypothesis import example, given, settings
 
 import gta_core
 
-from ..helpers import Env, SupervisorProcess, wait_for
-from ..tasks import record
+from ..handlers.tasks import record
+from ..support.helpers import Env, SupervisorProcess, wait_for
 
 pytestmark = pytest.mark.chaos
 

@@ -2,7 +2,7 @@
 given or refused with a `GTAError` whose message names the problem, and then nothing was
 written and the caller's transaction is still usable (a good task submitted after it commits).
 
-Complements tests/test_submit.py (argument values): here every option varies at once, with
+Complements tests/db/test_submit.py (argument values): here every option varies at once, with
 values at and beyond what each database column holds.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 import gta_core
 from gta_core.submit import TaskRequest
 
-from ..helpers import Env
+from ..support.helpers import Env
 
 pytestmark = pytest.mark.chaos
 

@@ -30,8 +30,8 @@ from gta_core.db.driver_errors import is_retryable
 from gta_core.db.transactions import in_transaction
 from gta_plugins.cleanup import delete_expired
 
-from ..conftest import BACKENDS, NOT_RUN
-from ..helpers import wait_for
+from ..support.backends import BACKENDS, NOT_RUN
+from ..support.helpers import wait_for
 from .harness import ChaosHarness, Report, new_table
 
 pytestmark = pytest.mark.chaos

@@ -38,7 +38,7 @@ from gta_core.store.rows import placeholders
 from gta_core.store.sql.dialects import numbered
 from gta_core.store.sql.statements import statements
 
-from ..helpers import SupervisorProcess
+from ..support.helpers import SupervisorProcess
 from .harness import REPORTS, ChaosHarness, new_table
 from .network import Network, require_tools
 from .servers import PrivateServer, private_server, server_params

@@ -1,1 +1,0 @@
-"""Small plugin modules that are wrong on purpose (and a few helpers), for tests/test_plugins.py."""
