@@ -96,7 +96,7 @@ def observe_all(histogram: Any, amounts: Sequence[float]) -> None:
 
     prometheus_client has no public call for this; it reaches into the ``_sum``, ``_buckets``
     and ``_upper_bounds`` a histogram has kept since its 0.1 releases, and
-    ``tests/test_metrics.py`` checks the result against plain ``observe`` calls.
+    ``tests/process/test_metrics.py`` checks the result against plain ``observe`` calls.
     """
     if not amounts:
         return

@@ -16,7 +16,7 @@ import pytest
 import gta_core
 from gta_core import load_settings
 from gta_core.plugins import build_plugins
-from gta_core.runtime import Runtime
+from gta_core.runtime import Runtime, get_runtime
 from gta_core.supervisor.services.periodic import collect_periodics
 from gta_plugins.cleanup import delete_expired
 from gta_plugins.monitor import monitor_timeout
@@ -167,7 +167,7 @@ def test_monitor_and_cleanup_can_be_disabled_or_replaced(env: Env) -> None:
     assert {(job.name, job.every) for job in collect_periodics(replaced)} == {("monitor", 5.0),
                                                                              ("cleanup", 300.0)}
     with pytest.raises(gta_core.PluginError, match="gta_monitor"):
-        build_plugins(["tests.handlers.monitor_replacement"])  # both: two tasks with one key
+        build_plugins(get_runtime(), ["tests.handlers.monitor_replacement"])  # both: two tasks with one key
 
 
 # -- cleanup -------------------------------------------------------------------------------------------

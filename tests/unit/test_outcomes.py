@@ -14,6 +14,7 @@ from gta_core import hookimpl, hookspecs
 from gta_core.errors import Fail, InvalidArguments, LeaseExpired, Retry, TaskTimeout, UnknownTask, WorkerDied
 from gta_core.outcomes import Action, Outcome, decide
 from gta_core.plugins import Plugins, Registry
+from gta_core.runtime import get_runtime
 from gta_core.tasks import TaskRecord
 
 
@@ -34,7 +35,7 @@ def plugins_with(policy: Any) -> Plugins:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     manager.register(policy)
-    return Plugins(manager, Registry({}, {}))
+    return Plugins(manager, Registry({}, {}), get_runtime())
 
 
 def task(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:

@@ -10,6 +10,7 @@ import pytest
 
 import gta_core
 from gta_core.plugins import Registry, build_plugins, call_hook_safely, first_hook_result, report_task_events
+from gta_core.runtime import get_runtime
 from gta_core.tasks import TaskRecord
 
 from ..support.plugins import NOT_INSTALLED
@@ -24,7 +25,7 @@ def _record(attempts: int = 1, max_attempts: int = 3) -> TaskRecord:
 
 
 def test_registry_holds_named_modules_and_builtins() -> None:
-    plugins = build_plugins(["tests.handlers.tasks"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.tasks"])
     registry = plugins.registry
     assert TEST_TASKS <= set(registry.tasks)
     assert not DEMO_TASKS & set(registry.tasks)  # the demo tasks are `gta demo`'s only
@@ -38,15 +39,15 @@ def test_registry_holds_named_modules_and_builtins() -> None:
 
 
 def test_unknown_key_names_the_key() -> None:
-    registry = build_plugins(["tests.handlers.tasks"]).registry
+    registry = build_plugins(get_runtime(), ["tests.handlers.tasks"]).registry
     with pytest.raises(gta_core.UnknownTask, match="'no_such_task'"):
         registry.get("no_such_task")
 
 
 def test_building_twice_gives_independent_managers() -> None:
     # nothing global: a second build neither sees the first one's modules nor conflicts with them
-    with_tests = build_plugins(["tests.handlers.tasks"])
-    without = build_plugins()
+    with_tests = build_plugins(get_runtime(), ["tests.handlers.tasks"])
+    without = build_plugins(get_runtime())
     assert "record" in with_tests.registry.tasks
     assert "record" not in without.registry.tasks
     assert with_tests.manager is not without.manager
@@ -59,7 +60,7 @@ def test_building_twice_gives_independent_managers() -> None:
 def test_two_tasks_with_one_key_fail_at_start(modules: list[str]) -> None:
     key = "clash_key" if "clash" in modules[0] else "record"
     with pytest.raises(gta_core.PluginError) as info:
-        build_plugins(modules)
+        build_plugins(get_runtime(), modules)
     message = str(info.value)
     assert f"'{key}'" in message
     for module in modules:  # both owners are named, so the user knows which two to reconcile
@@ -81,7 +82,7 @@ def test_a_family_key_runs_every_key_that_starts_with_its_prefix() -> None:
 
 def test_families_that_overlap_fail_at_start_and_take_no_limits() -> None:
     with pytest.raises(gta_core.PluginError, match="'reports:\\*'.*'reports:daily:\\*'.*overlap"):
-        build_plugins(["tests.handlers.plugins_bad.overlapping_families"])
+        build_plugins(get_runtime(), ["tests.handlers.plugins_bad.overlapping_families"])
     with pytest.raises(ValueError, match="a family of keys takes no limits"):
         gta_core.task(key="reports:*", concurrency=1)(lambda ctx: None)
     with pytest.raises(ValueError, match="must match"):
@@ -90,12 +91,12 @@ def test_families_that_overlap_fail_at_start_and_take_no_limits() -> None:
 
 def test_hookimpl_matching_no_spec_fails_at_start() -> None:
     with pytest.raises(gta_core.PluginError, match="gta_nonexistent_hook"):
-        build_plugins(["tests.handlers.tasks", "tests.handlers.plugins_bad.unknown_hook"])
+        build_plugins(get_runtime(), ["tests.handlers.tasks", "tests.handlers.plugins_bad.unknown_hook"])
 
 
 def test_hookimpl_with_arguments_the_spec_lacks_fails_as_plugin_error() -> None:
     with pytest.raises(gta_core.PluginError) as info:
-        build_plugins(["tests.handlers.plugins_bad.bad_hook_args"])
+        build_plugins(get_runtime(), ["tests.handlers.plugins_bad.bad_hook_args"])
     message = str(info.value)
     assert "gta_retry_delay" in message and "bogus" in message
     assert "\n" not in message  # the CLIs print it as their one error line
@@ -105,7 +106,7 @@ def test_hookimpl_with_arguments_the_spec_lacks_fails_as_plugin_error() -> None:
                                     "tests.handlers.plugins_bad.raises_on_import", "no_such_top_level_package_xyz"])
 def test_unimportable_module_fails_with_plugin_error(module: str) -> None:
     with pytest.raises(gta_core.PluginError) as info:
-        build_plugins([module])
+        build_plugins(get_runtime(), [module])
     assert repr(module) in str(info.value)
 
 
@@ -116,12 +117,12 @@ def test_unimportable_module_fails_with_plugin_error(module: str) -> None:
 ])
 def test_handlers_hook_returning_garbage_fails(module: str, fragment: str) -> None:
     with pytest.raises(gta_core.PluginError) as info:
-        build_plugins([module])
+        build_plugins(get_runtime(), [module])
     assert module in str(info.value) and fragment in str(info.value)
 
 
 def test_disabling_entry_point_plugin_by_name() -> None:
-    plugins = build_plugins(["tests.handlers.tasks"], disabled=["monitor"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.tasks"], disabled=["monitor"])
     assert "gta_monitor" not in plugins.registry.tasks
     assert TEST_TASKS <= set(plugins.registry.tasks)
     assert plugins.manager.get_plugin("retry") is not None
@@ -132,25 +133,27 @@ def test_disabling_entry_point_plugin_by_name() -> None:
 def test_disabling_a_name_no_plugin_has_is_refused() -> None:
     """A typo would leave the plugin running while the operator believes it off."""
     with pytest.raises(gta_core.PluginError, match=r"cannot disable 'monitr': no plugin has that name \(plugins"):
-        build_plugins(["tests.handlers.tasks"], disabled=["monitr"])
-    assert "record" not in build_plugins(["tests.handlers.tasks"], disabled=["tests.handlers.tasks"]).registry.tasks
+        build_plugins(get_runtime(), ["tests.handlers.tasks"], disabled=["monitr"])
+    disabled = build_plugins(get_runtime(), ["tests.handlers.tasks"], disabled=["tests.handlers.tasks"])
+    assert "record" not in disabled.registry.tasks
 
 
 def test_disabling_named_module_and_builtin_retry() -> None:
-    plugins = build_plugins(["tests.handlers.tasks"], disabled=["tests.handlers.tasks", "retry"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.tasks"], disabled=["tests.handlers.tasks", "retry"])
     assert not TEST_TASKS & set(plugins.registry.tasks)
     assert "gta_monitor" in plugins.registry.tasks
     assert plugins.hook.gta_retry_delay.get_hookimpls() == []
 
 
 def test_disabling_a_broken_module_skips_it() -> None:
-    plugins = build_plugins(["tests.handlers.tasks", "tests.handlers.plugins_bad.raises_on_import"],
+    plugins = build_plugins(get_runtime(), ["tests.handlers.tasks", "tests.handlers.plugins_bad.raises_on_import"],
                             disabled=["tests.handlers.plugins_bad.raises_on_import"])
     assert "record" in plugins.registry.tasks
 
 
 def test_call_hook_safely_logs_and_counts_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.handlers.plugins_bad.faulty", "tests.handlers.plugins_bad.tenant_context"])
+    plugins = build_plugins(get_runtime(),
+                            ["tests.handlers.plugins_bad.faulty", "tests.handlers.plugins_bad.tenant_context"])
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
         results = call_hook_safely(plugins, "gta_capture_context")
     assert results == [{"tenant": "acme"}]  # the good plugin still answered
@@ -165,7 +168,7 @@ def test_call_hook_safely_logs_and_counts_a_raising_plugin(caplog: pytest.LogCap
 
 
 def test_first_hook_result_skips_a_raising_plugin(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.plugins_bad.faulty"])
     with caplog.at_level(logging.ERROR, logger="gta.plugins"):
         delay = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=1), error=RuntimeError("x"))
         exhausted = first_hook_result(plugins, "gta_retry_delay", task=_record(attempts=3), error=RuntimeError("x"))
@@ -196,7 +199,7 @@ class _BatchLog(_EventLog):
 
 
 def test_task_events_reach_each_plugin_once_per_event(caplog: pytest.LogCaptureFixture) -> None:
-    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.plugins_bad.faulty"])
     single, batch = _EventLog(), _BatchLog()
     plugins.manager.register(single, name="single")
     plugins.manager.register(batch, name="batch")
@@ -229,7 +232,7 @@ def test_hooks_go_through_pluggy_so_wrappers_and_tracing_see_them() -> None:
     """Hooks are called through pluggy's callers, not implementation by implementation: a
     wrapper sees the answer of the implementations it wraps (a faulty one among them answering
     None), and pluggy's call monitoring sees each call."""
-    plugins = build_plugins(["tests.handlers.plugins_bad.faulty"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.plugins_bad.faulty"])
     wrapper = _TimingWrapper()
     plugins.manager.register(wrapper, name="timing")
     traced: list[str] = []
@@ -249,7 +252,7 @@ def test_hooks_go_through_pluggy_so_wrappers_and_tracing_see_them() -> None:
 
 # -- entry point discovery (tests/handlers/example_pkg, installed with `pip install -e tests/handlers/example_pkg`) --
 def test_entry_point_plugin_is_discovered_without_naming_it() -> None:
-    plugins = build_plugins()
+    plugins = build_plugins(get_runtime())
     assert "example_double" in plugins.registry.tasks, NOT_INSTALLED
     assert plugins.registry.owners["example_double"] == "example"
     definition = plugins.registry.get("example_double")
@@ -260,6 +263,6 @@ def test_entry_point_plugin_is_discovered_without_naming_it() -> None:
 
 
 def test_entry_point_plugin_can_be_disabled_by_name() -> None:
-    plugins = build_plugins(["tests.handlers.tasks"], disabled=["example"])
+    plugins = build_plugins(get_runtime(), ["tests.handlers.tasks"], disabled=["example"])
     assert "example_double" not in plugins.registry.tasks
     assert "record" in plugins.registry.tasks

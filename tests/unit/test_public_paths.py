@@ -11,7 +11,7 @@ import sys
 import pytest
 import tomllib
 
-from .paths import IMPORT_ROOT, REPO, gta_core_origin
+from ..support.paths import IMPORT_ROOT, REPO, gta_core_origin
 
 #: the top-level modules of gta_core, each one a user may import: the public verbs, the plugin
 #: contract and the kernel types; a new one is a decision, made here

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .paths import REPO
+from ..support.paths import REPO
 
 CHECK = REPO / "scripts" / "check_layers.py"
 
