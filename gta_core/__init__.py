@@ -24,10 +24,12 @@ from __future__ import annotations
 #: this release; packaging reads it from here (pyproject.toml), `gta --version` prints it
 __version__ = "0.1.0"
 
+from .db import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
+
+# isort: split
 from .asubmit import asubmit, asubmit_many
 from .attempts import Attempt, attempts
 from .config import Settings, load_settings
-from .db import drivers  # noqa: F401 - first: a supervisor's children let peewee load one driver only
 from .errors import (
     ConfigError,
     DatabaseError,

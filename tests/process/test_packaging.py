@@ -87,7 +87,7 @@ def test_the_wheel_ships_every_file_of_the_packages_and_nothing_else(wheel: Path
     extra = packaged - shipped_files()
     assert not extra, f"in {wheel.name} but not in the source tree: {sorted(extra)}"
     assert {"gta_core/py.typed", "gta_plugins/py.typed", "gta_core/dashboard/templates/base.html",
-            "gta_core/dashboard/static/style.css", "gta_core/services/__init__.py"} <= packaged
+            "gta_core/dashboard/static/style.css", "gta_core/supervisor/services/__init__.py"} <= packaged
     others = {name.split("/")[0] for name in names} - set(PACKAGES)
     assert others == {f"gta-{source_version()}.dist-info"}, others  # no tests/, examples/, benchmarks/
 
