@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .db.connect import check_connection, describe_url
-from .db.wakeup import notify_local
 from .errors import GTAError, TaskNotFound
 from .runtime import Runtime
 from .store.roster import supervisors, unhandled
@@ -45,12 +44,6 @@ def require_tasks(runtime: Runtime, ids: Sequence[int]) -> dict[int, str]:
     return statuses
 
 
-def wake_workers(runtime: Runtime) -> None:
-    """Wake this host's idle workers (PostgreSQL workers were notified by the write itself)."""
-    if runtime.store.dialect != "postgres":
-        notify_local(runtime.wake_key(runtime.db))
-
-
 def task_is(task_id: int, status: str) -> str:
     """A task's status in a sentence: "task 3 is pending", "task 3 succeeded", "task 3 was cancelled"."""
     if status in FINAL_STATUSES:
@@ -67,7 +60,7 @@ def rerun_tasks(runtime: Runtime, ids: Sequence[int], by: str | None = None) -> 
             raise GTAError(f"{task_is(task_id, statuses[task_id])}: only failed or cancelled tasks can be retried "
                            "(nothing was changed)")
     before = runtime.store.rerun(ids, by)
-    wake_workers(runtime)
+    runtime.wake_idle_workers()
     return {task_id: before.get(task_id, statuses[task_id]) for task_id in ids}
 
 
@@ -81,7 +74,7 @@ def rerun_batches(runtime: Runtime, batches: Iterable[Sequence[int]], counted: S
         before = runtime.store.rerun(batch, by)
         total += sum(1 for was in before.values() if was in counted)
     if total:
-        wake_workers(runtime)
+        runtime.wake_idle_workers()
     return total
 
 

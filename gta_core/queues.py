@@ -14,7 +14,6 @@ import datetime as dt
 import getpass
 import socket
 
-from .db.wakeup import notify_local
 from .errors import GTAError, InvalidQueue
 from .handles.api_errors import gta_errors
 from .runtime import Runtime, get_runtime
@@ -80,8 +79,8 @@ def resume_queue(name: str, by: str | None = None) -> QueueChange:
     """Resume queue ``name``: its due tasks are leased again, and the workers are woken at once."""
     runtime = _ready(name, by=by)
     changed = runtime.store.resume_queue(name, by or actor("api"))
-    if changed and runtime.store.dialect != "postgres":  # PostgreSQL's NOTIFY rode with the write
-        notify_local(runtime.wake_key(runtime.db))
+    if changed:
+        runtime.wake_idle_workers()
     return _change(runtime, name, changed)
 
 

@@ -14,7 +14,7 @@ import peewee
 
 from .config import Settings, load_settings
 from .db.connect import open_database
-from .db.wakeup import wake_key
+from .db.wakeup import notify_local, wake_key
 from .plugins import Plugins, build_plugins
 from .store.task_store import TaskStore
 
@@ -55,6 +55,12 @@ class Runtime:
 
     def wake_key(self, db: peewee.Database) -> str:
         return wake_key(db, self.settings.table)
+
+    def wake_idle_workers(self) -> None:
+        """Wake this host's idle workers after a write that made tasks due (a re-run, a resumed
+        queue, an insert): on PostgreSQL the write's ``NOTIFY`` reached every host already."""
+        if self.store.dialect != "postgres":
+            notify_local(self.wake_key(self.db))
 
 
 _lock = threading.Lock()

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 
 from .. import admin
 from ..db.transactions import in_transaction
-from ..db.wakeup import notify_local
 from ..metrics.catalog import Schedule
 from ..runtime import Runtime
 
@@ -41,14 +40,13 @@ def pause(runtime: Runtime, queue: str, reason: str | None) -> bool:
 def resume(runtime: Runtime, queue: str) -> bool:
     """Resume ``queue``, waking this host's workers (PostgreSQL's NOTIFY rode with the write)."""
     resumed = runtime.store.resume_queue(queue, ACTOR)
-    if resumed and runtime.store.dialect != "postgres":
-        notify_local(runtime.wake_key(runtime.db))
+    if resumed:
+        runtime.wake_idle_workers()
     return resumed
 
 
 def run_now(runtime: Runtime, schedule: Schedule) -> int:
     """Insert one run of a periodic task, due now, outside its schedule; its id."""
     (task_id,) = in_transaction(runtime.db, lambda: runtime.store.insert([schedule.run_now()]))
-    if runtime.store.dialect != "postgres":
-        notify_local(runtime.wake_key(runtime.db))
+    runtime.wake_idle_workers()
     return int(task_id)

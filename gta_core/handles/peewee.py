@@ -15,7 +15,6 @@ import peewee
 from ..db.connect import dialect_of
 from ..db.sqlite_locks import lock_errors
 from ..db.transactions import in_transaction
-from ..db.wakeup import notify_local
 from ..errors import SubmitError
 from ..runtime import Runtime
 from ..store.task_store import TaskStore
@@ -40,7 +39,7 @@ class PeeweeHandle(Handle):
                 wake_after_commit(runtime, db)
                 return done
             done = in_transaction(db, lambda: queries(store))
-        wake(runtime)
+        runtime.wake_idle_workers()
         return done
 
     def cancel(self, runtime: Runtime, ids: Sequence[int], force: bool, by: str | None = None) -> dict[int, str]:
@@ -93,12 +92,6 @@ def database_of(handle: Any, runtime: Runtime, name: str = "db_tx") -> peewee.Da
     return db
 
 
-def wake(runtime: Runtime) -> None:
-    """Wake this host's supervisors of GTA's database (on PostgreSQL the insert's ``NOTIFY`` does)."""
-    if dialect_of(runtime.db) != "postgres":
-        notify_local(runtime.wake_key(runtime.db))
-
-
 def wake_after_commit(runtime: Runtime, db: peewee.Database) -> None:
     """Register one local wake-up for when the caller's outermost transaction on ``db`` (which
     is on GTA's database) commits."""
@@ -109,7 +102,7 @@ def wake_after_commit(runtime: Runtime, db: peewee.Database) -> None:
     if top is None or getattr(top, "_gta_wake", False):
         return
     try:
-        db.after_commit(lambda: wake(runtime))
+        db.after_commit(runtime.wake_idle_workers)
     except ValueError:  # manual commit mode has no commit hook; polling will find the task
         return
     top._gta_wake = True
