@@ -20,6 +20,7 @@ from gta_core.config import parse_duration
 from gta_core.runtime import Runtime
 from gta_core.store.sql.statements import SCHEMA_VERSION
 
+from ..support.cli import assert_one_line_error
 from ..support.helpers import Env
 from ..support.paths import child_pythonpath
 
@@ -43,18 +44,6 @@ def run(command: list[str], *args: str, environ: Mapping[str, str] | None = None
     """
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ if environ is None else environ), cwd=cwd)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
-    """Exit ``code`` (2: usage or configuration, 1: the database) and exactly one line on stderr
-    containing every fragment; that line."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip("\n").splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.returncode == code, (result.returncode, result.stderr)
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def row_count(env: Env) -> int:

@@ -35,13 +35,20 @@ def ok(*args: str, **options: Any) -> str:
     return result.stdout
 
 
-def fails(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
-    """One line on stderr containing every fragment, exit ``code``, nothing on stdout."""
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
+    """Exit ``code`` (2: usage or configuration, 1: the database) and exactly one line on stderr
+    containing every fragment; that line."""
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip("\n").splitlines()
     assert len(lines) == 1, result.stderr
     assert result.returncode == code, (result.returncode, result.stderr)
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-    assert result.stdout == ""
     return lines[0]
+
+
+def fails(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> str:
+    """`assert_one_line_error`, and nothing on stdout."""
+    line = assert_one_line_error(result, *fragments, code=code)
+    assert result.stdout == ""
+    return line
