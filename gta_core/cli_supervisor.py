@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli.main import supervisor_main
+from .cli.supervisor_command import supervisor_main
 
 if __name__ == "__main__":
     sys.exit(supervisor_main())

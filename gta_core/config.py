@@ -109,11 +109,20 @@ def _queue_list(text: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+#: the dialect (`gta_core.db.drivers`) of each database URL scheme
+DIALECTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
 def _database_url(text: str) -> str:
     scheme = str(text).split("://", 1)[0] if "://" in str(text) else ""
-    if scheme not in {"sqlite", "postgres", "postgresql", "mysql", "mariadb"}:
+    if scheme not in DIALECTS:
         raise ValueError("must be sqlite:///PATH, postgresql://..., mysql://... or mariadb://...")
     return str(text)
+
+
+def dialect_of_url(url: str) -> str:
+    """``sqlite``, ``postgres`` or ``mysql`` for a database URL the settings accepted."""
+    return DIALECTS[url.split("://", 1)[0]]
 
 
 def _listen_url(text: str) -> str:

@@ -1,137 +1,33 @@
-"""Command lines: ``gta-supervisor`` and the admin ``gta`` (what its commands print is in `commands`).
+"""The admin command line ``gta`` (what its commands print is in `commands`; ``gta-supervisor``
+is `supervisor_command`).
 
 Errors are one line on stderr and a non-zero exit (2 for bad input or configuration, 1 when the
-database cannot be reached or fails), never a traceback.
+database cannot be reached or fails), never a traceback (`common.guard`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
-import peewee
-
-from .. import __version__, admin
+from .. import admin
 from .. import runtime as runtime_module
 from ..admin import RETRYABLE, STATUSES
-from ..config import SETTINGS, add_setting_flags, parse_duration, positive_int, rule, settings_from_args
+from ..config import add_setting_flags, parse_duration, positive_int, rule, settings_from_args
 from ..db.connect import check_connection, describe_url, require_database_file
-from ..errors import DatabaseUnavailable, GTAError
+from ..errors import GTAError
 from ..runtime import Runtime
 from ..store.sql.statements import FINAL_STATUSES
 from . import commands
-from .terminal import printable
+from .common import OneLineParser, command_parser, fail, guard, merge_plugin_flags, project_importable
 
-EXIT_USAGE = 2  # bad input or configuration
-EXIT_DATABASE = 1  # the database cannot be reached or failed
-SUPERVISOR_SETTINGS = [setting.name for setting in SETTINGS]
 ADMIN_SETTINGS = ["database_url", "table", "plugins", "disable_plugins", "log_level"]
 #: the commands that may create a SQLite database file (`handlers` opens none); the others refuse a missing one
 CREATES_DATABASE = ("migrate", "demo", "handlers")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (``--help`` still shows the usage)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=description)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
-
-
-def _project_importable() -> None:
-    """Make the working directory importable, as Celery's and gunicorn's commands do: ``gta-supervisor
-    --plugin myapp.tasks`` (or ``GTA_PLUGINS``) run from the project's directory finds ``myapp``.
-    A console script's path starts at its bin directory, not there. Appended, not put first:
-    an installed package (GTA itself, run from its checkout) wins over a folder of the same name,
-    and the spawned workers inherit the path."""
-    here = os.getcwd()
-    if "" not in sys.path and here not in sys.path:
-        sys.path.append(here)
-
-
-def _fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
-    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
-    return code
-
-
-def _guard(prog: str, action: Callable[[], int]) -> int:
-    """Run a command: its errors become one line and an exit code (2: usage or configuration,
-    1: the database failed); a reader that closed our stdout (``gta show 1 | head``) ends it
-    quietly."""
-    try:
-        code = action()
-        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
-        return code
-    except DatabaseUnavailable as exc:
-        return _fail(prog, str(exc), EXIT_DATABASE)
-    except GTAError as exc:
-        return _fail(prog, str(exc))
-    except (peewee.DatabaseError, peewee.InterfaceError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return _fail(prog, f"database error: {text}", EXIT_DATABASE)
-    except BrokenPipeError:
-        _silence_stdout()
-        return 0
-    except KeyboardInterrupt:
-        return 130
-
-
-def _silence_stdout() -> None:
-    """After EPIPE: point stdout at /dev/null, so the interpreter's final flush of what is still
-    buffered does not fail again (and print "Exception ignored ... BrokenPipeError")."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
-
-
-# -- gta-supervisor ----------------------------------------------------------------------------
-def supervisor_main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser("gta-supervisor", "Run worker processes that execute GTA tasks.")
-    add_setting_flags(parser, SUPERVISOR_SETTINGS)
-    parser.add_argument("--database", dest="database_url", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--plugin", dest="plugin_list", action="append", default=[], metavar="MODULE",
-                        help="load a plugin module (repeatable; also GTA_PLUGINS)")
-    parser.add_argument("--disable-plugin", dest="disabled_list", action="append", default=[], metavar="NAME",
-                        help="disable a plugin by name (repeatable; also GTA_DISABLE_PLUGINS)")
-    args = parser.parse_args(argv)
-    _merge_plugin_flags(args)
-    _project_importable()
-
-    def run() -> int:
-        from ..dashboard import prepare
-        settings = prepare(settings_from_args(args))
-        _setup_logging(settings.log_level)
-        from ..supervisor.manager import run_supervisor
-        return run_supervisor(runtime_module.configure(settings))
-
-    return _guard("gta-supervisor", run)
-
-
-def _merge_plugin_flags(args: argparse.Namespace) -> None:
-    """``--plugin``/``--disable-plugin`` (before and after a command) join GTA_PLUGINS' list."""
-    plugins = [*args.plugin_list, *getattr(args, "plugin_list_after", [])]
-    disabled = [*args.disabled_list, *getattr(args, "disabled_list_after", [])]
-    if plugins:
-        args.plugins = ",".join(filter(None, [args.plugins, *plugins]))
-    if disabled:
-        args.disable_plugins = ",".join(filter(None, [args.disable_plugins, *disabled]))
-
-
-# -- gta -----------------------------------------------------------------------------------
 def _count(text: str) -> int:
     """A count option, checked while parsing by the settings' own rule (`config.positive_int`)."""
     try:
@@ -178,12 +74,12 @@ def _add_global_options(parser: argparse.ArgumentParser, after_command: bool = F
 
 
 def _admin_parser() -> argparse.ArgumentParser:
-    parser = _parser("gta", "Administer GTA tasks (same database settings as gta-supervisor). "
+    parser = command_parser("gta", "Administer GTA tasks (same database settings as gta-supervisor). "
                             "The options below are accepted after the command too.")
     _add_global_options(parser)
-    global_options = _Parser(add_help=False)
+    global_options = OneLineParser(add_help=False)
     _add_global_options(global_options, after_command=True)
-    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
 
     def command(name: str, help: str, description: str | None = None, json_help: str = "") -> argparse.ArgumentParser:
         """A command that takes the global options too, and ``--json`` when ``json_help`` says
@@ -299,10 +195,10 @@ def _admin_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _admin_parser().parse_args(argv)
-    _merge_plugin_flags(args)
-    _project_importable()
+    merge_plugin_flags(args)
+    project_importable()
     if args.command == "retry" and bool(args.ids) == (args.status is not None):
-        return _fail("gta retry", "give task ids or --status, not both and not neither (see gta retry --help)")
+        return fail("gta retry", "give task ids or --status, not both and not neither (see gta retry --help)")
 
     def run() -> int:
         settings = settings_from_args(args)
@@ -313,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_database_file(settings.database_url)
         return COMMANDS[args.command](runtime, args)
 
-    return _guard("gta", run)
+    return guard("gta", run)
 
 
 def cmd_migrate(runtime: Runtime, args: argparse.Namespace) -> int:

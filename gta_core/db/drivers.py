@@ -30,10 +30,17 @@ PEEWEE_DRIVERS = ("pysqlite3", "sqlite3", "psycopg2", "psycopg", "pymysql", "MyS
 def needed_by(dialect: str) -> set[str]:
     """The driver modules peewee uses for ``dialect``."""
     if dialect == "postgres":  # peewee prefers psycopg2 and falls back to psycopg 3
-        return {"psycopg2"} if importlib.util.find_spec("psycopg2") is not None else {"psycopg"}
+        return {"psycopg2"} if _installed("psycopg2") else {"psycopg"}
     if dialect == "mysql":
         return {"pymysql", "MySQLdb"}
     return {"pysqlite3", "sqlite3"}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook that refuses the name says the same
+        return False
 
 
 def require_driver(dialect: str) -> None:

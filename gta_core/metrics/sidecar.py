@@ -57,7 +57,7 @@ class Sidecar:
             healthy, body = self.health()
             return Reply(200 if healthy else 503, json.dumps(body).encode() + b"\n", "application/json")
         if self.dashboard is not None:
-            from ..dashboard import serve
+            from ..dashboard.service import serve
             return serve(request, self.dashboard)
         return text_reply(404, "not found: try /metrics or /healthz")
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s [metrics {os.getpid()}] %(name)s: %(message)s")
     listener = socket.socket(fileno=int(argv[1]))
     sidecar = Sidecar(settings, MultiprocDir(Path(os.environ[ENV])), supervisor_pid)
-    from ..dashboard import mount
+    from ..dashboard.service import mount
     sidecar.dashboard = mount(settings, sidecar.directory, supervisor_pid, ProcessFilesCollector(sidecar.directory))
     server = Server(listener, sidecar.answer, AllowedHosts(settings.metrics_bind, settings.allowed_hosts))
     threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="gta-metrics-parent", daemon=True).start()

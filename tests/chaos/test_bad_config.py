@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 import gta_core
 from gta_core import runtime as runtime_module
 from gta_core.cli import main as cli
+from gta_core.cli import supervisor_command
 from gta_core.config import SETTINGS, SETTINGS_BY_NAME, Settings
 
 from ..support.helpers import Env
@@ -159,7 +160,7 @@ def test_supervisor_command_line_starts_or_names_the_problem(parts: list[Part]) 
     try:
         with mock.patch.dict(os.environ, environ, clear=True), \
                 mock.patch("gta_core.supervisor.manager.run_supervisor", fake_run):
-            code, stderr = run_in_process(cli.supervisor_main, argv)
+            code, stderr = run_in_process(supervisor_command.supervisor_main, argv)
     finally:
         runtime_module.reset()
     event(f"exit {code}")

@@ -21,7 +21,7 @@ PACKAGES = ("gta_core", "gta_plugins")
 EXTRAS = {"postgres", "mysql", "asyncio", "sqlalchemy", "django", "otel", "flask", "fastapi", "test", "lint", "bench"}
 HANDLERS = {"retry": "gta_plugins.retry", "metrics": "gta_plugins.metrics", "request_id": "gta_plugins.request_id",
             "otel": "gta_plugins.otel:plugin", "monitor": "gta_plugins.monitor", "cleanup": "gta_plugins.cleanup"}
-SCRIPTS = {"gta": "gta_core.cli.main:main", "gta-supervisor": "gta_core.cli.main:supervisor_main"}
+SCRIPTS = {"gta": "gta_core.cli.main:main", "gta-supervisor": "gta_core.cli.supervisor_command:supervisor_main"}
 
 
 def source_version() -> str:
