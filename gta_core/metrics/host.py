@@ -13,8 +13,8 @@ while its metrics are silently missing), a sidecar restart never loses the port 
 process, and ``HOST:0`` means "any free port", logged once bound.
 
 The sidecar is a plain ``python -m gta_core.metrics.sidecar`` child rather than a
-``multiprocess`` one: it needs no shared memory, and its command line tells it apart from
-the workers in ``ps`` and in anything that counts ``spawn_main`` children as workers.
+``multiprocess`` one: it needs no shared memory and none of the worker's modules, and its
+command line tells it apart from the workers (``gta-worker`` in ``ps``) at a glance.
 """
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ OBSERVE_EVERY = 0.25  # seconds between worker-state updates, however busy the m
 STATUS_EVERY = 1.0
 SIDECAR_STABLE_AFTER = 60.0
 SIDECAR_MAX_DELAY = 60.0
+#: the first sidecar waits for the workers to boot, this long at most (`_sidecar_may_start`)
+FIRST_SIDECAR_WAIT = 2.0
 
 
 class WorkerSlotView(Protocol):
@@ -79,6 +81,7 @@ class MetricsHost:
         self._sidecar_started = 0.0
         self._sidecar_failures = 0
         self._sidecar_due = 0.0
+        self._first_sidecar_by = 0.0
         self._next_observe = 0.0
         self._next_status = 0.0
         self._down_since: float | None = None
@@ -103,6 +106,7 @@ class MetricsHost:
         if self.directory is None:
             return
         self.listener = listen(self.settings.metrics_bind)
+        self._first_sidecar_by = time.monotonic() + FIRST_SIDECAR_WAIT
         host, port = self.listener.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -168,8 +172,16 @@ class MetricsHost:
         if now >= self._next_status or status != self._status_written:
             self._next_status, self._status_written = now + STATUS_EVERY, status
             SupervisorStatus(os.getpid(), time.monotonic(), *status).write(self.directory.path)
-        if not stopping:
+        if not stopping and self._sidecar_may_start(live, now):
             self._keep_sidecar(now)
+
+    def _sidecar_may_start(self, live: Sequence[WorkerSlotView], now: float) -> bool:
+        """The first sidecar starts once the workers have booted (or `FIRST_SIDECAR_WAIT` is
+        up): its interpreter and imports would take the CPU their start-up needs, and a
+        deploy waits on the workers, not on the metrics endpoint."""
+        if self._sidecar_started or now >= self._first_sidecar_by:
+            return True
+        return bool(live) and all(slot.channel is not None and slot.channel.booted.is_set() for slot in live)
 
     # -- the supervisor's own metrics ------------------------------------------------------------
     @functools.cached_property

@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import multiprocess
-
 from ..db import drivers
 from ..db.connect import REPLY_GRACE, check_connection
 from ..db.wakeup import WakeSocket
@@ -34,6 +32,8 @@ from ..plugins import call_hook_safely
 from ..runtime import Runtime
 from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
 from ..worker.process import async_slots, worker_main
+from .launcher import environment as launcher_environment
+from .launcher import worker_context
 from .services import Service, ServiceRunner
 from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
@@ -72,7 +72,7 @@ class Supervisor:
         self.periodic = periodic
         self.settings = runtime.settings
         self.until = until
-        self.mp = multiprocess.get_context("spawn")
+        self.mp: Any = None  # the context workers start in, once `run` has started its fork server
         self.slots = [WorkerSlot(index) for index in range(self.settings.workers)]
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.janitor = Janitor(runtime)
@@ -107,6 +107,8 @@ class Supervisor:
         return ServiceRunner(services, self.done, stuck_after=stuck_after, on_restart=self.metrics.service_restarted)
 
     def run(self) -> int:
+        # first: the fork server imports the workers' code while this process checks the rest
+        self.mp = worker_context(self.runtime.store.dialect)
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
         try:
             self.check()
@@ -124,6 +126,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._queue_signal)
         wake = self._open_wake_socket()
+        self._spawn_due()  # the workers boot while the services start
         self.services = self._services()
         self.metrics.services(self.services.names)
         self.services.start()
@@ -245,7 +248,7 @@ class Supervisor:
             # a worker holds at most slots + prefetch leases, so no more unwritten successes
             unwritten=self.mp.Array("q", threads + self.settings.prefetch, lock=False),
         )
-        process = self.mp.Process(target=worker_main, args=(self.settings, channel, os.getpid()),
+        process = self.mp.Process(target=worker_main, args=(self.settings, channel, launcher_environment()),
                                   name=f"gta-worker-{slot.index}", daemon=False)
         process.start()
         slot.process, slot.channel, slot.spawned_at = process, channel, time.monotonic()

@@ -16,6 +16,8 @@ EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
 EXIT_CANCEL_FORCED = 4  # the worker killed itself to stop a handler cancelled with force=True
 EXIT_THREAD_DIED = 5  # one of the worker's threads died (see `Worker._vital`)
+#: set (to "1") in the environment the supervisor starts its fork server with (`gta_core.worker.preload`)
+FORK_SERVER_ENV = "GTA_FORK_SERVER"
 
 
 #: bytes `Doorbell.clear` reads at a time: a small object, which Python's allocator serves from

@@ -30,9 +30,9 @@ class Heartbeat(Room):
     """The heartbeat thread's loop and the cancellation checks it makes."""
 
     def __init__(self, settings: Settings, store: TaskStore, channel: WorkerChannel, book: HeldLeases,
-                 parent_pid: int, unpark: Callable[[], None]) -> None:
+                 supervisor_alive: Callable[[], bool], unpark: Callable[[], None]) -> None:
         super().__init__(settings, store, channel, book)
-        self.parent_pid = parent_pid
+        self.supervisor_alive = supervisor_alive
         self.unpark = unpark
 
     def loop(self) -> None:
@@ -45,9 +45,9 @@ class Heartbeat(Room):
                 next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL
                 self.check_cancelled()
             self.unpark()
-            if not orphaned and os.getppid() != self.parent_pid:
+            if not orphaned and not self.supervisor_alive():
                 orphaned = True
-                log.warning("supervisor %d is gone; stopping", self.parent_pid)
+                log.warning("the supervisor is gone; stopping")
                 self.channel.request_stop()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + interval

@@ -15,6 +15,7 @@ What the supervisor and a worker share lives in `worker.channel`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -26,13 +27,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import multiprocess
+from multiprocess import forkserver
+
 from .. import runtime as runtime_module
 from ..config import Settings
+from ..db import drivers
 from ..plugins import call_hook_safely
 from ..runtime import Runtime
 from ..tasks import TaskRecord
 from .async_runner import AsyncRunner
-from .channel import EXIT_BOOT_FAILED, EXIT_RECYCLED, EXIT_THREAD_DIED, WorkerChannel
+from .channel import EXIT_BOOT_FAILED, EXIT_RECYCLED, EXIT_THREAD_DIED, FORK_SERVER_ENV, WorkerChannel
 from .completer import Completer
 from .heartbeat import Heartbeat
 from .held_leases import HeldLeases
@@ -42,6 +47,9 @@ from .thread_runner import ThreadRunner
 log = logging.getLogger("gta.worker")
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+#: what ``ps`` and ``/proc/PID/comm`` call a worker process
+PROCESS_NAME = b"gta-worker"
 
 
 def async_slots(settings: Settings, registry: Any) -> int:
@@ -50,10 +58,13 @@ def async_slots(settings: Settings, registry: Any) -> int:
     return settings.concurrency if any(definition.is_async for definition in registry.tasks.values()) else 0
 
 
-def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+def worker_main(settings: Settings, channel: WorkerChannel, environment: dict[str, str]) -> None:
+    """Entry point of a worker process, forked by the supervisor's fork server
+    (`gta_core.supervisor.launcher`); ``environment`` is the supervisor's when it asked for it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, lambda *_: channel.request_stop())
+    _adopt_environment(environment)
+    _leave_fork_server()
     _die_with_parent()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
@@ -64,17 +75,45 @@ def worker_main(settings: Settings, channel: WorkerChannel, parent_pid: int) -> 
         log.exception("worker failed to boot")
         os._exit(EXIT_BOOT_FAILED)
     channel.booted.set()
-    code = Worker(runtime, channel, parent_pid).run()
+    supervisor = multiprocess.parent_process()
+    assert supervisor is not None, "a worker runs in a process the supervisor started"
+    code = Worker(runtime, channel, supervisor.is_alive).run()
     call_hook_safely(runtime.plugins, "gta_worker_stopped")  # os._exit runs no atexit handler
     logging.shutdown()
     os._exit(code)
 
 
+def _adopt_environment(environment: dict[str, str]) -> None:
+    """Take the supervisor's environment as this worker's own (the fork server's dates from the
+    server's start), less what only told the server how to import (``GTA_DRIVER_DIALECT`` is
+    consumed on import: a handler's own subprocesses see every driver again)."""
+    os.environ.clear()
+    os.environ.update(environment)
+    for name in (drivers.ENV, FORK_SERVER_ENV):
+        os.environ.pop(name, None)
+
+
+def _leave_fork_server() -> None:
+    """Close the fork server's "alive" pipe, which every process it forks inherits.
+
+    The server exits once every holder of that pipe has closed it; with no worker holding it,
+    that is when the supervisor goes, and each worker, whose parent the server is, then gets
+    its parent-death signal (`_die_with_parent`) at once instead of at its next heartbeat."""
+    server = forkserver._forkserver
+    fd, server._forkserver_alive_fd = server._forkserver_alive_fd, None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the supervisor dies (the heartbeat thread also checks)."""
+    """Ask Linux to send SIGTERM when the fork server, and so the supervisor, is gone (the
+    heartbeat thread also watches the supervisor), and name this process ``gta-worker`` for
+    ``ps``, ``top`` and ``/proc/PID/comm`` (its command line is the fork server's)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_NAME, PROCESS_NAME)
     except OSError:
         pass
 
@@ -82,7 +121,7 @@ def _die_with_parent() -> None:
 class Worker:
     """One worker process's rooms, wired together; `run` serves until stopped or recycled."""
 
-    def __init__(self, runtime: Runtime, channel: WorkerChannel, parent_pid: int) -> None:
+    def __init__(self, runtime: Runtime, channel: WorkerChannel, supervisor_alive: Callable[[], bool]) -> None:
         settings, store = runtime.settings, runtime.store
         self.settings = settings
         self.owner = channel.owner
@@ -102,7 +141,7 @@ class Worker:
                 definition = registry.find(task.key)
                 return definition is not None and definition.is_async
             self.leaser.route_async(slots, is_async, self.async_runner.accept)
-        self.heartbeat = Heartbeat(settings, store, channel, self.book, parent_pid, self._unpark)
+        self.heartbeat = Heartbeat(settings, store, channel, self.book, supervisor_alive, self._unpark)
 
     def run(self) -> int:
         threads = self.runner.threads(self._vital)

@@ -61,7 +61,7 @@ from gta_core.runtime import Runtime
 from gta_core.store.sql.statements import FINAL_STATUSES
 from gta_core.store.task_store import TaskStore, parse_timestamp
 
-from ..support.helpers import Env, SupervisorProcess, children, cmdline, is_alive, wait_for
+from ..support.helpers import Env, SupervisorProcess, children, descendants, is_alive, is_worker, wait_for
 from ..support.paths import child_pythonpath
 
 PLUGIN = "tests.chaos.chaos_tasks"
@@ -512,7 +512,7 @@ class ChaosHarness:
                 self._gone.setdefault(process.pid, now)
                 continue
             tree = [process.pid]
-            for pid in children(process.pid):
+            for pid in descendants(process.pid):
                 state = process_state(pid)
                 if state == "Z":
                     since = self._zombie_since.setdefault(pid, now)
@@ -521,7 +521,7 @@ class ChaosHarness:
                                              f"{now - since:.0f}s")
                         self._zombie_since[pid] = float("inf")  # report once
                     continue
-                if "spawn_main" in cmdline(pid):
+                if is_worker(pid):
                     self._workers.setdefault(pid, process.pid)
                 tree.append(pid)
             if process.pid not in self._ready and len(tree) > self._sizes.get(process.pid, 0):

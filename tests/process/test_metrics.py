@@ -263,7 +263,10 @@ def test_counters_keep_a_killed_workers_work(env: Env) -> None:
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: len(pids := supervisor.worker_pids()) == 2 and victim not in pids,
                  what="a replacement worker")
-        multiproc = Path(environ_of(supervisor.worker_pids()[0])["PROMETHEUS_MULTIPROC_DIR"])
+        # the sidecar's: a worker's /proc environ is its fork server's, from before the directory existed
+        sidecar = sidecar_pid(supervisor)
+        assert sidecar is not None
+        multiproc = Path(environ_of(sidecar)["PROMETHEUS_MULTIPROC_DIR"])
         wait_for(lambda: not (multiproc / f"counter_{victim}.db").exists(), what="the dead worker's files retired")
         more = gta_core.submit_many(gta_core.OWN_TRANSACTION,
                                     [("sleepy", {"seconds": 0.2, "n": n}) for n in range(8, 16)])

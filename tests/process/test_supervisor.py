@@ -17,7 +17,7 @@ import pytest
 
 import gta_core
 
-from ..support.helpers import Env, children, wait_for, wait_gone, wait_log
+from ..support.helpers import Env, descendants, wait_for, wait_gone, wait_log
 from ..support.supervisors import FINAL, SERVING, entries, row, start, stop, wait_entries
 
 CLOCK_SLACK = 0.05  # the databases run on this host: one clock, but timestamps are rounded
@@ -166,7 +166,7 @@ def test_killed_worker_tasks_rerun_long_before_lease_expiry(env: Env) -> None:
 
 def test_killed_supervisor_takes_its_workers_along(env: Env) -> None:
     first = start(env, 2, "--lease-timeout", "3", "--shutdown-timeout", "0.5")
-    tree = children(first.pid)
+    tree = descendants(first.pid)
     old_workers = first.worker_pids()
     assert set(old_workers) <= set(tree) and len(old_workers) == 2
     ids = sleepy(2, 3)

@@ -42,6 +42,29 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren and so on (a supervisor's workers are its fork server's children)."""
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def comm(pid: int) -> str:
+    """The process's name (``/proc/PID/comm``): ``gta-worker`` for a worker."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def is_worker(pid: int) -> bool:
+    """A worker process: named ``gta-worker``, or (releases before the fork server, which the
+    rolling-upgrade tests run) a spawned ``spawn_main`` child."""
+    return comm(pid) == "gta-worker" or "spawn_main" in cmdline(pid)
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -71,7 +94,7 @@ class SupervisorProcess:
         return self.popen.pid
 
     def worker_pids(self) -> list[int]:
-        return [pid for pid in children(self.pid) if "spawn_main" in cmdline(pid)]
+        return [pid for pid in descendants(self.pid) if is_worker(pid)]
 
     def wait_workers(self, count: int, timeout: float = WATCHDOG) -> list[int]:
         def ready() -> list[int] | None:
@@ -89,7 +112,7 @@ class SupervisorProcess:
         return self.log_path.read_text(errors="replace")
 
     def kill_tree(self) -> None:
-        pids = [self.pid, *children(self.pid)]
+        pids = [self.pid, *descendants(self.pid)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -149,7 +172,7 @@ class Env:
             if process.popen.poll() is None:
                 process.kill_tree()
             else:
-                for pid in children(process.pid):
+                for pid in descendants(process.pid):
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:

@@ -1,0 +1,70 @@
+"""How the supervisor starts worker processes: forked from a server that has imported them.
+
+Three ways were weighed (docs/architecture.md, "Starting workers"):
+
+- *spawn*, a fresh interpreter per worker (what GTA did until 0.1): safe, but every worker pays
+  the interpreter and every import again, some 200 ms of a two-worker start on two cores;
+- *fork* of the supervisor itself (gunicorn's arbiter, Celery's prefork pool): the cheapest,
+  but the supervisor runs threads (its services, the metrics host) and has had connections
+  open, and a fork of a multi-threaded process can inherit a lock another thread held
+  (logging's, the import lock, a driver's) and hang; CPython 3.12 warns about it;
+- a *fork server* (multiprocess's ``forkserver`` context, CPython 3.14's default on Linux): a
+  single-threaded process, started at once and beside the supervisor's own checks, imports
+  the worker's code (GTA's modules, peewee with the one driver the database needs) and forks
+  each worker from that state. No thread, no connection and no user code crosses a fork: the
+  handler modules are imported by each worker after it, as with spawn.
+
+The fork server's life is tied to the supervisor's by a pipe (it exits when the supervisor's
+end closes), and it ignores SIGTERM (`gta_core.worker.preload`). A worker takes the
+supervisor's environment as it is when the worker starts (`environment`), not as it was when
+the server started, as a spawned worker would.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import multiprocess
+from multiprocess import forkserver
+
+from ..db import drivers
+from ..worker.channel import FORK_SERVER_ENV
+
+#: what the fork server imports before its first fork
+PRELOAD = ["gta_core.worker.preload"]
+
+_started_for: tuple[Any, ...] | None = None
+
+
+def worker_context(dialect: str) -> Any:
+    """The multiprocess context to start workers with; starts its fork server now, preloading
+    the worker's modules for ``dialect`` (while the caller goes on: the imports run over there).
+
+    One fork server serves a process; a supervisor on another database (or another
+    ``sys.path``) in the same process, as in a test run, gets a new one, since the modules
+    its workers need are not the ones the running server has imported."""
+    global _started_for
+    context = multiprocess.get_context("forkserver")
+    wanted = (dialect, sys.executable, tuple(sys.path))
+    if _started_for is not None and _started_for != wanted:
+        forkserver._forkserver._stop()  # multiprocess's own tests stop it this way
+    context.set_forkserver_preload(PRELOAD)
+    previous = {name: os.environ.get(name) for name in (drivers.ENV, FORK_SERVER_ENV)}
+    os.environ.update({drivers.ENV: dialect, FORK_SERVER_ENV: "1"})
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    _started_for = wanted
+    return context
+
+
+def environment() -> dict[str, str]:
+    """The supervisor's environment, for a worker it starts now (`gta_core.worker.process`
+    makes it the worker's own, as a spawned worker would inherit it)."""
+    return dict(os.environ)
