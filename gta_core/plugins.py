@@ -153,6 +153,8 @@ def _import_hint(exc: Exception, module_name: str) -> str:
 def _check_disabled(disabled: Sequence[str], extra_modules: Sequence[str]) -> None:
     """`PluginError` for a name to disable that no plugin has: a typo would leave the plugin
     running (its periodic task, its hooks) while the operator believes it off."""
+    if not disabled:  # the common case: no scan of every installed distribution's entry points
+        return
     names = {entry_point.name for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
     names.update(extra_modules)
     unknown = [name for name in disabled if name not in names]
