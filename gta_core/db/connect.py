@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import select
 import socket
 import weakref
 from collections.abc import Sequence
@@ -450,6 +451,26 @@ def drop_connection(db: peewee.Database) -> None:
             conn.close()
         except Exception:
             pass
+
+
+def drop_if_hung_up(db: peewee.Database) -> None:
+    """Drop this thread's idle connection if the server has hung up on it (restarted, or ended
+    the session): a connection that waits for no answer has nothing to read unless the server
+    said goodbye. One ``poll`` of its socket, no round trip. For a statement that cannot be
+    sent again once sent (`transactions.in_statement`): a dead connection is found before it."""
+    state = db._state  # type: ignore[attr-defined]
+    conn = state.conn
+    fileno = getattr(conn, "fileno", None)
+    if conn is None or state.closed or db.in_transaction() or fileno is None:
+        return
+    try:
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        hung_up = bool(poller.poll(0))
+    except Exception:  # psycopg2 refuses ``fileno`` on a connection it knows is closed
+        hung_up = True
+    if hung_up:
+        drop_connection(db)
 
 
 def check_connection(db: peewee.Database, url: str) -> None:

@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 
 import peewee
 
-from ..db.connect import dialect_of
+from ..db.connect import dialect_of, drop_if_hung_up
 from ..db.sqlite_locks import lock_errors
-from ..db.transactions import in_transaction
+from ..db.transactions import in_statement, in_transaction
 from ..errors import SubmitError
 from ..runtime import Runtime
+from ..store.inserts import NewTask
 from ..store.task_store import TaskStore
 from . import KINDS, OWN_TRANSACTION, Handle, refuse_none
 from .connection import check_database, check_dialect, database_name
@@ -39,6 +40,20 @@ class PeeweeHandle(Handle):
                 wake_after_commit(runtime, db)
                 return done
             done = in_transaction(db, lambda: queries(store))
+        runtime.wake_idle_workers()
+        return done
+
+    def insert(self, runtime: Runtime, rows: Sequence[NewTask]) -> list[int]:
+        """As `Handle.insert`; outside a transaction, rows PostgreSQL takes in one statement go
+        in that statement alone, which the server runs as a transaction of its own: one round
+        trip, where ``BEGIN``/``COMMIT`` around it made two. Such a statement cannot be sent
+        again once sent (it may have committed), so a connection the server hung up on is
+        dropped before it is used (`drop_if_hung_up`) rather than retried after."""
+        db, store = self.db, runtime.store_for(self.db)
+        if db.in_transaction() or not store.inserts_in_one_statement(rows):
+            return super().insert(runtime, rows)
+        drop_if_hung_up(db)
+        done = in_statement(db, lambda: store.insert(rows))
         runtime.wake_idle_workers()
         return done
 

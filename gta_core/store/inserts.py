@@ -89,6 +89,12 @@ class InsertQueries(StoreBase):
         with self._table_required():
             return run_steps(steps, run)
 
+    def inserts_in_one_statement(self, tasks: Sequence[NewTask]) -> bool:
+        """Whether `insert` sends these rows in a single statement on PostgreSQL (no dedupe key,
+        one chunk), which then needs no transaction of its own (`handles.peewee`)."""
+        return (self.dialect == "postgres" and len(tasks) <= self._d.insert_chunk
+                and all(task.dedupe_key is None for task in tasks))
+
     def insert_steps(self, tasks: Sequence[NewTask], *, returns_ids: bool,
                      numbered: bool) -> Generator[Query, Any, list[int]]:
         """`insert`'s statements, one `Query` at a time (each is sent its result), returning the
