@@ -116,6 +116,11 @@ def load(name: str, settings: Settings) -> Peer | None:
     return peer
 
 
+#: GTA's figures set against a peer figure of another name: a peer's enqueue call commits on its
+#: own, as GTA's ``submit(db, ...)`` does outside a transaction (submit.py)
+COUNTERPARTS = {"submit_single_own": "submit_single"}
+
+
 def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
     """``ratio_<figure>_vs_<peer>``, each peer against GTA on its own database (huey's SQLite against
     ``gta_sqlite``: ``ratio_sqlite_<figure>_vs_huey``), and ``ratio_<figure>_vs_best_peer``, the
@@ -123,11 +128,12 @@ def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
     ours = results.get("gta", {})
     for figure in ours:
         lower = figure.startswith("latency")
+        theirs = COUNTERPARTS.get(figure, figure)
         against: dict[str, tuple[str, float]] = {}
         for name in backends:
             same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else ours
-            if figure in results[name] and figure in same:
-                gta_value, peer_value = same[figure], results[name][figure]
+            if theirs in results[name] and figure in same:
+                gta_value, peer_value = same[figure], results[name][theirs]
                 prefix = "ratio_sqlite" if same is not ours else "ratio"
                 against[name] = (prefix, peer_value / gta_value if lower else gta_value / peer_value)
         if not against:

@@ -1,6 +1,11 @@
 """Enqueue throughput: one task per transaction, and submit_many in batches of 1,000
 (``submit_many_1000``: identical rows; ``submit_many_1000_distinct``: each row's arguments differ).
 
+One per transaction comes two ways: ``submit_single`` inside the caller's transaction
+(``with db.atomic() as tx: submit(tx, ...)``, the transactional message: its ``COMMIT`` is a round
+trip of the caller's), and ``submit_single_own``, ``submit(db, ...)`` with no transaction open, which
+GTA commits itself, as each peer's enqueue call does.
+
     python benchmarks/submit.py --database postgresql://postgres@127.0.0.1/test
 """
 from __future__ import annotations
@@ -13,7 +18,7 @@ from gta_core import TaskRequest, submit, submit_many
 
 
 def submit_rates(database: str, single: int, batched: int) -> dict[str, float]:
-    """Tasks/s for ``submit_single`` (one per transaction) and ``submit_many_1000[_distinct]``
+    """Tasks/s for ``submit_single[_own]`` (one per transaction) and ``submit_many_1000[_distinct]``
     (batches of 1,000; the distinct ones build their requests inside the timed loop)."""
     rates: dict[str, float] = {}
     with fresh_table(database) as runtime:
@@ -23,6 +28,10 @@ def submit_rates(database: str, single: int, batched: int) -> dict[str, float]:
             with db.atomic() as tx:
                 submit(tx, "bench_noop")
         rates["submit_single"] = single / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(single):
+            submit(db, "bench_noop")
+        rates["submit_single_own"] = single / (time.perf_counter() - start)
         requests = [TaskRequest("bench_noop")] * 1000
         start = time.perf_counter()
         for _ in range(batched // 1000):
