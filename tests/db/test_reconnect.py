@@ -11,10 +11,12 @@ import time
 import peewee
 import pytest
 
+import gta_core
 from gta_core.db.connect import open_database
 from gta_core.db.transactions import in_transaction
 
 from ..chaos.servers import end_sessions
+from ..support.helpers import Env
 
 OWN_SESSION = {"postgres": "SELECT pg_backend_pid()", "mariadb": "SELECT CONNECTION_ID()"}
 END_SESSION = {"postgres": "SELECT pg_terminate_backend({})", "mariadb": "KILL {}"}
@@ -85,3 +87,26 @@ def test_mysql_session_bounds_per_server() -> None:
     assert "max_execution_time = 30000" in mysql and "idle_transaction_timeout" not in mysql
     assert "idle_transaction_timeout" not in mysql_session_settings("10.2.44-MariaDB", 5)
     assert mysql_session_settings("10.11.6-MariaDB", 0) == ""
+
+
+def test_a_submit_sent_alone_finds_a_session_the_server_ended_before_sending(env: Env, backend: str,
+                                                                              db_url: str) -> None:
+    """On PostgreSQL ``submit(db, ...)`` outside a transaction sends its insert alone, as its own
+    transaction, which is never sent twice (it may have committed): a connection the server
+    ended is found before the insert goes (`db.connect.drop_if_hung_up`), and the submit writes
+    its task once, on a new session, instead of failing."""
+    if backend != "postgres":
+        pytest.skip("only PostgreSQL sends a submit outside a transaction as a statement alone")
+    db, killer = env.store.db, open_database(db_url)
+    try:
+        session = db.execute_sql(OWN_SESSION[backend]).fetchone()[0]
+        assert end_sessions(killer, f"SELECT {int(session)}", END_SESSION[backend]) == 1
+        deadline = time.monotonic() + 10  # the server says goodbye on the socket, then closes it
+        while killer.execute_sql(f"SELECT 1 FROM pg_stat_activity WHERE pid = {int(session)}").fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        task_id = gta_core.submit(db, "record", {"n": 1})
+        assert db.execute_sql(OWN_SESSION[backend]).fetchone()[0] != session
+        assert db.execute_sql(f"SELECT COUNT(*) FROM {env.table} WHERE id = %s", (task_id,)).fetchone() == (1,)
+    finally:
+        killer.close()

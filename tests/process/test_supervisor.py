@@ -205,6 +205,8 @@ def test_sigterm_waits_for_tasks_shorter_than_the_shutdown_timeout(env: Env, tar
     assert time.monotonic() - began < 8, "stopping waited for the shutdown timeout instead of the tasks"
     assert reaped(workers)
     assert "did not stop within the shutdown timeout" not in process.log()
+    # the fork server outlived the workers (it ignores SIGTERM) and reported their exits
+    assert "died" not in process.log() and process.log().count("exited (exit code 0)") == 2
     assert env.statuses(ids) == {task_id: "succeeded" for task_id in ids}
     for task_id in ids:
         assert len(entries(env, "end", task_id)) == 1

@@ -76,3 +76,22 @@ def test_importing_gta_core_loads_no_process_machinery() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(IMPORT_ROOT)})
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_importing_gta_core_imports_no_driver_and_names_stay_the_functions() -> None:
+    """``import gta_core`` imports its public names on first use, peewee (and with it every
+    driver) included; a public function stays what ``gta_core.<name>`` is after its module of
+    the same name is imported, in either order."""
+    script = ("import sys, gta_core\n"
+              "assert 'peewee' not in sys.modules, 'peewee'\n"
+              "import gta_core.submit, gta_core.status\n"
+              "from gta_core import submit, status, attempts, asubmit, limits, queues\n"
+              "import gta_core.attempts, gta_core.asubmit, gta_core.limits, gta_core.queues\n"
+              "names = ('submit', 'status', 'attempts', 'asubmit', 'limits', 'queues')\n"
+              "print([type(getattr(gta_core, name)).__name__ for name in names])\n"
+              "assert gta_core.submit is submit and gta_core.attempts is attempts\n"
+              "import importlib; assert importlib.import_module('gta_core.submit').__name__ == 'gta_core.submit'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(IMPORT_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["function"] * 6), result.stdout
