@@ -35,10 +35,11 @@ class SchemaQueries(StoreBase):
         version = self.schema_version()
         if version != SCHEMA_VERSION:
             raise self._schema_error(version)
+        tables = set(self.db.get_tables())  # one query (peewee's table_exists lists them all each time)
         for what, name, _ in self._side_tables():
-            if not self.db.table_exists(name):
+            if name not in tables:
                 raise SchemaError(f"task table {self.table!r} has no {what} {name!r} yet: run `gta migrate`")
-        if problems := self.schema_problems():
+        if problems := self.schema_problems(tables):
             raise SchemaError(f"task table {self.table!r} is broken ({'; '.join(problems)}): run `gta migrate`")
 
     def _side_tables(self) -> list[tuple[str, str, str]]:
@@ -58,11 +59,13 @@ class SchemaQueries(StoreBase):
                 ("attempt log table", attempts.table, attempts.create),
                 ("supervisors table", operations.roster_table, operations.create_roster)]
 
-    def schema_problems(self) -> list[str]:
+    def schema_problems(self, tables: set[str] | None = None) -> list[str]:
         """What the database really lacks of this version's schema: tables, columns, indexes
-        (by name). The version table alone cannot tell: a table dropped by hand leaves it behind."""
+        (by name). The version table alone cannot tell: a table dropped by hand leaves it behind.
+        ``tables``: the database's tables, if the caller has just listed them."""
+        tables = set(self.db.get_tables()) if tables is None else tables
         problems = [f"table {name} is missing" for name in (f"{self.table}_schema", self.table)
-                    if not self.db.table_exists(name)]
+                    if name not in tables]
         if problems and problems[-1].startswith(f"table {self.table} "):
             return problems
         columns = {column.name.lower() for column in self.db.get_columns(self.table)}
