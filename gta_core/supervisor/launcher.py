@@ -28,8 +28,9 @@ from typing import Any
 import multiprocess
 from multiprocess import forkserver
 
+from ..config import Settings
 from ..db import drivers
-from ..worker.channel import FORK_SERVER_ENV
+from ..worker.channel import FORK_SERVER_ENV, WorkerChannel
 
 #: what the fork server imports before its first fork
 PRELOAD = ["gta_core.worker.preload"]
@@ -68,3 +69,11 @@ def environment() -> dict[str, str]:
     """The supervisor's environment, for a worker it starts now (`gta_core.worker.process`
     makes it the worker's own, as a spawned worker would inherit it)."""
     return dict(os.environ)
+
+
+def run_worker(settings: Settings, channel: WorkerChannel, environment: dict[str, str]) -> None:
+    """A worker process's target: `gta_core.worker.process.worker_main`, imported here, in the
+    worker (where the fork server has it loaded already), so that the supervisor, which never
+    runs it, does not import the worker's code (asyncio among it) on its way to starting one."""
+    from ..worker.process import worker_main
+    worker_main(settings, channel, environment)

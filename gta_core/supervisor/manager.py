@@ -30,10 +30,9 @@ from ..limits import task_limits
 from ..metrics.host import MetricsHost
 from ..plugins import call_hook_safely
 from ..runtime import Runtime
-from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel
-from ..worker.process import async_slots, worker_main
+from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, async_slots
 from .launcher import environment as launcher_environment
-from .launcher import worker_context
+from .launcher import run_worker, worker_context
 from .services import Service, ServiceRunner
 from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
@@ -248,7 +247,7 @@ class Supervisor:
             # a worker holds at most slots + prefetch leases, so no more unwritten successes
             unwritten=self.mp.Array("q", threads + self.settings.prefetch, lock=False),
         )
-        process = self.mp.Process(target=worker_main, args=(self.settings, channel, launcher_environment()),
+        process = self.mp.Process(target=run_worker, args=(self.settings, channel, launcher_environment()),
                                   name=f"gta-worker-{slot.index}", daemon=False)
         process.start()
         slot.process, slot.channel, slot.spawned_at = process, channel, time.monotonic()

@@ -10,7 +10,10 @@ import contextlib
 import dataclasses
 import os
 import select
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 EXIT_BOOT_FAILED = 3
 EXIT_RECYCLED = 0
@@ -23,6 +26,12 @@ FORK_SERVER_ENV = "GTA_FORK_SERVER"
 #: bytes `Doorbell.clear` reads at a time: a small object, which Python's allocator serves from
 #: its pools where a large one needs malloc (a worker out of memory still clears its doorbell)
 READ_SIZE = 256
+
+
+def async_slots(settings: Settings, registry: Any) -> int:
+    """How many async slots a worker gets: ``concurrency`` if any handler is ``async def``, else none
+    (the supervisor sizes the channel with it; the worker reads its size back)."""
+    return settings.concurrency if any(definition.is_async for definition in registry.tasks.values()) else 0
 
 
 class Doorbell:

@@ -52,12 +52,6 @@ _PR_SET_NAME = 15
 PROCESS_NAME = b"gta-worker"
 
 
-def async_slots(settings: Settings, registry: Any) -> int:
-    """How many async slots a worker gets: ``concurrency`` if any handler is ``async def``, else none
-    (the supervisor sizes the channel with it; the worker reads its size back)."""
-    return settings.concurrency if any(definition.is_async for definition in registry.tasks.values()) else 0
-
-
 def worker_main(settings: Settings, channel: WorkerChannel, environment: dict[str, str]) -> None:
     """Entry point of a worker process, forked by the supervisor's fork server
     (`gta_core.supervisor.launcher`); ``environment`` is the supervisor's when it asked for it."""
