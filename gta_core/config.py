@@ -128,7 +128,7 @@ def dialect_of_url(url: str) -> str:
 def _listen_url(text: str) -> str:
     """Empty (LISTEN on the database URL), ``off`` (no LISTEN: poll), or a PostgreSQL URL."""
     value = str(text).strip()
-    if value in ("", "off") or value.split("://", 1)[0] in {"postgres", "postgresql"} and "://" in value:
+    if value in ("", "off") or "://" in value and DIALECTS.get(value.split("://", 1)[0]) == "postgres":
         return value
     raise ValueError("must be a postgresql://... URL of a direct connection (not through a transaction "
                      "pooler), or off")

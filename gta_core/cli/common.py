@@ -1,4 +1,4 @@
-"""What both command lines share: the one-line parser, the error guard, logging, the project path.
+"""What both command lines share: the one-line parser, the error guard, the project path, the plugin flags.
 
 Errors are one line on stderr and a non-zero exit (2 for bad input or configuration, 1 when the
 database cannot be reached or fails), never a traceback. Nothing here imports peewee: the
@@ -7,7 +7,6 @@ supervisor's command learns its database before peewee is imported (`gta_core.db
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -63,7 +62,7 @@ def guard(prog: str, action: Callable[[], int]) -> int:
     except GTAError as exc:
         return fail(prog, str(exc))
     except BrokenPipeError:
-        silence_stdout()
+        _silence_stdout()
         return 0
     except KeyboardInterrupt:
         return 130
@@ -80,17 +79,12 @@ def _is_database_error(exc: Exception) -> bool:
     return peewee is not None and isinstance(exc, (peewee.DatabaseError, peewee.InterfaceError))
 
 
-def silence_stdout() -> None:
+def _silence_stdout() -> None:
     """After EPIPE: point stdout at /dev/null, so the interpreter's final flush of what is still
     buffered does not fail again (and print "Exception ignored ... BrokenPipeError")."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
 
 
 def merge_plugin_flags(args: argparse.Namespace) -> None:

@@ -10,11 +10,13 @@ module as its ``__mp_main__`` (the console script's main module), so it stays sm
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Sequence
 
 from ..config import SETTINGS, add_setting_flags, dialect_of_url, settings_from_args
 from ..db import drivers
-from .common import command_parser, guard, merge_plugin_flags, project_importable, setup_logging
+from .common import command_parser, guard, merge_plugin_flags, project_importable
 
 
 def supervisor_main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +41,8 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
         from .. import runtime as runtime_module
         from ..dashboard.access import prepare
         settings = prepare(settings)
-        setup_logging(settings.log_level)
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
         from ..supervisor.manager import run_supervisor
         return run_supervisor(runtime_module.configure(settings))
 

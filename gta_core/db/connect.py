@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
-from ..config import redact_url
+from ..config import DIALECTS, redact_url
 from ..errors import ConfigError, DatabaseUnavailable, SchemaError
 from . import sqlite_ids
 from .driver_errors import driver_error, session_not_ours
@@ -88,7 +88,8 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     """A peewee Database for a GTA URL; no connection is opened yet."""
     parsed = urlparse(url)
     scheme = parsed.scheme
-    if scheme == "sqlite":
+    dialect = DIALECTS.get(scheme)
+    if dialect == "sqlite":
         path = sqlite_path(url)
         if not path:
             raise ConfigError("database_url", "sqlite URL needs a file, e.g. sqlite:///gta.db")
@@ -107,7 +108,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
     common: dict[str, Any] = {"host": parsed.hostname or "127.0.0.1", "user": unquote(parsed.username or "")}
     if parsed.password:
         common["password"] = unquote(parsed.password)
-    if scheme in {"postgres", "postgresql"}:
+    if dialect == "postgres":
         require_driver("postgres")
         if statement_timeout > 0:
             common["cursor_factory"] = guarded_cursor(statement_timeout + REPLY_GRACE)
@@ -119,7 +120,7 @@ def open_database(url: str, statement_timeout: float = 60.0) -> peewee.Database:
         if not common["user"]:
             common["user"] = "postgres"
         return PostgresDatabase(name, **common)
-    if scheme in {"mysql", "mariadb"}:
+    if dialect == "mysql":
         require_driver("mysql")
         # the client waits REPLY_GRACE longer than the server lets a statement run (as on
         # PostgreSQL): the server gives up first, and never goes on holding locks for a

@@ -16,8 +16,8 @@ Three ways were weighed (docs/architecture.md, "Starting workers"):
 
 The fork server's life is tied to the supervisor's by a pipe (it exits when the supervisor's
 end closes), and it ignores SIGTERM (`gta_core.worker.preload`). A worker takes the
-supervisor's environment as it is when the worker starts (`environment`), not as it was when
-the server started, as a spawned worker would.
+supervisor's environment as it is when the worker starts (the supervisor passes it), not as
+it was when the server started, as a spawned worker would.
 """
 from __future__ import annotations
 
@@ -63,12 +63,6 @@ def worker_context(dialect: str) -> Any:
                 os.environ[name] = value
     _started_for = wanted
     return context
-
-
-def environment() -> dict[str, str]:
-    """The supervisor's environment, for a worker it starts now (`gta_core.worker.process`
-    makes it the worker's own, as a spawned worker would inherit it)."""
-    return dict(os.environ)
 
 
 def run_worker(settings: Settings, channel: WorkerChannel, environment: dict[str, str]) -> None:

@@ -31,7 +31,6 @@ from ..metrics.host import MetricsHost
 from ..plugins import call_hook_safely
 from ..runtime import Runtime
 from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, async_slots
-from .launcher import environment as launcher_environment
 from .launcher import run_worker, worker_context
 from .services import Service, ServiceRunner
 from .services.advertiser import Advertiser
@@ -107,6 +106,7 @@ class Supervisor:
 
     def run(self) -> int:
         # first: the fork server imports the workers' code while this process checks the rest
+        # (gta-supervisor started it already; this finds it running, or starts it in-process)
         self.mp = worker_context(self.runtime.store.dialect)
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
         try:
@@ -118,7 +118,7 @@ class Supervisor:
         self.metrics.publish_catalog(self.runtime, self.periodics)
         call_hook_safely(self.runtime.plugins, "gta_supervisor_started",
                          tasks=list(self.runtime.plugins.registry.tasks.values()), queues=list(self.settings.queues))
-        os.environ[drivers.ENV] = self.runtime.store.dialect  # workers and sidecar import one driver
+        os.environ[drivers.ENV] = self.runtime.store.dialect  # the sidecar imports one driver (workers: launcher)
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)
         self._signal_w.setblocking(False)
@@ -247,7 +247,8 @@ class Supervisor:
             # a worker holds at most slots + prefetch leases, so no more unwritten successes
             unwritten=self.mp.Array("q", threads + self.settings.prefetch, lock=False),
         )
-        process = self.mp.Process(target=run_worker, args=(self.settings, channel, launcher_environment()),
+        # the environment as it is now: the fork server's dates from its start (`launcher`)
+        process = self.mp.Process(target=run_worker, args=(self.settings, channel, dict(os.environ)),
                                   name=f"gta-worker-{slot.index}", daemon=False)
         process.start()
         slot.process, slot.channel, slot.spawned_at = process, channel, time.monotonic()

@@ -60,6 +60,7 @@ def worker_main(settings: Settings, channel: WorkerChannel, environment: dict[st
     _adopt_environment(environment)
     _leave_fork_server()
     _die_with_parent()
+    _name_process()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
     try:
@@ -102,13 +103,19 @@ def _leave_fork_server() -> None:
 
 def _die_with_parent() -> None:
     """Ask Linux to send SIGTERM when the fork server, and so the supervisor, is gone (the
-    heartbeat thread also watches the supervisor), and name this process ``gta-worker`` for
-    ``ps``, ``top`` and ``/proc/PID/comm`` (its command line is the fork server's)."""
+    heartbeat thread also watches the supervisor)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _name_process() -> None:
+    """``gta-worker`` in ``ps``, ``top`` and ``/proc/PID/comm``: the command line is the fork server's."""
+    _prctl(_PR_SET_NAME, PROCESS_NAME)
+
+
+def _prctl(option: int, value: Any) -> None:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        libc.prctl(_PR_SET_NAME, PROCESS_NAME)
-    except OSError:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
+    except OSError:  # no glibc: the heartbeat still watches the supervisor
         pass
 
 
