@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import functools
 import logging
 import os
@@ -58,28 +59,67 @@ CANCEL_GRACE = 2.0
 WRITER_THREADS = 4  # threads writing the outcomes that cannot be batched (retries, failures, children)
 
 
+class HandlerWindow:
+    """The time a handler runs inside its attempt's asyncio task, and the only time a timeout or
+    a cancel may cancel that task.
+
+    The handler is awaited in its attempt's own task, not in a task of its own: one task per
+    attempt, and one turn of the loop fewer between a slot freeing and its next handler
+    running (with a task of its own, a wave of tasks ending together first resumed every
+    attempt, then started every successor, each turn as long as the whole wave). Cancelling
+    the attempt's task once the handler has returned would cancel the outcome's write instead,
+    hence the window.
+    """
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.open = True
+        self.expired = False  # the timeout cancelled it
+        self.requested = False  # `cancel` asked the task to cancel
+
+    def expire(self) -> None:
+        """The handler's timeout: cancel it if it still runs."""
+        if self.open:
+            self.expired = True
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.open and not self.requested:
+            self.requested = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        """The handler returned or raised: nothing cancels the attempt's task from now on. A
+        cancellation it caught is taken back (``uncancel``, Python 3.11+), so that what the task
+        awaits afterwards (``asyncio.timeout`` in a plugin's scope) is not cut short."""
+        self.open = False
+        uncancel = getattr(self.task, "uncancel", None)
+        if self.requested and uncancel is not None:
+            uncancel()
+
+
 class CancelEvent(threading.Event):
     """``ctx.cancel_event`` of an async task: setting it (the heartbeat thread does, for a task
-    cancelled while it runs) also cancels the handler's coroutine on the loop."""
+    cancelled while it runs) also cancels the handler, through its `HandlerWindow`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.loop = loop
-        self.target: asyncio.Future[Any] | None = None
+        self.window: HandlerWindow | None = None
 
     def set(self) -> None:
         super().set()
-        if self.target is not None:
+        if self.window is not None:
             try:
-                self.loop.call_soon_threadsafe(self.target.cancel)
+                self.loop.call_soon_threadsafe(self.window.cancel)
             except RuntimeError:  # the loop is closed: the process is ending
                 pass
 
-    def aim(self, target: asyncio.Future[Any]) -> None:
-        """Cancel ``target`` when set (at once if it already was)."""
-        self.target = target
+    def aim(self, window: HandlerWindow) -> None:
+        """Cancel the handler of ``window`` when set (at once if it already was)."""
+        self.window = window
         if self.is_set():
-            target.cancel()
+            window.cancel()
 
 
 class AsyncRunner(Room):
@@ -96,10 +136,13 @@ class AsyncRunner(Room):
         self.first_slot, self.slots = first_slot, slots
         self.free = list(range(first_slot + slots - 1, first_slot - 1, -1))  # slot numbers, lowest last
         self.waiting: collections.deque[TaskRecord] = collections.deque()  # leased, not started
+        self.starting: list[TaskRecord] = []  # started, not yet reported (`_report_started`)
+        self.nudge_due = False  # `_nudge` is scheduled
         self.stopping = False
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.wakeup: asyncio.Event | None = None
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight: set[asyncio.Task[None]] = set()  # strong references: the loop keeps weak ones
+        self.fresh_context = contextvars.Context()  # the loop's own, taken when it starts (`_start`)
         self.writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="gta-async-writer")
 
     # -- what other threads call -------------------------------------------------------------
@@ -144,24 +187,55 @@ class AsyncRunner(Room):
 
     async def _serve(self) -> None:
         self.wakeup = asyncio.Event()
+        self.fresh_context = contextvars.copy_context()
         self.aloop = asyncio.get_running_loop()  # from now on `_wake` reaches us; then look
         while True:
-            started: list[TaskRecord] = []
-            while self.waiting and self.free and not self.stopping:
-                task = self.waiting.popleft()
-                if self.leaser.lapsed(task):
-                    continue
-                runner = self.aloop.create_task(self._run(task, self.free.pop()))
-                self.in_flight.add(runner)
-                runner.add_done_callback(self.in_flight.discard)
-                started.append(task)
-            if started:  # one hook call for all (the metrics plugin writes each counter once), before any runs
-                report_task_events(self.plugins, "started", started)
+            while self.free:
+                task = self._next()
+                if task is None:
+                    break
+                self._start(task, self.free.pop())
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def _run(self, task: TaskRecord, slot: int) -> None:
-        """One task in one slot, published in the channel while it runs (as `ThreadRunner.loop`)."""
+    def _next(self) -> TaskRecord | None:
+        """The next waiting task to start, None if none waits (or the worker stops); one whose
+        lease may have lapsed meanwhile is given back instead (`Leaser.lapsed`)."""
+        while self.waiting and not self.stopping:
+            task = self.waiting.popleft()
+            if not self.leaser.lapsed(task):
+                if not self.starting:  # one hook call for the tasks starting in this turn of the loop
+                    assert self.aloop is not None
+                    self.aloop.call_soon(self._report_started)
+                self.starting.append(task)
+                return task
+        return None
+
+    def _report_started(self) -> None:
+        """Report the tasks started since the last call in one hook call (the metrics plugin
+        writes each counter once); it runs before any of their handlers does."""
+        started, self.starting = self.starting, []
+        report_task_events(self.plugins, "started", started)
+
+    def _start(self, task: TaskRecord, slot: int) -> None:
+        """Run ``task`` in ``slot``, as an asyncio task of its own whose context variables start
+        from the loop's (never from the attempt that ran in the slot before: a request id it
+        restored must not leak into the next)."""
+        assert self.aloop is not None
+        runner = self.fresh_context.run(self.aloop.create_task, self._attempt(task, slot))
+        self.in_flight.add(runner)
+        runner.add_done_callback(self.in_flight.discard)
+
+    def _nudge(self) -> None:
+        """Tell leasing that slots freed: once per turn of the loop, after the turn's tasks
+        ended and their successors started. The ring hands the GIL to the lease loop's thread;
+        rung per task, mid-turn, it held up the tasks still to start in that turn."""
+        self.nudge_due = False
+        self.leaser.nudge()
+
+    async def _attempt(self, task: TaskRecord, slot: int) -> None:
+        """One task in one slot, published in the channel while it runs (as `ThreadRunner.loop`);
+        then the slot goes at once to the next waiting task, if any, in the same turn of the loop."""
         channel = self.channel
         try:
             started = time.monotonic()
@@ -170,7 +244,7 @@ class AsyncRunner(Room):
             channel.publish(slot, task.id, started, started + timeout + CANCEL_GRACE if timeout else 0.0)
             began = time.perf_counter()
             attempt = Attempt(task, self.owner)
-            with scope(self.plugins, "gta_attempt", attempt=attempt):  # the handler's task inherits it
+            with scope(self.plugins, "gta_attempt", attempt=attempt):  # current while the handler runs
                 deferred = await self._execute(task, timeout, attempt)
             channel.clear(slot)
             if not deferred:
@@ -183,10 +257,15 @@ class AsyncRunner(Room):
                          task.id, exc_info=True)
             logging.shutdown()
             os._exit(EXIT_THREAD_DIED)
-        self.free.append(slot)
-        assert self.wakeup is not None
-        self.wakeup.set()
-        self.leaser.nudge()
+        successor = self._next()
+        if successor is None:
+            self.free.append(slot)
+        else:
+            self._start(successor, slot)
+        if not self.nudge_due:
+            assert self.aloop is not None
+            self.nudge_due = True
+            self.aloop.call_soon(self._nudge)
 
     async def _execute(self, task: TaskRecord, timeout: float | None, attempt: Attempt) -> bool:
         """Run one task and hand its outcome to the completer (telling ``attempt`` which); True
@@ -220,40 +299,33 @@ class AsyncRunner(Room):
 
     async def _call(self, task: TaskRecord, ctx: TaskContext, cancel: CancelEvent,
                     call: Callable[[], Any], timeout: float | None) -> Any:
-        """Await the handler as a task of its own, which a timeout or a cancel can cancel."""
+        """Await the handler in this attempt's task, which its timeout or a cancel cancels while
+        (and only while) the handler runs (`HandlerWindow`)."""
         assert self.aloop is not None
-        handler = self.aloop.create_task(self._handler(task, ctx, call))
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            handler.cancel()
-        timer = self.aloop.call_later(timeout, expire) if timeout else None
-        cancel.aim(handler)
+        current = asyncio.current_task()
+        assert current is not None
+        window = HandlerWindow(current)
+        timer = self.aloop.call_later(timeout, window.expire) if timeout else None
+        cancel.aim(window)
         with self.book.lock:
             self.book.contexts[task.id] = ctx
         try:
-            value = await handler
+            ctx.context.update(task.decoded_context())
+            call_hook_safely(self.plugins, "gta_restore_context", context=ctx.context)
+            value = await call()
         except asyncio.CancelledError:
-            if expired:
+            if window.expired:
                 raise TaskTimeout(f"task ran past its timeout ({timeout:g}s); its coroutine was cancelled") from None
             raise
         finally:
+            window.close()
             if timer is not None:
                 timer.cancel()
             with self.book.lock:
                 self.book.contexts.pop(task.id, None)
-        if expired:  # it caught the cancellation and returned anyway: still too late
+        if window.expired:  # it caught the cancellation and returned anyway: still too late
             raise TaskTimeout(f"task ran past its timeout ({timeout:g}s) and ignored the cancellation")
         return value
-
-    async def _handler(self, task: TaskRecord, ctx: TaskContext, call: Callable[[], Any]) -> Any:
-        """The handler's own asyncio task: its context variables (a restored request id) are its
-        own, and children it submits capture them."""
-        ctx.context.update(task.decoded_context())
-        call_hook_safely(self.plugins, "gta_restore_context", context=ctx.context)
-        return await call()
 
     async def _write(self, write: Callable[..., None], *args: Any) -> None:
         """An outcome write that must land now, on a writer thread: the loop never waits on SQL."""

@@ -3,6 +3,7 @@ ledger as tests/handlers/tasks.py so executions are counted across processes."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from typing import Any
@@ -11,6 +12,9 @@ from gta_core import Fail, TaskContext, hookimpl, task
 from gta_plugins.request_id import request_id
 
 from .tasks import _ledger
+
+#: set by `asets_context`, which then checks that no other attempt saw its value
+handler_state: contextvars.ContextVar[int | None] = contextvars.ContextVar("handler_state", default=None)
 
 
 @task(max_attempts=3)
@@ -27,6 +31,14 @@ async def asleepy(ctx: TaskContext, seconds: float, n: int = 0) -> None:
     _ledger(ctx, "start", n=n)
     await asyncio.sleep(seconds)
     _ledger(ctx, "end", n=n)
+
+
+@task(max_attempts=3)
+async def asets_context(ctx: TaskContext, n: int) -> None:
+    """Records the context variable an earlier attempt may have left behind, then sets it."""
+    _ledger(ctx, "run", n=n, found=handler_state.get())
+    handler_state.set(n)
+    await asyncio.sleep(0)
 
 
 @task(max_attempts=4)
@@ -112,5 +124,5 @@ async def acooperative(ctx: TaskContext) -> None:
 
 @hookimpl
 def gta_handlers() -> list[Any]:
-    return [arecord, asleepy, aflaky, afail, aparent, aoverrun, aignores_cancel, ablocks_loop,
+    return [arecord, asleepy, asets_context, aflaky, afail, aparent, aoverrun, aignores_cancel, ablocks_loop,
             ablocks_past_timeout, acooperative]

@@ -215,6 +215,17 @@ def test_children_and_the_request_id_follow_an_async_parent(aenv: Env) -> None:
     assert stop(process) == 0
 
 
+def test_an_attempt_sees_no_context_variable_an_earlier_one_set_in_its_slot(aenv: Env) -> None:
+    """Attempts run one after another in the one slot of ``--concurrency 1``, each in an asyncio
+    task that starts from the event loop's context, not from the attempt before it."""
+    env = aenv
+    process = start(env, "--concurrency", "1")
+    ids = [gta_core.submit(gta_core.OWN_TRANSACTION, "asets_context", {"n": n}) for n in range(5)]
+    assert env.wait_final(ids, 30) == dict.fromkeys(ids, "succeeded")
+    assert sorted((entry["n"], entry["found"]) for entry in entries(env, "run")) == [(n, None) for n in range(5)]
+    assert stop(process) == 0
+
+
 # -- crashes and shutdown ------------------------------------------------------------------------------
 def test_sigkill_with_100_coroutines_in_flight_reruns_them_all(aenv: Env) -> None:
     env = aenv
