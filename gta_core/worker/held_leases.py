@@ -37,6 +37,7 @@ class HeldLeases:
         self.pace: float | None = None
         #: the same for async tasks on the event loop (`async_runner`), whose pace is their own
         self.async_pace: float | None = None
+        self.warmed: set[str] = set()  # the runners ("threads", "async") whose first task has ended
 
     def add(self, tasks: list[TaskRecord], sent: float) -> None:
         """Tasks a lease statement sent at ``sent`` (monotonic) returned."""
@@ -81,12 +82,22 @@ class HeldLeases:
 
     def ran(self, seconds: float) -> None:
         """A task held a handler this long: update the pace prefetch sizes itself by."""
-        self.pace = seconds if self.pace is None else self.pace + PACE_WEIGHT * (seconds - self.pace)
+        self.pace = self._paced(self.pace, seconds, "threads")
 
     def ran_async(self, seconds: float) -> None:
         """An async task held an async slot this long (see `ran`)."""
-        pace = self.async_pace
-        self.async_pace = seconds if pace is None else pace + PACE_WEIGHT * (seconds - pace)
+        self.async_pace = self._paced(self.async_pace, seconds, "async")
+
+    def _paced(self, pace: float | None, seconds: float, runner: str) -> float | None:
+        """The moving average ``pace`` with ``seconds`` added, leaving out the first task each
+        runner of the process runs: that one pays the process's one-time costs (the metrics
+        client's import on its first event, 45 ms here; often a periodic job that the supervisor
+        submitted as it started). An average seeded with it held prefetch near nothing for the
+        next ten or so no-op tasks: a lease per task or two at the start of every drain."""
+        if runner not in self.warmed:
+            self.warmed.add(runner)
+            return pace
+        return seconds if pace is None else pace + PACE_WEIGHT * (seconds - pace)
 
     def forget(self, tasks: list[TaskRecord], ran: bool = True) -> None:
         """The outcome of these tasks is settled, or they were given back unrun (``ran`` False,
