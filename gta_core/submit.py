@@ -23,7 +23,7 @@ from .queues import actor
 from .runtime import Runtime, get_runtime
 from .scopes import Submission, scope
 from .store.inserts import NewTask
-from .validation import Delay, TaskRequest, capture_context, integer, prepare
+from .validation import Delay, Preparer, TaskRequest, capture_context, integer
 
 __all__ = ["CANCELLABLE", "OWN_TRANSACTION", "CancelResult", "TaskRequest", "cancel", "submit", "submit_many",
            "task_id_list", "transaction"]
@@ -83,8 +83,8 @@ def prepare_all(runtime: Runtime, items: Iterable[TaskRequest | tuple[str, Mappi
     requests = [_request(item) for item in items]
     if not requests:
         return []
-    captured = capture_context(runtime)
-    return [prepare(runtime, request, captured) for request in requests]
+    prepare_one = Preparer(runtime, capture_context(runtime))
+    return [prepare_one(request) for request in requests]
 
 
 def _request(item: Any) -> TaskRequest:
