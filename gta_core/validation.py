@@ -109,8 +109,8 @@ class Preparer:
             raise InvalidArguments(f"task {key!r}: give delay or run_at, not both")
         if request.run_at is not None:
             return NewTask(key, queue, priority, args_text, context_text, max_attempts,
-                           run_at=_utc(key, request.run_at), dedupe_key=request.dedupe_key, order_key=request.order_key, parent_id=request.parent_id,
-                           concurrency_key=concurrency_key)
+                           run_at=_utc(key, request.run_at), dedupe_key=request.dedupe_key,
+                           order_key=request.order_key, parent_id=request.parent_id, concurrency_key=concurrency_key)
         delay = request.delay or 0
         delay = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
         # a chained comparison, not math.isfinite: that raises on an int too large for a float

@@ -34,16 +34,24 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         settings = settings_from_args(args)
         dialect = dialect_of_url(settings.database_url)
+        from ..metrics.multiproc import MultiprocDir
         from ..supervisor.launcher import worker_context
-        worker_context(dialect)  # the fork server imports the workers' code from now on
-        drivers.require_driver(dialect)  # one line naming the extra to install, not a traceback
-        drivers.import_peewee_for(dialect)  # before anything else imports peewee with every driver
-        from .. import runtime as runtime_module
-        from ..dashboard.access import prepare
-        settings = prepare(settings)
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
-        from ..supervisor.manager import run_supervisor
-        return run_supervisor(runtime_module.configure(settings))
+        # the metrics directory first: the fork server imports prometheus_client in its mode
+        metrics_directory = MultiprocDir.create() if settings.metrics else None
+        try:
+            # the fork server imports the workers' code from now on
+            worker_context(dialect, str(metrics_directory.path) if metrics_directory is not None else None)
+            drivers.require_driver(dialect)  # one line naming the extra to install, not a traceback
+            drivers.import_peewee_for(dialect)  # before anything else imports peewee with every driver
+            from .. import runtime as runtime_module
+            from ..dashboard.access import prepare
+            settings = prepare(settings)
+            logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                                format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
+            from ..supervisor.manager import run_supervisor
+            return run_supervisor(runtime_module.configure(settings), metrics_directory=metrics_directory)
+        finally:
+            if metrics_directory is not None:  # the supervisor removed it, unless it never started
+                metrics_directory.remove()
 
     return guard("gta-supervisor", run)

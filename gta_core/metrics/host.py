@@ -70,9 +70,12 @@ class MetricsHost:
     """The supervisor's side of metrics: the prometheus multiprocess directory its workers write
     to, the worker states and restarts it publishes, and the sidecar process it keeps running."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, directory: MultiprocDir | None = None) -> None:
+        """``directory``: one made for this supervisor already (`gta-supervisor` makes it before
+        it starts the fork server, which imports prometheus_client in its mode); `open` makes
+        one otherwise. Either way `close` removes it."""
         self.settings = settings
-        self.directory: MultiprocDir | None = None
+        self.directory = directory
         self._previous_env: str | None = None
         self._unretired: list[int] = []
         self.listener: socket.socket | None = None
@@ -96,9 +99,15 @@ class MetricsHost:
         if client is not None and not getattr(client.ValueClass, "_multiprocess", False):
             log.warning("prometheus_client was imported before the supervisor started: metrics "
                         "recorded in this process will not reach the sidecar")
-        self.directory = MultiprocDir.create()
+        if self.directory is None:
+            self.directory = MultiprocDir.create()
         self._previous_env = os.environ.get(ENV)
         os.environ[ENV] = str(self.directory.path)
+
+    @property
+    def path(self) -> str | None:
+        """The multiprocess directory, once open; None with metrics off."""
+        return str(self.directory.path) if self.directory is not None else None
 
     def bind(self) -> None:
         """Take the metrics address (a GTAError when it is taken), after the plugins and the

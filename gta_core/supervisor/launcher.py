@@ -30,6 +30,7 @@ from multiprocess import forkserver
 
 from ..config import Settings
 from ..db import drivers
+from ..metrics.multiproc import ENV as METRICS_ENV
 from ..worker.channel import FORK_SERVER_ENV, WorkerChannel
 
 #: what the fork server imports before its first fork
@@ -38,21 +39,26 @@ PRELOAD = ["gta_core.worker.preload"]
 _started_for: tuple[Any, ...] | None = None
 
 
-def worker_context(dialect: str) -> Any:
+def worker_context(dialect: str, metrics_directory: str | None = None) -> Any:
     """The multiprocess context to start workers with; starts its fork server now, preloading
-    the worker's modules for ``dialect`` (while the caller goes on: the imports run over there).
+    the worker's modules for ``dialect`` (while the caller goes on: the imports run over there),
+    and prometheus_client in multiprocess mode if ``metrics_directory`` is given (it chooses its
+    mode on import; without it, a worker's first metrics event imported it, 25-45 ms).
 
     One fork server serves a process; a supervisor on another database (or another
-    ``sys.path``) in the same process, as in a test run, gets a new one, since the modules
-    its workers need are not the ones the running server has imported."""
+    ``sys.path``, or with metrics where the last had none or the reverse) in the same process,
+    as in a test run, gets a new one, since what its workers need is not what the running server
+    has imported. (Which directory does not matter: prometheus_client reads it from a worker's
+    environment, the supervisor's, when it creates the worker's values.)"""
     global _started_for
     context = multiprocess.get_context("forkserver")
-    wanted = (dialect, sys.executable, tuple(sys.path))
+    wanted = (dialect, metrics_directory is not None, sys.executable, tuple(sys.path))
     if _started_for is not None and _started_for != wanted:
         forkserver._forkserver._stop()  # multiprocess's own tests stop it this way
     context.set_forkserver_preload(PRELOAD)
-    previous = {name: os.environ.get(name) for name in (drivers.ENV, FORK_SERVER_ENV)}
-    os.environ.update({drivers.ENV: dialect, FORK_SERVER_ENV: "1"})
+    server_environment = {drivers.ENV: dialect, FORK_SERVER_ENV: "1", METRICS_ENV: metrics_directory}
+    previous = {name: os.environ.get(name) for name in server_environment}
+    os.environ.update({name: value for name, value in server_environment.items() if value is not None})
     try:
         forkserver.ensure_running()
     finally:

@@ -28,6 +28,7 @@ from ..db.wakeup import WakeSocket
 from ..errors import DatabaseUnavailable, TaskTimeout, WorkerDied
 from ..limits import task_limits
 from ..metrics.host import MetricsHost
+from ..metrics.multiproc import MultiprocDir
 from ..plugins import call_hook_safely
 from ..runtime import Runtime
 from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, async_slots
@@ -63,9 +64,11 @@ class Supervisor:
     """Keeps ``workers`` worker processes alive and settles their leases when they die; its
     janitor, periodic and listener threads do the cluster's housekeeping (see the module doc)."""
 
-    def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True) -> None:
+    def __init__(self, runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True,
+                 metrics_directory: MultiprocDir | None = None) -> None:
         """``periodic``: enqueue the plugins' periodic tasks (`gta demo` does not: the slots of a
-        shared database's periodic tasks are its supervisors' to take)."""
+        shared database's periodic tasks are its supervisors' to take). ``metrics_directory``:
+        the one `gta-supervisor` made before it started the fork server (`MetricsHost`)."""
         self.runtime = runtime
         self.periodic = periodic
         self.settings = runtime.settings
@@ -79,7 +82,7 @@ class Supervisor:
         self.done = threading.Event()
         self.restarts_total = 0
         self._sigint_count = 0
-        self.metrics = MetricsHost(self.settings)
+        self.metrics = MetricsHost(self.settings, metrics_directory)
 
     # -- start ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -105,11 +108,12 @@ class Supervisor:
         return ServiceRunner(services, self.done, stuck_after=stuck_after, on_restart=self.metrics.service_restarted)
 
     def run(self) -> int:
-        # first: the fork server imports the workers' code while this process checks the rest
-        # (gta-supervisor started it already; this finds it running, or starts it in-process)
-        self.mp = worker_context(self.runtime.store.dialect)
         self.metrics.open()  # before check() loads plugins: prometheus_client fixes its mode on import
         try:
+            # the fork server imports the workers' code (and prometheus_client, in the mode the
+            # directory sets) while this process checks the rest; gta-supervisor started it
+            # already, so this finds it running (in-process, as in tests, this starts it)
+            self.mp = worker_context(self.runtime.store.dialect, self.metrics.path)
             self.check()
             self.metrics.bind()
         except BaseException:
@@ -333,9 +337,10 @@ class Supervisor:
                 slot.process = None
 
 
-def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True) -> int:
+def run_supervisor(runtime: Runtime, until: Callable[[], bool] | None = None, periodic: bool = True,
+                   metrics_directory: MultiprocDir | None = None) -> int:
     """Run a supervisor in this process until SIGTERM/SIGINT (or ``until()``); its exit code."""
-    return Supervisor(runtime, until, periodic).run()
+    return Supervisor(runtime, until, periodic, metrics_directory).run()
 
 
 __all__ = ["Supervisor", "run_supervisor", "DatabaseUnavailable"]

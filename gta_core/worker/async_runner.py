@@ -116,10 +116,9 @@ class CancelEvent(threading.Event):
                 pass
 
     def aim(self, window: HandlerWindow) -> None:
-        """Cancel the handler of ``window`` when set (at once if it already was)."""
+        """Cancel the handler of ``window`` when set (one set already is checked before the
+        handler starts: cancelling the running task would land after the handler, if it never awaits)."""
         self.window = window
-        if self.is_set():
-            window.cancel()
 
 
 class AsyncRunner(Room):
@@ -310,6 +309,8 @@ class AsyncRunner(Room):
         with self.book.lock:
             self.book.contexts[task.id] = ctx
         try:
+            if cancel.is_set():  # cancelled before it started: the handler does not run
+                raise asyncio.CancelledError
             ctx.context.update(task.decoded_context())
             call_hook_safely(self.plugins, "gta_restore_context", context=ctx.context)
             value = await call()

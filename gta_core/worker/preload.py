@@ -6,7 +6,10 @@ first import of `gta_core`), so that each forked worker starts with them in memo
 the fork server (``GTA_FORK_SERVER`` in its environment) does it also make that process ignore
 SIGTERM: the server's life is tied to the supervisor's by a pipe, and a stop sent to the whole
 process group must not take it down while the workers, whose exit codes it reports to the
-supervisor, still finish their tasks. Imported anywhere else, it only imports.
+supervisor, still finish their tasks; and, where the supervisor exports metrics, it imports
+prometheus_client (a worker's first task otherwise waited 25-45 ms for it, on its first
+metrics event), after the supervisor made its multiprocess directory, since prometheus_client
+chooses its mode on import. Imported anywhere else, it only imports.
 """
 from __future__ import annotations
 
@@ -18,3 +21,5 @@ from .channel import FORK_SERVER_ENV
 
 if os.environ.pop(FORK_SERVER_ENV, None) == "1":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the supervisor's metrics directory (prometheus_client's name)
+        import prometheus_client  # noqa: F401 - in multiprocess mode, which it fixes on import

@@ -151,7 +151,7 @@ def test_supervisor_command_line_starts_or_names_the_problem(parts: list[Part]) 
     is replaced: it would spawn workers), or exit 2 with one line naming the bad flag or setting."""
     started: list[Settings] = []
 
-    def fake_run(runtime: Any) -> int:  # the real one would spawn workers
+    def fake_run(runtime: Any, **options: Any) -> int:  # the real one would spawn workers
         started.append(runtime.settings)
         return 0
 

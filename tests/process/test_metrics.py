@@ -34,6 +34,7 @@ from ..support.helpers import Env, SupervisorProcess, children, cmdline, is_aliv
 from ..support.metrics import health, scrape, total, with_metrics
 from ..support.paths import IMPORT_ROOT, REPO
 from ..support.servers import Prometheus, TcpProxy, free_port, http_get
+from ..support.supervisors import entries, stop
 
 DASHBOARD = REPO / "dashboards" / "gta.json"
 ALERTS = REPO / "dashboards" / "alerts.yml"
@@ -430,6 +431,20 @@ def test_metrics_can_be_turned_off(env: Env, how: tuple[str, ...]) -> None:
     assert sidecar_pid(supervisor) is None
     assert http_get(f"http://{bind}/metrics", 2)[0] == 0
     assert "PROMETHEUS_MULTIPROC_DIR" not in environ_of(supervisor.worker_pids()[0])
+
+
+def test_workers_start_with_prometheus_client_imported_in_multiprocess_mode(env: Env,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork server imports prometheus_client once the supervisor has made its metrics
+    directory: no worker's first task waits for that import, and every worker's values go to the
+    directory (the mode prometheus_client fixes on import)."""
+    env = env.with_plugins(monkeypatch, "tests.handlers.tasks,tests.handlers.boot_probe")
+    supervisor = env.supervisor(2, "--metrics", "on", "--metrics-bind", "127.0.0.1:0")
+    workers = set(supervisor.worker_pids())
+    booted = wait_for(lambda: (found := [entry for entry in entries(env, "boot") if entry["pid"] in workers])
+                      and len(found) == 2 and found, 30, "both workers to load their plugins")
+    assert [(entry["prometheus_client"], entry["multiprocess"]) for entry in booted] == [(True, True)] * 2
+    assert stop(supervisor) == 0
 
 
 def test_health_rules() -> None:
