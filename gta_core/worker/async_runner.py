@@ -249,6 +249,15 @@ class AsyncRunner(Room):
             if not deferred:
                 self.book.forget([task])
             self.book.ran_async(time.perf_counter() - began)
+            successor = self._next()
+            if successor is None:
+                self.free.append(slot)
+            else:
+                self._start(successor, slot)
+            if not self.nudge_due:
+                assert self.aloop is not None
+                self.nudge_due = True
+                self.aloop.call_soon(self._nudge)
         except BaseException:
             # as a dying handler thread does (`Worker._vital`): the task stays published as
             # running, so its attempt counts, and the supervisor replaces this worker
@@ -256,15 +265,6 @@ class AsyncRunner(Room):
                          task.id, exc_info=True)
             logging.shutdown()
             os._exit(EXIT_THREAD_DIED)
-        successor = self._next()
-        if successor is None:
-            self.free.append(slot)
-        else:
-            self._start(successor, slot)
-        if not self.nudge_due:
-            assert self.aloop is not None
-            self.nudge_due = True
-            self.aloop.call_soon(self._nudge)
 
     async def _execute(self, task: TaskRecord, timeout: float | None, attempt: Attempt) -> bool:
         """Run one task and hand its outcome to the completer (telling ``attempt`` which); True
