@@ -51,6 +51,9 @@ class Janitor(Service):
         self.runtime = runtime
         #: dead workers to settle; None only wakes the loop (to see that the supervisor stops)
         self.jobs: queue.SimpleQueue[DeadWorker | None] = queue.SimpleQueue()
+        #: False once a settle tried after the supervisor began to stop failed: the rest are left
+        #: to expire (`settle_all`), since each would wait out its statement timeout
+        self.reachable = True
 
     def interrupt(self) -> None:
         """End the wait for a job now (the supervisor is stopping)."""
@@ -80,15 +83,17 @@ class Janitor(Service):
                 if done.is_set() or time.monotonic() >= give_up_at:
                     log.error("could not release leases of %s (%s); they will expire and be rescued",
                               job.owner, exc)
+                    if done.is_set():
+                        self.reachable = False
                     return False
                 log.warning("releasing leases of %s failed (%s); trying again", job.owner, exc)
                 done.wait(min(2.0, 0.2 * 2 ** attempt))
 
     def settle_all(self, done: threading.Event) -> None:
         """At exit, on the caller's thread (the loop has stopped): settle every queued job.
-        After one failure the database is taken as unreachable: every statement would wait
-        out its timeout, so the other leases are left to expire and be rescued."""
-        reachable = True
+        After one failure since the supervisor began to stop (here, or in the loop's last
+        step) the database is taken as unreachable: every statement would wait out its
+        timeout, so the other leases are left to expire and be rescued."""
         while True:
             try:
                 job = self.jobs.get_nowait()
@@ -96,8 +101,8 @@ class Janitor(Service):
                 return
             if job is None:
                 continue
-            if reachable:
-                reachable = self.settle(job, done)
+            if self.reachable:
+                self.reachable = self.settle(job, done)
             else:
                 log.error("could not release leases of %s (the database is unreachable); they will expire "
                           "and be rescued", job.owner)
