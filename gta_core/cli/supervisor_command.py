@@ -40,7 +40,7 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
         metrics_directory = MultiprocDir.create() if settings.metrics else None
         try:
             # the fork server imports the workers' code from now on
-            worker_context(dialect, str(metrics_directory.path) if metrics_directory is not None else None)
+            worker_context(dialect, metrics_directory)
             drivers.require_driver(dialect)  # one line naming the extra to install, not a traceback
             drivers.import_peewee_for(dialect)  # before anything else imports peewee with every driver
             from .. import runtime as runtime_module

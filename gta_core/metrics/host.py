@@ -104,11 +104,6 @@ class MetricsHost:
         self._previous_env = os.environ.get(ENV)
         os.environ[ENV] = str(self.directory.path)
 
-    @property
-    def path(self) -> str | None:
-        """The multiprocess directory, once open; None with metrics off."""
-        return str(self.directory.path) if self.directory is not None else None
-
     def bind(self) -> None:
         """Take the metrics address (a GTAError when it is taken), after the plugins and the
         database checked out: those errors come first."""

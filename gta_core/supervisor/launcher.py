@@ -31,6 +31,7 @@ from multiprocess import forkserver
 from ..config import Settings
 from ..db import drivers
 from ..metrics.multiproc import ENV as METRICS_ENV
+from ..metrics.multiproc import MultiprocDir
 from ..worker.channel import FORK_SERVER_ENV, WorkerChannel
 
 #: what the fork server imports before its first fork
@@ -39,7 +40,7 @@ PRELOAD = ["gta_core.worker.preload"]
 _started_for: tuple[Any, ...] | None = None
 
 
-def worker_context(dialect: str, metrics_directory: str | None = None) -> Any:
+def worker_context(dialect: str, metrics_directory: MultiprocDir | None = None) -> Any:
     """The multiprocess context to start workers with; starts its fork server now, preloading
     the worker's modules for ``dialect`` (while the caller goes on: the imports run over there),
     and prometheus_client in multiprocess mode if ``metrics_directory`` is given (it chooses its
@@ -56,7 +57,8 @@ def worker_context(dialect: str, metrics_directory: str | None = None) -> Any:
     if _started_for is not None and _started_for != wanted:
         forkserver._forkserver._stop()  # multiprocess's own tests stop it this way
     context.set_forkserver_preload(PRELOAD)
-    server_environment = {drivers.ENV: dialect, FORK_SERVER_ENV: "1", METRICS_ENV: metrics_directory}
+    server_environment = {drivers.ENV: dialect, FORK_SERVER_ENV: "1",
+                          METRICS_ENV: str(metrics_directory.path) if metrics_directory is not None else None}
     previous = {name: os.environ.get(name) for name in server_environment}
     os.environ.update({name: value for name, value in server_environment.items() if value is not None})
     try:

@@ -113,7 +113,7 @@ class Supervisor:
             # the fork server imports the workers' code (and prometheus_client, in the mode the
             # directory sets) while this process checks the rest; gta-supervisor started it
             # already, so this finds it running (in-process, as in tests, this starts it)
-            self.mp = worker_context(self.runtime.store.dialect, self.metrics.path)
+            self.mp = worker_context(self.runtime.store.dialect, self.metrics.directory)
             self.check()
             self.metrics.bind()
         except BaseException:
