@@ -39,6 +39,7 @@ from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
 from .services.periodic import Scheduler, collect_periodics
 from .services.rescuer import Rescuer
+from .waking import Waker
 
 log = logging.getLogger("gta.supervisor")
 
@@ -83,6 +84,8 @@ class Supervisor:
         self.restarts_total = 0
         self._sigint_count = 0
         self.metrics = MetricsHost(self.settings, metrics_directory)
+        self.relay = Doorbell()  # rung by a worker whose lease came back full (`waking`)
+        self.waker = Waker(lambda: [slot.channel if slot.process is not None else None for slot in self.slots])
 
     # -- start ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -192,12 +195,12 @@ class Supervisor:
                     if self.until():
                         self.stopping = True
                         continue
-            waitables: list[Any] = [self._signal_r]
+            waitables: list[Any] = [self._signal_r, self.relay]
             if wake is not None:
                 waitables.append(wake)
             waitables += [slot.process.sentinel for slot in self.slots if slot.process is not None]
             try:
-                ready, _, _ = select.select(waitables, [], [], 0.25)
+                ready, _, _ = select.select(waitables, [], [], min(0.25, self.waker.check()))
             except InterruptedError:
                 continue
             if self._signal_r in ready:
@@ -207,6 +210,9 @@ class Supervisor:
                 except BlockingIOError:
                     pass
             if wake is not None and wake in ready and wake.drain():
+                self.wake_workers()
+            if self.relay in ready:
+                self.relay.clear()
                 self.wake_workers()
 
     def _handle_signals(self) -> None:
@@ -228,10 +234,8 @@ class Supervisor:
             self.stopping = True
 
     def wake_workers(self) -> None:
-        """Ring every live worker's doorbell (never blocks, whatever state the workers are in)."""
-        for slot in self.slots:
-            if slot.channel is not None and slot.process is not None:
-                slot.channel.wake.ring()
+        """Work may be due: ring an idle worker (never blocks, whatever state the workers are in)."""
+        self.waker.ring_idle()
 
     # -- worker processes ------------------------------------------------------------------
     def _spawn_due(self) -> None:
@@ -245,7 +249,7 @@ class Supervisor:
         threads = self.settings.threads + async_slots(self.settings, self.runtime.plugins.registry)
         channel = WorkerChannel(
             owner=f"{socket.gethostname()}:{os.getpid()}.{slot.index}:{secrets.token_hex(8)}",
-            wake=Doorbell(self.mp), stop=StopFlag(self.mp),
+            wake=Doorbell(self.mp), relay=self.relay, stop=StopFlag(self.mp),
             running=self.mp.Array("q", threads, lock=False), started=self.mp.Array("d", threads, lock=False),
             deadlines=self.mp.Array("d", threads, lock=False), booted=StopFlag(self.mp),
             # a worker holds at most slots + prefetch leases, so no more unwritten successes

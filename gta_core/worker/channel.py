@@ -75,6 +75,14 @@ class Doorbell:
         self.clear()
         return True
 
+    def pending(self) -> bool:
+        """Whether it rang and no one has heard it yet (the supervisor holds the read end too)."""
+        return bool(self._poller.poll(0))
+
+    def fileno(self) -> int:
+        """The read end, to ``select`` on."""
+        return self._read
+
     def clear(self) -> None:
         """Forget any ring not heard yet."""
         try:
@@ -118,6 +126,9 @@ class WorkerChannel:
 
     owner: str
     wake: Doorbell  # work may be due, or the worker should look at `stop`
+    #: the supervisor's, shared by its workers: a lease came back full, more may be due; the
+    #: supervisor rings the next idle worker (`gta_core.supervisor.waking`)
+    relay: Doorbell
     stop: StopFlag  # stop leasing, finish in-flight work, release the rest, exit
     # one slot per handler thread, then (a worker with async handlers) one per async task it may
     # run at once (``concurrency``; see `async_runner`); the supervisor treats them all alike

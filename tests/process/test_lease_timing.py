@@ -43,7 +43,7 @@ def test_a_lease_lasts_from_when_its_statement_was_sent(env: Env, monkeypatch: p
 
 
 def _channel(ctx: Any) -> WorkerChannel:
-    return WorkerChannel(owner="host:1.0:token", wake=Doorbell(ctx), stop=StopFlag(ctx),
+    return WorkerChannel(owner="host:1.0:token", wake=Doorbell(ctx), relay=Doorbell(ctx), stop=StopFlag(ctx),
                          running=ctx.Array("q", 1, lock=False), started=ctx.Array("d", 1, lock=False),
                          deadlines=ctx.Array("d", 1, lock=False), booted=StopFlag(ctx),
                          unwritten=ctx.Array("q", 4, lock=False))
