@@ -33,7 +33,7 @@ from ..plugins import call_hook_safely
 from ..runtime import Runtime
 from ..worker.channel import EXIT_BOOT_FAILED, EXIT_CANCEL_FORCED, Doorbell, StopFlag, WorkerChannel, async_slots
 from .launcher import run_worker, worker_context
-from .services import Service, ServiceRunner
+from .services import Outage, Service, ServiceRunner
 from .services.advertiser import Advertiser
 from .services.janitor import DeadWorker, Janitor
 from .services.listener import Listener
@@ -77,10 +77,11 @@ class Supervisor:
         self.mp: Any = None  # the context workers start in, once `run` has started its fork server
         self.slots = [WorkerSlot(index) for index in range(self.settings.workers)]
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.janitor = Janitor(runtime)
         self.stopping = False
         self.exit_code = 0
         self.done = threading.Event()
+        self.outage = Outage(self.done)  # a statement failed as the supervisor stopped
+        self.janitor = Janitor(runtime, self.outage)
         self.restarts_total = 0
         self._sigint_count = 0
         self.metrics = MetricsHost(self.settings, metrics_directory)
@@ -99,7 +100,8 @@ class Supervisor:
         self.runtime.db.close()  # the main loop sends no statement; the services open their own
 
     def _services(self) -> ServiceRunner:
-        services: list[Service] = [Advertiser(self.runtime), Rescuer(self.runtime), self.janitor]
+        services: list[Service] = [Advertiser(self.runtime, self.outage), Rescuer(self.runtime, self.outage),
+                                   self.janitor]
         if self.periodics:
             services.append(Scheduler(self.runtime, self.periodics, self.wake_workers))
         if self.runtime.store.dialect == "postgres" and self.settings.listen_url != "off":

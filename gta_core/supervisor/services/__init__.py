@@ -12,6 +12,6 @@ restarted with backoff and reported by ``/healthz`` meanwhile; so is one stuck i
 """
 from __future__ import annotations
 
-from .runner import Service, ServiceRunner
+from .runner import Outage, Service, ServiceRunner
 
-__all__ = ["Service", "ServiceRunner"]
+__all__ = ["Outage", "Service", "ServiceRunner"]

@@ -20,7 +20,7 @@ import peewee
 from ...db.connect import drop_connection
 from ...errors import GTAError
 from ...runtime import Runtime
-from .runner import Service
+from .runner import Outage, Service
 
 log = logging.getLogger("gta.supervisor")
 
@@ -31,8 +31,9 @@ KEEP_DEAD = 86400.0
 class Advertiser(Service):
     name = "advertiser"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, outage: Outage) -> None:
         self.runtime = runtime
+        self.outage = outage
         self.host = socket.gethostname()
         self.pid = os.getpid()
         #: the row's name: host and pid for humans, a random part so a recycled pid is another row
@@ -49,13 +50,17 @@ class Advertiser(Service):
             store.forget_dead(KEEP_DEAD)
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("could not renew this supervisor's row in the roster: %s", exc)
+            self.outage.failed()
         done.wait(settings.heartbeat_interval)
 
     def close(self) -> None:
         """On this loop's thread as it ends: a stopping supervisor removes its row (a loop that
-        died keeps it, and its restart renews it)."""
+        died keeps it, and its restart renews it), unless the database stopped answering the
+        supervisor as it stopped (`Outage`): then the row lapses a lease period later."""
         try:
-            if self.stopped is not None and self.stopped.is_set():
+            if self.outage.seen:
+                log.warning("left this supervisor's row in the roster to expire: the database is unreachable")
+            elif self.stopped is not None and self.stopped.is_set():
                 self.runtime.store.withdraw(self.row)
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("could not remove this supervisor's row from the roster (%s); it expires", exc)

@@ -22,7 +22,7 @@ from ...outcomes import Action, decide
 from ...plugins import report_task_events
 from ...runtime import Runtime
 from ...scopes import scope
-from .runner import Service
+from .runner import Outage, Service
 
 log = logging.getLogger("gta.supervisor")
 
@@ -47,13 +47,13 @@ class DeadWorker:
 class Janitor(Service):
     name = "janitor"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, outage: Outage) -> None:
         self.runtime = runtime
         #: dead workers to settle; None only wakes the loop (to see that the supervisor stops)
         self.jobs: queue.SimpleQueue[DeadWorker | None] = queue.SimpleQueue()
-        #: False once a settle tried after the supervisor began to stop failed: the rest are left
-        #: to expire (`settle_all`), since each would wait out its statement timeout
-        self.reachable = True
+        #: seen once any of the supervisor's statements failed after it began to stop: the
+        #: leases still to settle are left to expire (`settle_all`)
+        self.outage = outage
 
     def interrupt(self) -> None:
         """End the wait for a job now (the supervisor is stopping)."""
@@ -83,17 +83,17 @@ class Janitor(Service):
                 if done.is_set() or time.monotonic() >= give_up_at:
                     log.error("could not release leases of %s (%s); they will expire and be rescued",
                               job.owner, exc)
-                    if done.is_set():
-                        self.reachable = False
+                    self.outage.failed()
                     return False
                 log.warning("releasing leases of %s failed (%s); trying again", job.owner, exc)
                 done.wait(min(2.0, 0.2 * 2 ** attempt))
 
     def settle_all(self, done: threading.Event) -> None:
         """At exit, on the caller's thread (the loop has stopped): settle every queued job.
-        After one failure since the supervisor began to stop (here, or in the loop's last
-        step) the database is taken as unreachable: every statement would wait out its
-        timeout, so the other leases are left to expire and be rescued."""
+        After one failure of any of the supervisor's statements since it began to stop (here,
+        in the loop's last step, in another service) the database is taken as unreachable:
+        every statement would wait out its timeout, so the leases are left to expire and be
+        rescued (`Outage`)."""
         while True:
             try:
                 job = self.jobs.get_nowait()
@@ -101,8 +101,8 @@ class Janitor(Service):
                 return
             if job is None:
                 continue
-            if self.reachable:
-                self.reachable = self.settle(job, done)
+            if not self.outage.seen:
+                self.settle(job, done)
             else:
                 log.error("could not release leases of %s (the database is unreachable); they will expire "
                           "and be rescued", job.owner)

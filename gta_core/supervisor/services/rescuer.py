@@ -20,7 +20,7 @@ from ...plugins import report_task_events
 from ...runtime import Runtime
 from ...scopes import scope
 from ...tasks import TaskRecord
-from .runner import Service
+from .runner import Outage, Service
 
 log = logging.getLogger("gta.supervisor")
 
@@ -30,8 +30,9 @@ BATCH = 500
 class Rescuer(Service):
     name = "rescuer"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, outage: Outage) -> None:
         self.runtime = runtime
+        self.outage = outage
 
     def step(self, done: threading.Event) -> None:
         self.rescue()
@@ -50,6 +51,7 @@ class Rescuer(Service):
                     return
         except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
             log.warning("lease rescue failed: %s", exc)
+            self.outage.failed()
 
     def _delay(self, task: TaskRecord, reason: str) -> float | None:
         """The outcome rule for a lease nobody renewed: the retry policy's delay, None to fail."""

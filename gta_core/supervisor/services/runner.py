@@ -48,6 +48,26 @@ class Service(abc.ABC):
         thread when the loop ends, by a stop or by a death."""
 
 
+class Outage:
+    """Whether one of the supervisor's statements failed after it began to stop (``done`` set).
+
+    From then on its exit sends nothing more that would wait: against a database that stopped
+    answering, each statement waits out its timeout, and on MariaDB a reconnect or two more
+    (tests/chaos' half-open test: the janitor's release, the roster row's removal and the
+    second dead worker's release took 7-18 s each, one after another, for a 27 s exit). What is
+    not sent expires: dead workers' leases are rescued, the roster row lapses.
+    """
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+        self.seen = False
+
+    def failed(self) -> None:
+        """A statement failed: an outage, if the supervisor is stopping."""
+        if self.done.is_set():
+            self.seen = True
+
+
 @dataclasses.dataclass
 class _Loop:
     service: Service
