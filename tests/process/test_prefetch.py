@@ -73,11 +73,11 @@ def test_tasks_handed_back_wake_the_idle_worker(env: Env) -> None:
     to 30 s), so without the wake-up the idle worker sleeps for 8 s after its empty lease."""
     process = start(env, 2, "--threads", "1", "--prefetch", "20", "--batch", "20", "--lease-timeout", "30",
                     "--instant-scan-interval", "1", "--scan-interval", "30")
-    for _ in range(10):  # both workers know the (fast) pace of their tasks, so either prefetches
+    # the worker a wake-up rings, the first idle one, learns the (fast) pace of its tasks, so it
+    # prefetches the quick tasks below behind the slow one (the other worker, if its poll came
+    # first, would take the slow one alone and leave the quick ones to the first at once)
+    for _ in range(3):
         env.wait_final(gta_core.submit_many(gta_core.OWN_TRANSACTION, [("record", {"n": n}) for n in range(20)]))
-        if len({entry["pid"] for entry in entries(env, "run")}) == 2:
-            break
-    assert len({entry["pid"] for entry in entries(env, "run")}) == 2
     time.sleep(3.5)  # both idle: polls after 1 and 2 s, the next one 4 s on, then 8 s
     slow, *quick = gta_core.submit_many(gta_core.OWN_TRANSACTION,
                                         [("sleepy", {"seconds": 10})] + [("record", {"n": n}) for n in range(6)])
