@@ -80,7 +80,7 @@ class Supervisor:
         self.stopping = False
         self.exit_code = 0
         self.done = threading.Event()
-        self.outage = Outage(self.done)  # a statement failed as the supervisor stopped
+        self.outage = Outage(self.done)  # a statement failed while the supervisor stopped
         self.janitor = Janitor(runtime, self.outage)
         self.restarts_total = 0
         self._sigint_count = 0
@@ -178,6 +178,7 @@ class Supervisor:
             self._handle_signals()
             if self.stopping and stop_deadline is None:
                 stop_deadline = time.monotonic() + self.settings.shutdown_timeout + 5.0
+                self.outage.stopping.set()
                 for slot in self.slots:
                     self._stop_slot(slot)
             self._enforce_timeouts()

@@ -49,22 +49,26 @@ class Service(abc.ABC):
 
 
 class Outage:
-    """Whether one of the supervisor's statements failed after it began to stop (``done`` set).
+    """Whether one of the supervisor's statements failed after it began to stop (a signal, or
+    ``done`` for a supervisor stopped otherwise).
 
     From then on its exit sends nothing more that would wait: against a database that stopped
     answering, each statement waits out its timeout, and on MariaDB a reconnect or two more
     (tests/chaos' half-open test: the janitor's release, the roster row's removal and the
     second dead worker's release took 7-18 s each, one after another, for a 27 s exit). What is
-    not sent expires: dead workers' leases are rescued, the roster row lapses.
+    not sent expires: dead workers' leases are rescued, the roster row lapses. A failure during
+    the wait for running tasks counts too: counting only those after ``done`` left the exit to
+    the luck of whether a statement happened to fail in the second or so between the two.
     """
 
     def __init__(self, done: threading.Event) -> None:
         self.done = done
+        self.stopping = threading.Event()  # set by the supervisor's main loop as it begins to stop
         self.seen = False
 
     def failed(self) -> None:
         """A statement failed: an outage, if the supervisor is stopping."""
-        if self.done.is_set():
+        if self.stopping.is_set() or self.done.is_set():
             self.seen = True
 
 
