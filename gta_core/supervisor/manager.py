@@ -214,9 +214,9 @@ class Supervisor:
                     pass
             if wake is not None and wake in ready and wake.drain():
                 self.wake_workers()
-            if self.relay in ready:
+            if self.relay in ready:  # a worker's lease came back full: a burst
                 self.relay.clear()
-                self.wake_workers()
+                self.waker.ring_every_idle()
 
     def _handle_signals(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Which workers a wake-up rings: one idle worker per wake-up, and the next one when that one's
+"""Which workers a wake-up rings: one idle worker per wake-up, and every idle worker when a
 lease came back full.
 
 Ringing every worker for each submit woke N lease loops for one task: N lease statements of
@@ -7,7 +7,9 @@ queued behind the winner's write lock, which made the tail of the submit-to-star
 (traced: a lease of one row waiting 3-7 ms for the lock in 1 % of wake-ups; `benchmarks/latency.py`).
 
 A burst still reaches every worker: a worker whose lease came back full rings the relay
-(`WorkerChannel.relay`), and the supervisor rings the next idle worker, one hop later.
+(`WorkerChannel.relay`), and the supervisor rings every idle worker, one hop later. Every one,
+not the next: the worker that rang may still look idle (its leased task not yet started), and
+ringing it again instead of the next left that task waiting for a poll.
 
 A ring is only a hint, but one that reaches no lease loop would leave a lone task waiting for
 the next poll (up to ``scan_interval``): a worker may look idle and yet not lease (backing off
@@ -52,6 +54,14 @@ class Waker:
                     channel.wake.ring()
                     self.unheard[channel.wake] = time.monotonic() + UNHEARD_AFTER
                     return
+
+    def ring_every_idle(self) -> None:
+        """Ring every idle worker with no ring pending (a lease came back full: more may be due)."""
+        with self.lock:
+            for channel in self.channels():
+                if channel is not None and _idle(channel) and not channel.wake.pending():
+                    channel.wake.ring()
+                    self.unheard[channel.wake] = time.monotonic() + UNHEARD_AFTER
 
     def ring_all(self) -> None:
         """Ring every worker (never blocks, whatever state the workers are in)."""

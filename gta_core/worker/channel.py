@@ -127,7 +127,7 @@ class WorkerChannel:
     owner: str
     wake: Doorbell  # work may be due, or the worker should look at `stop`
     #: the supervisor's, shared by its workers: a lease came back full, more may be due; the
-    #: supervisor rings the next idle worker (`gta_core.supervisor.waking`)
+    #: supervisor rings every idle worker (`gta_core.supervisor.waking`)
     relay: Doorbell
     stop: StopFlag  # stop leasing, finish in-flight work, release the rest, exit
     # one slot per handler thread, then (a worker with async handlers) one per async task it may

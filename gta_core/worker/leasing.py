@@ -4,7 +4,7 @@ start soon, and hand back what it cannot.
 Adaptive polling: again at once after a lease that found work, then from
 instant_scan_interval doubling up to scan_interval; a wake-up from the supervisor (or from the
 runner and completer, `Leaser.nudge`) cuts any wait short; a lease that came back full rings
-the supervisor's relay, which wakes another idle worker (`gta_core.supervisor.waking`). Prefetch
+the supervisor's relay, which wakes the idle workers (`gta_core.supervisor.waking`). Prefetch
 holds a little work beyond the handler slots, sized by the pace of the tasks so far.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Leaser(Room):
                     orphans_possible = not self.release_orphans()
                 self.dispatch(tasks)
                 if tasks:
-                    if len(tasks) == want:  # more may be due: the supervisor rings another idle worker
+                    if len(tasks) == want:  # more may be due: the supervisor rings the idle workers
                         channel.relay.ring()
                     idle_delay = settings.instant_scan_interval
                     if len(tasks) == want and self.book.count() < self.low_water(ahead):

@@ -39,7 +39,7 @@ def test_a_trickle_of_submits_runs_on_one_warm_worker(env: Env) -> None:
 
 def test_a_burst_reaches_every_worker(env: Env) -> None:
     """The worker rung leases what its slot can run (no prefetch here) and, its lease full,
-    rings the supervisor's relay: the next idle worker is rung for the rest."""
+    rings the supervisor's relay: every idle worker is rung for the rest."""
     process = start(env, 2, "--threads", "1", "--prefetch", "0", *SLOW_POLLS)
     ids = gta_core.submit_many(gta_core.OWN_TRANSACTION, [("sleepy", {"seconds": 3, "n": n}) for n in range(2)])
     started = wait_for(lambda: entries(env, "start") if len(entries(env, "start")) == 2 else None, 2.5,

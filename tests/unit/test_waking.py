@@ -1,6 +1,7 @@
 """`Waker`: which workers' doorbells a wake-up rings (real pipes and shared arrays, no processes)."""
 from __future__ import annotations
 
+import os
 import time
 
 import multiprocess
@@ -99,3 +100,16 @@ def test_a_ring_heard_in_time_is_not_passed_on(monkeypatch: pytest.MonkeyPatch) 
     time.sleep(0.06)
     waker.check()
     assert _rung(channels) == [False, False]
+
+
+def test_a_full_lease_rings_every_idle_worker() -> None:
+    """The worker whose lease came back full may still look idle (its task not started yet):
+    ringing only the first idle worker could ring it again and no other."""
+    busy = _channel(1)
+    busy.running[0] = 7
+    pending = _channel()
+    pending.wake.ring()
+    channels: list[WorkerChannel | None] = [_channel(), busy, pending, _channel()]
+    Waker(lambda: channels).ring_every_idle()
+    assert _rung(channels) == [True, False, True, True]
+    assert os.read(pending.wake.fileno(), 16) == b"\0"  # rung once (before), not twice
