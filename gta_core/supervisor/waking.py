@@ -45,23 +45,23 @@ class Waker:
 
         The first in slot order, not the next in turn: a worker that ran a task a moment ago
         answers faster than one that has slept longer (`latency.py` on SQLite: p50 0.68-0.80 ms
-        against 0.75-0.90 taking turns), and while it leases (its ring still pending) the next wake-up rings the
-        next worker, so a stream of submits still spreads.
+        against 0.75-0.90 taking turns), and while it leases (its ring still pending) the next
+        wake-up rings the next worker, so a stream of submits still spreads.
         """
-        with self.lock:
-            for channel in self.channels():
-                if channel is not None and _idle(channel) and not channel.wake.pending():
-                    channel.wake.ring()
-                    self.unheard[channel.wake] = time.monotonic() + UNHEARD_AFTER
-                    return
+        self._ring_idle(first_only=True)
 
     def ring_every_idle(self) -> None:
         """Ring every idle worker with no ring pending (a lease came back full: more may be due)."""
+        self._ring_idle(first_only=False)
+
+    def _ring_idle(self, first_only: bool) -> None:
         with self.lock:
             for channel in self.channels():
                 if channel is not None and _idle(channel) and not channel.wake.pending():
                     channel.wake.ring()
                     self.unheard[channel.wake] = time.monotonic() + UNHEARD_AFTER
+                    if first_only:
+                        return
 
     def ring_all(self) -> None:
         """Ring every worker (never blocks, whatever state the workers are in)."""

@@ -67,10 +67,10 @@ class Janitor(Service):
         if job is not None:
             self.settle(job, done)
 
-    def settle(self, job: DeadWorker, done: threading.Event) -> bool:
-        """Give a dead worker's leases back; False when the database could not be reached
-        (the leases then expire and are rescued). Once ``done`` is set there is one try
-        only, so an unreachable database cannot hold the exit up."""
+    def settle(self, job: DeadWorker, done: threading.Event) -> None:
+        """Give a dead worker's leases back; if the database cannot be reached they expire and
+        are rescued (an `Outage`, if the supervisor is stopping). Once ``done`` is set there is
+        one try only, so an unreachable database cannot hold the exit up."""
         give_up_at = time.monotonic() + self.runtime.settings.lease_timeout
         attempt = 0
         while True:
@@ -78,13 +78,13 @@ class Janitor(Service):
             try:
                 with scope(self.runtime.plugins, "gta_settle", kind="janitor", worker=job.owner):
                     self._settle(job)
-                return True
+                return
             except (GTAError, peewee.DatabaseError, peewee.InterfaceError) as exc:
                 if done.is_set() or time.monotonic() >= give_up_at:
                     log.error("could not release leases of %s (%s); they will expire and be rescued",
                               job.owner, exc)
                     self.outage.failed()
-                    return False
+                    return
                 log.warning("releasing leases of %s failed (%s); trying again", job.owner, exc)
                 done.wait(min(2.0, 0.2 * 2 ** attempt))
 
