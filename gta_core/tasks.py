@@ -190,10 +190,10 @@ def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments")
     if not args:  # None or empty: the common case, nothing to encode or check
         if args is None or isinstance(args, Mapping):
             return "{}"
-    if not isinstance(args, Mapping):
+    if type(args) is not dict and not isinstance(args, Mapping):  # the ABC check only for a non-dict
         raise InvalidArguments(f"{what} for task {key!r} must be a dict, not {type(args).__name__}")
     try:
-        text = _ARGS_ENCODER.encode(args)
+        text = _encode(args)
         problem = None if _survives_json(args) else _changed_by_json(args, what)
     except RecursionError:
         raise InvalidArguments(f"{what} for task {key!r} are nested too deeply to encode as JSON") from None
@@ -208,14 +208,44 @@ def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments")
 _ARGS_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), sort_keys=True)
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: `_ARGS_ENCODER`'s own C encoder, made once and without its record of the containers being
+#: encoded: ``encode`` builds both on every call, two thirds of its cost for a small dict (a
+#: batch of 1,000 submits pays it per row). What that record catches, a cycle, is caught as
+#: deep recursion instead, and `_encode` then has ``encode`` word the error.
+_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # None where the C accelerator is missing
+_FAST_ENCODER = (_MAKE_ENCODER(None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False)
+                 if _MAKE_ENCODER is not None else None)
+
+
+def _encode(args: Mapping[str, Any]) -> str:
+    """``_ARGS_ENCODER.encode(args)``, the same text, faster; its errors are ``encode``'s own."""
+    if _FAST_ENCODER is not None:
+        try:
+            return "".join(_FAST_ENCODER(args, 0))
+        except (TypeError, ValueError, RecursionError):
+            pass  # let the full encoder raise, with its message (a cycle is named as one)
+    return _ARGS_ENCODER.encode(args)
+
+
 def _survives_json(value: Any) -> bool:
     """Whether a value `json.dumps` accepted comes back equal: `_changed_by_json` without the
     paths it names, which cost more than the check (a batch of 1,000 submits pays it per row)."""
     if isinstance(value, dict):
-        return all(isinstance(name, str) and _survives_json(item) for name, item in value.items())
+        for name, item in value.items():  # a loop, not all(): no generator per dict
+            if not isinstance(name, str) or (type(item) not in _SCALARS and not _survives_json(item)):
+                return False
+        return True
     if isinstance(value, list):
-        return all(_survives_json(item) for item in value)
+        return all(type(item) in _SCALARS or _survives_json(item) for item in value)
     return not isinstance(value, tuple)
+
+
+#: what JSON carries unchanged and holds nothing further to check (the common argument)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _changed_by_json(value: Any, path: str) -> str | None:

@@ -89,20 +89,39 @@ def refuse_none(handle: Any, name: str) -> None:
 
 def is_async(handle: Any) -> bool:
     """A handle of an async driver or class, which only `gta_core.asubmit` can write through."""
-    return any(klass.__module__.partition(".")[0] in ASYNC_PACKAGES or klass.__name__ in ASYNC_CLASSES
-               for klass in type(handle).__mro__)
+    return _adapter_name(type(handle)) == _ASYNC
 
 
 def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
     """The adapter for ``handle``; `SubmitError` (before anything is written) for what none takes."""
     refuse_none(handle, name)
-    if is_async(handle):
+    module = _adapter_name(type(handle))
+    if module == _ASYNC:
         raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
                           "submit through it with `await gta_core.asubmit(...)`")
-    for klass in type(handle).__mro__:
-        module = ADAPTERS.get(klass.__module__.partition(".")[0])
-        if module is not None:
-            adapter: Any = importlib.import_module(f"{__name__}.{module}")
-            return adapter.adapt(handle, runtime)  # type: ignore[no-any-return]
+    if module is not None and module != "peewee":
+        adapter: Any = importlib.import_module(f"{__name__}.{module}")
+        return adapter.adapt(handle, runtime)  # type: ignore[no-any-return]
     from . import peewee
     return peewee.adapt(handle, runtime, name)
+
+
+#: what `_adapter_name` answers for an async handle
+_ASYNC = "async"
+
+
+#: `_adapter_name`'s answers by class
+_ADAPTER_BY_CLASS: dict[type, str | None] = {}
+
+
+def _adapter_name(klass: type) -> str | None:
+    """The adapter module for handles of this class (`_ASYNC` for an async one; None: the
+    peewee adapter decides), worked out once per class: a submit resolves its handle every call."""
+    if klass in _ADAPTER_BY_CLASS:
+        return _ADAPTER_BY_CLASS[klass]
+    name: str | None = _ASYNC
+    if not any(base.__module__.partition(".")[0] in ASYNC_PACKAGES or base.__name__ in ASYNC_CLASSES
+               for base in klass.__mro__):
+        name = next(filter(None, (ADAPTERS.get(base.__module__.partition(".")[0]) for base in klass.__mro__)), None)
+    _ADAPTER_BY_CLASS[klass] = name
+    return name
