@@ -10,6 +10,12 @@ A ratio above 1 means GTA is better (more tasks/s, or fewer ms).
     python benchmarks/compare.py --tasks 2000 --latency-tasks 100 --peers pgqueuer huey
     python benchmarks/compare.py --tasks 0 --single 0 --latency-tasks 0 --peers pgqueuer procrastinate \
         --no-gta-sqlite                                           # the io_bound workload alone
+    python benchmarks/compare.py --drain-runs 3 --rounds 3        # medians of three rounds
+
+``--rounds N`` runs every system N times, every other round in the reverse order, and ends with
+``median_<figure>`` lines: each figure's median, and each ratio's median over the rounds' own
+ratios (a ratio is taken within a round, between runs minutes apart). One round's ratio moves by
+a fifth between runs of the same commit on this machine.
 
 io_bound: ``--io-tasks`` (10,000) ``async def`` tasks that each await ``--io-sleep`` (20 ms), up to
 ``--concurrency`` (100) at once per worker, on GTA and on the asyncio peers (pgqueuer, procrastinate).
@@ -17,6 +23,7 @@ io_bound: ``--io-tasks`` (10,000) ``async def`` tasks that each await ``--io-sle
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import socket
 import statistics
@@ -121,10 +128,11 @@ def load(name: str, settings: Settings) -> Peer | None:
 COUNTERPARTS = {"submit_single_own": "submit_single"}
 
 
-def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
+def ratios(results: dict[str, Figures], backends: dict[str, str]) -> Figures:
     """``ratio_<figure>_vs_<peer>``, each peer against GTA on its own database (huey's SQLite against
     ``gta_sqlite``: ``ratio_sqlite_<figure>_vs_huey``), and ``ratio_<figure>_vs_best_peer``, the
     least of those: GTA's margin over whichever peer comes closest."""
+    found: Figures = {}
     ours = results.get("gta", {})
     for figure in ours:
         lower = figure.startswith("latency")
@@ -132,15 +140,22 @@ def ratios(results: dict[str, Figures], backends: dict[str, str]) -> None:
         against: dict[str, tuple[str, float]] = {}
         for name in backends:
             same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else ours
-            if theirs in results[name] and figure in same:
+            if theirs in results.get(name, {}) and figure in same:
                 gta_value, peer_value = same[figure], results[name][theirs]
                 prefix = "ratio_sqlite" if same is not ours else "ratio"
                 against[name] = (prefix, peer_value / gta_value if lower else gta_value / peer_value)
         if not against:
             continue
-        emit(f"ratio_{figure}_vs_best_peer", min(ratio for _, ratio in against.values()), "x")
+        found[f"ratio_{figure}_vs_best_peer"] = min(ratio for _, ratio in against.values())
         for name, (prefix, ratio) in against.items():
-            emit(f"{prefix}_{figure}_vs_{name}", ratio, "x")
+            found[f"{prefix}_{figure}_vs_{name}"] = ratio
+    return found
+
+
+def medians(rounds: list[Figures]) -> Figures:
+    """Each figure's median over the rounds that produced it."""
+    names = dict.fromkeys(name for figures in rounds for name in figures)
+    return {name: statistics.median(figures[name] for figures in rounds if name in figures) for name in names}
 
 
 def main() -> None:
@@ -153,6 +168,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes per system")
     p.add_argument("--tasks", type=int, default=20000, help="tasks drained")
     p.add_argument("--drain-runs", type=int, default=1, help="drains per system; the figure is their median")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, every other round in the reverse order, and "
+                        "print each figure's and each ratio's median over the rounds")
     p.add_argument("--single", type=int, default=2000, help="tasks submitted one per call")
     p.add_argument("--batched", type=int, default=50000, help="tasks submitted in batches of 1,000")
     p.add_argument("--latency-tasks", type=int, default=500)
@@ -169,22 +187,39 @@ def main() -> None:
     args = p.parse_args()
     counts = {"drain": args.tasks, "submit": args.single, "latency": args.latency_tasks,
               "io_bound": args.io_tasks}  # 0 skips a workload
-    results: dict[str, Figures] = {}
-    backends: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gta-compare-") as scratch:
+        systems: dict[str, Callable[[], list[Workload]]] = {}
+        backends: dict[str, str] = {}
         if args.gta:
-            results["gta"] = run("gta", gta(args.database, args), counts)
+            systems["gta"] = lambda: gta(args.database, args)
         if args.gta_sqlite:
-            results["gta_sqlite"] = run("gta_sqlite", gta(f"sqlite:///{scratch}/gta.db", args), counts)
+            systems["gta_sqlite"] = lambda: gta(f"sqlite:///{scratch}/gta.db", args)
         tuning = {"BENCH_PROCRASTINATE_CONCURRENCY": str(args.procrastinate_concurrency),
                   "BENCH_PGQUEUER_BATCH": str(args.pgqueuer_batch)}
         settings = Settings(args.database, args.redis, args.workers, Path(scratch), tuning)
         for name in args.peers:
             peer = load(name, settings)
             if peer is not None:
-                results[name] = run(name, peer_workloads(peer, args), counts)
+                systems[name] = functools.partial(peer_workloads, peer, args)
                 backends[name] = peer.backend
-    ratios(results, backends)
+        figures: list[Figures] = []  # per round: every system's figures and this round's ratios
+        for number in range(args.rounds):
+            if args.rounds > 1:
+                print(f"# round {number + 1} of {args.rounds}", flush=True)
+            # every other round in the reverse order: a machine that drifts during a round
+            # favours no system over all rounds
+            order = list(systems) if number % 2 == 0 else list(reversed(systems))
+            results = {name: run(name, systems[name](), counts) for name in order}
+            found = ratios(results, backends)
+            for name, ratio in found.items():
+                emit(name, ratio, "x")
+            figures.append({**{f"{system}_{figure}": value for system, values in results.items()
+                               for figure, value in values.items()}, **found})
+        if args.rounds > 1:
+            print(f"# medians over {args.rounds} rounds (each ratio: the median of the rounds' ratios)", flush=True)
+            for name, value in medians(figures).items():
+                emit(f"median_{name}", value, "x" if name.startswith("ratio") else
+                     "ms" if "_latency_" in name else "tasks/s")
 
 
 if __name__ == "__main__":
