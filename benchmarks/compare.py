@@ -67,9 +67,14 @@ def run(system: str, work: list[Workload], counts: dict[str, int]) -> Figures:
             print(f"{system} FAILED: {label}: {one_line(error)}", flush=True)
             continue
         for figure, value in result.items():
-            emit(f"{system}_{figure}", value, "ms" if figure.startswith("latency") else "tasks/s")
+            emit(f"{system}_{figure}", value, unit(figure))
         figures.update(result)
     return figures
+
+
+def unit(name: str) -> str:
+    """What a figure (``latency_p99``, ``gta_drain_w2``) or a ratio is counted in."""
+    return "x" if name.startswith("ratio") else "ms" if "latency" in name else "tasks/s"
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> float:
@@ -140,7 +145,7 @@ def ratios(results: dict[str, Figures], backends: dict[str, str]) -> Figures:
         against: dict[str, tuple[str, float]] = {}
         for name in backends:
             same = results.get("gta_sqlite", {}) if backends[name] == "sqlite" else ours
-            if theirs in results.get(name, {}) and figure in same:
+            if theirs in results[name] and figure in same:
                 gta_value, peer_value = same[figure], results[name][theirs]
                 prefix = "ratio_sqlite" if same is not ours else "ratio"
                 against[name] = (prefix, peer_value / gta_value if lower else gta_value / peer_value)
@@ -212,14 +217,13 @@ def main() -> None:
             results = {name: run(name, systems[name](), counts) for name in order}
             found = ratios(results, backends)
             for name, ratio in found.items():
-                emit(name, ratio, "x")
+                emit(name, ratio, unit(name))
             figures.append({**{f"{system}_{figure}": value for system, values in results.items()
                                for figure, value in values.items()}, **found})
         if args.rounds > 1:
             print(f"# medians over {args.rounds} rounds (each ratio: the median of the rounds' ratios)", flush=True)
             for name, value in medians(figures).items():
-                emit(f"median_{name}", value, "x" if name.startswith("ratio") else
-                     "ms" if "_latency_" in name else "tasks/s")
+                emit(f"median_{name}", value, unit(name))
 
 
 if __name__ == "__main__":

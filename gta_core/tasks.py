@@ -208,16 +208,14 @@ def dump_args(key: str, args: Mapping[str, Any] | None, what: str = "arguments")
 _ARGS_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), sort_keys=True)
 
 
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-#: `_ARGS_ENCODER`'s own C encoder, made once and without its record of the containers being
-#: encoded: ``encode`` builds both on every call, two thirds of its cost for a small dict (a
-#: batch of 1,000 submits pays it per row). What that record catches, a cycle, is caught as
-#: deep recursion instead, and `_encode` then has ``encode`` word the error.
+#: `_ARGS_ENCODER`'s own C encoder, with its options, made once and without its record of the
+#: containers being encoded: ``encode`` builds both on every call, two thirds of its cost for a
+#: small dict (a batch of 1,000 submits pays it per row). What that record catches, a cycle, is
+#: caught as deep recursion instead, and `_encode` then has ``encode`` word the error.
 _MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # None where the C accelerator is missing
-_FAST_ENCODER = (_MAKE_ENCODER(None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False)
+_FAST_ENCODER = (_MAKE_ENCODER(None, _ARGS_ENCODER.default, json.encoder.encode_basestring_ascii, None,
+                               _ARGS_ENCODER.key_separator, _ARGS_ENCODER.item_separator, _ARGS_ENCODER.sort_keys,
+                               _ARGS_ENCODER.skipkeys, _ARGS_ENCODER.allow_nan)
                  if _MAKE_ENCODER is not None else None)
 
 

@@ -99,7 +99,7 @@ def resolve(handle: Any, runtime: Runtime, name: str = "db_tx") -> Handle:
     if module == _ASYNC:
         raise SubmitError(f"{name} is an async handle ({type(handle).__name__}): "
                           "submit through it with `await gta_core.asubmit(...)`")
-    if module is not None and module != "peewee":
+    if module is not None:
         adapter: Any = importlib.import_module(f"{__name__}.{module}")
         return adapter.adapt(handle, runtime)  # type: ignore[no-any-return]
     from . import peewee
