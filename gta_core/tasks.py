@@ -338,6 +338,56 @@ class Spawner(Protocol):
     def chain(self, steps: list[Any]) -> None: ...
 
 
+_MAKING_CONDITION = threading.Lock()
+
+
+class LazyEvent(threading.Event):
+    """A `threading.Event` that makes its condition (a lock and a list of waiters) when it is
+    first set, cleared or waited on, not when it is made.
+
+    Every attempt gets one, ``ctx.cancel_event``, and nearly none is ever set or waited on;
+    `threading.Event` builds its `threading.Condition` up front, 2.6 µs here, a tenth of the
+    async runner's time per task (`benchmarks/README.md`). Reading the flag takes no lock, as
+    in `threading.Event`: the flag only changes under the condition's lock.
+    """
+
+    def __init__(self) -> None:  # not threading.Event's: it would build the condition now
+        self._flag = False
+        self._made: threading.Condition | None = None
+
+    def _condition(self) -> threading.Condition:
+        condition = self._made
+        if condition is None:
+            with _MAKING_CONDITION:  # two threads' first uses make one condition
+                if self._made is None:
+                    self._made = threading.Condition(threading.Lock())
+                condition = self._made
+        return condition
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} at {id(self):#x}: {'set' if self._flag else 'unset'}>"
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        condition = self._condition()
+        with condition:
+            self._flag = True
+            condition.notify_all()
+
+    def clear(self) -> None:
+        with self._condition():
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        condition = self._condition()
+        with condition:
+            return self._flag or condition.wait(timeout)
+
+
 @dataclasses.dataclass
 class TaskContext:
     """What a handler gets as its first argument."""
@@ -350,7 +400,7 @@ class TaskContext:
     context: dict[str, Any]
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     #: set when the task is cancelled while it runs; long handlers should check it and return
-    cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    cancel_event: threading.Event = dataclasses.field(default_factory=LazyEvent)
     #: the worker holding this task's lease (host:pid:...), as written in ``lease_owner``
     lease_owner: str = ""
     #: where `submit`, `group` and `chain` buffer what this attempt creates: set by what runs the

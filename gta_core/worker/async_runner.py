@@ -33,7 +33,6 @@ import contextvars
 import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +43,7 @@ from ..plugins import call_hook_safely, report_task_events
 from ..results import encode_result
 from ..runtime import Runtime
 from ..scopes import Attempt, scope
-from ..tasks import TaskContext, TaskRecord
+from ..tasks import LazyEvent, TaskContext, TaskRecord
 from .channel import EXIT_THREAD_DIED, WorkerChannel
 from .completer import Completer, task_logger
 from .execute import Spawned, checked_call, plain_success
@@ -98,7 +97,7 @@ class HandlerWindow:
             uncancel()
 
 
-class CancelEvent(threading.Event):
+class CancelEvent(LazyEvent):
     """``ctx.cancel_event`` of an async task: setting it (the heartbeat thread does, for a task
     cancelled while it runs) also cancels the handler, through its `HandlerWindow`."""
 
