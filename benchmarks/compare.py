@@ -23,7 +23,6 @@ io_bound: ``--io-tasks`` (10,000) ``async def`` tasks that each await ``--io-sle
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import socket
 import statistics
@@ -193,19 +192,19 @@ def main() -> None:
     counts = {"drain": args.tasks, "submit": args.single, "latency": args.latency_tasks,
               "io_bound": args.io_tasks}  # 0 skips a workload
     with tempfile.TemporaryDirectory(prefix="gta-compare-") as scratch:
-        systems: dict[str, Callable[[], list[Workload]]] = {}
+        systems: dict[str, list[Workload]] = {}
         backends: dict[str, str] = {}
         if args.gta:
-            systems["gta"] = lambda: gta(args.database, args)
+            systems["gta"] = gta(args.database, args)
         if args.gta_sqlite:
-            systems["gta_sqlite"] = lambda: gta(f"sqlite:///{scratch}/gta.db", args)
+            systems["gta_sqlite"] = gta(f"sqlite:///{scratch}/gta.db", args)
         tuning = {"BENCH_PROCRASTINATE_CONCURRENCY": str(args.procrastinate_concurrency),
                   "BENCH_PGQUEUER_BATCH": str(args.pgqueuer_batch)}
         settings = Settings(args.database, args.redis, args.workers, Path(scratch), tuning)
         for name in args.peers:
             peer = load(name, settings)
             if peer is not None:
-                systems[name] = functools.partial(peer_workloads, peer, args)
+                systems[name] = peer_workloads(peer, args)
                 backends[name] = peer.backend
         figures: list[Figures] = []  # per round: every system's figures and this round's ratios
         for number in range(args.rounds):
@@ -214,7 +213,7 @@ def main() -> None:
             # every other round in the reverse order: a machine that drifts during a round
             # favours no system over all rounds
             order = list(systems) if number % 2 == 0 else list(reversed(systems))
-            results = {name: run(name, systems[name](), counts) for name in order}
+            results = {name: run(name, systems[name], counts) for name in order}
             found = ratios(results, backends)
             for name, ratio in found.items():
                 emit(name, ratio, unit(name))

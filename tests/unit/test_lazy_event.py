@@ -12,9 +12,9 @@ def test_is_a_threading_event_and_makes_no_condition_until_used() -> None:
     event = LazyEvent()
     assert isinstance(event, threading.Event)
     assert not event.is_set() and event._made is None  # the point of it: nothing built per attempt
-    assert "unset" in repr(event)
+    assert repr(event).endswith(": unset>")
     event.set()
-    assert event.is_set() and event._made is not None and "set" in repr(event)
+    assert event.is_set() and event._made is not None and repr(event).endswith(": set>")
 
 
 def test_a_context_gets_one_of_its_own() -> None:
